@@ -1,0 +1,35 @@
+# ganime: `make demo` and `make test` on a fresh machine; both create .venv on first use.
+SHELL := /bin/bash
+VENV := .venv
+STAMP := $(VENV)/.installed
+CORES ?= 2
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: venv demo test lint bench clean-demo
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,cluster]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The whole DAG on the embedded synthetic booru, into demo/, then the Snakemake HTML report.
+demo: $(STAMP)
+	snakemake --cores $(CORES) --configfile configs/demo.yaml --directory demo --workflow-profile profiles/default
+	snakemake --cores 1 --configfile configs/demo.yaml --directory demo --report report.html
+	@echo "report: demo/report.html (and the comparison page demo/results/report/index.html)"
+
+test: $(STAMP)
+	pytest
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+	snakemake --lint
+
+bench: $(STAMP)
+	python -m benchmarks
+
+clean-demo:
+	rm -rf demo

@@ -1,0 +1,181 @@
+"""Shared plumbing for every stage: the user-error type, atomic writes, logging, progress, CLI wrapper."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("ganime")
+T = TypeVar("T")
+
+
+class GanimeError(Exception):
+    """A problem the user can fix. The message is one line: what is wrong, where (file/key/line), and the fix."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it into place with ``os.replace``.
+
+    A killed job therefore never leaves a half-written file under its final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def write_parquet(path: str | os.PathLike, df) -> None:  # df: pandas.DataFrame
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def save_image(path: str | os.PathLike, image) -> None:  # image: PIL.Image.Image
+    fmt = Path(path).suffix.lstrip(".").upper().replace("JPG", "JPEG")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=fmt)
+
+
+def save_npy(path: str | os.PathLike, array) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, Paths and numpy scalars into plain JSON types."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalar
+        return obj.item()
+    return obj
+
+
+def read_parquet(path: str | os.PathLike, columns: Iterable[str] = ()):
+    """Read a table, failing with one clear line if it is missing or lacks required columns."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise GanimeError(f"{path}: file not found; run the stage that produces it first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise GanimeError(f"{path}: not a readable Parquet table ({exc}); delete it and rerun its stage") from exc
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise GanimeError(f"{path}: missing column(s) {', '.join(missing)}; rerun the stage that produces it")
+    return df
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", every_s: float = 10.0) -> Iterator[T]:
+    """A tqdm bar on a terminal; periodic log lines otherwise (Snakemake logs, CI)."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, total=total, desc=desc)
+        return
+    last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            log.info("%s: %d%s", desc, done, f"/{total}" if total else "")
+    log.info("%s: %d done", desc, done)
+
+
+def run_cli(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], Any], argv=None) -> int:
+    """Parse, run, log the summary; turn a GanimeError into one line on stderr and exit status 2."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        summary = handler(args)
+    except GanimeError as exc:
+        print(f"ganime error: {exc}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        log.info("summary: %s", json.dumps(to_jsonable(summary), sort_keys=True))
+    return 0
+
+
+def torch_device(name: str = "auto"):
+    """'auto' picks CUDA when present. Threads follow the job's allotment (Snakemake sets OMP_NUM_THREADS)."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GanimeError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        torch.set_num_threads(int(threads))
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,151 @@
+"""Stage 2, faces: crop square face images from every stored post.
+
+Detectors: ``lbpcascade`` (OpenCV + nagadomi's ``lbpcascade_animeface.xml``, the upstream recipe) or
+``annotations`` (face boxes the source supplied, e.g. the synthetic booru, whose drawn faces the cascade
+does not find). Writes ``crops/<md5>_<i>.png`` and ``faces.parquet`` under ``--out``.
+Subcommand ``fetch-cascade`` downloads the cascade from its canonical address, pinned by sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ganime_steps import USER_AGENT
+from ganime_steps.common import GanimeError, progress, read_parquet, run_cli, save_image, write_bytes, write_parquet
+from ganime_steps.imaging import load_rgb
+
+log = logging.getLogger(__name__)
+
+CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
+CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
+DETECTORS = ("lbpcascade", "annotations")
+FACE_COLUMNS = ["source", "post_id", "md5", "face_index", "x", "y", "w", "h", "file"]
+
+
+@dataclass
+class FacesSummary:
+    posts: int
+    posts_with_faces: int
+    faces: int
+    detector: str
+
+
+class CascadeDetector:
+    """The upstream recipe: grayscale, histogram equalisation, detectMultiScale(1.1, 5, 24x24)."""
+
+    def __init__(self, path: Path, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24) -> None:
+        import cv2
+
+        if not Path(path).is_file():
+            raise GanimeError(f"faces.cascade: {path} not found; set it to lbpcascade_animeface.xml or null to download")
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise GanimeError(f"faces.cascade: {path} is not a valid OpenCV cascade XML")
+        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+
+    def detect(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
+        import cv2
+
+        gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
+        boxes = self.cascade.detectMultiScale(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_size,) * 2
+        )
+        return [tuple(int(v) for v in box) for box in boxes]
+
+
+def crop_face(image: Image.Image, box: tuple[int, int, int, int], size: int, margin: float) -> Image.Image:
+    """Square crop around the box, enlarged by ``margin`` (fraction of the side), clamped, resized with Lanczos."""
+    x, y, w, h = box
+    side = max(w, h) * (1 + margin)
+    cx, cy = x + w / 2, y + h / 2
+    left, top = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
+    right, bottom = min(image.width, round(cx + side / 2)), min(image.height, round(cy + side / 2))
+    return image.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def run(*, posts: Path, out: Path, detector: str = "lbpcascade", cascade: Path | None = None, size: int = 64,
+        margin: float = 0.0, min_size: int = 24) -> FacesSummary:  # fmt: skip
+    if detector not in DETECTORS:
+        raise GanimeError(f"faces.detector {detector!r} is unknown; use one of {', '.join(DETECTORS)}")
+    table = read_parquet(posts, ["source", "post_id", "md5", "file", "face_boxes"])
+    cascade_detector = None
+    if detector == "lbpcascade":
+        if cascade is None:
+            raise GanimeError("faces: detector lbpcascade needs --cascade PATH (faces.cascade in the config)")
+        cascade_detector = CascadeDetector(cascade, min_size=min_size)
+    rows = []
+    for post in progress(table.itertuples(index=False), total=len(table), desc="faces"):
+        image = load_rgb(Path(posts).parent / post.file)
+        if cascade_detector is not None:
+            boxes = cascade_detector.detect(image)
+        else:
+            boxes = [tuple(b) for b in json.loads(post.face_boxes or "[]")]
+        for i, box in enumerate(boxes):
+            rel = f"crops/{post.md5[:2]}/{post.md5}_{i}.png"
+            save_image(out / rel, crop_face(image, box, size, margin))
+            rows.append((post.source, int(post.post_id), post.md5, i, *box, rel))
+    faces = pd.DataFrame(rows, columns=FACE_COLUMNS)
+    if faces.empty:
+        raise GanimeError(f"faces: no face found in any of the {len(table)} posts of {posts} (detector {detector})")
+    write_parquet(out / "faces.parquet", faces)
+    return FacesSummary(len(table), int(faces["md5"].nunique()), len(faces), detector)
+
+
+def fetch_cascade(*, out: Path, url: str = CASCADE_URL, sha256: str = CASCADE_SHA256) -> dict:
+    """Download the cascade once; the pinned sha256 guards against a changed or truncated file."""
+    import requests
+
+    try:
+        resp = requests.get(url, headers={"User-Agent": USER_AGENT}, timeout=60)
+        resp.raise_for_status()
+    except requests.RequestException as exc:
+        raise GanimeError(
+            f"cannot download the cascade from {url} ({type(exc).__name__}); offline? download it by hand and "
+            "set faces.cascade to its path"
+        ) from exc
+    digest = hashlib.sha256(resp.content).hexdigest()
+    if digest != sha256:
+        raise GanimeError(f"{url}: sha256 {digest} does not match the pinned {sha256}; not saved")
+    write_bytes(out, resp.content)
+    return {"path": str(out), "sha256": digest, "bytes": len(resp.content)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ganime_steps.faces", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    crop = sub.add_parser("crop", help="detect and crop faces from every post")
+    crop.add_argument("--posts", type=Path, required=True, help="posts.parquet of the scrape stage")
+    crop.add_argument("--detector", choices=DETECTORS, default="lbpcascade", help="where face boxes come from")
+    crop.add_argument("--cascade", type=Path, help="lbpcascade_animeface.xml (detector lbpcascade)")
+    crop.add_argument("--size", type=int, default=64, help="side of the square crops in pixels")
+    crop.add_argument("--margin", type=float, default=0.0, help="enlarge each box by this fraction of its side")
+    crop.add_argument("--min-size", type=int, default=24, help="smallest face the cascade reports, in pixels")
+    crop.add_argument("--out", type=Path, required=True, help="output folder (crops/, faces.parquet)")
+    fetch = sub.add_parser("fetch-cascade", help="download lbpcascade_animeface.xml (sha256-pinned)")
+    fetch.add_argument("--url", default=CASCADE_URL, help="download address")
+    fetch.add_argument("--out", type=Path, required=True, help="where to save the XML")
+    return p
+
+
+def _dispatch(a: argparse.Namespace):
+    if a.command == "fetch-cascade":
+        return fetch_cascade(out=a.out, url=a.url)
+    return run(posts=a.posts, out=a.out, detector=a.detector, cascade=a.cascade, size=a.size, margin=a.margin,
+               min_size=a.min_size)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), _dispatch, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Config validation: both shipped configs pass; errors name the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from ganime_steps.common import GanimeError
+from ganime_steps.config import validate_config
+
+FAMILIES = ("dcgan", "wgan-gp", "dragan", "sngan")
+
+
+def load(name):
+    return yaml.safe_load((REPO / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "configs/demo.yaml"])
+def test_shipped_configs_validate(name):
+    config = load(name)
+    validate_config(config, families=FAMILIES)
+    assert all(run["z_dim"] > 0 for run in config["runs"].values())  # defaults filled in
+    assert config["faces"]["size"] == 64
+
+
+def test_unavailable_family_is_skipped_with_a_warning():
+    config = load("config.yaml")
+    warnings = validate_config(config, families=FAMILIES)
+    assert "stylegan_A" not in config["runs"] and "wgangp_B" in config["runs"]
+    assert any("stylegan" in w and "not available" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda c: c["runs"]["dcgan_A"].update(kimg=-1), "runs.dcgan_A.kimg"),
+        (lambda c: c["runs"]["dcgan_A"].update(dataset="Z"), "runs.dcgan_A.dataset"),
+        (lambda c: c["datasets"]["B"]["drop"].update(ugly="auto"), "datasets.B.drop.ugly"),
+        (lambda c: c["datasets"]["B"]["drop"].update(chibi=1.5), "datasets.B.drop.chibi"),
+        (lambda c: c["scrape"].update(kind="pixiv"), "scrape.kind"),
+        (lambda c: c["classifiers"]["chibi"].update(threshold_rule="precision:high"), "classifiers.chibi.threshold_rule"),
+        (lambda c: c.update(typo_section={}), "(top level)"),
+    ],
+)
+def test_errors_name_the_key(edit, key):
+    config = copy.deepcopy(load("configs/demo.yaml"))
+    edit(config)
+    with pytest.raises(GanimeError, match=rf"config key {__import__('re').escape(key)}"):
+        validate_config(config, families=FAMILIES)

@@ -1,0 +1,53 @@
+# Stage 5: named datasets (filters from config) and their packed training arrays.
+# Each dataset's filter settings are params of its own job only: changing dataset B reruns B's branch alone.
+
+
+rule clean_filter:
+    input:
+        unpack(lambda wildcards: {"code": code("clean"), "table": get_dataset_table(wildcards)}),
+        scores=lambda wildcards: list(get_dataset_scores(wildcards).values()),
+    output:
+        manifest="results/datasets/{dataset}/manifest.parquet",
+        summary="results/datasets/{dataset}/summary.json",
+    params:
+        table_flag=lambda wildcards: "--faces" if get_dataset(wildcards.dataset)["from"] == "faces" else "--posts",
+        scores=lambda wildcards: [f"{t}={p}" for t, p in get_dataset_scores(wildcards).items()],
+        drop=lambda wildcards: [f"{t}={v}" for t, v in get_dataset(wildcards.dataset)["drop"].items()],
+        require=lambda wildcards: get_dataset(wildcards.dataset)["require_tags"],
+        exclude=lambda wildcards: get_dataset(wildcards.dataset)["exclude_tags"],
+        out=lambda wildcards: f"results/datasets/{wildcards.dataset}",
+    log:
+        "logs/clean/{dataset}_filter.log",
+    shell:
+        "python -m ganime_steps.clean filter"
+        " --dataset {wildcards.dataset}"
+        " {params.table_flag} {input.table:q}"
+        " --scores {params.scores:q}"
+        " --drop {params.drop:q}"
+        " --require-tags {params.require:q}"
+        " --exclude-tags {params.exclude:q}"
+        " --out {params.out:q}"
+        " 2> {log:q}"
+
+
+rule clean_pack:
+    input:
+        code=code("clean"),
+        manifest="results/datasets/{dataset}/manifest.parquet",
+    output:
+        pack="results/datasets/{dataset}/pack_{res}.npy",
+        preview=report(
+            "results/datasets/{dataset}/preview_{res}.png",
+            caption="../report/dataset.rst",
+            category="Datasets",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/clean/{dataset}_pack_{res}.log",
+    shell:
+        "python -m ganime_steps.clean pack"
+        " --manifest {input.manifest:q}"
+        " --resolution {wildcards.res}"
+        " --preview {output.preview:q}"
+        " --out {output.pack:q}"
+        " 2> {log:q}"

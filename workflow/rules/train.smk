@@ -1,0 +1,48 @@
+# Stage 6: one GPU job per run. The checkpoint is deliberately not an output: Snakemake deletes a job's
+# outputs before rerunning it, and a requeued or interrupted run must resume from its newest checkpoint.
+
+
+rule train:
+    input:
+        code=code("train"),
+        data=lambda wildcards: "results/datasets/{dataset}/pack_{res}.npy".format(
+            dataset=get_run(wildcards.run)["dataset"], res=get_run(wildcards.run)["resolution"]
+        ),
+    output:
+        generator="results/runs/{run}/generator.pt",
+        log_csv="results/runs/{run}/log.csv",
+        summary="results/runs/{run}/train_summary.json",
+        samples=report(
+            "results/runs/{run}/samples.png",
+            caption="../report/samples.rst",
+            category="Samples",
+            subcategory="{run}",
+        ),
+    params:
+        spec=lambda wildcards: get_run(wildcards.run),
+        out=lambda wildcards: f"results/runs/{wildcards.run}",
+        lr=lambda wildcards: "" if get_run(wildcards.run)["lr"] is None else f"--lr {get_run(wildcards.run)['lr']}",
+        diffaug=lambda wildcards: "--diffaug" if get_run(wildcards.run)["diffaug"] else "",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=lambda wildcards: get_run(wildcards.run)["mem_mb"],
+        runtime=lambda wildcards: get_run(wildcards.run)["runtime"],
+    log:
+        "logs/train/{run}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} python -m ganime_steps.train"
+        " --data {input.data:q}"
+        " --family {params.spec[family]:q}"
+        " --resolution {params.spec[resolution]}"
+        " --kimg {params.spec[kimg]}"
+        " --batch-size {params.spec[batch_size]}"
+        " {params.lr}"
+        " --channels {params.spec[channels]}"
+        " --z-dim {params.spec[z_dim]}"
+        " --seed {params.spec[seed]}"
+        " --ema-kimg {params.spec[ema_kimg]}"
+        " --checkpoint-every {params.spec[checkpoint_every]}"
+        " {params.diffaug}"
+        " --out {params.out:q}"
+        " 2> {log:q}"
