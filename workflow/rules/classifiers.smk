@@ -28,6 +28,8 @@ rule classifier_train:
     resources:
         mem_mb=8000,
         runtime=240,
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/classifiers/{task}_train.log",
     shell:
@@ -59,6 +61,8 @@ rule classifier_score:
     threads: 2
     resources:
         mem_mb=8000,
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/classifiers/{task}_score.log",
     shell:

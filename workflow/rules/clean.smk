@@ -16,6 +16,8 @@ rule clean_filter:
         require=lambda wildcards: get_dataset(wildcards.dataset)["require_tags"],
         exclude=lambda wildcards: get_dataset(wildcards.dataset)["exclude_tags"],
         out=lambda wildcards: f"results/datasets/{wildcards.dataset}",
+    conda:
+        "../../envs/scrape.yaml"
     log:
         "logs/clean/{dataset}_filter.log",
     shell:
@@ -42,6 +44,8 @@ rule clean_pack:
             category="Datasets",
             subcategory="{dataset}",
         ),
+    conda:
+        "../../envs/scrape.yaml"
     log:
         "logs/clean/{dataset}_pack_{res}.log",
     shell:

@@ -10,6 +10,9 @@ from ganime_steps.config import validate_config
 from ganime_steps.gan import available_families
 
 REPO = Path(workflow.basedir).parent
+# Every stage runs as `python -m ganime_steps.<stage>`; PYTHONPATH makes this checkout's code the one used,
+# also inside the per-rule conda environments.
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 try:
     for _warning in validate_config(config, families=tuple(available_families())):

@@ -17,6 +17,8 @@ rule evaluate_reference:
     threads: 2
     resources:
         mem_mb=8000,
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/evaluate/reference_{dataset}_{res}.log",
     shell:
@@ -46,6 +48,8 @@ rule evaluate:
     threads: 2
     resources:
         mem_mb=8000,
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/evaluate/{run}.log",
     shell:

@@ -8,6 +8,8 @@ rule fetch_cascade:
         code=code("faces"),
     output:
         "resources/lbpcascade_animeface.xml",
+    conda:
+        "../../envs/vision.yaml"
     log:
         "logs/faces/fetch_cascade.log",
     shell:
@@ -27,6 +29,8 @@ rule faces:
         margin=config["faces"]["margin"],
         min_size=config["faces"]["min_size"],
         cascade_flag=lambda wildcards, input: f"--cascade {input.cascade}" if input.cascade else "",
+    conda:
+        "../../envs/vision.yaml"
     log:
         "logs/faces/faces.log",
     shell:

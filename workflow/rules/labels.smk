@@ -9,6 +9,8 @@ rule labels:
     output:
         table="results/labels/{task}.parquet",
         counts="results/labels/{task}_counts.json",
+    conda:
+        "../../envs/scrape.yaml"
     log:
         "logs/labels/{task}.log",
     shell:

@@ -16,6 +16,8 @@ rule report:
         table="results/report/metrics.csv",
     params:
         title=config["report"]["title"],
+    conda:
+        "../../envs/scrape.yaml"
     log:
         "logs/report/report.log",
     shell:

@@ -21,7 +21,9 @@ rule scrape:
         base_url=f"--base-url {shlex.quote(config['scrape']['base_url'])}" if config["scrape"]["base_url"] else "",
         n_posts=config["scrape"]["synthetic"]["n_posts"],
         seed=config["scrape"]["synthetic"]["seed"],
-        out=SCRAPE,
+        out=lambda wildcards, output: Path(output.posts).parent,
+    conda:
+        "../../envs/scrape.yaml"
     log:
         "logs/scrape/scrape.log",
     shell:
@@ -53,6 +55,8 @@ rule synthetic_labels:
         seed=config["scrape"]["synthetic"]["seed"],
         fraction=config["scrape"]["synthetic"]["label_fraction"],
         error_rate=config["scrape"]["synthetic"]["label_error_rate"],
+    conda:
+        "../../envs/scrape.yaml"
     log:
         "logs/scrape/synthetic_labels.log",
     shell:

@@ -28,6 +28,8 @@ rule train:
         gpu=1,
         mem_mb=lambda wildcards: get_run(wildcards.run)["mem_mb"],
         runtime=lambda wildcards: get_run(wildcards.run)["runtime"],
+    conda:
+        "../../envs/torch.yaml"
     log:
         "logs/train/{run}.log",
     shell:
