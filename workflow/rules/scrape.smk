@@ -45,6 +45,7 @@ rule scrape:
 rule synthetic_labels:
     input:
         code=code("synthetic"),
+        posts=POSTS,
     output:
         truth="results/synthetic/truth.parquet",
         csvs=expand(
@@ -65,5 +66,6 @@ rule synthetic_labels:
         " --seed {params.seed}"
         " --label-fraction {params.fraction}"
         " --label-error-rate {params.error_rate}"
+        " --posts {input.posts:q}"
         " --out results/synthetic"
         " 2> {log:q}"

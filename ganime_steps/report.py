@@ -1,0 +1,447 @@
+"""Stage report: one self-contained HTML page comparing runs, classifiers and dataset yields.
+
+Inputs (DESIGN §2 layout):
+
+- ``results/runs/<run>/metrics.json`` from ``evaluate run`` (the run name is the folder name), with
+  ``train_summary.json`` beside it when present (family, dataset, kimg);
+- ``results/classifiers/<task>/metrics.json`` with ``pr_curve.png`` / ``confusion.png`` beside it when present;
+- ``results/datasets/<name>/summary.json`` with ``dataset``, ``n_total``, ``n_kept``, ``removed_by``;
+- ``results/runs/<run>/samples.png`` sample grids.
+
+Outputs under ``--out``: ``index.html`` (images embedded as base64 PNG, no external CSS/JS), ``metrics.csv`` (the run
+table) and ``report_summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ganime_steps.common import GanimeError, run_cli, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+RUN_COLUMNS = [
+    "run", "family", "dataset", "kimg", "feature_space", "is_fid", "fd", "kid_mean", "kid_std", "precision", "recall",
+    "n_fake", "n_real",
+]  # fmt: skip
+DATASET_KEYS = ("dataset", "n_total", "n_kept", "removed_by")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;
+color:#222;line-height:1.4}
+h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
+.meta{color:#666;font-size:.9rem}.note{background:#fff6d6;border-left:4px solid #e0b400;padding:.5rem .8rem}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
+th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}th{background:#f2f2f2}
+td.t,th.t{text-align:left}tr.best td{font-weight:600;background:#eef8ee}
+.cards{display:flex;flex-wrap:wrap;gap:1.2rem}.card{border:1px solid #ddd;border-radius:6px;padding:.6rem .8rem}
+.card img{max-width:520px;height:auto;display:block}figure{margin:0}figcaption{color:#555;font-size:.9rem}
+.grid img{max-width:100%;image-rendering:pixelated}
+"""
+
+
+@dataclass
+class ReportSummary:
+    out: Path
+    html: Path
+    csv: Path
+    n_runs: int
+    n_classifiers: int
+    n_datasets: int
+    n_grids: int
+    feature_spaces: list[str]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading inputs
+
+
+def _read_json(path: Path, flag: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise GanimeError(f"{flag} {path}: file not found; run the stage that writes it first")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GanimeError(f"{flag} {path}: not readable JSON ({exc}); rerun the stage that writes it") from exc
+    if not isinstance(obj, dict):
+        raise GanimeError(f"{flag} {path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    """The first present, non-null key, also looking one level down in 'val'/'test'/'metrics' sections."""
+    for scope in (d, d.get("metrics"), d.get("test"), d.get("val")):
+        if isinstance(scope, dict):
+            for k in keys:
+                if scope.get(k) is not None:
+                    return scope[k]
+    return None
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """One row of the run table from ``<run>/metrics.json`` (+ ``train_summary.json`` beside it)."""
+    m = _read_json(path, "--run-metrics")
+    space = m.get("feature_space")
+    if not space:
+        raise GanimeError(f"--run-metrics {path}: no 'feature_space' key; rerun `python -m ganime_steps.evaluate run`")
+    is_fid = bool(m.get("is_fid", False))
+    fd = m.get("fd", m.get("fid") if is_fid else m.get(m.get("fd_key", "")))
+    train = path.parent / "train_summary.json"
+    t = _read_json(train, "train summary") if train.is_file() else {}
+    dataset = t.get("dataset")
+    if dataset is None and t.get("data"):
+        dataset = Path(str(t["data"])).parent.name  # train records results/datasets/<dataset>/pack_<res>.npy
+    kimg = _num(t.get("kimg"))
+    if kimg is None and _num(t.get("images_seen")) is not None:
+        kimg = round(_num(t["images_seen"]) / 1000.0, 1)  # images shown to D, as trained so far
+    return {
+        "run": path.parent.name,
+        "family": t.get("family"),
+        "dataset": dataset,
+        "kimg": kimg if kimg is not None else _num(t.get("kimg_target")),
+        "feature_space": str(space),
+        "is_fid": is_fid,
+        "fd": _num(fd),
+        "kid_mean": _num(m.get("kid_mean")),
+        "kid_std": _num(m.get("kid_std")),
+        "precision": _num(m.get("precision")),
+        "recall": _num(m.get("recall")),
+        "n_fake": m.get("n_fake"),
+        "n_real": m.get("n_real"),
+    }
+
+
+def _confusion(m: dict[str, Any]) -> list[list[int]] | None:
+    """2x2 [[tn, fp], [fn, tp]] (rows: true class, columns: predicted) from a list or a tn/fp/fn/tp dict."""
+    c = _first(m, "confusion_matrix", "confusion")
+    if isinstance(c, dict) and all(k in c for k in ("tn", "fp", "fn", "tp")):
+        return [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
+    if isinstance(c, list) and c and all(isinstance(r, list) for r in c):
+        return c
+    if all(_first(m, k) is not None for k in ("tn", "fp", "fn", "tp")):
+        return [[_first(m, "tn"), _first(m, "fp")], [_first(m, "fn"), _first(m, "tp")]]
+    return None
+
+
+def read_classifier(path: Path) -> dict[str, Any]:
+    m = _read_json(path, "--classifier-metrics")
+    classes = m.get("classes")
+    task = str(m.get("task") or path.parent.name)
+    if not isinstance(classes, list):
+        classes = [f"not_{task}", task]  # the classifier stage's binary convention (model.pt 'classes')
+    return {
+        "task": task,
+        "arch": m.get("arch"),
+        "precision": _num(_first(m, "precision")),
+        "recall": _num(_first(m, "recall")),
+        "f1": _num(_first(m, "f1", "f1_score")),
+        "roc_auc": _num(_first(m, "roc_auc", "auc")),
+        "threshold": _num(_first(m, "threshold")),
+        "confusion": _confusion(m),
+        "classes": [str(c) for c in classes],
+        "images": {name: path.parent / f"{name}.png" for name in ("pr_curve", "confusion")},
+    }
+
+
+def read_dataset(path: Path) -> dict[str, Any]:
+    s = _read_json(path, "--dataset-summaries")
+    missing = [k for k in DATASET_KEYS if k not in s]
+    if missing:
+        raise GanimeError(f"--dataset-summaries {path}: missing key(s) {', '.join(missing)}; rerun the clean stage")
+    if not isinstance(s["removed_by"], dict):
+        raise GanimeError(f"--dataset-summaries {path}: 'removed_by' must map filter name → count")
+    total, kept = int(s["n_total"]), int(s["n_kept"])
+    return {
+        "dataset": str(s["dataset"]),
+        "n_total": total,
+        "n_kept": kept,
+        "kept_pct": 100.0 * kept / total if total else None,
+        "removed_by": {str(k): int(v) for k, v in s["removed_by"].items()},
+    }
+
+
+def png_data_uri(path: Path, flag: str) -> str:
+    """A ``data:image/png;base64,`` URI; non-PNG images are converted so the page stays self-contained and uniform."""
+    if not path.is_file():
+        raise GanimeError(f"{flag} {path}: file not found; run the stage that writes it first")
+    data = path.read_bytes()
+    if not data.startswith(PNG_MAGIC):
+        from ganime_steps.imaging import decode_image
+
+        buf = io.BytesIO()
+        decode_image(data, what=f"{flag} {path}").save(buf, format="PNG")
+        data = buf.getvalue()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _e(v: Any) -> str:
+    return html.escape("—" if v is None else str(v))
+
+
+def _f(v: float | None, digits: int) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _fd_label(row: dict[str, Any]) -> str:
+    return "FID" if row["is_fid"] else f"FD in {row['feature_space']} space"
+
+
+def _runs_section(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>No runs evaluated.</p>"
+    spaces = sorted({r["feature_space"] for r in rows})
+    # Lowest Fréchet distance per feature space: only numbers in the same space are comparable.
+    best = {}
+    for s in spaces:
+        scored = [r for r in rows if r["feature_space"] == s and r["fd"] is not None]
+        if len(scored) > 1:
+            best[s] = min(scored, key=lambda r: r["fd"])["run"]
+    parts = []
+    if len(spaces) > 1:
+        parts.append(
+            '<p class="note">These runs were evaluated in different feature spaces ('
+            + ", ".join(_e(s) for s in spaces)
+            + "); compare Fréchet distances only within one space.</p>"
+        )
+    if not any(r["is_fid"] for r in rows):
+        parts.append(
+            '<p class="note">No run was evaluated with the standard Inception-v3 weights: the Fréchet distances '
+            "below are in a classifier's feature space and are <b>not FID</b>.</p>"
+        )
+    head = ["run", "family", "dataset", "kimg", "feature space", "Fréchet distance", "KID (mean ± std)"]
+    head += ["precision", "recall", "n fake / real"]
+    out = [
+        "<table><tr>"
+        + "".join(f'<th class="t">{_e(h)}</th>' if i < 5 else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
+        + "</tr>"
+    ]
+    for r in rows:
+        kid = "—" if r["kid_mean"] is None else f"{r['kid_mean']:.5f} ± {_f(r['kid_std'], 5)}"
+        cls = ' class="best"' if best.get(r["feature_space"]) == r["run"] else ""
+        cells = [
+            f'<td class="t">{_e(r["run"])}</td>',
+            f'<td class="t">{_e(r["family"])}</td>',
+            f'<td class="t">{_e(r["dataset"])}</td>',
+            f'<td class="t">{_e(r["kimg"])}</td>',
+            f'<td class="t">{_e(r["feature_space"])}</td>',
+            f'<td title="{_e(_fd_label(r))}">{_e(_f(r["fd"], 2))} <small>{"FID" if r["is_fid"] else "FD"}</small></td>',
+            f"<td>{_e(kid)}</td>",
+            f"<td>{_e(_f(r['precision'], 3))}</td>",
+            f"<td>{_e(_f(r['recall'], 3))}</td>",
+            f"<td>{_e(r['n_fake'])} / {_e(r['n_real'])}</td>",
+        ]
+        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    parts.append("\n".join(out))
+    parts.append(
+        '<p class="meta">Lower Fréchet distance and KID are better; precision (fidelity) and recall (coverage) '
+        "follow Kynkäänniemi et al. 2019 with k = 3. The best run per feature space is highlighted.</p>"
+    )
+    return "\n".join(parts)
+
+
+def _confusion_table(c: list[list[Any]], classes: list[str] | None) -> str:
+    names = classes if classes and len(classes) == len(c) else [str(i) for i in range(len(c))]
+    out = ['<table><tr><th class="t">true \\ predicted</th>' + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"]
+    for name, row in zip(names, c, strict=False):
+        out.append(f'<tr><th class="t">{_e(name)}</th>' + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _classifiers_section(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "<p>No classifier metrics given.</p>"
+    head = ["task", "arch", "precision", "recall", "F1", "ROC-AUC", "threshold"]
+    rows = [
+        "<table><tr>"
+        + "".join(f'<th class="t">{h}</th>' if i < 2 else f"<th>{h}</th>" for i, h in enumerate(head))
+        + "</tr>"
+    ]
+    for c in items:
+        rows.append(
+            f'<tr><td class="t">{_e(c["task"])}</td><td class="t">{_e(c["arch"])}</td>'
+            + "".join(f"<td>{_e(_f(c[k], 3))}</td>" for k in ("precision", "recall", "f1", "roc_auc", "threshold"))
+            + "</tr>"
+        )
+    rows.append("</table>")
+    cards = []
+    for c in items:
+        body = [f"<h3>{_e(c['task'])}</h3>"]
+        if c["confusion"]:
+            body.append(_confusion_table(c["confusion"], c["classes"]))
+        for name, img in c["images"].items():
+            if img.is_file():
+                uri = png_data_uri(img, "classifier figure")
+                alt = _e(f"{c['task']} {name}")
+                body.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{_e(name)}</figcaption></figure>')
+        cards.append('<div class="card">' + "\n".join(body) + "</div>")
+    return "\n".join(rows) + '\n<div class="cards">' + "\n".join(cards) + "</div>"
+
+
+def _datasets_section(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "<p>No dataset summaries given.</p>"
+    filters = sorted({f for d in items for f in d["removed_by"]})
+    head = '<tr><th class="t">dataset</th><th>total</th><th>kept</th><th>kept %</th>'
+    head += "".join(f"<th>removed by {_e(f)}</th>" for f in filters) + "</tr>"
+    rows = ["<table>" + head]
+    for d in items:
+        removed = []
+        for f in filters:
+            n = d["removed_by"].get(f)
+            pct = f" ({100.0 * n / d['n_total']:.1f}%)" if n is not None and d["n_total"] else ""
+            removed.append(f"<td>{_e(n)}{_e(pct)}</td>")
+        rows.append(
+            f'<tr><td class="t">{_e(d["dataset"])}</td><td>{d["n_total"]}</td><td>{d["n_kept"]}</td>'
+            f"<td>{_e(_f(d['kept_pct'], 1))}</td>" + "".join(removed) + "</tr>"
+        )
+    rows.append("</table>")
+    rows.append('<p class="meta">Filters may overlap; each count is the images that filter flagged.</p>')
+    return "\n".join(rows)
+
+
+def _grids_section(grids: list[tuple[str, str]]) -> str:
+    if not grids:
+        return "<p>No sample grids given.</p>"
+    cards = [
+        f'<div class="card grid"><figure><img src="{uri}" alt="samples of {_e(run)}">'
+        f"<figcaption>{_e(run)}</figcaption></figure></div>"
+        for run, uri in grids
+    ]
+    return '<div class="cards">' + "\n".join(cards) + "</div>"
+
+
+def render_html(title: str, runs, classifiers, datasets, grids) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+            f"<h1>{_e(title)}</h1>",
+            f'<p class="meta">Generated {_e(when)} by ganime_steps.report.</p>',
+            "<h2>Generative models</h2>",
+            _runs_section(runs),
+            "<h2>Sample grids</h2>",
+            _grids_section(grids),
+            "<h2>Cleaning classifiers</h2>",
+            _classifiers_section(classifiers),
+            "<h2>Dataset yields</h2>",
+            _datasets_section(datasets),
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stage
+
+
+def run_report(
+    *,
+    run_metrics: list[Path],
+    classifier_metrics: list[Path],
+    dataset_summaries: list[Path],
+    sample_grids: list[Path],
+    out: Path,
+    title: str,
+) -> ReportSummary:
+    """Read every input (failing on the first missing one), then write index.html, metrics.csv, report_summary.json."""
+    runs = [read_run(Path(p)) for p in run_metrics]
+    classifiers = [read_classifier(Path(p)) for p in classifier_metrics]
+    datasets = [read_dataset(Path(p)) for p in dataset_summaries]
+    grids = [(Path(p).parent.name, png_data_uri(Path(p), "--sample-grids")) for p in sample_grids]
+
+    out = Path(out)
+    page = render_html(title, runs, classifiers, datasets, grids)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if r[k] is None else r[k]) for k in RUN_COLUMNS} for r in runs)
+    spaces = sorted({r["feature_space"] for r in runs})
+    summary = ReportSummary(
+        out, out / "index.html", out / "metrics.csv", len(runs), len(classifiers), len(datasets), len(grids), spaces
+    )
+    write_text(out / "index.html", page)
+    write_text(out / "metrics.csv", buf.getvalue())
+    write_json(
+        out / "report_summary.json",
+        {
+            "title": title,
+            "runs": runs,
+            "classifiers": [{k: v for k, v in c.items() if k != "images"} for c in classifiers],
+            "datasets": datasets,
+            "sample_grids": [str(p) for p in sample_grids],
+            "feature_spaces": spaces,
+            "comparable": len(spaces) <= 1,
+            "any_fid": any(r["is_fid"] for r in runs),
+        },
+    )
+    log.info(
+        "report: %d runs, %d classifiers, %d datasets, %d grids → %s",
+        *(len(x) for x in (runs, classifiers, datasets, grids)),
+        out,
+    )
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ganime_steps.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-metrics", type=Path, nargs="*", default=[], help="results/runs/<run>/metrics.json files")
+    p.add_argument(
+        "--classifier-metrics", type=Path, nargs="*", default=[], help="results/classifiers/<task>/metrics.json files"
+    )
+    p.add_argument(
+        "--dataset-summaries", type=Path, nargs="*", default=[], help="results/datasets/<name>/summary.json files"
+    )
+    p.add_argument("--sample-grids", type=Path, nargs="*", default=[], help="results/runs/<run>/samples.png files")
+    p.add_argument("--title", default="ganime report", help="page title")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder: index.html, metrics.csv, report_summary.json"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(
+        build_parser(),
+        lambda a: run_report(
+            run_metrics=a.run_metrics,
+            classifier_metrics=a.classifier_metrics,
+            dataset_summaries=a.dataset_summaries,
+            sample_grids=a.sample_grids,
+            out=a.out,
+            title=a.title,
+        ),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Tests of the report stage on tiny fake inputs laid out as the pipeline writes them."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ganime_steps import report as rp
+
+
+def _png(path: Path, colour: tuple[int, int, int], size: int = 24) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), colour, dtype=np.uint8)).save(path)
+    return path
+
+
+def _json(path: Path, obj: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path) -> dict[str, list[Path]]:
+    res = tmp_path / "results"
+    run_a = _json(
+        res / "runs" / "model_a" / "metrics.json",
+        {"feature_space": "classifier:aesthetic:resnet34", "is_fid": False, "fd": 41.2345,
+         "fd_classifier_aesthetic_resnet34": 41.2345, "kid_mean": 0.03125, "kid_std": 0.0021,
+         "precision": 0.654, "recall": 0.321, "n_fake": 10000, "n_real": 8000},
+    )  # fmt: skip
+    _json(
+        res / "runs" / "model_a" / "train_summary.json",
+        {"family": "wgan_gp", "data": "results/datasets/A/pack_64.npy", "kimg_target": 1200.0, "images_seen": 1200000},
+    )
+    run_b = _json(
+        res / "runs" / "model_b" / "metrics.json",
+        {"feature_space": "classifier:aesthetic:resnet34", "is_fid": False, "fd": 17.5,
+         "kid_mean": 0.0104, "kid_std": 0.0009, "precision": 0.712, "recall": 0.455, "n_fake": 10000, "n_real": 8000},
+    )  # fmt: skip
+    clf = _json(
+        res / "classifiers" / "chibi" / "metrics.json",
+        {"task": "chibi", "arch": "resnet34", "precision": 0.9123, "recall": 0.8766, "f1": 0.894, "roc_auc": 0.9712,
+         "threshold": 0.42, "confusion": [[180, 7], [11, 77]]},
+    )  # fmt: skip
+    _png(res / "classifiers" / "chibi" / "pr_curve.png", (10, 10, 200))
+    _png(res / "classifiers" / "chibi" / "confusion.png", (200, 10, 10))
+    ds = _json(
+        res / "datasets" / "A" / "summary.json",
+        {"dataset": "A", "n_total": 400, "n_kept": 300, "removed_by": {"chibi": 60, "multi": 40}},
+    )
+    grids = [
+        _png(res / "runs" / "model_a" / "samples.png", (0, 255, 0)),
+        _png(res / "runs" / "model_b" / "samples.png", (0, 0, 255)),
+    ]
+    return {
+        "run_metrics": [run_a, run_b],
+        "classifier_metrics": [clf],
+        "dataset_summaries": [ds],
+        "sample_grids": grids,
+    }
+
+
+def test_run_report_html_csv_summary(tmp_path, inputs):
+    out = tmp_path / "report"
+    s = rp.run_report(**inputs, out=out, title="Model A vs <B>")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert (s.n_runs, s.n_classifiers, s.n_datasets, s.n_grids) == (2, 1, 1, 2)
+    # run names, family/dataset from train_summary.json, and the numbers as formatted
+    for text in (
+        "model_a",
+        "model_b",
+        "wgan_gp",
+        '<td class="t">A</td>',
+        "1200.0",
+        "41.23",
+        "17.50",
+        "0.03125 ± 0.00210",
+        "0.654",
+        "0.455",
+    ):
+        assert text in page, text
+    # classifier table, confusion matrix with class names, dataset yield with kept % and per-filter share
+    for text in (
+        "0.912",
+        "0.877",
+        "0.894",
+        "0.971",
+        "0.420",
+        "not_chibi",
+        "<td>180</td>",
+        "<td>77</td>",
+        "75.0",
+        "60 (15.0%)",
+    ):
+        assert text in page, text
+    # Classifier feature space: labelled as such and never presented as FID.
+    assert "not FID" in page and "classifier:aesthetic:resnet34" in page and ">FID<" not in page
+    # Title escaped, no external resources, every image embedded: 2 grids + 2 classifier figures.
+    assert "Model A vs &lt;B&gt;" in page and "<B>" not in page
+    assert not re.search(r'(src|href)="(?!data:)', page) and "<script" not in page
+    uris = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(uris) == 4
+    assert base64.b64decode(uris[0]).startswith(rp.PNG_MAGIC)
+    # The better run in the shared space is highlighted.
+    assert re.search(r'<tr class="best"><td class="t">model_b</td>', page)
+
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run"] for r in rows] == ["model_a", "model_b"]
+    assert list(rows[0]) == rp.RUN_COLUMNS
+    assert (
+        float(rows[1]["fd"]) == 17.5
+        and rows[1]["family"] == ""
+        and float(rows[0]["kimg"]) == 1200
+        and rows[0]["dataset"] == "A"
+    )
+
+    summary = json.loads((out / "report_summary.json").read_text())
+    assert summary["comparable"] is True and summary["any_fid"] is False
+    assert summary["datasets"][0]["kept_pct"] == 75.0
+    assert summary["classifiers"][0]["confusion"] == [[180, 7], [11, 77]]
+
+
+def test_mixed_spaces_warn_and_fid_is_named(tmp_path, inputs):
+    fid_run = _json(
+        tmp_path / "results" / "runs" / "model_c" / "metrics.json",
+        {"feature_space": "inception", "is_fid": True, "fd": 12.0, "fid": 12.0, "kid_mean": 0.01, "kid_std": 0.001,
+         "precision": 0.7, "recall": 0.5, "n_fake": 10000, "n_real": 10000},
+    )  # fmt: skip
+    out = tmp_path / "r"
+    s = rp.run_report(**{**inputs, "run_metrics": [*inputs["run_metrics"], fid_run]}, out=out, title="t")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert s.feature_spaces == ["classifier:aesthetic:resnet34", "inception"]
+    assert "different feature spaces" in page and ">FID<" in page and "not FID" not in page
+    assert json.loads((out / "report_summary.json").read_text())["comparable"] is False
+
+
+def test_non_png_grid_is_converted(tmp_path):
+    jpg = tmp_path / "runs" / "r" / "samples.png"
+    jpg.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(jpg, format="JPEG")
+    uri = rp.png_data_uri(jpg, "--sample-grids")
+    assert base64.b64decode(uri.split(",", 1)[1]).startswith(rp.PNG_MAGIC)
+
+
+def test_cli(tmp_path, inputs, capsys):
+    out = tmp_path / "rep"
+    argv = ["--title", "T", "--out", str(out)]
+    for flag, key in [("--run-metrics", "run_metrics"), ("--classifier-metrics", "classifier_metrics"),
+                      ("--dataset-summaries", "dataset_summaries"), ("--sample-grids", "sample_grids")]:  # fmt: skip
+        argv += [flag, *map(str, inputs[key])]
+    assert rp.main(argv) == 0
+    assert {p.name for p in out.iterdir()} == {"index.html", "metrics.csv", "report_summary.json"}
+    with open(out / "metrics.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+    # An empty report (nothing evaluated yet) still renders.
+    assert rp.main(["--out", str(tmp_path / "empty")]) == 0
+    assert "No runs evaluated" in (tmp_path / "empty" / "index.html").read_text()
+
+
+def test_cli_missing_or_bad_inputs_exit_2(tmp_path, inputs, capsys):
+    out = tmp_path / "rep"
+    missing = tmp_path / "results" / "runs" / "ghost" / "metrics.json"
+    assert rp.main(["--run-metrics", str(missing), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "--run-metrics" in err
+    assert rp.main(["--sample-grids", str(tmp_path / "nope.png"), "--out", str(out)]) == 2
+    assert "nope.png" in capsys.readouterr().err
+    bad = _json(tmp_path / "datasets" / "B" / "summary.json", {"dataset": "B", "n_total": 3})
+    assert rp.main(["--dataset-summaries", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "n_kept" in err and str(bad) in err
+    broken = tmp_path / "classifiers" / "x" / "metrics.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{not json")
+    assert rp.main(["--classifier-metrics", str(broken), "--out", str(out)]) == 2
+    assert "not readable JSON" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        rp.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--run-metrics", "--classifier-metrics", "--dataset-summaries", "--sample-grids", "--title", "--out"):
+        assert flag in text
