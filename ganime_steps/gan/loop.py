@@ -1,0 +1,571 @@
+"""One training loop for every GAN family: kimg schedule, G EMA, AMP, checkpoints with exact resume, NaN guard.
+
+Time is counted in images shown to D (kimg, as in ProGAN/StyleGAN): one iteration is ``n_critic`` D steps of
+``batch_size`` real images each, then one G step. Training stops at the first iteration boundary at or past
+the target, so a run stopped at N/2 kimg and resumed to N passes through exactly the same iterations.
+
+Exact resume (CPU): every source of randomness is either the global torch RNG (latents, penalties, DiffAugment),
+a numpy Generator (batch indices, flips) or Python's ``random``; all three states, both optimisers, both grad
+scalers, the BN / spectral-norm buffers and the log rows are in ``checkpoint.pt``. On CUDA, cuDNN autotuning is
+on for speed, so resumed runs match statistically but not bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import hashlib
+import logging
+import math
+import os
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganime_steps.common import GanimeError, progress, save_image, seed_everything, torch_save, write_text
+from ganime_steps.gan.losses import Family, get_family
+from ganime_steps.gan.networks import (
+    CHECKPOINT_FORMAT,
+    NetConfig,
+    build_networks,
+    count_params,
+    export_generator,
+    images_to_uint8,
+)
+from ganime_steps.imaging import make_grid
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ("step", "kimg", "loss_g", "loss_d", "penalty", "seconds", "img_per_s", "max_mem_mb")
+GRID_SIZE = 64  # fixed latents in samples.png (8 x 8)
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+LOG_WRITE_S = 30.0  # log.csv is rewritten whole (atomically): at most this often, plus at checkpoints and the end
+# Settings that define the networks: a checkpoint is only resumed when all of these match.
+ARCH_KEYS = ("family", "resolution", "channels", "z_dim")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    family: str
+    resolution: int
+    kimg: float
+    batch_size: int
+    lr: float  # resolved: the family's default unless overridden
+    channels: int
+    z_dim: int
+    seed: int
+    ema_kimg: float = 10.0  # G_ema half-life in kimg
+    ema_rampup: float | None = 0.05  # half-life <= this fraction of images seen, so tiny runs are not all-init
+    checkpoint_every: float = 10.0  # kimg
+    diffaug: bool = False
+    amp: str = "auto"
+    log_every: float | None = None  # kimg; None: min(1, kimg / 100)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    images_seen: int
+    images_this_run: int
+    seconds_total: float
+    seconds_this_run: float
+    img_per_s: float  # this run's training throughput
+    resumed: bool
+    device: str
+    amp: str
+    n_params_g: int
+    n_params_d: int
+    last_log: dict[str, float] = field(default_factory=dict)
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def load_dataset(path: Path, resolution: int) -> np.ndarray:
+    """Memory-map a packed uint8 (N, R, R, 3) array; GanimeError naming the file and the fix otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise GanimeError(f"{path}: dataset file not found; run the pack stage for this dataset first")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        raise GanimeError(f"{path}: not a readable .npy array ({exc}); delete it and rerun the pack stage") from exc
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
+        shape = getattr(arr, "shape", None)
+        raise GanimeError(
+            f"{path}: expected a uint8 array (N, H, W, 3), got {getattr(arr, 'dtype', type(arr))} {shape}; "
+            "rerun the pack stage"
+        )
+    n, h, w, _ = arr.shape
+    if h != w:
+        raise GanimeError(f"{path}: images are {h}x{w}, not square; rerun the pack stage")
+    if h != resolution:
+        raise GanimeError(
+            f"{path}: images are {h}x{w} but --resolution is {resolution}; "
+            f"pass --resolution {h} or pack the dataset at {resolution}"
+        )
+    if n == 0:
+        raise GanimeError(f"{path}: the dataset is empty; loosen the cleaning settings and rerun")
+    return arr
+
+
+def sample_real(
+    images: np.ndarray, rng: np.random.Generator, batch_size: int, device: torch.device, channels_last: bool
+) -> torch.Tensor:
+    """A random batch from the memmap (only these rows are read) as float in [-1, 1], randomly h-flipped."""
+    n = len(images)
+    # Sorted indices read the memmap front to back; order inside a batch does not matter to D.
+    idx = np.sort(rng.choice(n, size=batch_size, replace=n < batch_size))
+    x = np.array(images[idx])  # (B, H, W, 3) uint8 copy
+    flip = rng.random(batch_size) < 0.5
+    x[flip] = x[flip, :, ::-1]
+    t = torch.from_numpy(x)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    t = t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+# --- DiffAugment (Zhao et al. 2020): colour, translation 1/8, cutout 1/2 ------------------------------------------
+
+
+def diff_augment(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable augmentation applied identically to real and fake images before D."""
+    b, _, h, w = x.shape
+    dev, dt = x.device, x.dtype
+
+    def u() -> torch.Tensor:
+        return torch.rand(b, 1, 1, 1, device=dev, dtype=dt)
+
+    # colour: brightness, saturation, contrast
+    x = x + (u() - 0.5)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (u() * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * (u() + 0.5) + mean
+    # translation by up to 1/8 of the size, zero fill
+    sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+    ty = torch.randint(-sh, sh + 1, (b, 1, 1), device=dev)
+    tx = torch.randint(-sw, sw + 1, (b, 1, 1), device=dev)
+    gb, gy, gx = torch.meshgrid(
+        torch.arange(b, device=dev), torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij"
+    )
+    gy = (gy + ty + 1).clamp(0, h + 1)
+    gx = (gx + tx + 1).clamp(0, w + 1)
+    padded = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)
+    x = padded[gb, gy, gx].permute(0, 3, 1, 2)
+    # cutout: one zeroed square of half the size per image
+    ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=dev) - ch // 2
+    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=dev) - cw // 2
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    inside = (rows >= cy) & (rows < cy + ch) & (cols >= cx) & (cols < cx + cw)
+    return x * (~inside).unsqueeze(1).to(dt)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+def ema_beta(images_per_iter: int, ema_kimg: float, images_seen: int, rampup: float | None) -> float:
+    """Per-iteration decay so that weights halve their influence every ``ema_kimg`` thousand images."""
+    half_life = ema_kimg * 1000.0
+    if rampup is not None:
+        half_life = min(half_life, images_seen * rampup)
+    if half_life <= 0:
+        return 0.0
+    return 0.5 ** (images_per_iter / half_life)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):  # BN running stats follow G directly
+        b_ema.copy_(b)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp not in AMP_MODES:
+        raise GanimeError(f"--amp {amp}: unknown; use one of {', '.join(AMP_MODES)}")
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            log.warning("--amp %s ignored: mixed precision is used on CUDA only", amp)
+        return "off"
+    if amp == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return amp
+
+
+def max_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def log_csv_text(rows: list[dict[str, float]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in LOG_COLUMNS})
+    return buf.getvalue()
+
+
+def snapshot_name(images_seen: int) -> str:
+    return f"samples_{images_seen / 1000:010.3f}kimg.png"
+
+
+# --- the trainer --------------------------------------------------------------------------------------------------
+
+
+def dataset_fingerprint(path: Path) -> str:
+    """sha256 of the packed array file: identifies the exact training data a checkpoint was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Trainer:
+    """Owns the networks, optimisers and state of one run folder."""
+
+    def __init__(self, cfg: TrainConfig, *, data: Path, out: Path, device: torch.device) -> None:
+        self.cfg = cfg
+        self.family: Family = get_family(cfg.family)
+        self.images = load_dataset(data, cfg.resolution)
+        self.data_id = dataset_fingerprint(Path(data))
+        self.out = Path(out)
+        self.ckpt_path = self.out / "checkpoint.pt"
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.amp = resolve_amp(cfg.amp, device)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        self.channels_last = self.cuda
+        self.net_cfg = NetConfig(
+            resolution=cfg.resolution,
+            z_dim=cfg.z_dim,
+            channels=cfg.channels,
+            g_norm=self.family.g_norm,
+            d_norm=self.family.d_norm,
+        )
+
+        seed_everything(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+        else:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        G, D = build_networks(self.net_cfg)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.G = G.to(device, memory_format=fmt)
+        self.D = D.to(device, memory_format=fmt)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        betas = self.family.betas
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.scaler_g = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        # Fixed latents for the sample grid, from their own generator so they never touch the training RNG.
+        self.grid_z = self._grid_latents(cfg.seed)
+
+        self.step = 0
+        self.images_seen = 0
+        self.elapsed_s = 0.0
+        self.log_rows: list[dict[str, float]] = []
+        self.resumed = False
+        self.saved_at: int | None = None  # images_seen of the checkpoint on disk
+        if self.ckpt_path.exists() and self._same_data():
+            self._resume()
+
+    def _grid_latents(self, seed: int) -> torch.Tensor:
+        return torch.randn(GRID_SIZE, self.cfg.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+
+    # -- checkpoint --------------------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "data": self.data_id,
+            "net": self.net_cfg.to_dict(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "elapsed_s": self.elapsed_s,
+            "log_rows": self.log_rows,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.cuda else [],
+                "numpy": self.rng.bit_generator.state,
+                "python": random.getstate(),
+            },
+        }
+
+    def save_checkpoint(self) -> None:
+        torch_save(self.ckpt_path, self._state())
+        self.saved_at = self.images_seen
+        log.info("checkpoint at %.3f kimg (step %d): %s", self.images_seen / 1000, self.step, self.ckpt_path)
+
+    def _same_data(self) -> bool:
+        """A checkpoint trained on other data (e.g. the dataset's cleaning settings changed) is set aside, not resumed:
+        Snakemake reruns the job because its input changed, and continuing the old model would be wrong."""
+        try:
+            old = torch.load(self.ckpt_path, map_location="cpu", weights_only=True).get("data")
+        except Exception:
+            return True  # let _resume report the unreadable file
+        if old is None or old == self.data_id:
+            return True
+        stale = self.ckpt_path.with_name("checkpoint.previous-data.pt")
+        os.replace(self.ckpt_path, stale)
+        log.warning("training data changed since %s; starting over (old checkpoint kept as %s)", self.ckpt_path, stale)
+        return False
+
+    def _resume(self) -> None:
+        path = self.ckpt_path
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise GanimeError(f"{path}: unreadable checkpoint ({exc}); delete it to start the run over") from exc
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            raise GanimeError(f"{path}: not a ganime GAN checkpoint; delete it or use a new run folder")
+        old, new = ck["config"], self.cfg.to_dict()
+        diffs = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in ARCH_KEYS if old.get(k) != new[k]]
+        if not diffs and ck["net"] != self.net_cfg.to_dict():
+            diffs.append(f"network {ck['net']} -> {self.net_cfg.to_dict()}")
+        if diffs:
+            raise GanimeError(
+                f"{path}: existing run has a different setup ({'; '.join(diffs)}); "
+                f"delete {self.out} to start over or use a new run name"
+            )
+        for k in ("batch_size", "lr", "ema_kimg", "diffaug", "seed"):
+            if old.get(k) != new[k]:
+                log.warning("resuming %s with %s changed from %r to %r", path, k, old.get(k), new[k])
+        self.G.load_state_dict(ck["G"])
+        self.D.load_state_dict(ck["D"])
+        self.G_ema.load_state_dict(ck["G_ema"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+        for opt in (self.opt_g, self.opt_d):  # a changed --lr applies from here on
+            for group in opt.param_groups:
+                group["lr"] = self.cfg.lr
+        self.scaler_g.load_state_dict(ck["scaler_g"])
+        self.scaler_d.load_state_dict(ck["scaler_d"])
+        self.step = int(ck["step"])
+        self.images_seen = int(ck["images_seen"])
+        self.elapsed_s = float(ck["elapsed_s"])
+        self.log_rows = list(ck["log_rows"])
+        rng = ck["rng"]
+        torch.set_rng_state(rng["torch"])
+        if self.cuda and rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.rng.bit_generator.state = rng["numpy"]
+        random.setstate(_as_tuple(rng["python"]))
+        self.grid_z = self._grid_latents(int(old.get("seed", self.cfg.seed)))  # keep samples comparable
+        self.resumed = True
+        self.saved_at = self.images_seen
+        log.info("resumed %s at %.3f kimg (step %d)", path, self.images_seen / 1000, self.step)
+
+    # -- artifacts ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def write_samples(self, snapshot: bool) -> None:
+        imgs = []
+        for z in self.grid_z.split(16):
+            imgs.append(images_to_uint8(self.G_ema(z)))
+        grid = make_grid(np.concatenate(imgs), ncol=8)
+        save_image(self.out / "samples.png", grid)
+        if snapshot:
+            save_image(self.out / snapshot_name(self.images_seen), grid)
+
+    def write_final(self) -> None:
+        export_generator(
+            self.out / "generator.pt",
+            self.G_ema,
+            self.net_cfg,
+            extra={"family": self.cfg.family, "images_seen": self.images_seen, "step": self.step},
+        )
+        self.write_samples(snapshot=False)
+        write_text(self.out / "log.csv", log_csv_text(self.log_rows))
+
+    # -- training ----------------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def _d(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.diffaug:
+            x = diff_augment(x)
+        return self.D(x).float()  # losses in fp32 even under autocast
+
+    def _iteration(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n_critic D steps then one G step; returns (loss_g, mean loss_d, mean penalty) as 0-d tensors."""
+        fam, cfg, dev = self.family, self.cfg, self.device
+        ld_sum = torch.zeros((), device=dev)
+        pen_sum = torch.zeros((), device=dev)
+        for _ in range(fam.n_critic):
+            real = sample_real(self.images, self.rng, cfg.batch_size, dev, self.channels_last)
+            z = torch.randn(cfg.batch_size, cfg.z_dim, device=dev)
+            with torch.no_grad(), self._autocast():
+                fake = self.G(z).float()
+            with self._autocast():
+                loss_d = fam.d_loss(self._d(real), self._d(fake))
+                if fam.penalty is not None:
+                    scale = self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
+                    pen = fam.penalty(self._d, real, fake, fam.penalty_weight, scale)
+                else:
+                    pen = torch.zeros((), device=dev)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler_d.scale(loss_d + pen).backward()
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
+            ld_sum += loss_d.detach()
+            pen_sum += pen.detach()
+            self.images_seen += cfg.batch_size
+
+        self.D.requires_grad_(False)  # G step: no D parameter grads needed
+        z = torch.randn(cfg.batch_size, cfg.z_dim, device=dev)
+        with self._autocast():
+            loss_g = fam.g_loss(self._d(self.G(z)))
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss_g).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        self.D.requires_grad_(True)
+
+        per_iter = cfg.batch_size * fam.n_critic
+        update_ema(self.G_ema, self.G, ema_beta(per_iter, cfg.ema_kimg, self.images_seen, cfg.ema_rampup))
+        self.step += 1
+        return loss_g.detach(), ld_sum / fam.n_critic, pen_sum / fam.n_critic
+
+    def _nonfinite_error(self, step: int) -> GanimeError:
+        kept = (
+            f"last good checkpoint kept at {self.ckpt_path} ({self.saved_at / 1000:.3f} kimg)"
+            if self.saved_at is not None
+            else f"no checkpoint was written yet in {self.out}"
+        )
+        return GanimeError(f"non-finite loss at step {step}; {kept}; lower --lr (now {self.cfg.lr:g})")
+
+    def train(self) -> TrainResult:
+        cfg, fam = self.cfg, self.family
+        target = max(1, round(cfg.kimg * 1000))
+        per_iter = cfg.batch_size * fam.n_critic
+        ckpt_every = max(1, round(cfg.checkpoint_every * 1000))
+        log_every = max(1, round((cfg.log_every if cfg.log_every else min(1.0, cfg.kimg / 100)) * 1000))
+        n_iters = max(0, math.ceil((target - self.images_seen) / per_iter))
+        start_images = self.images_seen
+        session_start = time.perf_counter()
+        session_train_s = 0.0
+
+        if n_iters == 0:
+            log.info(
+                "%s already at %.3f kimg >= target %.3f: rewriting final artifacts only",
+                self.out,
+                self.images_seen / 1000,
+                cfg.kimg,
+            )
+        else:
+            log.info(
+                "training %s %dpx from %.3f to %.3f kimg (%d iterations of %d images) on %s, amp %s",
+                cfg.family, cfg.resolution, self.images_seen / 1000, cfg.kimg, n_iters, per_iter, self.device, self.amp,
+            )  # fmt: skip
+            self.G.train()
+            self.D.train()
+            next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every
+            next_log = (self.images_seen // log_every + 1) * log_every
+            # Running sums stay on the device; the CPU syncs only at log/checkpoint points (or every step on CPU).
+            acc = torch.zeros(3, device=self.device)
+            acc_n, win_images, win_t0 = 0, 0, time.perf_counter()
+            log_written = win_t0
+            first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+            step_t = torch.full((), self.step, dtype=torch.long, device=self.device)
+            for i in progress(range(n_iters), total=n_iters, desc=f"train {cfg.family}"):
+                losses = torch.stack(self._iteration())
+                step_t += 1
+                bad = ~torch.isfinite(losses).all()
+                first_bad = torch.where(bad & (first_bad < 0), step_t, first_bad)
+                acc += losses
+                acc_n += 1
+                win_images += per_iter
+                last = i == n_iters - 1
+                due_log, due_ckpt = self.images_seen >= next_log, self.images_seen >= next_ckpt
+                if self.cuda and not (due_log or due_ckpt or last):
+                    continue
+                bad_step = int(first_bad.item())
+                if bad_step >= 0:
+                    raise self._nonfinite_error(bad_step)
+                if due_log or last:
+                    now = time.perf_counter()
+                    dt = now - win_t0
+                    session_train_s += dt
+                    self.elapsed_s += dt
+                    mean = (acc / acc_n).tolist()
+                    self.log_rows.append(
+                        {
+                            "step": self.step,
+                            "kimg": self.images_seen / 1000,
+                            "loss_g": mean[0],
+                            "loss_d": mean[1],
+                            "penalty": mean[2],
+                            "seconds": round(self.elapsed_s, 3),
+                            "img_per_s": round(win_images / dt, 2) if dt > 0 else 0.0,
+                            "max_mem_mb": round(max_memory_mb(self.device), 1),
+                        }
+                    )
+                    if due_ckpt or last or now - log_written >= LOG_WRITE_S:
+                        write_text(self.out / "log.csv", log_csv_text(self.log_rows))
+                        log_written = now
+                    acc.zero_()
+                    acc_n, win_images, win_t0 = 0, 0, time.perf_counter()
+                    next_log = (self.images_seen // log_every + 1) * log_every
+                if due_ckpt or last:
+                    t0 = time.perf_counter()
+                    self.save_checkpoint()
+                    self.write_samples(snapshot=True)
+                    next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every
+                    win_t0 += time.perf_counter() - t0  # do not bill checkpoint I/O to throughput
+
+        self.write_final()
+        trained = self.images_seen - start_images
+        return TrainResult(
+            step=self.step,
+            images_seen=self.images_seen,
+            images_this_run=trained,
+            seconds_total=round(self.elapsed_s, 3),
+            seconds_this_run=round(time.perf_counter() - session_start, 3),
+            img_per_s=round(trained / session_train_s, 2) if session_train_s > 0 else 0.0,
+            resumed=self.resumed,
+            device=str(self.device),
+            amp=self.amp,
+            n_params_g=count_params(self.G),
+            n_params_d=count_params(self.D),
+            last_log=dict(self.log_rows[-1]) if self.log_rows else {},
+        )
+
+
+def _as_tuple(state: Any) -> Any:
+    """random.setstate needs tuples; a checkpoint round-trip may hand back lists."""
+    if isinstance(state, list):
+        return tuple(_as_tuple(s) for s in state)
+    if isinstance(state, tuple):
+        return tuple(_as_tuple(s) for s in state)
+    return state

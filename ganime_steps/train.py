@@ -1,0 +1,195 @@
+"""Train stage: one GAN run on a packed dataset; resumes from ``<out>/checkpoint.pt`` when present.
+
+Outputs in ``--out``: checkpoint.pt (full state), generator.pt (G_ema + config), samples.png (fixed latents)
+plus samples_<kimg>kimg.png per checkpoint, log.csv, train_summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ganime_steps.common import GanimeError, run_cli, torch_device, write_json
+from ganime_steps.gan.loop import AMP_MODES, LOG_COLUMNS, TrainConfig, Trainer
+from ganime_steps.gan.losses import available_families, get_family
+
+
+@dataclass
+class TrainSummary:
+    family: str
+    resolution: int
+    data: str
+    out: str
+    kimg_target: float
+    images_seen: int
+    images_this_run: int
+    step: int
+    resumed: bool
+    lr: float
+    betas: tuple[float, float]
+    n_critic: int
+    device: str
+    amp: str
+    diffaug: bool
+    seconds_total: float
+    seconds_this_run: float
+    img_per_s: float
+    n_params_g: int
+    n_params_d: int
+    loss_g: float | None
+    loss_d: float | None
+    penalty: float | None
+
+
+def run(
+    *,
+    data: Path,
+    out: Path,
+    family: str,
+    resolution: int,
+    kimg: float,
+    batch_size: int,
+    lr: float | None,
+    channels: int,
+    z_dim: int,
+    seed: int,
+    ema_kimg: float,
+    checkpoint_every: float,
+    device: str = "auto",
+    diffaug: bool = False,
+    amp: str = "auto",
+    ema_rampup: float | None = 0.05,
+    log_every: float | None = None,
+) -> TrainSummary:
+    fam = get_family(family)  # unknown family: one line listing the available ones
+    for name, value, ok in (
+        ("--kimg", kimg, kimg > 0),
+        ("--batch-size", batch_size, batch_size >= 1),
+        ("--checkpoint-every", checkpoint_every, checkpoint_every > 0),
+        ("--ema-kimg", ema_kimg, ema_kimg >= 0),
+        ("--lr", lr, lr is None or lr > 0),
+        ("--ema-rampup", ema_rampup, ema_rampup is None or ema_rampup > 0),
+        ("--log-every", log_every, log_every is None or log_every > 0),
+    ):
+        if not ok:
+            raise GanimeError(f"{name} {value}: out of range; see python -m ganime_steps.train --help")
+    cfg = TrainConfig(
+        family=fam.name,
+        resolution=resolution,
+        kimg=kimg,
+        batch_size=batch_size,
+        lr=lr if lr is not None else fam.lr,
+        channels=channels,
+        z_dim=z_dim,
+        seed=seed,
+        ema_kimg=ema_kimg,
+        ema_rampup=ema_rampup,
+        checkpoint_every=checkpoint_every,
+        diffaug=diffaug,
+        amp=amp,
+        log_every=log_every,
+    )
+    out = Path(out)
+    trainer = Trainer(cfg, data=Path(data), out=out, device=torch_device(device))
+    res = trainer.train()
+    last = res.last_log
+    summary = TrainSummary(
+        family=fam.name,
+        resolution=resolution,
+        data=str(data),
+        out=str(out),
+        kimg_target=kimg,
+        images_seen=res.images_seen,
+        images_this_run=res.images_this_run,
+        step=res.step,
+        resumed=res.resumed,
+        lr=cfg.lr,
+        betas=fam.betas,
+        n_critic=fam.n_critic,
+        device=res.device,
+        amp=res.amp,
+        diffaug=diffaug,
+        seconds_total=res.seconds_total,
+        seconds_this_run=res.seconds_this_run,
+        img_per_s=res.img_per_s,
+        n_params_g=res.n_params_g,
+        n_params_d=res.n_params_d,
+        loss_g=last.get("loss_g"),
+        loss_d=last.get("loss_d"),
+        penalty=last.get("penalty"),
+    )
+    write_json(out / "train_summary.json", summary)
+    return summary
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "off", "") else float(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ganime_steps.train",
+        description="Train one GAN (" + ", ".join(available_families()) + ") on a packed uint8 .npy dataset. "
+        "Reruns resume from <out>/checkpoint.pt; a finished run only rewrites its final artifacts. "
+        f"Outputs: checkpoint.pt, generator.pt, samples.png, samples_<kimg>kimg.png, log.csv "
+        f"({', '.join(LOG_COLUMNS)}), train_summary.json.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="packed dataset: .npy uint8 array (N, R, R, 3)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (created; resumed from if it has a checkpoint)")
+    p.add_argument("--family", default="dcgan", help=f"GAN family: {', '.join(available_families())} (default dcgan)")
+    p.add_argument("--resolution", type=int, default=64, help="image size, power of two 16..256; must match --data")
+    p.add_argument("--kimg", type=float, default=100.0, help="training length in thousands of real images shown to D")
+    p.add_argument("--batch-size", type=int, default=64, help="images per D step (default 64)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate for G and D (default: the family's)")
+    p.add_argument(
+        "--channels", type=int, default=64, help="width of the highest-resolution layer; x2 toward 4x4, cap x8"
+    )
+    p.add_argument("--z-dim", type=int, default=100, help="latent size (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seeds torch, numpy and python RNGs and the sample-grid latents")
+    p.add_argument("--ema-kimg", type=float, default=10.0, help="half-life of the generator EMA in kimg; 0 = no EMA")
+    p.add_argument(
+        "--ema-rampup",
+        type=_optional_float,
+        default=0.05,
+        help="cap the EMA half-life at this fraction of images seen (helps short runs); 'none' to disable",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=float, default=10.0, help="save checkpoint + sample snapshot every N kimg"
+    )
+    p.add_argument("--log-every", type=float, default=None, help="log.csv row every N kimg (default min(1, kimg/100))")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="CUDA mixed precision: auto = bf16 if supported")
+    p.add_argument("--diffaug", action="store_true", help="DiffAugment (colour, translation, cutout) before D")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+
+    def handler(args: argparse.Namespace) -> TrainSummary:
+        return run(
+            data=args.data,
+            out=args.out,
+            family=args.family,
+            resolution=args.resolution,
+            kimg=args.kimg,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            channels=args.channels,
+            z_dim=args.z_dim,
+            seed=args.seed,
+            ema_kimg=args.ema_kimg,
+            checkpoint_every=args.checkpoint_every,
+            device=args.device,
+            diffaug=args.diffaug,
+            amp=args.amp,
+            ema_rampup=args.ema_rampup,
+            log_every=args.log_every,
+        )
+
+    return run_cli(parser, handler, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

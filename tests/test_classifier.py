@@ -1,0 +1,392 @@
+"""Classifier stage: threshold rules, split, train/score on tiny generated images, pretrained loading, CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from ganime_steps import classifier
+from ganime_steps.common import GanimeError
+
+torch.set_num_threads(1)
+
+N_POSTS = 40
+N_LABELLED = 32  # the rest are unlabelled posts that score must still cover
+
+
+def _draw(positive: bool, rng: np.random.Generator) -> Image.Image:
+    """32x48 px: positive = big red disk, negative = small blue disk, jittered position."""
+    img = Image.new("RGB", (32, 48), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    cx, cy = 16 + int(rng.integers(-2, 3)), 24 + int(rng.integers(-4, 5))
+    r = 12 if positive else 5
+    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(220, 30, 30) if positive else (30, 30, 220))
+    return img
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("scrape")
+    rng = np.random.default_rng(0)
+    rows, labels = [], []
+    for i in range(N_POSTS):
+        positive = i % 2 == 0
+        md5 = f"{i:032x}"
+        rel = f"images/{md5[:2]}/{md5}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        _draw(positive, rng).save(root / rel)
+        rows.append({"source": "synthetic", "post_id": 1000 + i, "md5": md5, "file": rel, "width": 32, "height": 48})
+        if i < N_LABELLED:
+            labels.append({"source": "synthetic", "post_id": 1000 + i, "md5": md5, "label": int(positive)})
+    posts = root / "posts.parquet"
+    pd.DataFrame(rows).to_parquet(posts, index=False)
+    lab = root / "chibi.parquet"
+    pd.DataFrame(labels).to_parquet(lab, index=False)
+    return {"root": root, "posts": posts, "labels": lab}
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("train") / "chibi"
+    summary = classifier.run_train(
+        posts=data["posts"],
+        labels=data["labels"],
+        out=out,
+        task="chibi",
+        arch="resnet18",
+        image_size=32,
+        epochs=3,
+        batch_size=8,
+        lr=1e-3,
+        seed=0,
+        device="cpu",
+    )
+    return {"out": out, "summary": summary}
+
+
+# ---------------------------------------------------------------------------------------------- threshold rules
+
+# descending: (score, label); F1 per threshold: .4, .667, .571, .75, .667, .8, .727, .667; precision 1,1,.67,.75,...
+SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.55, 0.4, 0.3, 0.2])
+LABELS = np.array([1, 1, 0, 1, 0, 1, 0, 0])
+
+
+def test_best_f1_threshold_exact():
+    assert classifier.choose_threshold(SCORES, LABELS, "best_f1") == pytest.approx(0.4)
+    # shuffled input gives the same answer
+    perm = np.random.default_rng(1).permutation(len(SCORES))
+    assert classifier.choose_threshold(SCORES[perm], LABELS[perm], "best_f1") == pytest.approx(0.4)
+
+
+def test_best_f1_tie_goes_to_highest_threshold():
+    # t=0.8 -> tp1 fp0 (F1 2/3); 0.7 -> 1/2; 0.6 -> 2/5; 0.5 -> tp2 fp2 (F1 2/3); 0.1 -> 4/7
+    scores, labels = np.array([0.8, 0.7, 0.6, 0.5, 0.1]), np.array([1, 0, 0, 1, 0])
+    assert classifier.choose_threshold(scores, labels, "best_f1") == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(("rule", "expected"), [("precision:0.9", 0.8), ("precision:1", 0.8), ("precision:0.75", 0.6)])
+def test_precision_rule_lowest_threshold_reaching_target(rule, expected):
+    threshold, met = classifier.select_threshold(SCORES, LABELS, rule)
+    assert met
+    assert threshold == pytest.approx(expected)
+
+
+def test_precision_rule_unreachable_falls_back_to_best_f1(caplog):
+    # top score is a negative: precision never exceeds 0.5, best F1 (2/3) is at 0.8
+    scores, labels = np.array([0.9, 0.8, 0.1]), np.array([0, 1, 0])
+    with caplog.at_level(logging.WARNING, logger="ganime_steps.classifier"):
+        threshold = classifier.choose_threshold(scores, labels, "precision:0.9")
+    assert threshold == pytest.approx(0.8)
+    assert "falling back to best F1" in caplog.text
+    assert classifier.select_threshold(scores, labels, "precision:0.9") == (pytest.approx(0.8), False)
+
+
+@pytest.mark.parametrize("rule", ["f1", "precision:", "precision:1.5", "precision:0", "recall:0.9", "best_f1x"])
+def test_invalid_threshold_rule(rule):
+    with pytest.raises(GanimeError, match="threshold_rule"):
+        classifier.parse_threshold_rule(rule)
+
+
+def test_binary_metrics_and_auc():
+    m = classifier.binary_metrics(SCORES, LABELS, 0.4)
+    assert m["confusion"] == [[2, 2], [0, 4]]
+    assert m["precision"] == pytest.approx(4 / 6)
+    assert m["recall"] == pytest.approx(1.0)
+    assert m["f1"] == pytest.approx(0.8)
+    # positives rank 8, 7, 5, 3 of 8 -> (23 - 10) / 16
+    assert m["roc_auc"] == pytest.approx(13 / 16)
+    assert classifier.binary_metrics(SCORES, np.ones(8), 0.5)["roc_auc"] is None
+
+
+# ---------------------------------------------------------------------------------------------- split
+
+
+def test_split_stratified_disjoint_reproducible():
+    df = pd.DataFrame(
+        {
+            "md5": [f"{i:032x}" for i in range(20)] + ["dup"] * 2,
+            "label": [1] * 5 + [0] * 15 + [1, 1],
+        }
+    )
+    tr, va = classifier.split_by_post(df, seed=3, val_fraction=0.25)
+    assert sorted(np.r_[tr, va].tolist()) == list(range(len(df)))
+    assert set(df["label"].iloc[va]) == {0, 1}
+    assert set(df["label"].iloc[tr]) == {0, 1}
+    # the two posts sharing an md5 land on the same side
+    assert (20 in va) == (21 in va)
+    tr2, va2 = classifier.split_by_post(df, seed=3, val_fraction=0.25)
+    assert tr.tolist() == tr2.tolist() and va.tolist() == va2.tolist()
+
+
+# ---------------------------------------------------------------------------------------------- train / score
+
+
+def test_train_outputs(trained):
+    out, summary = trained["out"], trained["summary"]
+    for name in ("model.pt", "metrics.json", "pr_curve.png", "confusion.png"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*tmp*")), "temporary files left behind"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "task",
+        "arch",
+        "pretrained",
+        "n_train",
+        "n_val",
+        "counts",
+        "epochs_run",
+        "best_epoch",
+        "threshold",
+        "threshold_rule",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "confusion",
+        "pr_curve",
+    ):
+        assert key in metrics, key
+    assert metrics["task"] == "chibi" and metrics["arch"] == "resnet18" and metrics["pretrained"] == "none"
+    assert metrics["n_train"] + metrics["n_val"] == N_LABELLED
+    assert metrics["counts"]["val"]["0"] >= 1 and metrics["counts"]["val"]["1"] >= 1
+    assert 0.0 <= metrics["threshold"] <= 1.0
+    assert np.asarray(metrics["confusion"]).sum() == metrics["n_val"]
+    assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= 3
+    assert len(metrics["pr_curve"]["thresholds"]) == len(metrics["pr_curve"]["precision"])
+    assert metrics["pos_weight"] == pytest.approx(1.0)  # balanced labels
+    assert summary.threshold == metrics["threshold"] and summary.n_val == metrics["n_val"]
+
+    ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert set(classifier.MODEL_KEYS) <= set(ckpt)
+    assert ckpt["arch"] == "resnet18" and ckpt["image_size"] == 32 and ckpt["task"] == "chibi"
+    assert ckpt["threshold"] == metrics["threshold"]
+    assert ckpt["state_dict"]["fc.weight"].shape == (1, 512)
+    with Image.open(out / "pr_curve.png") as im:
+        assert im.format == "PNG"
+
+
+def test_score_every_post(data, trained, tmp_path):
+    out = tmp_path / "scores.parquet"
+    summary = classifier.run_score(posts=data["posts"], model=trained["out"] / "model.pt", out=out, batch_size=16)
+    df = pd.read_parquet(out)
+    assert list(df.columns) == ["source", "post_id", "md5", "score", "predicted"]
+    assert len(df) == N_POSTS and summary.n_posts == N_POSTS
+    assert df["post_id"].tolist() == [1000 + i for i in range(N_POSTS)]
+    assert df["score"].between(0, 1).all()
+    assert (df["predicted"] == (df["score"] >= summary.threshold)).all()
+    assert summary.n_predicted == int(df["predicted"].sum())
+    # score's preprocessing matches train's: the val posts get exactly the scores the threshold was chosen from
+    metrics = json.loads((trained["out"] / "metrics.json").read_text())
+    labels = pd.read_parquet(data["labels"])
+    _, val_idx = classifier.split_by_post(labels, seed=0, val_fraction=0.25)
+    val_scores = df.set_index("post_id").loc[labels["post_id"].iloc[val_idx], "score"].to_numpy()
+    assert len(val_scores) == metrics["n_val"]
+    assert np.allclose(np.sort(np.unique(val_scores))[::-1], metrics["pr_curve"]["thresholds"], atol=1e-6)
+
+
+def test_score_unreadable_image(data, trained, tmp_path):
+    root = tmp_path / "broken"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "bad.png").write_bytes(b"not a png")
+    Image.new("RGB", (8, 8)).save(root / "images" / "ok.png")
+    pd.DataFrame(
+        {"source": ["s", "s"], "post_id": [1, 2], "md5": ["a", "b"], "file": ["images/ok.png", "images/bad.png"]}
+    ).to_parquet(root / "posts.parquet")
+    with pytest.raises(GanimeError, match="bad.png"):
+        classifier.run_score(posts=root / "posts.parquet", model=trained["out"] / "model.pt", out=tmp_path / "s.pq")
+    assert not (tmp_path / "s.pq").exists()
+
+
+def test_labels_not_in_posts(data, tmp_path):
+    lab = pd.read_parquet(data["labels"])
+    extra = pd.DataFrame([{"source": "synthetic", "post_id": 99999, "md5": "x", "label": 1}])
+    bad = tmp_path / "labels.parquet"
+    pd.concat([lab, extra]).to_parquet(bad, index=False)
+    with pytest.raises(GanimeError, match=r"labels\.parquet.*synthetic:99999"):
+        classifier.run_train(posts=data["posts"], labels=bad, out=tmp_path / "o", task="chibi", arch="resnet18")
+
+
+@pytest.mark.parametrize(
+    ("knob", "value", "message"),
+    [
+        ("val_fraction", 1.0, "val_fraction"),
+        ("batch_size", 1, "batch_size"),
+        ("epochs", 0, "epochs"),
+        ("workers", -1, "workers"),
+        ("arch", "resnet_nope", "arch 'resnet_nope'"),
+        ("threshold_rule", "recall:0.5", "threshold_rule"),
+    ],
+)
+def test_bad_knobs(data, tmp_path, knob, value, message):
+    kwargs = dict(posts=data["posts"], labels=data["labels"], out=tmp_path / "o", task="chibi", arch="resnet18")
+    kwargs[knob] = value
+    with pytest.raises(GanimeError, match=message):
+        classifier.run_train(**kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_label_values(data, tmp_path):
+    lab = pd.read_parquet(data["labels"])
+    lab.loc[0, "label"] = 2
+    bad = tmp_path / "labels.parquet"
+    lab.to_parquet(bad, index=False)
+    with pytest.raises(GanimeError, match="only 0 or 1"):
+        classifier.run_train(posts=data["posts"], labels=bad, out=tmp_path / "o", task="chibi", arch="resnet18")
+
+
+# ---------------------------------------------------------------------------------------------- pretrained
+
+
+def test_local_pretrained_file_loads(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(123)
+    src = timm.create_model("resnet18", pretrained=False)  # 1000-class head, as a downloaded checkpoint has
+    sd = src.state_dict()
+    pth, st = tmp_path / "r18.pth", tmp_path / "r18.safetensors"
+    torch.save(sd, pth)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
+    for path in (pth, st):
+        torch.manual_seed(0)  # a different random init: equality below can only come from the file
+        model = classifier.build_model("resnet18", str(path))
+        assert torch.equal(model.conv1.weight, sd["conv1.weight"])
+        assert torch.equal(model.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
+        assert model.fc.weight.shape == (1, 512)  # new head
+    scratch = classifier.build_model("resnet18", "none")
+    assert not torch.equal(scratch.conv1.weight, sd["conv1.weight"])
+
+
+def test_local_pretrained_missing_or_wrong_arch(tmp_path):
+    import timm
+
+    with pytest.raises(GanimeError, match=r"pretrained .*nope\.pth.*not found"):
+        classifier.build_model("resnet18", str(tmp_path / "nope.pth"))
+    # resnet18 weights cover only part of resnet34: refuse instead of half-loading
+    path = tmp_path / "r18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    with pytest.raises(GanimeError, match="pretrained .*resnet34"):
+        classifier.build_model("resnet34", str(path))
+
+
+def test_unknown_arch():
+    with pytest.raises(GanimeError, match="not a timm model"):
+        classifier.build_model("resnet_does_not_exist", "none")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _train_args(data, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--posts",
+        str(data["posts"]),
+        "--labels",
+        str(data["labels"]),
+        "--task",
+        "chibi",
+        "--arch",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_cli_train_and_score(data, tmp_path):
+    out = tmp_path / "m"
+    assert classifier.main(_train_args(data, out, "--threshold-rule", "precision:0.9", "--patience", "1")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["threshold_rule"] == "precision:0.9" and metrics["epochs_run"] <= 2
+    scores = tmp_path / "scores.parquet"
+    rc = classifier.main(
+        ["score", "--posts", str(data["posts"]), "--model", str(out / "model.pt"), "--out", str(scores)]
+    )
+    assert rc == 0
+    assert len(pd.read_parquet(scores)) == N_POSTS
+
+
+def test_cli_hub_offline(data, tmp_path, monkeypatch, capsys):
+    import timm
+
+    real = timm.create_model
+
+    def fake(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", fake)
+    assert classifier.main(_train_args(data, tmp_path / "m", "--pretrained", "hub")) == 2
+    err = capsys.readouterr().err
+    assert "cannot download resnet18 weights (offline?); set pretrained to a local file path or none" in err
+    assert not (tmp_path / "m" / "model.pt").exists()
+
+
+def test_cli_too_few_labels(data, tmp_path, capsys):
+    lab = pd.read_parquet(data["labels"])
+    few = tmp_path / "few.parquet"
+    pd.concat([lab[lab.label == 0].head(5), lab[lab.label == 1].head(1)]).to_parquet(few, index=False)
+    args = _train_args(data, tmp_path / "m")
+    args[args.index("--labels") + 1] = str(few)
+    assert classifier.main(args) == 2
+    err = capsys.readouterr().err
+    assert "few.parquet" in err and "5 of class 0, 1 of class 1" in err
+
+
+def test_cli_bad_rule(data, tmp_path, capsys):
+    assert classifier.main(_train_args(data, tmp_path / "m", "--threshold-rule", "precision:2")) == 2
+    assert "threshold_rule 'precision:2'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "score"])
+def test_cli_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        classifier.main([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    flags = ["--posts", "--out", "--batch-size", "--device", "--workers"]
+    flags += (
+        ["--labels", "--task", "--arch", "--image-size", "--epochs", "--lr", "--pretrained", "--seed"]
+        + ["--val-fraction", "--patience", "--threshold-rule"]
+        if command == "train"
+        else ["--model"]
+    )
+    for flag in flags:
+        assert flag in text, flag

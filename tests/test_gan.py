@@ -1,0 +1,249 @@
+"""Networks, losses, families, augmentation, generator export/load and the generate CLI."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ganime_steps import generate
+from ganime_steps.common import GanimeError
+from ganime_steps.gan import (
+    FAMILIES,
+    NetConfig,
+    available_families,
+    generate_images,
+    get_family,
+    latents_for_seeds,
+    load_generator,
+)
+from ganime_steps.gan.loop import diff_augment, ema_beta, update_ema
+from ganime_steps.gan.losses import (
+    dragan_points,
+    gradient_norm_penalty,
+    hinge_d_loss,
+    nonsat_d_loss,
+    nonsat_g_loss,
+    wgan_gp_penalty,
+)
+from ganime_steps.gan.networks import Discriminator, Generator, build_networks, export_generator, widths
+
+torch.set_num_threads(1)
+
+
+def _net(family: str, resolution: int = 16, channels: int = 8, z_dim: int = 16) -> NetConfig:
+    fam = get_family(family)
+    return NetConfig(resolution=resolution, z_dim=z_dim, channels=channels, g_norm=fam.g_norm, d_norm=fam.d_norm)
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64, 128, 256])
+def test_shapes_all_resolutions(resolution: int) -> None:
+    torch.manual_seed(0)
+    cfg = NetConfig(resolution=resolution, z_dim=8, channels=2)
+    G, D = build_networks(cfg)
+    x = G(torch.randn(2, 8))
+    assert x.shape == (2, 3, resolution, resolution)
+    assert x.abs().max() <= 1.0
+    assert D(x).shape == (2,)
+    assert G.z_dim == 8 and G.resolution == resolution
+
+
+def test_widths_halve_per_upsample_with_floor_and_cap() -> None:
+    assert [w for _, w in widths(NetConfig(resolution=64, channels=64))] == [512, 256, 128, 64]  # DCGAN
+    ws = widths(NetConfig(resolution=256, channels=16))
+    assert [r for r, _ in ws] == [4, 8, 16, 32, 64, 128]
+    assert [w for _, w in ws] == [128, 128, 128, 64, 32, 16]
+
+
+@pytest.mark.parametrize("bad", [8, 48, 512])
+def test_bad_resolution_is_user_error(bad: int) -> None:
+    with pytest.raises(GanimeError, match="power of two"):
+        NetConfig(resolution=bad)
+
+
+def test_available_families_are_exactly_the_implemented_ones() -> None:
+    assert available_families() == ["dcgan", "dragan", "sngan", "wgan-gp"]
+    assert "progan" not in FAMILIES and "stylegan" not in FAMILIES
+    with pytest.raises(GanimeError, match="available: dcgan, dragan, sngan, wgan-gp"):
+        get_family("stylegan")
+
+
+def test_published_defaults() -> None:
+    assert (FAMILIES["dcgan"].lr, FAMILIES["dcgan"].betas, FAMILIES["dcgan"].n_critic) == (2e-4, (0.5, 0.999), 1)
+    wg = FAMILIES["wgan-gp"]
+    assert (wg.lr, wg.betas, wg.n_critic, wg.penalty_weight) == (1e-4, (0.0, 0.9), 5, 10.0)
+    assert FAMILIES["dragan"].penalty_weight == 10.0
+    sn = FAMILIES["sngan"]
+    assert (sn.lr, sn.betas, sn.n_critic, sn.penalty) == (2e-4, (0.0, 0.9), 5, None)
+
+
+def _count(module: nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in module.modules())
+
+
+def test_discriminator_norm_per_family() -> None:
+    torch.manual_seed(0)
+    d_dc = Discriminator(_net("dcgan", 32))
+    assert _count(d_dc, nn.BatchNorm2d) > 0
+    for fam in ("wgan-gp", "dragan"):
+        d = Discriminator(_net(fam, 32))
+        assert _count(d, nn.BatchNorm2d) == 0
+        assert _count(d, nn.GroupNorm) > 0  # layer norm over (C, H, W)
+    d_sn = Discriminator(_net("sngan", 32))
+    assert _count(d_sn, nn.BatchNorm2d) == 0
+    convs = [m for m in d_sn.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert convs and all(parametrize.is_parametrized(m, "weight") for m in convs)
+    # Spectral norm actually bounds each layer: largest singular value of the reshaped weight ~ 1 after power iters.
+    d_sn.train()
+    for _ in range(30):
+        d_sn(torch.randn(2, 3, 32, 32))
+    d_sn.eval()
+    for m in convs:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.1)
+    # G always has batch-norm
+    assert _count(Generator(_net("sngan")), nn.BatchNorm2d) > 0
+
+
+def test_spectral_norm_d_under_autocast_keeps_fp32_power_iteration() -> None:
+    torch.manual_seed(0)
+    D = Discriminator(_net("sngan", 16))
+    x = torch.randn(4, 3, 16, 16)
+    ref = copy.deepcopy(D)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = D(x)
+    out.float().sum().backward()  # the cached normalised weights stay in the graph
+    assert all(p.grad is not None for p in D.parameters())
+    assert all(b.dtype == torch.float32 for b in D.buffers())
+    assert torch.allclose(out.float(), ref, atol=0.05, rtol=0.05)
+
+
+def test_losses_known_values() -> None:
+    real, fake = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -2.0])
+    expected = (math.log(2) + math.log1p(math.exp(-2))) / 2 * 2
+    assert nonsat_d_loss(real, fake).item() == pytest.approx(expected, rel=1e-6)
+    assert nonsat_g_loss(torch.tensor([0.0])).item() == pytest.approx(math.log(2), rel=1e-6)
+    # hinge: relu(1-r) = [1, 0]; relu(1+f) = [1, 0]
+    assert hinge_d_loss(real, fake).item() == pytest.approx(1.0)
+
+
+def test_gradient_penalty_exact_for_linear_critic() -> None:
+    w = torch.full((1, 3, 2, 2), 0.5)  # ||w|| = sqrt(12) * 0.5
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return (x * w).flatten(1).sum(1)
+
+    pts = torch.randn(4, 3, 2, 2)
+    expected = 10 * (math.sqrt(12) * 0.5 - 1) ** 2
+    assert gradient_norm_penalty(critic, pts, 10.0).item() == pytest.approx(expected, rel=1e-5)
+    # an fp16-style scale must not change the value
+    assert gradient_norm_penalty(critic, pts, 10.0, scale=1024.0).item() == pytest.approx(expected, rel=1e-5)
+    assert wgan_gp_penalty(critic, pts, torch.randn_like(pts), 10.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dragan_points_stay_in_the_perturbation_box() -> None:
+    torch.manual_seed(0)
+    real = torch.rand(16, 3, 8, 8) * 2 - 1
+    pts = dragan_points(real)
+    delta = pts - real
+    assert (delta >= 0).all() and (delta <= 0.5 * real.std() + 1e-6).all()
+    assert delta.abs().max() > 0
+
+
+def test_diff_augment_shape_grad_and_cutout() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(8, 3, 16, 16, requires_grad=True)
+    y = diff_augment(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # cutout zeroes a block in every image (ones in, zeros out)
+    assert ((y.detach() == 0).flatten(1).sum(1) > 0).all()
+    torch.manual_seed(1)
+    a = diff_augment(x.detach())
+    torch.manual_seed(1)
+    assert torch.equal(a, diff_augment(x.detach()))
+
+
+def test_ema_beta_half_life_and_rampup() -> None:
+    beta = ema_beta(64, ema_kimg=10.0, images_seen=10**9, rampup=None)
+    assert beta ** (10_000 / 64) == pytest.approx(0.5, rel=1e-9)
+    assert ema_beta(64, 10.0, images_seen=0, rampup=0.05) == 0.0  # first step copies G
+    assert ema_beta(64, 0.0, 10**6, None) == 0.0
+    g, e = nn.Linear(2, 2), nn.Linear(2, 2)
+    w0 = e.weight.detach().clone()
+    update_ema(e, g, 0.75)
+    assert torch.allclose(e.weight, 0.75 * w0 + 0.25 * g.weight)
+
+
+@pytest.fixture
+def exported(tmp_path):
+    torch.manual_seed(3)
+    cfg = _net("dcgan")
+    G = Generator(cfg)
+    G.train()
+    G(torch.randn(8, 16))  # give BN non-trivial running stats
+    path = tmp_path / "generator.pt"
+    export_generator(path, G, cfg, extra={"family": "dcgan"})
+    return path, G
+
+
+def test_generator_export_round_trip(exported) -> None:
+    path, G = exported
+    G2 = load_generator(path)
+    assert not G2.training and G2.z_dim == 16 and G2.resolution == 16
+    for (k, a), (_, b) in zip(G.state_dict().items(), G2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    G.eval()
+    a = generate_images(G, 5, seed=7)
+    b = generate_images(G2, 5, seed=7, batch_size=2)
+    assert a.shape == (5, 16, 16, 3) and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # batch size may change conv blocking, not images
+    assert np.array_equal(a, generate_images(G2, 5, seed=7))
+    assert not np.array_equal(a, generate_images(G2, 5, seed=8))
+    flat = generate_images(G2, 4, seed=1, truncation=0.0)  # psi = 0: every latent is the mean -> one image
+    assert (flat == flat[0]).all()
+    assert generate_images(G2, 0, seed=0).shape == (0, 16, 16, 3)
+
+
+def test_load_generator_errors(tmp_path) -> None:
+    with pytest.raises(GanimeError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(GanimeError, match="junk.pt"):
+        load_generator(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"hello": 1}, other)
+    with pytest.raises(GanimeError, match="not a ganime generator"):
+        load_generator(other)
+
+
+def test_parse_seeds() -> None:
+    assert generate.parse_seeds("0-3,7,9-10") == [0, 1, 2, 3, 7, 9, 10]
+    for bad in ("a", "5-2", "-1", "1,,2"):
+        with pytest.raises(GanimeError, match="--seeds"):
+            generate.parse_seeds(bad)
+
+
+def test_latents_per_seed_are_independent_of_the_other_seeds() -> None:
+    z = latents_for_seeds([3, 4, 5], 16)
+    assert torch.equal(z[1], latents_for_seeds([4], 16)[0])
+
+
+def test_generate_cli_writes_grid(exported, tmp_path, capsys) -> None:
+    path, _ = exported
+    out = tmp_path / "grid.png"
+    assert generate.main(["--checkpoint", str(path), "--seeds", "0-5", "--out", str(out), "--ncol", "3"]) == 0
+    with Image.open(out) as im:
+        assert im.size == (3 * (16 + 2) + 2, 2 * (16 + 2) + 2)  # 3 x 2 tiles, 2 px padding
+    assert generate.main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(out)]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+    assert generate.main(["--checkpoint", str(path), "--seeds", "x", "--out", str(out)]) == 2
+    assert "--seeds" in capsys.readouterr().err

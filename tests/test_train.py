@@ -1,0 +1,245 @@
+"""Train stage: every family trains, exact resume, NaN guard, finished runs, export, CLI and bad input."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ganime_steps import train
+from ganime_steps.common import GanimeError, save_npy
+from ganime_steps.gan import FAMILIES, available_families, generate_images, load_generator
+from ganime_steps.gan.loop import LOG_COLUMNS, load_dataset, sample_real
+from ganime_steps.gan.networks import images_to_uint8
+
+torch.set_num_threads(1)
+
+RES = 16
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Tiny structured dataset: coloured discs on white, 16 px."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:RES, :RES]
+    imgs = np.full((24, RES, RES, 3), 255, dtype=np.uint8)
+    for img in imgs:
+        cy, cx, r = rng.integers(4, 12), rng.integers(4, 12), rng.integers(2, 5)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 200, 3)
+    path = tmp_path_factory.mktemp("data") / "train_16.npy"
+    save_npy(path, imgs)
+    return path
+
+
+def _run(data: Path, out: Path, **kw) -> train.TrainSummary:
+    args = dict(
+        data=data,
+        out=out,
+        family="dcgan",
+        resolution=RES,
+        kimg=0.032,
+        batch_size=8,
+        lr=None,
+        channels=8,
+        z_dim=16,
+        seed=1,
+        ema_kimg=0.05,
+        checkpoint_every=0.016,
+        device="cpu",
+    )
+    args.update(kw)
+    return train.run(**args)
+
+
+def _error_lines(capsys) -> list[str]:
+    """The user-facing error lines (stderr also carries log records)."""
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganime error:")]
+
+
+def _log(out: Path) -> list[dict[str, str]]:
+    with open(out / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("family", available_families())
+def test_each_family_trains(data: Path, tmp_path: Path, family: str) -> None:
+    n_critic = FAMILIES[family].n_critic
+    s = _run(data, tmp_path, family=family, kimg=0.008 * n_critic * 2, diffaug=family == "dcgan")
+    assert s.step == 2 and s.images_seen == 16 * n_critic
+    for name in ("checkpoint.pt", "generator.pt", "samples.png", "log.csv", "train_summary.json"):
+        assert (tmp_path / name).is_file(), name
+    rows = _log(tmp_path)
+    assert list(rows[0]) == list(LOG_COLUMNS) and len(rows) == 2
+    for row in rows:
+        for col in ("loss_g", "loss_d", "penalty", "img_per_s"):
+            assert math.isfinite(float(row[col])), (col, row)
+    has_penalty = FAMILIES[family].penalty is not None
+    assert (float(rows[-1]["penalty"]) > 0) == has_penalty
+    G = load_generator(tmp_path / "generator.pt")
+    imgs = generate_images(G, 3, seed=0)
+    assert imgs.shape == (3, RES, RES, 3) and imgs.dtype == np.uint8
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["family"] == family and summary["n_critic"] == n_critic and summary["lr"] == FAMILIES[family].lr
+
+
+@pytest.mark.parametrize("family", ["dcgan", "sngan"])
+def test_resume_is_exact(data: Path, tmp_path: Path, family: str) -> None:
+    n = FAMILIES[family].n_critic
+    full = tmp_path / "full"
+    part = tmp_path / "part"
+    _run(data, full, family=family, kimg=0.048 * n, checkpoint_every=1.0, diffaug=True)
+    first = _run(data, part, family=family, kimg=0.024 * n, checkpoint_every=1.0, diffaug=True)
+    assert not first.resumed
+    second = _run(data, part, family=family, kimg=0.048 * n, checkpoint_every=1.0, diffaug=True)
+    assert second.resumed and second.images_this_run == 24 * n
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(part / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6 and a["images_seen"] == b["images_seen"]
+    for net in ("G_ema", "G", "D"):
+        for key, ta in a[net].items():
+            assert torch.equal(ta, b[net][key]), f"{net}.{key} differs after resume"
+    ra, rb = _log(full), _log(part)
+    assert [r["loss_g"] for r in ra] == [r["loss_g"] for r in rb]
+
+
+def test_sample_real_reads_flips_and_scales(data: Path) -> None:
+    images = load_dataset(data, RES)
+    assert isinstance(images, np.memmap)  # memory-mapped, not loaded
+    batch = sample_real(images, np.random.default_rng(5), 8, torch.device("cpu"), channels_last=False)
+    assert batch.shape == (8, 3, RES, RES) and batch.dtype == torch.float32
+    assert batch.min() >= -1 and batch.max() <= 1
+    rng = np.random.default_rng(5)  # replay the same draws: indices, then flips
+    idx = np.sort(rng.choice(len(images), size=8, replace=False))
+    flip = rng.random(8) < 0.5
+    expected = np.array(images[idx])
+    expected[flip] = expected[flip, :, ::-1]
+    assert flip.any() and np.array_equal(images_to_uint8(batch), expected)
+
+
+def test_config_mismatch_refuses_to_resume(data: Path, tmp_path: Path) -> None:
+    _run(data, tmp_path)
+    with pytest.raises(GanimeError, match="channels 8 -> 16.*delete"):
+        _run(data, tmp_path, channels=16, kimg=0.064)
+    with pytest.raises(GanimeError, match="family 'dcgan' -> 'dragan'"):
+        _run(data, tmp_path, family="dragan", kimg=0.064)
+
+
+def test_changed_data_starts_over_instead_of_resuming(data: Path, tmp_path: Path) -> None:
+    """Model B: new cleaning settings repack the data; the old model must not be continued (or kept as final)."""
+    first = _run(data, tmp_path / "run")
+    assert first.images_seen > 0
+    changed = tmp_path / "changed_16.npy"
+    save_npy(changed, np.load(data)[:-4])
+    again = _run(changed, tmp_path / "run")
+    assert not again.resumed and again.images_this_run == again.images_seen > 0
+    assert (tmp_path / "run" / "checkpoint.previous-data.pt").is_file()
+    resumed = _run(changed, tmp_path / "run", kimg=0.048)
+    assert resumed.resumed  # same data again: resumes as usual
+
+
+def test_finished_run_only_rewrites_artifacts(data: Path, tmp_path: Path) -> None:
+    _run(data, tmp_path)
+    ckpt = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "generator.pt").unlink()
+    (tmp_path / "samples.png").unlink()
+    s = _run(data, tmp_path)
+    assert s.resumed and s.images_this_run == 0 and s.images_seen == 32
+    assert (tmp_path / "checkpoint.pt").read_bytes() == ckpt
+    assert (tmp_path / "generator.pt").is_file() and (tmp_path / "samples.png").is_file()
+    assert len(_log(tmp_path)) == 4
+
+
+def test_checkpoint_snapshots(data: Path, tmp_path: Path) -> None:
+    _run(data, tmp_path)
+    snaps = sorted(p.name for p in tmp_path.glob("samples_*kimg.png"))
+    assert snaps == ["samples_000000.016kimg.png", "samples_000000.032kimg.png"]
+
+
+def test_nan_guard_keeps_last_good_checkpoint(data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    _run(data, tmp_path)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def nan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return real_logits.mean() * float("nan")
+
+    monkeypatch.setitem(FAMILIES, "dcgan", dataclasses.replace(FAMILIES["dcgan"], d_loss=nan_loss))
+    with pytest.raises(GanimeError, match=r"non-finite loss at step 5; last good checkpoint kept at .*checkpoint\.pt"):
+        _run(data, tmp_path, kimg=0.064)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+    # the CLI turns it into exit status 2 and one line
+    argv = ["--data", str(data), "--out", str(tmp_path), "--resolution", "16", "--kimg", "0.064", "--batch-size", "8"]
+    argv += ["--channels", "8", "--z-dim", "16", "--seed", "1", "--ema-kimg", "0.05", "--checkpoint-every", "0.016"]
+    assert train.main(argv + ["--device", "cpu"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "lower --lr" in err[0]
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+
+
+def test_nan_guard_without_checkpoint(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(GanimeError, match="non-finite loss at step 1; no checkpoint was written yet"):
+        _run(data, tmp_path, lr=float("inf"))
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_cli_trains(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--out", str(out), "--family", "wgan-gp", "--resolution", "16", "--kimg", "0.04"]
+    argv += ["--batch-size", "8", "--channels", "8", "--z-dim", "8", "--device", "cpu", "--diffaug", "--lr", "5e-5"]
+    assert train.main(argv) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["step"] == 1 and summary["lr"] == 5e-5 and summary["diffaug"] is True
+    assert (out / "generator.pt").is_file() and (out / "samples.png").is_file()
+
+
+@pytest.fixture
+def base_argv(data: Path, tmp_path: Path) -> list[str]:
+    return ["--out", str(tmp_path / "o"), "--kimg", "0.008", "--batch-size", "8", "--channels", "8", "--device", "cpu"]
+
+
+def test_cli_unknown_family(data: Path, base_argv, capsys) -> None:
+    assert train.main(base_argv + ["--data", str(data), "--resolution", "16", "--family", "stylegan"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "available: dcgan, dragan, sngan, wgan-gp" in err[0]
+
+
+def test_cli_wrong_resolution(data: Path, base_argv, capsys) -> None:
+    assert train.main(base_argv + ["--data", str(data), "--resolution", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "train_16.npy" in err and "--resolution 16" in err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "not found"),
+        (b"garbage", "not a readable .npy"),
+        (np.zeros((2, 16, 16, 3), dtype=np.float32), "expected a uint8 array"),
+        (np.zeros((2, 16, 16), dtype=np.uint8), "expected a uint8 array"),
+        (np.zeros((2, 16, 8, 3), dtype=np.uint8), "not square"),
+        (np.zeros((0, 16, 16, 3), dtype=np.uint8), "empty"),
+    ],
+)
+def test_cli_bad_data(tmp_path: Path, base_argv, capsys, content, message: str) -> None:
+    path = tmp_path / "bad.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        save_npy(path, content)
+    assert train.main(base_argv + ["--data", str(path), "--resolution", "16"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.npy" in err and message in err
+
+
+def test_cli_help_documents_every_flag(capsys) -> None:
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--out", "--family", "--resolution", "--kimg", "--batch-size", "--lr", "--channels",
+                 "--z-dim", "--seed", "--ema-kimg", "--checkpoint-every", "--device", "--diffaug"):  # fmt: skip
+        assert flag in text
