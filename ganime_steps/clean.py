@@ -16,8 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ganime_steps.common import GanimeError, atomic_path, progress, read_parquet, run_cli, save_image, write_json
-from ganime_steps.common import write_parquet
+from ganime_steps.common import (
+    GanimeError,
+    atomic_path,
+    progress,
+    read_parquet,
+    run_cli,
+    save_image,
+    write_json,
+    write_parquet,
+)
 from ganime_steps.imaging import load_rgb, make_grid, square_resize
 
 log = logging.getLogger(__name__)
@@ -67,10 +75,18 @@ def _candidates(posts: Path | None, faces: Path | None) -> tuple[pd.DataFrame, s
     return table, unit
 
 
-def run_filter(*, dataset: str, out: Path, posts: Path | None = None, faces: Path | None = None,
-               posts_tags: Path | None = None, scores: dict[str, Path] | None = None,
-               drop: dict[str, float | None] | None = None, require_tags: list[str] = (),
-               exclude_tags: list[str] = ()) -> CleanSummary:  # fmt: skip
+def run_filter(
+    *,
+    dataset: str,
+    out: Path,
+    posts: Path | None = None,
+    faces: Path | None = None,
+    posts_tags: Path | None = None,
+    scores: dict[str, Path] | None = None,
+    drop: dict[str, float | None] | None = None,
+    require_tags: list[str] = (),
+    exclude_tags: list[str] = (),
+) -> CleanSummary:
     """Drop rows by tag rules, then by each classifier in ``drop`` (threshold None = the classifier's own)."""
     scores, drop = scores or {}, drop or {}
     table, unit = _candidates(posts, faces)
@@ -98,7 +114,9 @@ def run_filter(*, dataset: str, out: Path, posts: Path | None = None, faces: Pat
         filters[f"exclude:{tag}"] = "tag rule"
     for task, threshold in drop.items():
         if task not in scores:
-            raise GanimeError(f"datasets.{dataset}.drop.{task}: no scores for classifier {task!r}; add it to classifiers")
+            raise GanimeError(
+                f"datasets.{dataset}.drop.{task}: no scores for classifier {task!r}; add it to classifiers"
+            )
         table_scores = read_parquet(scores[task], ["source", "post_id", "score", "predicted"])
         joined = table[["source", "post_id"]].merge(table_scores, on=["source", "post_id"], how="left")
         if joined["score"].isna().any():
@@ -108,13 +126,20 @@ def run_filter(*, dataset: str, out: Path, posts: Path | None = None, faces: Pat
         apply(task, hit, joined["score"])
         filters[task] = "classifier threshold" if threshold is None else f">= {threshold}"
 
-    manifest = table.assign(kept=(removed_by == "").to_numpy(), removed_by=removed_by.to_numpy(),
-                            removed_score=removed_score.to_numpy())[MANIFEST_COLUMNS]  # fmt: skip
+    manifest = table.assign(
+        kept=(removed_by == "").to_numpy(), removed_by=removed_by.to_numpy(), removed_score=removed_score.to_numpy()
+    )[MANIFEST_COLUMNS]
     if not manifest["kept"].any():
         raise GanimeError(f"datasets.{dataset}: every one of {len(manifest)} images was removed; loosen the filters")
     counts = manifest.loc[~manifest["kept"], "removed_by"].value_counts()
-    summary = CleanSummary(dataset, unit, len(manifest), int(manifest["kept"].sum()),
-                           {name: int(counts.get(name, 0)) for name in filters}, filters)  # fmt: skip
+    summary = CleanSummary(
+        dataset,
+        unit,
+        len(manifest),
+        int(manifest["kept"].sum()),
+        {name: int(counts.get(name, 0)) for name in filters},
+        filters,
+    )
     write_parquet(out / "manifest.parquet", manifest)
     write_json(out / "summary.json", summary)
     return summary
@@ -175,9 +200,17 @@ def _dispatch(a: argparse.Namespace):
     if a.command == "pack":
         return run_pack(manifest=a.manifest, resolution=a.resolution, out=a.out, preview=a.preview)
     scores = {k: Path(v) for k, v in parse_assignments(a.scores, "--scores").items()}
-    return run_filter(dataset=a.dataset, out=a.out, posts=a.posts, faces=a.faces, posts_tags=a.posts_tags,
-                      scores=scores, drop=_thresholds(a.drop), require_tags=a.require_tags,
-                      exclude_tags=a.exclude_tags)  # fmt: skip
+    return run_filter(
+        dataset=a.dataset,
+        out=a.out,
+        posts=a.posts,
+        faces=a.faces,
+        posts_tags=a.posts_tags,
+        scores=scores,
+        drop=_thresholds(a.drop),
+        require_tags=a.require_tags,
+        exclude_tags=a.exclude_tags,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

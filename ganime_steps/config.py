@@ -39,8 +39,9 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def validate_config(config: dict[str, Any], *, schema_path: Path = SCHEMA,
-                    families: tuple[str, ...] | None = None) -> list[str]:  # fmt: skip
+def validate_config(
+    config: dict[str, Any], *, schema_path: Path = SCHEMA, families: tuple[str, ...] | None = None
+) -> list[str]:
     """Validate ``config`` in place (filling defaults). Returns warnings; raises GanimeError on the first error.
 
     ``families``: the GAN families this version implements; runs of other families are dropped with a warning.
@@ -63,7 +64,9 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     for name, ds in datasets.items():
         for task in ds["drop"]:
             if task not in classifiers:
-                raise GanimeError(f"config key datasets.{name}.drop.{task}: no classifier named {task!r} in classifiers")
+                raise GanimeError(
+                    f"config key datasets.{name}.drop.{task}: no classifier named {task!r} in classifiers"
+                )
     evaluation = config["evaluation"]
     for name, run in list(config["runs"].items()):
         if run["dataset"] not in datasets:

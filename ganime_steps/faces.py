@@ -46,7 +46,9 @@ class CascadeDetector:
         import cv2
 
         if not Path(path).is_file():
-            raise GanimeError(f"faces.cascade: {path} not found; set it to lbpcascade_animeface.xml or null to download")
+            raise GanimeError(
+                f"faces.cascade: {path} not found; set it to lbpcascade_animeface.xml or null to download"
+            )
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
             raise GanimeError(f"faces.cascade: {path} is not a valid OpenCV cascade XML")
@@ -72,8 +74,16 @@ def crop_face(image: Image.Image, box: tuple[int, int, int, int], size: int, mar
     return image.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.LANCZOS)
 
 
-def run(*, posts: Path, out: Path, detector: str = "lbpcascade", cascade: Path | None = None, size: int = 64,
-        margin: float = 0.0, min_size: int = 24) -> FacesSummary:  # fmt: skip
+def run(
+    *,
+    posts: Path,
+    out: Path,
+    detector: str = "lbpcascade",
+    cascade: Path | None = None,
+    size: int = 64,
+    margin: float = 0.0,
+    min_size: int = 24,
+) -> FacesSummary:
     if detector not in DETECTORS:
         raise GanimeError(f"faces.detector {detector!r} is unknown; use one of {', '.join(DETECTORS)}")
     table = read_parquet(posts, ["source", "post_id", "md5", "file", "face_boxes"])
@@ -139,8 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _dispatch(a: argparse.Namespace):
     if a.command == "fetch-cascade":
         return fetch_cascade(out=a.out, url=a.url)
-    return run(posts=a.posts, out=a.out, detector=a.detector, cascade=a.cascade, size=a.size, margin=a.margin,
-               min_size=a.min_size)  # fmt: skip
+    return run(
+        posts=a.posts,
+        out=a.out,
+        detector=a.detector,
+        cascade=a.cascade,
+        size=a.size,
+        margin=a.margin,
+        min_size=a.min_size,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

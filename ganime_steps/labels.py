@@ -88,7 +88,8 @@ def read_label_csv(path: Path, task: str, index: _PostIndex) -> list[tuple]:
             label = parse_label(record.get("label", ""), task)
             if label is None:
                 raise GanimeError(
-                    f"{path}:{line}: label {record.get('label')!r} is not a {task} label; use 1/0, yes/no, {task}/not_{task}"
+                    f"{path}:{line}: label {record.get('label')!r} is not a {task} label; "
+                    f"use 1/0, yes/no, {task}/not_{task}"
                 )
             post = index.find(record)
             if isinstance(post, str):

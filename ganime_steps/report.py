@@ -32,9 +32,20 @@ from ganime_steps.common import GanimeError, run_cli, write_json, write_text
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = [
-    "run", "family", "dataset", "kimg", "feature_space", "is_fid", "fd", "kid_mean", "kid_std", "precision", "recall",
-    "n_fake", "n_real",
-]  # fmt: skip
+    "run",
+    "family",
+    "dataset",
+    "kimg",
+    "feature_space",
+    "is_fid",
+    "fd",
+    "kid_mean",
+    "kid_std",
+    "precision",
+    "recall",
+    "n_fake",
+    "n_real",
+]
 DATASET_KEYS = ("dataset", "n_total", "n_kept", "removed_by")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -25,9 +25,19 @@ from ganime_steps.sources import PostMeta, Source
 log = logging.getLogger(__name__)
 
 POST_COLUMNS = [
-    "post_id", "source", "md5", "file", "width", "height", "tags", "rating", "score", "source_url", "fetched_at",
+    "post_id",
+    "source",
+    "md5",
+    "file",
+    "width",
+    "height",
+    "tags",
+    "rating",
+    "score",
+    "source_url",
+    "fetched_at",
     "face_boxes",
-]  # fmt: skip
+]
 FAILURE_COLUMNS = ["post_id", "source", "md5", "file_url", "reason"]
 SOURCE_KINDS = ("synthetic", "dapi", "danbooru")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -45,8 +55,9 @@ class ScrapeSummary:
     seconds: float = 0.0
 
 
-def make_source(kind: str, *, name: str, base_url: str | None = None, rate: float = 1.0,
-                n_posts: int = 300, seed: int = 0) -> Source:  # fmt: skip
+def make_source(
+    kind: str, *, name: str, base_url: str | None = None, rate: float = 1.0, n_posts: int = 300, seed: int = 0
+) -> Source:
     """Build the source named by ``kind`` in the config (``scrape.kind``)."""
     if kind == "synthetic":
         from ganime_steps.synthetic import SyntheticSource
@@ -86,7 +97,9 @@ def list_posts(source: Source, tags: str, limit: int, page_size: int) -> list[Po
             posts.append(post)
         lowest = min(p.post_id for p in page)
         if before is not None and lowest >= before:
-            raise GanimeError(f"source {source.name}: listing did not advance past id {before}; the server ignores paging")
+            raise GanimeError(
+                f"source {source.name}: listing did not advance past id {before}; the server ignores paging"
+            )
         before = lowest
     return posts[:limit]
 
@@ -126,8 +139,19 @@ def store_post(source: Source, post: PostMeta, out: Path) -> tuple[str, int]:
     return "downloaded", len(data)
 
 
-def run(*, out: Path, kind: str, tags: str, limit: int, name: str | None = None, page_size: int = 100,
-        base_url: str | None = None, rate: float = 1.0, n_posts: int = 300, seed: int = 0) -> ScrapeSummary:  # fmt: skip
+def run(
+    *,
+    out: Path,
+    kind: str,
+    tags: str,
+    limit: int,
+    name: str | None = None,
+    page_size: int = 100,
+    base_url: str | None = None,
+    rate: float = 1.0,
+    n_posts: int = 300,
+    seed: int = 0,
+) -> ScrapeSummary:
     if limit < 1:
         raise GanimeError(f"--limit {limit}: must be at least 1")
     name = name or kind
@@ -144,8 +168,15 @@ def run(*, out: Path, kind: str, tags: str, limit: int, name: str | None = None,
             status, nbytes = store_post(source, post, out)
         except StoreFailed as exc:
             summary.failed[exc.reason] = summary.failed.get(exc.reason, 0) + 1
-            failures.append({"post_id": post.post_id, "source": name, "md5": post.md5,
-                             "file_url": post.file_url, "reason": str(exc)})  # fmt: skip
+            failures.append(
+                {
+                    "post_id": post.post_id,
+                    "source": name,
+                    "md5": post.md5,
+                    "file_url": post.file_url,
+                    "reason": str(exc),
+                }
+            )
             log.warning("post %s not stored: %s", post.post_id, exc)
             continue
         if status == "present":
@@ -153,13 +184,22 @@ def run(*, out: Path, kind: str, tags: str, limit: int, name: str | None = None,
         else:
             summary.downloaded += 1
             summary.bytes += nbytes
-        rows.append({
-            "post_id": post.post_id, "source": name, "md5": post.md5, "file": image_relpath(post.md5, post.ext),
-            "width": post.width, "height": post.height, "tags": post.tags, "rating": post.rating,
-            "score": post.score, "source_url": post.source_url,
-            "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "face_boxes": json.dumps([list(b) for b in post.face_boxes]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "post_id": post.post_id,
+                "source": name,
+                "md5": post.md5,
+                "file": image_relpath(post.md5, post.ext),
+                "width": post.width,
+                "height": post.height,
+                "tags": post.tags,
+                "rating": post.rating,
+                "score": post.score,
+                "source_url": post.source_url,
+                "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "face_boxes": json.dumps([list(b) for b in post.face_boxes]),
+            }
+        )
     if not rows:
         raise GanimeError(f"source {name}: no post could be stored for tags {tags!r}; see {out}/failures.parquet")
     write_parquet(out / "failures.parquet", pd.DataFrame(failures, columns=FAILURE_COLUMNS))
@@ -185,9 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), lambda a: run(
-        out=a.out, kind=a.kind, name=a.name, tags=a.tags, limit=a.limit, page_size=a.page_size,
-        base_url=a.base_url, rate=a.rate, n_posts=a.n_posts, seed=a.seed), argv)  # fmt: skip
+    return run_cli(
+        build_parser(),
+        lambda a: run(
+            out=a.out,
+            kind=a.kind,
+            name=a.name,
+            tags=a.tags,
+            limit=a.limit,
+            page_size=a.page_size,
+            base_url=a.base_url,
+            rate=a.rate,
+            n_posts=a.n_posts,
+            seed=a.seed,
+        ),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -37,12 +37,22 @@ def write_posts(folder: Path, n: int, source: str = "test") -> Path:
         rel = f"images/{md5[:2]}/{md5}.png"
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
-        rows.append({
-            "post_id": i, "source": source, "md5": md5, "file": rel, "width": 48, "height": 64,
-            "tags": "1girl solo" + (" chibi" if i % 3 == 0 else ""), "rating": "general", "score": i,
-            "source_url": f"http://booru/{i}", "fetched_at": "2026-01-01T00:00:00+00:00",
-            "face_boxes": json.dumps([[10, 10, 20, 20]]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "post_id": i,
+                "source": source,
+                "md5": md5,
+                "file": rel,
+                "width": 48,
+                "height": 64,
+                "tags": "1girl solo" + (" chibi" if i % 3 == 0 else ""),
+                "rating": "general",
+                "score": i,
+                "source_url": f"http://booru/{i}",
+                "fetched_at": "2026-01-01T00:00:00+00:00",
+                "face_boxes": json.dumps([[10, 10, 20, 20]]),
+            }
+        )
     path = folder / "posts.parquet"
     pd.DataFrame(rows).to_parquet(path, index=False)
     return path

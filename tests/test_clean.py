@@ -22,9 +22,13 @@ def test_filter_order_audit_and_yields(posts, tmp_path):
     chibi = write_scores(tmp_path / "chibi.parquet", posts, np.linspace(0, 1, n))  # posts 7..12 predicted chibi
     multi = write_scores(tmp_path / "multi.parquet", posts, [0.9 if i in (1, 12) else 0.1 for i in range(1, n + 1)])
     summary = clean.run_filter(
-        dataset="B", out=tmp_path / "B", posts=posts, scores={"chibi": chibi, "multi": multi},
-        drop={"chibi": None, "multi": 0.8}, exclude_tags=["chibi"],
-    )  # fmt: skip
+        dataset="B",
+        out=tmp_path / "B",
+        posts=posts,
+        scores={"chibi": chibi, "multi": multi},
+        drop={"chibi": None, "multi": 0.8},
+        exclude_tags=["chibi"],
+    )
     manifest = pd.read_parquet(tmp_path / "B" / "manifest.parquet")
     removed = dict(zip(manifest["post_id"], manifest["removed_by"], strict=True))
     # tag rule first (posts 3, 6, 9, 12 carry `chibi`), then the chibi classifier, then multi (post 1)
@@ -39,8 +43,12 @@ def test_filter_order_audit_and_yields(posts, tmp_path):
 
 def test_pack_is_square_uint8_memmap(posts, tmp_path):
     clean.run_filter(dataset="A", out=tmp_path / "A", posts=posts)
-    summary = clean.run_pack(manifest=tmp_path / "A" / "manifest.parquet", resolution=16,
-                             out=tmp_path / "A" / "pack_16.npy", preview=tmp_path / "A" / "preview.png")  # fmt: skip
+    summary = clean.run_pack(
+        manifest=tmp_path / "A" / "manifest.parquet",
+        resolution=16,
+        out=tmp_path / "A" / "pack_16.npy",
+        preview=tmp_path / "A" / "preview.png",
+    )
     array = np.load(tmp_path / "A" / "pack_16.npy", mmap_mode="r")
     assert array.shape == (12, 16, 16, 3) and array.dtype == np.uint8 and summary.n_images == 12
     # the 48x64 images are padded on white left and right: the corner columns stay white
@@ -50,10 +58,38 @@ def test_pack_is_square_uint8_memmap(posts, tmp_path):
 
 def test_cli_filter_and_pack(posts, tmp_path):
     scores = write_scores(tmp_path / "s.parquet", posts, [0.0] * 12)
-    assert clean.main(["filter", "--dataset", "A", "--posts", str(posts), "--scores", f"chibi={scores}",
-                       "--drop", "chibi=0.5", "--out", str(tmp_path / "A")]) == 0  # fmt: skip
-    assert clean.main(["pack", "--manifest", str(tmp_path / "A" / "manifest.parquet"), "--resolution", "8",
-                       "--out", str(tmp_path / "A" / "pack_8.npy")]) == 0  # fmt: skip
+    assert (
+        clean.main(
+            [
+                "filter",
+                "--dataset",
+                "A",
+                "--posts",
+                str(posts),
+                "--scores",
+                f"chibi={scores}",
+                "--drop",
+                "chibi=0.5",
+                "--out",
+                str(tmp_path / "A"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        clean.main(
+            [
+                "pack",
+                "--manifest",
+                str(tmp_path / "A" / "manifest.parquet"),
+                "--resolution",
+                "8",
+                "--out",
+                str(tmp_path / "A" / "pack_8.npy"),
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "A" / "pack_8.npy").shape == (12, 8, 8, 3)
 
 
@@ -67,4 +103,6 @@ def test_cli_errors(posts, tmp_path, capsys):
     assert clean.main([*base, "--scores", f"chibi={scores}", "--drop", "chibi=high"]) == 2
     assert "threshold must be a number" in capsys.readouterr().err
     assert not (tmp_path / "A" / "manifest.parquet").exists()
-    assert clean.main(["pack", "--manifest", str(tmp_path / "nope.parquet"), "--resolution", "12", "--out", "x.npy"]) == 2
+    assert (
+        clean.main(["pack", "--manifest", str(tmp_path / "nope.parquet"), "--resolution", "12", "--out", "x.npy"]) == 2
+    )

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from ganime_steps.common import GanimeError
 from ganime_steps.config import validate_config
 
@@ -41,7 +41,10 @@ def test_unavailable_family_is_skipped_with_a_warning():
         (lambda c: c["datasets"]["B"]["drop"].update(ugly="auto"), "datasets.B.drop.ugly"),
         (lambda c: c["datasets"]["B"]["drop"].update(chibi=1.5), "datasets.B.drop.chibi"),
         (lambda c: c["scrape"].update(kind="pixiv"), "scrape.kind"),
-        (lambda c: c["classifiers"]["chibi"].update(threshold_rule="precision:high"), "classifiers.chibi.threshold_rule"),
+        (
+            lambda c: c["classifiers"]["chibi"].update(threshold_rule="precision:high"),
+            "classifiers.chibi.threshold_rule",
+        ),
         (lambda c: c.update(typo_section={}), "(top level)"),
     ],
 )

@@ -8,9 +8,9 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import ASSETS
 from PIL import Image
 
-from conftest import ASSETS
 from ganime_steps import faces
 
 

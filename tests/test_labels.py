@@ -40,7 +40,9 @@ def test_import_by_id_md5_and_path(posts, tmp_path):
 )
 def test_bad_labels_name_file_and_line(posts, tmp_path, capsys, text, expected):
     bad = write_csv(tmp_path / "bad.csv", text)
-    code = labels.main(["--posts", str(posts), "--task", "chibi", "--csv", str(bad), "--out", str(tmp_path / "o.parquet")])
+    code = labels.main(
+        ["--posts", str(posts), "--task", "chibi", "--csv", str(bad), "--out", str(tmp_path / "o.parquet")]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1
@@ -48,5 +50,16 @@ def test_bad_labels_name_file_and_line(posts, tmp_path, capsys, text, expected):
 
 
 def test_missing_file(posts, tmp_path, capsys):
-    code = labels.main(["--posts", str(posts), "--task", "multi", "--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o.parquet")])
+    code = labels.main(
+        [
+            "--posts",
+            str(posts),
+            "--task",
+            "multi",
+            "--csv",
+            str(tmp_path / "x.csv"),
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ]
+    )
     assert code == 2 and "labels.multi" in capsys.readouterr().err

@@ -32,24 +32,50 @@ def inputs(tmp_path) -> dict[str, list[Path]]:
     res = tmp_path / "results"
     run_a = _json(
         res / "runs" / "model_a" / "metrics.json",
-        {"feature_space": "classifier:aesthetic:resnet34", "is_fid": False, "fd": 41.2345,
-         "fd_classifier_aesthetic_resnet34": 41.2345, "kid_mean": 0.03125, "kid_std": 0.0021,
-         "precision": 0.654, "recall": 0.321, "n_fake": 10000, "n_real": 8000},
-    )  # fmt: skip
+        {
+            "feature_space": "classifier:aesthetic:resnet34",
+            "is_fid": False,
+            "fd": 41.2345,
+            "fd_classifier_aesthetic_resnet34": 41.2345,
+            "kid_mean": 0.03125,
+            "kid_std": 0.0021,
+            "precision": 0.654,
+            "recall": 0.321,
+            "n_fake": 10000,
+            "n_real": 8000,
+        },
+    )
     _json(
         res / "runs" / "model_a" / "train_summary.json",
         {"family": "wgan_gp", "data": "results/datasets/A/pack_64.npy", "kimg_target": 1200.0, "images_seen": 1200000},
     )
     run_b = _json(
         res / "runs" / "model_b" / "metrics.json",
-        {"feature_space": "classifier:aesthetic:resnet34", "is_fid": False, "fd": 17.5,
-         "kid_mean": 0.0104, "kid_std": 0.0009, "precision": 0.712, "recall": 0.455, "n_fake": 10000, "n_real": 8000},
-    )  # fmt: skip
+        {
+            "feature_space": "classifier:aesthetic:resnet34",
+            "is_fid": False,
+            "fd": 17.5,
+            "kid_mean": 0.0104,
+            "kid_std": 0.0009,
+            "precision": 0.712,
+            "recall": 0.455,
+            "n_fake": 10000,
+            "n_real": 8000,
+        },
+    )
     clf = _json(
         res / "classifiers" / "chibi" / "metrics.json",
-        {"task": "chibi", "arch": "resnet34", "precision": 0.9123, "recall": 0.8766, "f1": 0.894, "roc_auc": 0.9712,
-         "threshold": 0.42, "confusion": [[180, 7], [11, 77]]},
-    )  # fmt: skip
+        {
+            "task": "chibi",
+            "arch": "resnet34",
+            "precision": 0.9123,
+            "recall": 0.8766,
+            "f1": 0.894,
+            "roc_auc": 0.9712,
+            "threshold": 0.42,
+            "confusion": [[180, 7], [11, 77]],
+        },
+    )
     _png(res / "classifiers" / "chibi" / "pr_curve.png", (10, 10, 200))
     _png(res / "classifiers" / "chibi" / "confusion.png", (200, 10, 10))
     ds = _json(
@@ -132,9 +158,19 @@ def test_run_report_html_csv_summary(tmp_path, inputs):
 def test_mixed_spaces_warn_and_fid_is_named(tmp_path, inputs):
     fid_run = _json(
         tmp_path / "results" / "runs" / "model_c" / "metrics.json",
-        {"feature_space": "inception", "is_fid": True, "fd": 12.0, "fid": 12.0, "kid_mean": 0.01, "kid_std": 0.001,
-         "precision": 0.7, "recall": 0.5, "n_fake": 10000, "n_real": 10000},
-    )  # fmt: skip
+        {
+            "feature_space": "inception",
+            "is_fid": True,
+            "fd": 12.0,
+            "fid": 12.0,
+            "kid_mean": 0.01,
+            "kid_std": 0.001,
+            "precision": 0.7,
+            "recall": 0.5,
+            "n_fake": 10000,
+            "n_real": 10000,
+        },
+    )
     out = tmp_path / "r"
     s = rp.run_report(**{**inputs, "run_metrics": [*inputs["run_metrics"], fid_run]}, out=out, title="t")
     page = (out / "index.html").read_text(encoding="utf-8")
@@ -154,8 +190,12 @@ def test_non_png_grid_is_converted(tmp_path):
 def test_cli(tmp_path, inputs, capsys):
     out = tmp_path / "rep"
     argv = ["--title", "T", "--out", str(out)]
-    for flag, key in [("--run-metrics", "run_metrics"), ("--classifier-metrics", "classifier_metrics"),
-                      ("--dataset-summaries", "dataset_summaries"), ("--sample-grids", "sample_grids")]:  # fmt: skip
+    for flag, key in [
+        ("--run-metrics", "run_metrics"),
+        ("--classifier-metrics", "classifier_metrics"),
+        ("--dataset-summaries", "dataset_summaries"),
+        ("--sample-grids", "sample_grids"),
+    ]:
         argv += [flag, *map(str, inputs[key])]
     assert rp.main(argv) == 0
     assert {p.name for p in out.iterdir()} == {"index.html", "metrics.csv", "report_summary.json"}

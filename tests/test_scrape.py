@@ -6,12 +6,11 @@ import hashlib
 import http.server
 import json
 import threading
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import png_bytes
+
 from ganime_steps import USER_AGENT, scrape
 from ganime_steps.sources import PostMeta
 
@@ -36,7 +35,9 @@ class FakeSource:
 
     def _meta(self, i):
         md5 = hashlib.md5(self.bodies[i]).hexdigest()
-        return PostMeta(i, md5, f"mem://{i}", "png", 48, 64, "1girl solo", "general", i, f"mem://post/{i}", ((1, 2, 3, 4),))
+        return PostMeta(
+            i, md5, f"mem://{i}", "png", 48, 64, "1girl solo", "general", i, f"mem://post/{i}", ((1, 2, 3, 4),)
+        )
 
     def fetch(self, url):
         self.fetches.append(url)
@@ -121,10 +122,26 @@ class DapiHandler(http.server.BaseHTTPRequestHandler):
         before = next((int(t[4:]) for t in tags if t.startswith("id:<")), self.n + 1)
         limit = int(q["limit"][0])
         ids = [i for i in range(self.n, 0, -1) if i < before][:limit]
-        body = json.dumps([
-            {"id": i, "md5": hashlib.md5(png_bytes(i)).hexdigest(), "image": f"{i}.png", "directory": "1",
-             "width": 48, "height": 64, "tags": " 1girl  solo ", "rating": "general", "score": 3} for i in ids
-        ]) if ids else ""  # fmt: skip
+        body = (
+            json.dumps(
+                [
+                    {
+                        "id": i,
+                        "md5": hashlib.md5(png_bytes(i)).hexdigest(),
+                        "image": f"{i}.png",
+                        "directory": "1",
+                        "width": 48,
+                        "height": 64,
+                        "tags": " 1girl  solo ",
+                        "rating": "general",
+                        "score": 3,
+                    }
+                    for i in ids
+                ]
+            )
+            if ids
+            else ""
+        )
         self._send(body.encode(), "application/json")
 
     def _send(self, body: bytes, ctype: str):
@@ -146,8 +163,26 @@ def dapi_server():
 
 def test_cli_dapi_against_local_server(dapi_server, tmp_path):
     out = tmp_path / "safebooru"
-    code = scrape.main(["--kind", "dapi", "--name", "safebooru", "--base-url", dapi_server, "--tags", "1girl solo",
-                        "--limit", "10", "--page-size", "3", "--rate", "200", "--out", str(out)])  # fmt: skip
+    code = scrape.main(
+        [
+            "--kind",
+            "dapi",
+            "--name",
+            "safebooru",
+            "--base-url",
+            dapi_server,
+            "--tags",
+            "1girl solo",
+            "--limit",
+            "10",
+            "--page-size",
+            "3",
+            "--rate",
+            "200",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     posts = pd.read_parquet(out / "posts.parquet")
     assert sorted(posts["post_id"]) == list(range(1, 8))
@@ -169,4 +204,6 @@ def test_parse_dapi_variants():
     assert parse_dapi('{"@attributes": {"count": 1}, "post": {"id": 5}}') == [{"id": 5}]
     assert parse_dapi('{"@attributes": {"count": 0}}') == []
     assert parse_dapi('<posts count="2"><post id="1" md5="a"/><post id="2" md5="b"/></posts>') == [
-        {"id": "1", "md5": "a"}, {"id": "2", "md5": "b"}]  # fmt: skip
+        {"id": "1", "md5": "a"},
+        {"id": "2", "md5": "b"},
+    ]

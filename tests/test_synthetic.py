@@ -263,8 +263,25 @@ def test_cli(tmp_path, capsys):
 def test_hand_labels_cover_only_scraped_posts(tmp_path):
     posts = tmp_path / "posts.parquet"
     pd.DataFrame({"source": ["synthetic"] * 5, "post_id": [2, 4, 6, 8, 10]}).to_parquet(posts)
-    assert synthetic.main(["--n-posts", "12", "--seed", "1", "--label-fraction", "1", "--label-error-rate", "0",
-                           "--posts", str(posts), "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    assert (
+        synthetic.main(
+            [
+                "--n-posts",
+                "12",
+                "--seed",
+                "1",
+                "--label-fraction",
+                "1",
+                "--label-error-rate",
+                "0",
+                "--posts",
+                str(posts),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     labels = pd.read_csv(tmp_path / "o" / "synthetic_hand_labels_chibi.csv")
     assert sorted(labels["post_id"]) == [2, 4, 6, 8, 10]
     assert len(pd.read_parquet(tmp_path / "o" / "truth.parquet")) == 12

@@ -240,6 +240,20 @@ def test_cli_help_documents_every_flag(capsys) -> None:
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--data", "--out", "--family", "--resolution", "--kimg", "--batch-size", "--lr", "--channels",
-                 "--z-dim", "--seed", "--ema-kimg", "--checkpoint-every", "--device", "--diffaug"):  # fmt: skip
+    for flag in (
+        "--data",
+        "--out",
+        "--family",
+        "--resolution",
+        "--kimg",
+        "--batch-size",
+        "--lr",
+        "--channels",
+        "--z-dim",
+        "--seed",
+        "--ema-kimg",
+        "--checkpoint-every",
+        "--device",
+        "--diffaug",
+    ):
         assert flag in text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -14,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -64,8 +62,19 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / configfile), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = planned_jobs(result)
-    for rule in ("scrape", "faces", "labels", "classifier_train", "classifier_score", "clean_filter", "clean_pack",
-                 "train", "evaluate_reference", "evaluate", "report"):  # fmt: skip
+    for rule in (
+        "scrape",
+        "faces",
+        "labels",
+        "classifier_train",
+        "classifier_score",
+        "clean_filter",
+        "clean_pack",
+        "train",
+        "evaluate_reference",
+        "evaluate",
+        "report",
+    ):
         assert jobs.get(rule, 0) >= 1, (rule, jobs)
     if configfile == "config.yaml":
         assert jobs["fetch_cascade"] == 1
@@ -97,7 +106,7 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     b = json.loads((results / "datasets" / "B" / "summary.json").read_text())
     assert 0 < b["n_kept"] <= a["n_kept"] <= a["n_total"] == len(posts)
     assert np.load(results / "datasets" / "A" / "pack_16.npy").shape[1:] == (16, 16, 3)
-    for run in ("dcgan_A", "dcgan_B", "wgangp_B"):
+    for run in ("dcgan_A", "dcgan_B", "wgangp_B", "dragan_faces"):
         metrics = json.loads((results / "runs" / run / "metrics.json").read_text())
         assert metrics["is_fid"] is False and metrics["feature_space"].startswith("classifier:")
         assert (results / "runs" / run / "samples.png").stat().st_size > 0

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import hashlib
+import io
 import logging
 import math
 import os
@@ -486,8 +486,15 @@ class Trainer:
         else:
             log.info(
                 "training %s %dpx from %.3f to %.3f kimg (%d iterations of %d images) on %s, amp %s",
-                cfg.family, cfg.resolution, self.images_seen / 1000, cfg.kimg, n_iters, per_iter, self.device, self.amp,
-            )  # fmt: skip
+                cfg.family,
+                cfg.resolution,
+                self.images_seen / 1000,
+                cfg.kimg,
+                n_iters,
+                per_iter,
+                self.device,
+                self.amp,
+            )
             self.G.train()
             self.D.train()
             next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every

@@ -46,8 +46,16 @@ class RateLimiter:
 class HttpClient:
     """GET with rate limit, retries and an allow-list of hosts (the booru and its image hosts)."""
 
-    def __init__(self, base_url: str, rate: float, *, retries: int = 5, timeout: float = 30.0,
-                 backoff: float = 1.0, extra_hosts: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        rate: float,
+        *,
+        retries: int = 5,
+        timeout: float = 30.0,
+        backoff: float = 1.0,
+        extra_hosts: tuple[str, ...] = (),
+    ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         host = urlsplit(self.base_url).hostname or ""
         self.allowed_hosts = {host, *extra_hosts}
@@ -60,7 +68,9 @@ class HttpClient:
         parts = urlsplit(url)
         host = parts.hostname or ""
         # the booru itself or one of its subdomains (image CDNs such as img3.gelbooru.com)
-        return parts.scheme in ("http", "https") and any(host == h or host.endswith("." + h) for h in self.allowed_hosts)
+        return parts.scheme in ("http", "https") and any(
+            host == h or host.endswith("." + h) for h in self.allowed_hosts
+        )
 
     def get(self, url: str, params: dict | None = None) -> requests.Response:
         if not self._allowed(url):
@@ -97,8 +107,9 @@ def _image_ext(name: str) -> str:
 class DapiSource:
     """Gelbooru 0.2 ``index.php?page=dapi`` (Safebooru answers a bare JSON array, Gelbooru an object)."""
 
-    def __init__(self, name: str, base_url: str, rate: float, api_key_env: str | None = None,
-                 user_id_env: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, base_url: str, rate: float, api_key_env: str | None = None, user_id_env: str | None = None
+    ) -> None:
         self.name = name
         self.client = HttpClient(base_url, rate)
         self.credentials = {}
@@ -110,8 +121,15 @@ class DapiSource:
 
     def list_page(self, tags: str, before_id: int | None, limit: int) -> list[PostMeta]:
         query = tags + (f" id:<{before_id}" if before_id is not None else "")
-        params = {"page": "dapi", "s": "post", "q": "index", "json": "1", "limit": limit, "tags": query.strip(),
-                  **self.credentials}  # fmt: skip
+        params = {
+            "page": "dapi",
+            "s": "post",
+            "q": "index",
+            "json": "1",
+            "limit": limit,
+            "tags": query.strip(),
+            **self.credentials,
+        }
         resp = self.client.get(urljoin(self.client.base_url, "index.php"), params=params)
         return [p for p in (self._post(raw) for raw in parse_dapi(resp.text)) if p is not None]
 
@@ -121,12 +139,17 @@ class DapiSource:
         try:
             post_id = int(raw["id"])
             return PostMeta(
-                post_id=post_id, md5=str(raw.get("md5") or raw.get("hash", "")).lower(), file_url=str(file_url),
-                ext=_image_ext(image or str(file_url)), width=int(raw.get("width", 0)),
-                height=int(raw.get("height", 0)), tags=" ".join(str(raw.get("tags", "")).split()),
-                rating=str(raw.get("rating", "")), score=int(raw.get("score") or 0),
+                post_id=post_id,
+                md5=str(raw.get("md5") or raw.get("hash", "")).lower(),
+                file_url=str(file_url),
+                ext=_image_ext(image or str(file_url)),
+                width=int(raw.get("width", 0)),
+                height=int(raw.get("height", 0)),
+                tags=" ".join(str(raw.get("tags", "")).split()),
+                rating=str(raw.get("rating", "")),
+                score=int(raw.get("score") or 0),
                 source_url=urljoin(self.client.base_url, f"index.php?page=post&s=view&id={post_id}"),
-            )  # fmt: skip
+            )
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("%s: skipping malformed post record %r (%s)", self.name, raw.get("id"), exc)
             return None
@@ -175,13 +198,20 @@ class DanbooruSource:
             if not raw.get("file_url"):  # not visible to this account: counted, never silently lost
                 self.skipped_hidden += 1
                 continue
-            posts.append(PostMeta(
-                post_id=int(raw["id"]), md5=str(raw.get("md5", "")).lower(), file_url=raw["file_url"],
-                ext=str(raw.get("file_ext", "")).lower(), width=int(raw.get("image_width", 0)),
-                height=int(raw.get("image_height", 0)), tags=str(raw.get("tag_string", "")),
-                rating=str(raw.get("rating", "")), score=int(raw.get("score") or 0),
-                source_url=urljoin(self.client.base_url, f"posts/{raw['id']}"),
-            ))  # fmt: skip
+            posts.append(
+                PostMeta(
+                    post_id=int(raw["id"]),
+                    md5=str(raw.get("md5", "")).lower(),
+                    file_url=raw["file_url"],
+                    ext=str(raw.get("file_ext", "")).lower(),
+                    width=int(raw.get("image_width", 0)),
+                    height=int(raw.get("image_height", 0)),
+                    tags=str(raw.get("tag_string", "")),
+                    rating=str(raw.get("rating", "")),
+                    score=int(raw.get("score") or 0),
+                    source_url=urljoin(self.client.base_url, f"posts/{raw['id']}"),
+                )
+            )
         return posts
 
     def fetch(self, url: str) -> bytes:
