@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test lint bench clean-demo
+.PHONY: venv demo test test-slurm lint bench clean-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	pytest
+
+# GPU rules through a real local SLURM (installs Debian's slurm + munge as root, stops the daemons by PID).
+test-slurm: $(STAMP)
+	pytest -m slurm tests/test_slurm.py
 
 lint: $(STAMP)
 	ruff check .

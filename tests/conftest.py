@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,3 +66,36 @@ def write_posts(folder: Path, n: int, source: str = "test") -> Path:
 @pytest.fixture
 def posts(tmp_path: Path) -> Path:
     return write_posts(tmp_path / "scrape", 12)
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from a dry run's job stats table."""
+    jobs = {}
+    table = result.stdout.split("Job stats:")[-1]
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    """The demo config shrunk to run in well under a few minutes on 2 CPU cores."""
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["scrape"].update(limit=60, synthetic={**config["scrape"]["synthetic"], "n_posts": 64, "label_fraction": 0.6})
+    for spec in config["classifiers"].values():
+        spec.update(image_size=32, epochs=1, batch_size=16, arch="resnet18")
+    for spec in config["runs"].values():
+        spec.update(resolution=16, kimg=0.064, batch_size=16, channels=8, checkpoint_every=0.032)
+    config["evaluation"]["n_samples"] = 16
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
