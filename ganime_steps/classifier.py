@@ -327,16 +327,27 @@ def _check_arch(arch: str) -> None:
         raise GanimeError(f"arch {arch!r}: not a timm model name{hint}; see timm.list_models()")
 
 
+def normalise_pretrained(value) -> str:
+    """Config spellings of the weights choice: true/hub -> "hub", false/none/empty -> "none", else a file path."""
+    text = str(value).strip()
+    if text.lower() in ("true", "hub", "yes"):
+        return "hub"
+    if text.lower() in ("false", "none", "no", "null", ""):
+        return "none"
+    return text
+
+
 def build_model(arch: str, pretrained: str = "none"):
     """A timm model with one output logit, randomly initialised or loaded from the hub or a local weights file.
 
-    ``pretrained``: "none", "hub" (timm's download, fails offline), or a path to a .pth/.pt/.safetensors state dict
-    (or a checkpoint with a ``state_dict`` key, such as this stage's own model.pt). The classifier head is
-    always new: timm drops a head whose class count differs.
+    ``pretrained``: "none" (or false), "hub" (or true: timm's own download, fails offline), or a path to a
+    .pth/.pt/.safetensors state dict (or a checkpoint with a ``state_dict`` key, such as this stage's own model.pt).
+    The classifier head is always new: timm drops a head whose class count differs.
     """
     import timm
 
     _check_arch(arch)
+    pretrained = normalise_pretrained(pretrained)
     if pretrained == "none":
         return timm.create_model(arch, pretrained=False, num_classes=1)
     if pretrained == "hub":
@@ -492,6 +503,7 @@ def run_train(
     from torch.utils.data import DataLoader
 
     posts, labels, out = Path(posts), Path(labels), Path(out)
+    pretrained = normalise_pretrained(pretrained)
     _validate_knobs(
         task=task,
         image_size=image_size,
@@ -761,7 +773,11 @@ def load_classifier(path: Path):
 def run_score(
     *, posts: Path, model: Path, out: Path, batch_size: int = 64, device: str = "auto", workers: int = 0
 ) -> ScoreSummary:
-    """Score every post; write ``out`` (parquet): source, post_id, md5, score, predicted."""
+    """Score every post in batches; write ``out`` (parquet): source, post_id, md5, score, predicted, threshold.
+
+    Images are decoded by ``workers`` DataLoader processes; on CUDA the forward pass runs under fp16 autocast with
+    channels_last tensors and pinned host memory.
+    """
     import pandas as pd
     import torch
     from torch.utils.data import DataLoader
@@ -807,6 +823,7 @@ def run_score(
             "md5": df["md5"].astype(str),
             "score": score.astype(np.float32),
             "predicted": score >= threshold,
+            "threshold": np.full(len(score), threshold, dtype=np.float64),
         }
     )
     write_parquet(out, table)
@@ -853,8 +870,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--pretrained",
         default="none",
-        help="none (from scratch), hub (timm download, needs network), or a local weights file path "
-        "(.pth/.pt/.safetensors) (default: %(default)s)",
+        help="none/false (from scratch), hub/true (timm's own download, needs network), or a local weights file "
+        "path (.pth/.pt/.safetensors) (default: %(default)s)",
     )
     t.add_argument(
         "--seed", type=int, default=0, help="seed for the split, init and augmentation (default: %(default)s)"
@@ -875,7 +892,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "score",
         help="score every post with a trained classifier",
-        description="Score every post; writes a parquet table: source, post_id, md5, score, predicted.",
+        description="Score every post; writes a parquet table: source, post_id, md5, score, predicted, threshold.",
     )
     s.add_argument("--posts", type=Path, required=True, help="posts.parquet (images resolved relative to its folder)")
     s.add_argument("--model", type=Path, required=True, help="model.pt written by train")

@@ -1,7 +1,10 @@
 """Stage 5, clean: filter posts (or face crops) into a named dataset, then pack it for training.
 
 ``filter`` applies tag rules and classifier filters in order and writes ``manifest.parquet`` (every candidate,
-kept or not, with the filter and score that removed it) and ``summary.json`` (yields per filter).
+kept or not, with the filter and score that removed it, plus every filter's own verdict ``hit:<filter>`` and every
+classifier's ``score:<task>`` whatever the order), ``removed.csv`` (the removed posts, for people) and
+``summary.json`` (yields per filter, thresholds used).
+``removed-grid`` draws a sample of the images one filter removed, each with its score, so a person can judge it.
 ``pack`` turns the kept images into one uint8 array (N, R, R, 3) ``.npy`` at resolution R (square-pad on
 white, Lanczos resize), memory-mappable by the trainer, plus a preview grid.
 """
@@ -9,7 +12,9 @@ white, Lanczos resize), memory-mappable by the trainer, plus a preview grid.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +30,14 @@ from ganime_steps.common import (
     save_image,
     write_json,
     write_parquet,
+    write_text,
 )
 from ganime_steps.imaging import load_rgb, make_grid, square_resize
 
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ["source", "post_id", "md5", "file", "kept", "removed_by", "removed_score"]
+REMOVED_COLUMNS = ["source", "post_id", "md5", "file", "removed_by", "removed_score"]
 
 
 @dataclass
@@ -41,6 +48,8 @@ class CleanSummary:
     n_kept: int
     removed_by: dict[str, int] = field(default_factory=dict)
     filters: dict[str, str] = field(default_factory=dict)
+    flagged_by: dict[str, int] = field(default_factory=dict)  # each filter on its own, ignoring the order
+    thresholds: dict[str, float | None] = field(default_factory=dict)  # classifier filters: the score cut used
 
 
 @dataclass
@@ -49,6 +58,38 @@ class PackSummary:
     resolution: int
     n_images: int
     bytes: int
+
+
+def filter_names(spec: dict) -> list[str]:
+    """A dataset's filters in the order they apply (config ``datasets.<name>``): tag rules, then classifiers."""
+    return (
+        [f"require:{t}" for t in spec.get("require_tags", [])]
+        + [f"exclude:{t}" for t in spec.get("exclude_tags", [])]
+        + list(spec.get("drop", {}))
+    )
+
+
+def filter_slug(name: str) -> str:
+    """A file-name-safe form of a filter name: ``require:full_body`` -> ``require-full_body``.
+
+    Booru tags may hold any character; where characters had to be replaced, a short hash keeps names distinct.
+    """
+    plain = name.replace(":", "-")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", plain)
+    return slug if slug == plain else f"{slug}_{hashlib.md5(name.encode()).hexdigest()[:6]}"
+
+
+def removed_grid_paths(dataset: str, spec: dict) -> list[str]:
+    """``results/datasets/<dataset>/removed_<filter slug>.png`` for each of a dataset's filters (workflow paths)."""
+    return [f"results/datasets/{dataset}/removed_{filter_slug(name)}.png" for name in filter_names(spec)]
+
+
+def filter_from_slug(dataset: str, spec: dict, slug: str) -> str:
+    """The filter name behind a file-name slug of dataset ``dataset``; GanimeError when it has no such filter."""
+    names = {filter_slug(name): name for name in filter_names(spec)}
+    if slug not in names:
+        raise GanimeError(f"datasets.{dataset}: no filter {slug!r}; its filters are {', '.join(names) or 'none'}")
+    return names[slug]
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
@@ -98,9 +139,13 @@ def run_filter(
     removed_by = pd.Series([""] * len(table), dtype=object)
     removed_score = pd.Series([np.nan] * len(table), dtype=float)
     filters: dict[str, str] = {}
+    hits: dict[str, np.ndarray] = {}
+    task_scores: dict[str, np.ndarray] = {}
+    thresholds: dict[str, float | None] = {}
 
     def apply(name: str, hit: pd.Series, score: pd.Series | None = None) -> None:
-        fresh = hit.to_numpy() & (removed_by == "").to_numpy()
+        hits[name] = hit.to_numpy(dtype=bool)
+        fresh = hits[name] & (removed_by == "").to_numpy()
         removed_by[fresh] = name
         if score is not None:
             removed_score[fresh] = score[fresh]
@@ -118,17 +163,29 @@ def run_filter(
                 f"datasets.{dataset}.drop.{task}: no scores for classifier {task!r}; add it to classifiers"
             )
         table_scores = read_parquet(scores[task], ["source", "post_id", "score", "predicted"])
+        keep_cols = ["source", "post_id", "score", "predicted"] + (["threshold"] if "threshold" in table_scores else [])
+        table_scores = table_scores[keep_cols].drop_duplicates(["source", "post_id"])
         joined = table[["source", "post_id"]].merge(table_scores, on=["source", "post_id"], how="left")
         if joined["score"].isna().any():
             missing = joined.loc[joined["score"].isna(), "post_id"].head(3).tolist()
             raise GanimeError(f"{scores[task]}: no score for posts {missing}; rerun the {task} scoring rule")
         hit = joined["predicted"].astype(bool) if threshold is None else joined["score"] >= threshold
         apply(task, hit, joined["score"])
+        task_scores[task] = joined["score"].to_numpy(dtype=float)
+        if threshold is not None:
+            thresholds[task] = float(threshold)
+        elif "threshold" in joined and joined["threshold"].notna().any():
+            thresholds[task] = float(joined["threshold"].dropna().iloc[0])
+        else:
+            thresholds[task] = None  # an older scores table without the threshold column
         filters[task] = "classifier threshold" if threshold is None else f">= {threshold}"
 
     manifest = table.assign(
         kept=(removed_by == "").to_numpy(), removed_by=removed_by.to_numpy(), removed_score=removed_score.to_numpy()
     )[MANIFEST_COLUMNS]
+    extra = {f"hit:{name}": hit for name, hit in hits.items()}
+    extra.update({f"score:{task}": values for task, values in task_scores.items()})
+    manifest = pd.concat([manifest, pd.DataFrame(extra, index=manifest.index)], axis=1)
     if not manifest["kept"].any():
         raise GanimeError(f"datasets.{dataset}: every one of {len(manifest)} images was removed; loosen the filters")
     counts = manifest.loc[~manifest["kept"], "removed_by"].value_counts()
@@ -139,10 +196,61 @@ def run_filter(
         int(manifest["kept"].sum()),
         {name: int(counts.get(name, 0)) for name in filters},
         filters,
+        {name: int(hit.sum()) for name, hit in hits.items()},
+        thresholds,
     )
+    out = Path(out)
     write_parquet(out / "manifest.parquet", manifest)
+    removed = manifest.loc[~manifest["kept"], REMOVED_COLUMNS].sort_values(
+        ["removed_by", "removed_score"], ascending=[True, False], kind="mergesort"
+    )
+    write_text(out / "removed.csv", removed.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
     write_json(out / "summary.json", summary)
+    log.info("dataset %s: kept %d of %d; removed %s", dataset, summary.n_kept, summary.n_total, summary.removed_by)
     return summary
+
+
+@dataclass
+class GridSummary:
+    dataset: str
+    filter: str
+    n_removed: int
+    n_shown: int
+    out: Path
+
+
+def run_removed_grid(
+    *, manifest: Path, filter_name: str, out: Path, n: int = 32, tile: int = 96, ncol: int = 8, seed: int = 0
+) -> GridSummary:
+    """A grid of up to ``n`` images the filter removed (a seeded random sample, highest score first), each captioned
+    with its score; an explanatory card when the filter removed nothing."""
+    from PIL import Image, ImageDraw
+
+    if n < 1 or tile < 16 or ncol < 1:
+        raise GanimeError(f"removed-grid: n {n}, tile {tile} and ncol {ncol} must be >= 1, >= 16 and >= 1")
+    table = read_parquet(manifest, ["file", "removed_by", "removed_score"])
+    removed = table[table["removed_by"] == filter_name]
+    dataset = Path(manifest).parent.name
+    if removed.empty:
+        known = sorted(set(table["removed_by"]) - {""})
+        image = Image.new("RGB", (tile * 4, tile // 2), "white")
+        ImageDraw.Draw(image).text((8, 8), f"{dataset}: nothing removed by {filter_name}", fill=(80, 80, 80))
+        log.info("%s: filter %r removed nothing (filters that did: %s)", manifest, filter_name, known)
+        save_image(out, image)
+        return GridSummary(dataset, filter_name, 0, 0, Path(out))
+    sample = removed.sample(n=min(n, len(removed)), random_state=seed) if len(removed) > n else removed
+    sample = sample.sort_values("removed_score", ascending=False, na_position="last", kind="mergesort")
+    caption = 14
+    tiles = []
+    for row in sample.itertuples(index=False):
+        cell = np.full((tile + caption, tile, 3), 255, dtype=np.uint8)
+        cell[:tile] = square_resize(load_rgb(row.file), tile)
+        img = Image.fromarray(cell)
+        label = "tag rule" if pd.isna(row.removed_score) else f"{row.removed_score:.3f}"
+        ImageDraw.Draw(img).text((3, tile + 1), label, fill=(160, 0, 0))
+        tiles.append(np.asarray(img))
+    save_image(out, make_grid(np.stack(tiles), ncol=min(ncol, len(tiles))))
+    return GridSummary(dataset, filter_name, len(removed), len(tiles), Path(out))
 
 
 def run_pack(*, manifest: Path, resolution: int, out: Path, preview: Path | None = None) -> PackSummary:
@@ -168,7 +276,7 @@ def run_pack(*, manifest: Path, resolution: int, out: Path, preview: Path | None
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ganime_steps.clean", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("filter", help="apply a dataset's filters; write manifest.parquet and summary.json")
+    f = sub.add_parser("filter", help="apply a dataset's filters; write manifest.parquet, removed.csv and summary.json")
     f.add_argument("--dataset", required=True, help="dataset name from the config")
     f.add_argument("--posts", type=Path, help="posts.parquet (a dataset of whole posts)")
     f.add_argument("--faces", type=Path, help="faces.parquet (a dataset of face crops)")
@@ -178,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--require-tags", nargs="*", default=[], help="keep only posts with all these tags")
     f.add_argument("--exclude-tags", nargs="*", default=[], help="drop posts with any of these tags")
     f.add_argument("--out", type=Path, required=True, help="dataset folder")
+    g = sub.add_parser("removed-grid", help="draw a sample of the images one filter removed (PNG)")
+    g.add_argument("--manifest", type=Path, required=True, help="manifest.parquet from `filter`")
+    g.add_argument("--filter", required=True, dest="filter_name", help="filter name, e.g. chibi or require:full_body")
+    g.add_argument("--n", type=int, default=32, help="images shown at most (default: %(default)s)")
+    g.add_argument("--tile", type=int, default=96, help="tile side in pixels (default: %(default)s)")
+    g.add_argument("--out", type=Path, required=True, help="output PNG, e.g. results/datasets/B/removed_chibi.png")
     k = sub.add_parser("pack", help="pack a dataset's kept images into a uint8 .npy at one resolution")
     k.add_argument("--manifest", type=Path, required=True, help="manifest.parquet from `filter`")
     k.add_argument("--resolution", type=int, required=True, help="side in pixels (power of two)")
@@ -199,6 +313,8 @@ def _thresholds(items: list[str]) -> dict[str, float | None]:
 def _dispatch(a: argparse.Namespace):
     if a.command == "pack":
         return run_pack(manifest=a.manifest, resolution=a.resolution, out=a.out, preview=a.preview)
+    if a.command == "removed-grid":
+        return run_removed_grid(manifest=a.manifest, filter_name=a.filter_name, out=a.out, n=a.n, tile=a.tile)
     scores = {k: Path(v) for k, v in parse_assignments(a.scores, "--scores").items()}
     return run_filter(
         dataset=a.dataset,

@@ -1,28 +1,50 @@
-"""Stage 3, labels: import hand-label CSVs for one task (chibi, multi, aesthetic, ...) into a label table.
+"""Stage 3, labels: import hand labels for one task (chibi, multi, aesthetic, ...) into a label table.
 
-A CSV names each image by ``post_id`` (optionally with ``source``), ``md5`` or image path (``file``/``image``),
-and gives ``label``: 1/0, yes/no, true/false, positive/negative, ``<task>``/``not_<task>``.
-Unknown images, unknown label values and conflicting duplicates are reported with file and line.
-Writes ``<out>`` (source, post_id, md5, label, origin) and ``<out stem>_counts.json`` beside it.
+Sources (the format is detected from the extension/shape, or given as ``FORMAT=PATH``):
+
+- ``csv``: a CSV naming each image by ``post_id`` (optionally with ``source``), ``md5`` or image path
+  (``file``/``image``), with a ``label`` column (``choice``/``choices``/``class`` also accepted).
+- ``label_studio``: a Label Studio JSON export (tasks with ``annotations[].result[].value.choices``).
+- ``label_studio_min``: a Label Studio JSON-MIN export (one flat object per task, the choice under the control's name).
+- ``label_studio_csv``: a Label Studio CSV export (``image`` plus the choice column); read like ``csv``.
+- ``folder``: a folder per class, e.g. ``labels/chibi/yes/*.png`` and ``labels/chibi/no/*.png``; files are named by
+  md5 (as stored by the scrape stage) or matched by the md5 of their content.
+
+Label values: 1/0, yes/no, true/false, positive/negative, ``<task>``/``not_<task>`` (case, spaces and hyphens ignored).
+Every unknown image, unknown class and conflicting duplicate is reported with file and line/record: all of them go
+to ``<out stem>_problems.csv`` and the stage fails naming the first. On success it writes ``<out>`` (source, post_id,
+md5, label, origin) and ``<out stem>_counts.json`` (label counts per class and per source).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
+import json
 import logging
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pandas as pd
 
-from ganime_steps.common import GanimeError, read_parquet, run_cli, write_json, write_parquet
+from ganime_steps.common import GanimeError, read_parquet, run_cli, write_json, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 
 POSITIVE = {"1", "yes", "true", "positive", "pos", "y"}
 NEGATIVE = {"0", "no", "false", "negative", "neg", "n"}
 KEY_COLUMNS = ("post_id", "md5", "file", "image")
+LABEL_COLUMNS = ("label", "choice", "choices", "class")
+FORMATS = ("csv", "label_studio", "label_studio_min", "label_studio_csv", "folder")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
+MD5_RE = re.compile(r"[0-9a-f]{32}")
+TABLE_COLUMNS = ["source", "post_id", "md5", "label", "origin"]
 
 
 @dataclass
@@ -32,19 +54,256 @@ class LabelsSummary:
     positive: int
     negative: int
     files: list[str]
+    classes: dict[str, int] = field(default_factory=dict)
+    per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped: int = 0
 
 
-def parse_label(value: str, task: str) -> int | None:
-    v = value.strip().lower()
-    if v in POSITIVE or v == task:
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    format: str  # one of FORMATS, after detection
+
+
+@dataclass
+class Record:
+    """One label as read from a source, before it is matched to a post."""
+
+    where: str  # "file:line", "file#task 12" or a file path: what a person opens to fix it
+    key: dict[str, str]  # post_id/source/md5/file/image/path/content_md5
+    value: Any  # the raw label value(s)
+
+
+class LabelProblem(Exception):
+    """One fixable problem with one record (collected, not raised to the user directly)."""
+
+
+def normalise(value: str) -> str:
+    return re.sub(r"[\s\-]+", "_", str(value).strip().lower())
+
+
+def parse_label(value: Any, task: str) -> int | None:
+    """1 / 0 for a recognised label value, None otherwise. Lists (Label Studio choices) must agree."""
+    if isinstance(value, dict) and "choices" in value:  # JSON-MIN with multi-choice controls
+        value = value["choices"]
+    if isinstance(value, (list, tuple)):
+        parsed = {parse_label(v, task) for v in value}
+        return parsed.pop() if len(parsed) == 1 else None
+    if isinstance(value, bool):
+        return int(value)
+    v = normalise(value)
+    t = normalise(task)
+    if v in POSITIVE or v == t:
         return 1
-    if v in NEGATIVE or v in (f"not_{task}", f"no_{task}"):
+    if v in NEGATIVE or v in (f"not_{t}", f"no_{t}", f"non_{t}"):
         return 0
     return None
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# source specs
+
+
+def parse_source(spec: str | dict | Path) -> Source:
+    """A config entry (``path``, ``FORMAT=path`` or ``{path: ..., format: ...}``) as a Source with a known format."""
+    if isinstance(spec, dict):
+        if "path" not in spec:
+            raise GanimeError(f"labels source {spec!r}: needs a 'path' key")
+        path, fmt = Path(str(spec["path"])), str(spec.get("format") or "auto")
+    else:
+        text = str(spec)
+        head, sep, tail = text.partition("=")
+        path, fmt = (Path(tail), head) if sep and head in (*FORMATS, "auto") else (Path(text), "auto")
+    if fmt not in (*FORMATS, "auto"):
+        raise GanimeError(f"labels source {str(path)!r}: format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    return Source(path, fmt)
+
+
+def detect_format(path: Path) -> str:
+    """folder / csv / label_studio_csv / label_studio / label_studio_min, from the file system entry and its shape."""
+    if path.is_dir():
+        return "folder"
+    if not path.is_file():
+        raise GanimeError(f"{path}: label source not found; fix the path under labels in the config")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = {normalise(h) for h in next(csv.reader(fh), [])}
+        studio = {"annotation_id", "annotator", "lead_time"} & header
+        return "label_studio_csv" if studio else "csv"
+    if suffix == ".json":
+        data = _load_json(path)
+        first = data[0] if data else {}
+        return (
+            "label_studio"
+            if isinstance(first, dict) and ("annotations" in first or "data" in first)
+            else ("label_studio_min")
+        )
+    raise GanimeError(f"{path}: cannot tell the label format from {suffix or 'no'} extension; write FORMAT=PATH")
+
+
+def _spec_path(spec: str | dict | Path) -> Path:
+    if isinstance(spec, dict):
+        return Path(str(spec.get("path", "")))
+    head, sep, tail = str(spec).partition("=")
+    return Path(tail) if sep and head in (*FORMATS, "auto") else Path(str(spec))
+
+
+def source_files(specs: str | dict | Iterable) -> list[str]:
+    """Every file the sources read (a folder source lists its image files), for the workflow's input.
+
+    A path that does not exist yet is listed as is, so that Snakemake names it as a missing input.
+    """
+    files: list[str] = []
+    for spec in as_spec_list(specs):
+        path = _spec_path(spec)
+        if path.is_dir():
+            files.extend(str(p) for p in _folder_images(path))
+        else:
+            files.append(str(path))
+    return files
+
+
+def source_args(specs: Iterable[str | dict]) -> list[str]:
+    """The ``--source`` arguments for a task's config entry (``FORMAT=PATH`` where a format is given)."""
+    out = []
+    for spec in as_spec_list(specs):
+        if isinstance(spec, dict):
+            fmt = spec.get("format") or "auto"
+            out.append(f"{fmt}={spec['path']}" if fmt != "auto" else str(spec["path"]))
+        else:
+            out.append(str(spec))
+    return out
+
+
+def as_spec_list(specs: str | dict | Iterable) -> list:
+    return [specs] if isinstance(specs, (str, dict)) else list(specs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# readers: each yields Records
+
+
+def _load_json(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GanimeError(f"{path}: not readable JSON ({exc}); export it again from Label Studio") from exc
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise GanimeError(f"{path}: expected a JSON list of tasks, got {type(data).__name__}")
+    return data
+
+
+def _key_from_mapping(m: dict[str, Any]) -> dict[str, str]:
+    key = {k: str(m[k]) for k in ("post_id", "source", "md5", "file") if m.get(k) not in (None, "")}
+    for k in ("image", "img", "url"):
+        if m.get(k) not in (None, "") and "image" not in key:
+            key["image"] = str(m[k])
+    return key
+
+
+def read_csv_records(path: Path, task: str) -> Iterator[Record]:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+        label_col = next((c for c in (*LABEL_COLUMNS, normalise(task)) if c in header), None)
+        if label_col is None or not any(k in header for k in KEY_COLUMNS):
+            raise GanimeError(
+                f"{path}: header must have 'label' (or {', '.join(LABEL_COLUMNS[1:])}) and one of "
+                f"{', '.join(KEY_COLUMNS)}; got {header}"
+            )
+        for line, raw in enumerate(reader, start=2):
+            record = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+            value = record.get(label_col, "")
+            if value.startswith("{") and "choices" in value:  # Label Studio CSV of a multi-choice control
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    pass
+            yield Record(f"{path}:{line}", _key_from_mapping(record), value)
+
+
+def read_label_studio(path: Path, task: str) -> Iterator[Record]:
+    """Label Studio JSON export: one record per submitted (not cancelled) annotation with a choices result."""
+    for i, item in enumerate(_load_json(path)):
+        if not isinstance(item, dict):
+            raise GanimeError(f"{path}: record {i} is not a task object; export the project as JSON")
+        where = f"{path}#task {item.get('id', i)}"
+        data = item.get("data") if isinstance(item.get("data"), dict) else {}
+        key = _key_from_mapping(data)
+        for ann in item.get("annotations") or item.get("completions") or []:
+            if ann.get("was_cancelled"):
+                continue
+            choices = [
+                c
+                for r in ann.get("result") or []
+                if r.get("type") == "choices" or "choices" in (r.get("value") or {})
+                for c in (r.get("value") or {}).get("choices", [])
+            ]
+            if choices:
+                yield Record(f"{where} annotation {ann.get('id', '?')}", key, choices)
+
+
+def read_label_studio_min(path: Path, task: str) -> Iterator[Record]:
+    """Label Studio JSON-MIN: flat objects holding the task data and the choice under its control's name."""
+    meta = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "post_id", "source"}
+    meta |= {"md5", "file", "image", "img", "url", "score"}
+    for i, item in enumerate(_load_json(path)):
+        if not isinstance(item, dict):
+            raise GanimeError(f"{path}: record {i} is not an object; export the project as JSON-MIN")
+        where = f"{path}#task {item.get('id', i)}"
+        field_name = next((c for c in (*LABEL_COLUMNS, normalise(task)) if c in item), None)
+        if field_name is None:
+            candidates = [k for k in item if k not in meta]
+            if len(candidates) != 1:
+                continue  # an unlabelled (skipped) task: no choice field
+            field_name = candidates[0]
+        yield Record(where, _key_from_mapping(item), item[field_name])
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def read_folder(path: Path, task: str) -> Iterator[Record]:
+    """``<path>/<class>/<image>``: the class folder is the label; the image is found by md5 name or content md5."""
+    for class_dir in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for image in _folder_images(class_dir):
+            stem = image.stem.lower().split("_")[0]
+            key = {"md5": stem} if MD5_RE.fullmatch(stem) else {}
+            key["path"] = str(image)
+            yield Record(str(image), key, class_dir.name)
+    loose = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:
+        raise GanimeError(
+            f"{loose[0]}: image outside a class folder; put it under {path}/yes/ or {path}/no/ "
+            f"(or {path}/{task}/, {path}/not_{task}/)"
+        )
+
+
+READERS = {
+    "csv": read_csv_records,
+    "label_studio_csv": read_csv_records,
+    "label_studio": read_label_studio,
+    "label_studio_min": read_label_studio_min,
+    "folder": read_folder,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# matching records to posts
+
+
 class _PostIndex:
-    """Look posts up by id (with or without source), md5, or image file name."""
+    """Look posts up by id (with or without source), md5, or image file name / URL."""
 
     def __init__(self, posts: pd.DataFrame) -> None:
         self.by_id: dict[tuple[str, int], tuple] = {}
@@ -56,77 +315,182 @@ class _PostIndex:
             self.by_bare_id.setdefault(int(row.post_id), []).append(key)
             self.by_md5[row.md5] = key
 
-    def find(self, record: dict[str, str]) -> tuple | str:
-        """The post's (source, post_id, md5), or a string saying why it was not found."""
-        if record.get("post_id", "").strip():
-            raw = record["post_id"].strip()
+    def find(self, record: dict[str, str]) -> tuple:
+        """The post's (source, post_id, md5); LabelProblem saying why it was not found."""
+        raw = (record.get("post_id") or "").strip()
+        if raw:
             if not raw.isdigit():
-                return f"post_id {raw!r} is not a number"
+                raise LabelProblem(f"post_id {raw!r} is not a number")
             pid = int(raw)
-            if record.get("source", "").strip():
-                return self.by_id.get((record["source"].strip(), pid), f"post {record['source']}/{pid} is unknown")
+            source = (record.get("source") or "").strip()
+            if source:
+                if (source, pid) not in self.by_id:
+                    raise LabelProblem(f"post {source}/{pid} is unknown")
+                return self.by_id[(source, pid)]
             matches = self.by_bare_id.get(pid, [])
             if len(matches) > 1:
-                return f"post_id {pid} exists in several sources; add a source column"
-            return matches[0] if matches else f"post_id {pid} is not among the scraped posts"
+                raise LabelProblem(f"post_id {pid} exists in several sources; add a source column")
+            if not matches:
+                raise LabelProblem(f"post_id {pid} is not among the scraped posts")
+            return matches[0]
+        if "path" in record:  # folder source: md5 file name first, then the md5 of the content
+            md5 = record.get("md5", "")
+            if md5 in self.by_md5:
+                return self.by_md5[md5]
+            content = hashlib.md5(Path(record["path"]).read_bytes()).hexdigest()
+            if content in self.by_md5:
+                return self.by_md5[content]
+            raise LabelProblem("image is not among the scraped posts (neither its name nor its content md5 matches)")
         name = (record.get("md5") or record.get("file") or record.get("image") or "").strip()
-        md5 = PurePath(name).stem.split("_")[0].lower()  # accepts an md5, a stored image path or a face crop
-        return self.by_md5.get(md5, f"image {name!r} is not among the scraped posts")
+        if not name:
+            raise LabelProblem("no post_id, md5 or image to identify the post")
+        md5 = _md5_from_name(name)
+        if md5 not in self.by_md5:
+            raise LabelProblem(f"image {name!r} is not among the scraped posts")
+        return self.by_md5[md5]
 
 
-def read_label_csv(path: Path, task: str, index: _PostIndex) -> list[tuple]:
-    if not path.is_file():
-        raise GanimeError(f"{path}: label file not found; fix labels.{task} in the config")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip().lower() for h in (reader.fieldnames or [])]
-        if "label" not in header or not any(k in header for k in KEY_COLUMNS):
-            raise GanimeError(f"{path}: header must have 'label' and one of {', '.join(KEY_COLUMNS)}; got {header}")
-        rows = []
-        for line, raw in enumerate(reader, start=2):
-            record = {(k or "").strip().lower(): (v or "") for k, v in raw.items()}
-            label = parse_label(record.get("label", ""), task)
+def _md5_from_name(name: str) -> str:
+    """md5 from a bare md5, a stored path, a face crop name, or a Label Studio URL (``/data/local-files/?d=...``)."""
+    if "://" in name or name.startswith("/data/") or "?" in name:
+        parsed = urlparse(name)
+        query = parse_qs(parsed.query)
+        name = unquote(query["d"][0]) if "d" in query else unquote(parsed.path)
+    stem = PurePath(name).stem.lower()
+    # Label Studio uploads prefix a random hash: "8f3a9c1e-<original name>"
+    return stem.split("-", 1)[1].split("_")[0] if re.fullmatch(r"[0-9a-f]{8}-.+", stem) else stem.split("_")[0]
+
+
+@dataclass
+class _Problem:
+    where: str
+    kind: str  # unknown_image, unknown_class, conflict
+    message: str
+
+
+def collect(sources: list[Source], task: str, index: _PostIndex) -> tuple[pd.DataFrame, list[_Problem], dict]:
+    rows: list[tuple] = []
+    problems: list[_Problem] = []
+    per_source: dict[str, dict[str, int]] = {}
+    for src in sources:
+        if src.format != "folder" and not src.path.is_file():
+            raise GanimeError(f"{src.path}: label file not found; fix labels.{task} in the config")
+        if src.format == "folder" and not src.path.is_dir():
+            raise GanimeError(f"{src.path}: label folder not found; fix labels.{task} in the config")
+        counts = {"positive": 0, "negative": 0}
+        for rec in READERS[src.format](src.path, task):
+            label = parse_label(rec.value, task)
             if label is None:
-                raise GanimeError(
-                    f"{path}:{line}: label {record.get('label')!r} is not a {task} label; "
-                    f"use 1/0, yes/no, {task}/not_{task}"
+                shown = rec.value if not isinstance(rec.value, (list, dict)) else json.dumps(rec.value)
+                hint = "name class folders" if src.format == "folder" else "use"
+                problems.append(
+                    _Problem(
+                        rec.where,
+                        "unknown_class",
+                        f"label {shown!r} is not a {task} label; {hint} 1/0, yes/no, {task}/not_{task}",
+                    )
                 )
-            post = index.find(record)
-            if isinstance(post, str):
-                raise GanimeError(f"{path}:{line}: {post}; fix or remove the line")
-            rows.append((*post, label, f"{path.name}:{line}"))
-    return rows
-
-
-def run(*, posts: Path, csvs: list[Path], task: str, out: Path) -> LabelsSummary:
-    if not csvs:
-        raise GanimeError(f"labels.{task}: no label file given; list at least one CSV in the config")
-    index = _PostIndex(read_parquet(posts, ["source", "post_id", "md5"]))
-    rows = [row for path in csvs for row in read_label_csv(Path(path), task, index)]
-    table = pd.DataFrame(rows, columns=["source", "post_id", "md5", "label", "origin"])
+                continue
+            try:
+                post = index.find(rec.key)
+            except LabelProblem as exc:
+                problems.append(_Problem(rec.where, "unknown_image", f"{exc}; fix or remove it"))
+                continue
+            rows.append((*post, label, rec.where))
+            counts["positive" if label else "negative"] += 1
+        per_source[str(src.path)] = counts
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     # The same image labelled twice is fine when the labels agree; a disagreement needs a person.
-    for md5, group in table.groupby("md5"):
+    for md5, group in table.groupby("md5", sort=False):
         if group["label"].nunique() > 1:
-            raise GanimeError(f"conflicting {task} labels for image {md5}: {', '.join(group['origin'])}; keep one")
+            origins = ", ".join(
+                f"{w} ({'1' if v else '0'})" for w, v in zip(group["origin"], group["label"], strict=True)
+            )
+            problems.append(
+                _Problem(
+                    group["origin"].iloc[-1],
+                    "conflict",
+                    f"conflicting {task} labels for image {md5}: {origins}; keep one",
+                )
+            )
+    return table, problems, per_source
+
+
+def _write_problems(path: Path, problems: list[_Problem]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["where", "kind", "message"])
+    w.writerows((p.where, p.kind, p.message) for p in problems)
+    write_text(path, buf.getvalue())
+
+
+def run(
+    *, posts: Path, sources: list[str | dict | Path] | None = None, task: str, out: Path, csvs: list[Path] = ()
+) -> LabelsSummary:
+    """Import every source for ``task``; fail (listing every problem in ``<out stem>_problems.csv``) or write."""
+    specs = [*(sources or []), *[Source(Path(p), "csv") for p in csvs]]
+    if not specs:
+        raise GanimeError(f"labels.{task}: no label source given; list at least one file or folder in the config")
+    parsed = [s if isinstance(s, Source) else parse_source(s) for s in specs]
+    out = Path(out)
+    index = _PostIndex(read_parquet(posts, ["source", "post_id", "md5"]))
+    table, problems, per_source = collect(parsed, task, index)
+    problems_path = out.with_name(out.stem + "_problems.csv")
+    if problems:
+        _write_problems(problems_path, problems)
+        first = problems[0]
+        more = f" ({len(problems)} problems in all, listed in {problems_path})" if len(problems) > 1 else ""
+        raise GanimeError(f"{first.where}: {first.message}{more}")
+    problems_path.unlink(missing_ok=True)  # a stale list from an earlier failed import would mislead
+    if table.empty:
+        raise GanimeError(f"labels.{task}: the sources hold no labels ({', '.join(str(s.path) for s in parsed)})")
     table = table.drop_duplicates("md5").reset_index(drop=True)
     positive = int(table["label"].sum())
     write_parquet(out, table)
-    summary = LabelsSummary(task, len(table), positive, len(table) - positive, [str(p) for p in csvs])
+    summary = LabelsSummary(
+        task=task,
+        n_labels=len(table),
+        positive=positive,
+        negative=len(table) - positive,
+        files=[str(s.path) for s in parsed],
+        classes={task: positive, f"not_{task}": len(table) - positive},
+        per_source=per_source,
+    )
     write_json(out.with_name(out.stem + "_counts.json"), summary)
+    log.info(
+        "labels %s: %d labels (%d %s, %d not) from %d source(s)",
+        task,
+        len(table),
+        positive,
+        task,
+        len(table) - positive,
+        len(parsed),
+    )
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ganime_steps.labels", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m ganime_steps.labels",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Formats: {', '.join(FORMATS)}; detected from the extension/shape unless given as FORMAT=PATH.",
+    )
     p.add_argument("--posts", type=Path, required=True, help="posts.parquet of the scrape stage")
     p.add_argument("--task", required=True, help="label task name, e.g. chibi, multi, aesthetic")
-    p.add_argument("--csv", type=Path, nargs="+", required=True, dest="csvs", help="label CSV file(s)")
+    p.add_argument(
+        "--source", nargs="+", default=[], dest="sources", help="label sources: PATH or FORMAT=PATH (file or folder)"
+    )
+    p.add_argument("--csv", type=Path, nargs="+", default=[], dest="csvs", help="plain label CSV file(s)")
     p.add_argument("--out", type=Path, required=True, help="output label table (.parquet)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), lambda a: run(posts=a.posts, csvs=a.csvs, task=a.task, out=a.out), argv)
+    return run_cli(
+        build_parser(),
+        lambda a: run(posts=a.posts, sources=a.sources, csvs=a.csvs, task=a.task, out=a.out),
+        argv,
+    )
 
 
 if __name__ == "__main__":

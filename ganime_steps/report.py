@@ -6,7 +6,11 @@ Inputs (DESIGN §2 layout):
   ``train_summary.json`` beside it when present (family, dataset, kimg);
 - ``results/classifiers/<task>/metrics.json`` with ``pr_curve.png`` / ``confusion.png`` beside it when present;
 - ``results/datasets/<name>/summary.json`` with ``dataset``, ``n_total``, ``n_kept``, ``removed_by``;
-- ``results/runs/<run>/samples.png`` sample grids.
+- ``results/runs/<run>/samples.png`` sample grids;
+- ``results/datasets/<name>/removed_<filter>.png``: samples of what each filter removed;
+- ``results/groundtruth/groundtruth.json`` (synthetic source only): each filter's precision/recall against the truth;
+- ``results/labels/<task>_counts.json`` (label counts per class) and ``results/label_queue/<task>.csv`` (the next
+  posts to label).
 
 Outputs under ``--out``: ``index.html`` (images embedded as base64 PNG, no external CSS/JS), ``metrics.csv`` (the run
 table) and ``report_summary.json``.
@@ -73,6 +77,8 @@ class ReportSummary:
     n_datasets: int
     n_grids: int
     feature_spaces: list[str]
+    n_removed_grids: int = 0
+    groundtruth: bool = False
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -188,6 +194,64 @@ def read_dataset(path: Path) -> dict[str, Any]:
         "n_kept": kept,
         "kept_pct": 100.0 * kept / total if total else None,
         "removed_by": {str(k): int(v) for k, v in s["removed_by"].items()},
+        "flagged_by": {str(k): int(v) for k, v in (s.get("flagged_by") or {}).items()},
+        "thresholds": {str(k): _num(v) for k, v in (s.get("thresholds") or {}).items()},
+        "removed_grids": {},  # filter -> data URI, filled from --removed-grids
+    }
+
+
+def attach_removed_grids(datasets: list[dict[str, Any]], paths: list[Path]) -> int:
+    """Match ``<dataset>/removed_<filter slug>.png`` files to their dataset and filter; returns how many matched."""
+    from ganime_steps.clean import filter_slug
+
+    by_name = {d["dataset"]: d for d in datasets}
+    for path in paths:
+        path = Path(path)
+        d = by_name.get(path.parent.name)
+        slug = path.stem.removeprefix("removed_")
+        names = {filter_slug(f): f for f in d["removed_by"]} if d else {}
+        if d is None or slug not in names or not path.stem.startswith("removed_"):
+            raise GanimeError(
+                f"--removed-grids {path}: expected results/datasets/<dataset>/removed_<filter>.png for a dataset "
+                "and filter in --dataset-summaries"
+            )
+        d["removed_grids"][names[slug]] = png_data_uri(path, "--removed-grids")
+    return len(paths)
+
+
+def read_label_counts(path: Path) -> dict[str, Any]:
+    c = _read_json(path, "--label-counts")
+    if "task" not in c or "positive" not in c or "negative" not in c:
+        raise GanimeError(f"--label-counts {path}: needs task, positive, negative; rerun the labels stage")
+    return {
+        "task": str(c["task"]),
+        "positive": int(c["positive"]),
+        "negative": int(c["negative"]),
+        "sources": len(c.get("per_source") or c.get("files") or []),
+    }
+
+
+def read_label_queue(path: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise GanimeError(f"--label-queues {path}: file not found; run the label_queue rule first")
+    try:
+        table = pd.read_csv(path)
+    except Exception as exc:
+        raise GanimeError(f"--label-queues {path}: not a readable CSV ({exc}); rerun the label_queue rule") from exc
+    missing = [c for c in ("post_id", "score", "threshold") if c not in table]
+    if missing:
+        raise GanimeError(f"--label-queues {path}: missing column(s) {', '.join(missing)}; rerun the label_queue rule")
+    return {
+        "task": path.stem,
+        "n": len(table),
+        "threshold": _num(table["threshold"].iloc[0]) if len(table) else None,
+        "score_min": _num(table["score"].min()) if len(table) else None,
+        "score_max": _num(table["score"].max()) if len(table) else None,
+        "csv": str(path),
+        "json": str(path.with_suffix(".json")),
     }
 
 
@@ -283,18 +347,21 @@ def _confusion_table(c: list[list[Any]], classes: list[str] | None) -> str:
     return "".join(out) + "</table>"
 
 
-def _classifiers_section(items: list[dict[str, Any]]) -> str:
+def _classifiers_section(items: list[dict[str, Any]], counts: dict[str, dict[str, Any]] | None = None) -> str:
     if not items:
         return "<p>No classifier metrics given.</p>"
-    head = ["task", "arch", "precision", "recall", "F1", "ROC-AUC", "threshold"]
+    counts = counts or {}
+    head = ["task", "arch", "hand labels (pos / neg)", "precision", "recall", "F1", "ROC-AUC", "threshold"]
     rows = [
         "<table><tr>"
         + "".join(f'<th class="t">{h}</th>' if i < 2 else f"<th>{h}</th>" for i, h in enumerate(head))
         + "</tr>"
     ]
     for c in items:
+        n = counts.get(c["task"])
+        labelled = "—" if n is None else f"{n['positive']} / {n['negative']}"
         rows.append(
-            f'<tr><td class="t">{_e(c["task"])}</td><td class="t">{_e(c["arch"])}</td>'
+            f'<tr><td class="t">{_e(c["task"])}</td><td class="t">{_e(c["arch"])}</td><td>{_e(labelled)}</td>'
             + "".join(f"<td>{_e(_f(c[k], 3))}</td>" for k in ("precision", "recall", "f1", "roc_auc", "threshold"))
             + "</tr>"
         )
@@ -310,7 +377,14 @@ def _classifiers_section(items: list[dict[str, Any]]) -> str:
                 alt = _e(f"{c['task']} {name}")
                 body.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{_e(name)}</figcaption></figure>')
         cards.append('<div class="card">' + "\n".join(body) + "</div>")
-    return "\n".join(rows) + '\n<div class="cards">' + "\n".join(cards) + "</div>"
+    return (
+        "\n".join(rows)
+        + '\n<p class="meta">Precision, recall, F1 and the confusion matrix are on the held-out validation posts, at '
+        "the threshold chosen on them; ROC-AUC does not depend on the threshold.</p>"
+        + '\n<div class="cards">'
+        + "\n".join(cards)
+        + "</div>"
+    )
 
 
 def _datasets_section(items: list[dict[str, Any]]) -> str:
@@ -331,8 +405,81 @@ def _datasets_section(items: list[dict[str, Any]]) -> str:
             f"<td>{_e(_f(d['kept_pct'], 1))}</td>" + "".join(removed) + "</tr>"
         )
     rows.append("</table>")
-    rows.append('<p class="meta">Filters may overlap; each count is the images that filter flagged.</p>')
+    rows.append(
+        '<p class="meta">Filters apply in order; each count is the images that filter removed first. '
+        "Every removed image, with the filter and score that removed it, is listed in "
+        "<code>results/datasets/&lt;dataset&gt;/removed.csv</code>.</p>"
+    )
+    for d in items:
+        if not d["removed_grids"]:
+            continue
+        rows.append(f"<h3>{_e(d['dataset'])}: what each filter removed</h3>")
+        cards = []
+        for f, uri in d["removed_grids"].items():
+            thr = d["thresholds"].get(f)
+            how = f", score ≥ {thr:.3f}" if thr is not None else ""
+            caption = f"removed by {f}: {d['removed_by'].get(f, 0)} of {d['n_total']}{how}"
+            cards.append(
+                f'<div class="card grid"><figure><img src="{uri}" alt="{_e(d["dataset"])} removed by {_e(f)}">'
+                f"<figcaption>{_e(caption)}</figcaption></figure></div>"
+            )
+        rows.append('<div class="cards">' + "\n".join(cards) + "</div>")
     return "\n".join(rows)
+
+
+def _groundtruth_section(gt: dict[str, Any] | None) -> str:
+    if not gt:
+        return ""
+    head = ["dataset", "filter", "true flag", "flagged", "removed", "precision", "recall", "F1"]
+    out = [
+        '<p class="meta">The synthetic booru knows what every post shows. Each filter\'s own verdict (whatever '
+        "the filter order) against the flag it is meant to catch; ~ means “not”.</p>",
+        "<table><tr>"
+        + "".join(f'<th class="t">{h}</th>' if i < 3 else f"<th>{h}</th>" for i, h in enumerate(head))
+        + "</tr>",
+    ]
+    for name, d in (gt.get("datasets") or {}).items():
+        for f, e in (d.get("filters") or {}).items():
+            nums = "".join(f"<td>{_e(_f(_num(e.get(k)), 3))}</td>" for k in ("precision", "recall", "f1"))
+            out.append(
+                f'<tr><td class="t">{_e(name)}</td><td class="t">{_e(f)}</td><td class="t">{_e(e.get("truth"))}</td>'
+                f"<td>{_e(e.get('flagged'))}</td><td>{_e(e.get('removed'))}</td>{nums}</tr>"
+            )
+    out.append("</table>")
+    flaws = sorted({k for d in (gt.get("datasets") or {}).values() for k in (d.get("flaws") or {})})
+    if flaws:
+        out.append(
+            '<table><tr><th class="t">dataset</th>' + "".join(f"<th>{_e(k)}: all → kept</th>" for k in flaws) + "</tr>"
+        )
+        for name, d in gt["datasets"].items():
+            cells = []
+            for k in flaws:
+                v = (d.get("flaws") or {}).get(k) or {}
+                a, b = _num(v.get("all")), _num(v.get("kept"))
+                before, after = ("—" if x is None else f"{100 * x:.1f}%" for x in (a, b))
+                cells.append(f"<td>{_e(before)} → {_e(after)}</td>")
+            out.append(f'<tr><td class="t">{_e(name)}</td>' + "".join(cells) + "</tr>")
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def _queue_section(queues: list[dict[str, Any]]) -> str:
+    if not queues:
+        return ""
+    out = [
+        '<p class="meta">The unlabelled posts each classifier is least sure about (scores closest to its threshold), '
+        "exported as Label Studio tasks: label them next, import the export under <code>labels</code>, rerun.</p>",
+        '<table><tr><th class="t">task</th><th>queued</th><th>threshold</th><th>score range</th>'
+        '<th class="t">Label Studio tasks</th></tr>',
+    ]
+    for q in queues:
+        rng = "—" if q["score_min"] is None else f"{q['score_min']:.3f} – {q['score_max']:.3f}"
+        out.append(
+            f'<tr><td class="t">{_e(q["task"])}</td><td>{q["n"]}</td><td>{_e(_f(q["threshold"], 3))}</td>'
+            f'<td>{_e(rng)}</td><td class="t"><code>{_e(q["json"])}</code></td></tr>'
+        )
+    out.append("</table>")
+    return "\n".join(out)
 
 
 def _grids_section(grids: list[tuple[str, str]]) -> str:
@@ -346,7 +493,11 @@ def _grids_section(grids: list[tuple[str, str]]) -> str:
     return '<div class="cards">' + "\n".join(cards) + "</div>"
 
 
-def render_html(title: str, runs, classifiers, datasets, grids) -> str:
+def render_html(
+    title: str, runs, classifiers, datasets, grids, *, label_counts=None, groundtruth=None, queues=()
+) -> str:
+    gt = _groundtruth_section(groundtruth)
+    queue = _queue_section(list(queues))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
@@ -361,9 +512,11 @@ def render_html(title: str, runs, classifiers, datasets, grids) -> str:
             "<h2>Sample grids</h2>",
             _grids_section(grids),
             "<h2>Cleaning classifiers</h2>",
-            _classifiers_section(classifiers),
+            _classifiers_section(classifiers, label_counts),
             "<h2>Dataset yields</h2>",
             _datasets_section(datasets),
+            *(["<h2>Filters against the ground truth</h2>", gt] if gt else []),
+            *(["<h2>Label queue</h2>", queue] if queue else []),
             "</body></html>",
             "",
         ]
@@ -382,22 +535,39 @@ def run_report(
     sample_grids: list[Path],
     out: Path,
     title: str,
+    removed_grids: list[Path] = (),
+    groundtruth: Path | None = None,
+    label_counts: list[Path] = (),
+    label_queues: list[Path] = (),
 ) -> ReportSummary:
     """Read every input (failing on the first missing one), then write index.html, metrics.csv, report_summary.json."""
     runs = [read_run(Path(p)) for p in run_metrics]
     classifiers = [read_classifier(Path(p)) for p in classifier_metrics]
     datasets = [read_dataset(Path(p)) for p in dataset_summaries]
     grids = [(Path(p).parent.name, png_data_uri(Path(p), "--sample-grids")) for p in sample_grids]
+    n_removed = attach_removed_grids(datasets, list(removed_grids))
+    gt = _read_json(Path(groundtruth), "--groundtruth") if groundtruth else None
+    counts = {c["task"]: c for c in (read_label_counts(Path(p)) for p in label_counts)}
+    queues = [read_label_queue(Path(p)) for p in label_queues]
 
     out = Path(out)
-    page = render_html(title, runs, classifiers, datasets, grids)
+    page = render_html(title, runs, classifiers, datasets, grids, label_counts=counts, groundtruth=gt, queues=queues)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if r[k] is None else r[k]) for k in RUN_COLUMNS} for r in runs)
     spaces = sorted({r["feature_space"] for r in runs})
     summary = ReportSummary(
-        out, out / "index.html", out / "metrics.csv", len(runs), len(classifiers), len(datasets), len(grids), spaces
+        out,
+        out / "index.html",
+        out / "metrics.csv",
+        len(runs),
+        len(classifiers),
+        len(datasets),
+        len(grids),
+        spaces,
+        n_removed,
+        gt is not None,
     )
     write_text(out / "index.html", page)
     write_text(out / "metrics.csv", buf.getvalue())
@@ -407,7 +577,11 @@ def run_report(
             "title": title,
             "runs": runs,
             "classifiers": [{k: v for k, v in c.items() if k != "images"} for c in classifiers],
-            "datasets": datasets,
+            "datasets": [{k: v for k, v in d.items() if k != "removed_grids"} for d in datasets],
+            "removed_grids": [str(p) for p in removed_grids],
+            "groundtruth": gt,
+            "label_counts": counts,
+            "label_queues": queues,
             "sample_grids": [str(p) for p in sample_grids],
             "feature_spaces": spaces,
             "comparable": len(spaces) <= 1,
@@ -432,6 +606,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset-summaries", type=Path, nargs="*", default=[], help="results/datasets/<name>/summary.json files"
     )
     p.add_argument("--sample-grids", type=Path, nargs="*", default=[], help="results/runs/<run>/samples.png files")
+    p.add_argument(
+        "--removed-grids",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="results/datasets/<name>/removed_<filter>.png files (samples of what each filter removed)",
+    )
+    p.add_argument("--groundtruth", type=Path, help="results/groundtruth/groundtruth.json (synthetic source only)")
+    p.add_argument("--label-counts", type=Path, nargs="*", default=[], help="results/labels/<task>_counts.json files")
+    p.add_argument("--label-queues", type=Path, nargs="*", default=[], help="results/label_queue/<task>.csv files")
     p.add_argument("--title", default="ganime report", help="page title")
     p.add_argument(
         "--out", type=Path, required=True, help="output folder: index.html, metrics.csv, report_summary.json"
@@ -449,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
             sample_grids=a.sample_grids,
             out=a.out,
             title=a.title,
+            removed_grids=a.removed_grids,
+            groundtruth=a.groundtruth,
+            label_counts=a.label_counts,
+            label_queues=a.label_queues,
         ),
         argv,
     )

@@ -1,25 +1,46 @@
 """Stage 1, scrape: list booru posts by tags, store verified images content-addressed, write ``posts.parquet``.
 
-Layout under ``--out`` (DESIGN §4): ``images/<md5[:2]>/<md5>.<ext>``, ``posts.parquet``, ``failures.parquet``,
-``scrape_summary.json``. A stored image is never fetched again once its md5 verifies, so reruns are cheap.
+Layout under ``--out`` (DESIGN §4):
+
+- ``images/<md5[:2]>/<md5>.<ext>``: the content-addressed store; names come from the md5, never from the server.
+- ``posts.parquet`` (stored posts, in listing order), ``failures.parquet`` (post, reason, detail),
+  ``scrape_summary.json`` (listed, downloaded, already present, failed by reason, bytes, seconds, request rate).
+- ``listing.jsonl``: the append-only listing journal (the query, then one line per page listed). A rerun continues
+  listing after the last page instead of starting again; a changed query starts a new journal.
+- ``store.jsonl``: the append-only store index (md5, size, mtime) so a rerun trusts verified files without
+  re-hashing them; a file whose size or mtime changed is hashed again.
+
+Every image is downloaded to ``.tmp/``, checked (size against Content-Length, not HTML, booru md5, pixel count,
+full decode) and only then renamed into the store, so a kill at any moment loses at most the downloads in flight.
+Posts that fail are recorded with a reason in ``failures.parquet`` and tried again on the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import dataclasses
+import fcntl
 import hashlib
+import io
 import json
 import logging
+import os
 import re
+import sys
 import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from PIL import Image
 
-from ganime_steps.common import GanimeError, progress, run_cli, write_bytes, write_json, write_parquet
-from ganime_steps.imaging import decode_image
+from ganime_steps.common import GanimeError, run_cli, write_json, write_parquet, write_text
+from ganime_steps.imaging import MAX_PIXELS, decode_image
 from ganime_steps.sources import PostMeta, Source
 
 log = logging.getLogger(__name__)
@@ -38,8 +59,14 @@ POST_COLUMNS = [
     "fetched_at",
     "face_boxes",
 ]
-FAILURE_COLUMNS = ["post_id", "source", "md5", "file_url", "reason"]
+FAILURE_COLUMNS = ["post_id", "source", "md5", "file_url", "reason", "detail"]
 SOURCE_KINDS = ("synthetic", "dapi", "danbooru")
+IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "gif", "webp", "bmp"})
+MAX_BYTES = 100 * 1024 * 1024
+LISTING_JOURNAL = "listing.jsonl"
+STORE_INDEX = "store.jsonl"
+TMP_DIR = ".tmp"
+REFUSED = "refused:"  # same marker as sources.http.REFUSED (kept here so the synthetic path needs no HTTP import)
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _EXT = re.compile(r"^[a-z0-9]{1,5}$")
 
@@ -47,18 +74,57 @@ _EXT = re.compile(r"^[a-z0-9]{1,5}$")
 @dataclass
 class ScrapeSummary:
     source: str
-    listed: int = 0
+    listed: int = 0  # posts selected for this run (after dedup and filters, at most --limit)
     downloaded: int = 0
     already_present: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)  # by reason
+    failed_total: int = 0
+    filtered: int = 0  # blacklisted tag or rating not wanted
+    hidden: int = 0  # listed without a file URL (Danbooru: not visible to this account)
+    duplicates: int = 0  # same post id or md5 listed again
     bytes: int = 0
     seconds: float = 0.0
+    requests: int = 0
+    listing_requests: int = 0
+    image_requests: int = 0
+    retries: int = 0
+    request_rate: float = 0.0  # achieved HTTP requests per second over the run
+    rate_limit: float | None = None
+    listing_pages: int = 0  # pages in the listing journal
+    listing_resumed: bool = False  # continued from a journal of an earlier run
+    listing_complete: bool = False  # reached --limit or the end of the booru's results
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    out: Path
+    max_pixels: int = MAX_PIXELS
+    max_bytes: int = MAX_BYTES
+
+
+class StoreFailed(GanimeError):
+    """A post whose image could not be stored; ``reason`` is a short code for failures.parquet and the summary."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# ------------------------------------------------------------------------------------------------------- sources
 
 
 def make_source(
-    kind: str, *, name: str, base_url: str | None = None, rate: float = 1.0, n_posts: int = 300, seed: int = 0
+    kind: str,
+    *,
+    name: str,
+    base_url: str | None = None,
+    rate: float = 1.0,
+    n_posts: int = 300,
+    seed: int = 0,
+    **http: Any,
 ) -> Source:
-    """Build the source named by ``kind`` in the config (``scrape.kind``)."""
+    """Build the source named by ``kind`` in the config (``scrape.kind``); ``http``: see make_http_source."""
     if kind == "synthetic":
         from ganime_steps.synthetic import SyntheticSource
 
@@ -68,7 +134,7 @@ def make_source(
             raise GanimeError(f"scrape.base_url is required for kind {kind!r} (e.g. https://safebooru.org)")
         from ganime_steps.sources.http import make_http_source
 
-        return make_http_source(kind, name=name, base_url=base_url, rate=rate)
+        return make_http_source(kind, name=name, base_url=base_url, rate=rate, **http)
     raise GanimeError(f"scrape.kind {kind!r} is unknown; use one of {', '.join(SOURCE_KINDS)}")
 
 
@@ -79,64 +145,333 @@ def image_relpath(md5: str, ext: str) -> str:
     return f"images/{md5[:2]}/{md5}.{ext}"
 
 
-def list_posts(source: Source, tags: str, limit: int, page_size: int) -> list[PostMeta]:
-    """Page by id (newest first) so no deep-pagination cap stops us; duplicates (id or md5) are kept once."""
-    posts: list[PostMeta] = []
-    seen_ids: set[int] = set()
-    seen_md5: set[str] = set()
-    before: int | None = None
-    while len(posts) < limit:
-        page = source.list_page(tags, before, min(page_size, limit - len(posts)))
-        if not page:
-            break
+# ------------------------------------------------------------------------------------------------------ journals
+
+
+def _post_to_json(post: PostMeta) -> dict:
+    return dataclasses.asdict(post)
+
+
+def _post_from_json(d: dict) -> PostMeta:
+    d = dict(d)
+    d["face_boxes"] = tuple(tuple(int(v) for v in box) for box in d.get("face_boxes", ()))
+    return PostMeta(**d)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The complete lines of an append-only JSONL file; a torn last line (killed mid-write) is cut off."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    good = data.rfind(b"\n") + 1
+    if good < len(data):
+        log.warning("%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(data) - good)
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    records = []
+    for number, line in enumerate(data[:good].splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise GanimeError(f"{path}:{number}: not JSON ({exc}); delete the file to start it afresh") from exc
+    return records
+
+
+class _Appender:
+    """Append whole lines to a JSONL file, flushed to the OS at once (a killed process loses no written line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def append(self, record: dict, *, sync: bool = False) -> None:
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        if sync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class ListingJournal:
+    """``listing.jsonl``: the query, then one line per page (``before``, posts); ``ended`` once a page is empty."""
+
+    def __init__(self, path: Path, query: dict, *, fresh: bool = False) -> None:
+        self.path = path
+        self.pages: list[list[PostMeta]] = []
+        self.ended = False
+        self.resumed = False
+        records = [] if fresh else _read_jsonl(path)
+        if records and records[0].get("type") == "query" and records[0].get("query") == query:
+            for rec in records[1:]:
+                if rec.get("type") == "page":
+                    self.pages.append([_post_from_json(p) for p in rec["posts"]])
+                    self.ended = self.ended or not rec["posts"]
+            self.resumed = True
+        else:
+            if records:
+                log.info("%s: the query changed (or --fresh-listing); starting a new listing", path)
+                os.replace(path, path.with_name(path.name + ".old"))
+            write_text(path, json.dumps({"type": "query", "query": query}, sort_keys=True) + "\n")
+        self._out = _Appender(path)
+
+    @property
+    def before(self) -> int | None:
+        """The next page lists posts with id below this (None: start from the newest)."""
+        ids = [p.post_id for page in self.pages for p in page]
+        return min(ids) if ids else None
+
+    def append(self, before: int | None, posts: list[PostMeta]) -> None:
+        self._out.append(
+            {"type": "page", "before": before, "posts": [_post_to_json(p) for p in posts], "at": _now()}, sync=True
+        )
+        self.pages.append(posts)
+        self.ended = self.ended or not posts
+
+    def close(self) -> None:
+        self._out.close()
+
+
+class StoreIndex:
+    """``store.jsonl``: md5 -> (file, size, mtime_ns, fetched_at) of verified files, so reruns need not re-hash."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.records: dict[str, dict] = {rec["md5"]: rec for rec in _read_jsonl(out / STORE_INDEX) if "md5" in rec}
+        self._out = _Appender(out / STORE_INDEX)
+
+    def verified(self, rel: str, md5: str) -> dict | None:
+        """The record of a stored, verified ``rel``; hashes the file when the index does not vouch for it."""
+        return _stored_record(self.out, rel, md5, self.records.get(md5))
+
+    def add(self, rec: dict) -> None:
+        if self.records.get(rec["md5"]) != rec:
+            self.records[rec["md5"]] = rec
+            self._out.append(rec)
+
+    def close(self) -> None:
+        self._out.close()
+
+
+def _stored_record(out: Path, rel: str, md5: str, rec: dict | None) -> dict | None:
+    """The index record of ``out/rel`` if it is stored and verified (trusting ``rec`` when size and mtime match)."""
+    path = out / rel
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    if rec and rec["file"] == rel and rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
+        return rec
+    if _md5_file(path) != md5:
+        log.warning("%s: stored file does not match its md5; it will be downloaded again", path)
+        return None
+    fetched = datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds")
+    return {"md5": md5, "file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "fetched_at": fetched}
+
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------------- selection
+
+
+class Selector:
+    """Turns listed pages into the posts to store: drops hidden posts, duplicates (id or md5) and filtered ones."""
+
+    def __init__(self, limit: int, blacklist: Iterable[str] = (), ratings: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self.blacklist = {t.lower() for t in blacklist}
+        self.ratings = {r.strip().lower()[:1] for r in ratings if r.strip()}
+        self.selected: list[PostMeta] = []
+        self.seen_ids: set[int] = set()
+        self.seen_md5: set[str] = set()
+        self.filtered = self.hidden = self.duplicates = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.selected) >= self.limit
+
+    def add(self, page: list[PostMeta]) -> list[PostMeta]:
+        new = []
         for post in page:
-            if post.post_id in seen_ids or post.md5 in seen_md5:
+            if self.full:
+                break
+            if post.post_id in self.seen_ids or post.md5 in self.seen_md5:
+                self.duplicates += 1
                 continue
-            seen_ids.add(post.post_id)
-            seen_md5.add(post.md5)
-            posts.append(post)
-        lowest = min(p.post_id for p in page)
-        if before is not None and lowest >= before:
-            raise GanimeError(
-                f"source {source.name}: listing did not advance past id {before}; the server ignores paging"
-            )
-        before = lowest
-    return posts[:limit]
+            self.seen_ids.add(post.post_id)
+            if _MD5.match(post.md5):
+                self.seen_md5.add(post.md5)
+            if not post.file_url:
+                self.hidden += 1
+                continue
+            if self.blacklist & set(post.tags.lower().split()) or (
+                self.ratings and post.rating.lower()[:1] not in self.ratings
+            ):
+                self.filtered += 1
+                continue
+            self.selected.append(post)
+            new.append(post)
+        return new
 
 
-class StoreFailed(GanimeError):
-    """A post whose image could not be stored; ``reason`` is a short code for failures.parquet and the summary."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+# --------------------------------------------------------------------------------------------------------- store
 
 
-def _verified(path: Path, md5: str) -> bool:
-    return path.exists() and hashlib.md5(path.read_bytes()).hexdigest() == md5
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # downloaded / present
+    record: dict  # store index record
 
 
-def store_post(source: Source, post: PostMeta, out: Path) -> tuple[str, int]:
-    """Fetch, verify md5 and decodability, then rename into the store. Returns (status, bytes)."""
-    try:
-        rel = image_relpath(post.md5, post.ext)
-    except ValueError as exc:
-        raise StoreFailed("bad_metadata", str(exc)) from exc
-    if _verified(out / rel, post.md5):
-        return "present", 0
-    try:
-        data = source.fetch(post.file_url)
-    except GanimeError as exc:
-        raise StoreFailed("fetch_failed", str(exc)) from exc
+def _looks_like_html(head: bytes, content_type: str) -> bool:
+    if content_type.split(";")[0].strip().lower() in ("text/html", "application/xhtml+xml"):
+        return True
+    start = head.lstrip()[:512].lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")) or b"<html" in start
+
+
+def verify_image(data: bytes, post: PostMeta, *, content_type: str = "", max_pixels: int = MAX_PIXELS) -> None:
+    """Raise StoreFailed unless ``data`` is the image the booru described: not HTML, md5, pixel guard, decodes."""
+    if not data:
+        raise StoreFailed("empty_body", f"{post.file_url}: the server sent no bytes")
+    if _looks_like_html(data[:1024], content_type):
+        raise StoreFailed("html_instead_of_image", f"{post.file_url}: got {content_type or 'HTML'}: {data[:60]!r}")
     got = hashlib.md5(data).hexdigest()
     if got != post.md5:
         raise StoreFailed("md5_mismatch", f"booru says {post.md5}, body has {got} ({len(data)} bytes)")
     try:
-        decode_image(data, what=post.file_url)
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only: cheap, before any decoding
+            w, h = probe.size
+    except Image.DecompressionBombError as exc:
+        raise StoreFailed("oversize", f"{post.file_url}: {exc}") from exc
+    except Exception as exc:  # Pillow raises many types for non-images
+        raise StoreFailed("not_an_image", f"{post.file_url}: {type(exc).__name__}: {exc}") from exc
+    if w * h > max_pixels:
+        raise StoreFailed("oversize", f"{post.file_url}: {w}x{h} exceeds the {max_pixels}-pixel limit")
+    try:
+        decode_image(data, what=post.file_url, max_pixels=max_pixels)
     except GanimeError as exc:
         raise StoreFailed("not_an_image", str(exc)) from exc
-    write_bytes(out / rel, data)
-    return "downloaded", len(data)
+
+
+def store_post(source: Source, post: PostMeta, opts: StoreOptions, index: StoreIndex | None = None) -> Outcome:
+    """Fetch to a temporary file, verify, rename into the store. Thread-safe for distinct md5s."""
+    if post.file_url.startswith(REFUSED):
+        reason, _, detail = post.file_url[len(REFUSED) :].partition(":")
+        raise StoreFailed(reason or "refused", detail or post.file_url)
+    try:
+        rel = image_relpath(post.md5, post.ext)
+    except ValueError as exc:
+        raise StoreFailed("bad_metadata", str(exc)) from exc
+    if post.ext not in IMAGE_EXTS:
+        raise StoreFailed("unsupported_type", f"{post.file_url}: .{post.ext} is not an image type we store")
+    if post.width * post.height > opts.max_pixels:
+        raise StoreFailed("oversize", f"booru says {post.width}x{post.height} > the {opts.max_pixels}-pixel limit")
+    rec = index.verified(rel, post.md5) if index is not None else _stored_record(opts.out, rel, post.md5, None)
+    if rec is not None:
+        return Outcome("present", rec)
+
+    tmp = opts.out / TMP_DIR / f"{post.md5}.{uuid.uuid4().hex}.part"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        content_type = ""
+        download = getattr(source, "download", None)
+        if download is not None:
+            from ganime_steps.sources.http import FetchError
+
+            try:
+                content_type = download(post.file_url, tmp, opts.max_bytes).content_type
+            except FetchError as exc:
+                raise StoreFailed(exc.reason, exc.detail) from exc
+            data = tmp.read_bytes()
+        else:
+            try:
+                data = source.fetch(post.file_url)
+            except GanimeError as exc:
+                raise StoreFailed("fetch_failed", str(exc)) from exc
+            if len(data) > opts.max_bytes:
+                raise StoreFailed("oversize", f"{post.file_url}: {len(data)} bytes > the {opts.max_bytes}-byte limit")
+            tmp.write_bytes(data)
+        verify_image(data, post, content_type=content_type, max_pixels=opts.max_pixels)
+        dest = opts.out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+        st = dest.stat()
+        return Outcome(
+            "downloaded",
+            {"md5": post.md5, "file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "fetched_at": _now()},
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------------ progress
+
+
+class _Progress:
+    """listed / downloaded / present / failed: a tqdm bar on a terminal, a log line every ``every_s`` otherwise."""
+
+    def __init__(self, total: int, desc: str, every_s: float = 10.0) -> None:
+        self.desc, self.every_s, self._last = desc, every_s, time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="post")
+
+    def update(self, s: ScrapeSummary, force: bool = False) -> None:
+        done = s.downloaded + s.already_present + s.failed_total
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.set_postfix(
+                listed=s.listed, downloaded=s.downloaded, present=s.already_present, failed=s.failed_total
+            )
+            return
+        now = time.monotonic()
+        if force or now - self._last >= self.every_s:
+            self._last = now
+            log.info(
+                "%s: listed %d, downloaded %d, present %d, failed %d",
+                self.desc,
+                s.listed,
+                s.downloaded,
+                s.already_present,
+                s.failed_total,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------------------------------------- run
+
+
+class _OutLock:
+    """An exclusive lock on the output folder: two scrapes must not share journals and temporary files."""
+
+    def __init__(self, out: Path) -> None:
+        self._fh = open(out / ".scrape.lock", "w")  # noqa: SIM115 - closed in release()
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise GanimeError(f"{out}: another scrape is writing to this folder; wait for it to finish") from None
+
+    def release(self) -> None:
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
 
 
 def run(
@@ -151,73 +486,289 @@ def run(
     rate: float = 1.0,
     n_posts: int = 300,
     seed: int = 0,
+    workers: int = 4,
+    retries: int = 5,
+    backoff: float = 1.0,
+    max_backoff: float = 60.0,
+    timeout: float = 30.0,
+    max_retry_after: float = 600.0,
+    time_scale: float = 1.0,
+    burst: int = 1,
+    blacklist: Iterable[str] = (),
+    ratings: Iterable[str] = (),
+    image_hosts: Iterable[str] = (),
+    user_env: str | None = None,
+    api_key_env: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_BYTES,
+    fresh_listing: bool = False,
 ) -> ScrapeSummary:
     if limit < 1:
         raise GanimeError(f"--limit {limit}: must be at least 1")
+    if page_size < 1:
+        raise GanimeError(f"--page-size {page_size}: must be at least 1")
+    if workers < 1:
+        raise GanimeError(f"scrape.workers {workers}: must be at least 1")
     name = name or kind
-    source = make_source(kind, name=name, base_url=base_url, rate=rate, n_posts=n_posts, seed=seed)
-    started = time.monotonic()
-    summary = ScrapeSummary(source=name)
-    posts = list_posts(source, tags, limit, page_size)
-    summary.listed = len(posts)
-    log.info("listed %d posts from %s for %r", len(posts), name, tags)
+    out = Path(out)
+    http: dict[str, Any] = {}
+    if kind in ("dapi", "danbooru"):
+        from ganime_steps.sources.http import RetryPolicy
 
-    rows, failures = [], []
-    for post in progress(posts, total=len(posts), desc=f"scrape {name}"):
+        http = {
+            "user_env": user_env,
+            "api_key_env": api_key_env,
+            "burst": burst,
+            "extra_hosts": tuple(image_hosts),
+            "policy": RetryPolicy(
+                retries=retries,
+                backoff=backoff,
+                max_backoff=max_backoff,
+                timeout=timeout,
+                max_retry_after=max_retry_after,
+                time_scale=time_scale,
+            ),
+        }
+    source = make_source(kind, name=name, base_url=base_url, rate=rate, n_posts=n_posts, seed=seed, **http)
+    query = {"kind": kind, "source": name, "base_url": (base_url or "").rstrip("/"), "tags": " ".join(tags.split())}
+    if kind == "synthetic":
+        query.update(n_posts=n_posts, seed=seed)
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _OutLock(out)
+    try:
+        for stale in (out / TMP_DIR).glob("*.part"):  # downloads a killed run left in flight
+            stale.unlink(missing_ok=True)
+        return _scrape(
+            source,
+            out=out,
+            name=name,
+            tags=tags,
+            limit=limit,
+            page_size=page_size,
+            rate=rate if http else None,
+            workers=workers,
+            query=query,
+            selector=Selector(limit, blacklist, ratings),
+            opts=StoreOptions(out=out, max_pixels=max_pixels, max_bytes=max_bytes),
+            fresh_listing=fresh_listing,
+        )
+    finally:
+        lock.release()
+
+
+def _scrape(
+    source: Source,
+    *,
+    out: Path,
+    name: str,
+    tags: str,
+    limit: int,
+    page_size: int,
+    rate: float | None,
+    workers: int,
+    query: dict,
+    selector: Selector,
+    opts: StoreOptions,
+    fresh_listing: bool,
+) -> ScrapeSummary:
+    started = time.monotonic()
+    summary = ScrapeSummary(source=name, rate_limit=rate)
+    journal = ListingJournal(out / LISTING_JOURNAL, query, fresh=fresh_listing)
+    index = StoreIndex(out)
+    summary.listing_resumed = journal.resumed and bool(journal.pages)
+    results: dict[int, tuple[PostMeta, Outcome | StoreFailed]] = {}
+    pending: dict[cf.Future, tuple[int, PostMeta]] = {}
+    bar = _Progress(limit, f"scrape {name}")
+    listing_error: GanimeError | None = None
+
+    def settle(fut: cf.Future) -> None:
+        pos, post = pending.pop(fut)
         try:
-            status, nbytes = store_post(source, post, out)
+            outcome: Outcome | StoreFailed = fut.result()
         except StoreFailed as exc:
+            outcome = exc
             summary.failed[exc.reason] = summary.failed.get(exc.reason, 0) + 1
+            summary.failed_total += 1
+            log.warning("post %s not stored: %s", post.post_id, exc)
+        else:
+            index.add(outcome.record)
+            if outcome.status == "present":
+                summary.already_present += 1
+            else:
+                summary.downloaded += 1
+                summary.bytes += outcome.record["size"]
+        results[pos] = (post, outcome)
+
+    def drain(block: bool) -> None:
+        if not pending:
+            return
+        done, _ = cf.wait(list(pending), timeout=None if block else 0, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            settle(fut)
+        bar.update(summary)
+
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scrape") as pool:
+
+        def submit(posts: list[PostMeta]) -> None:
+            for post in posts:
+                pos = summary.listed
+                summary.listed += 1
+                pending[pool.submit(store_post, source, post, opts, index)] = (pos, post)
+
+        try:
+            for page in journal.pages:
+                submit(selector.add(page))
+            if journal.pages:
+                log.info(
+                    "%s: resuming from %d listed page(s), %d post(s) selected",
+                    journal.path,
+                    len(journal.pages),
+                    len(selector.selected),
+                )
+            while not selector.full and not journal.ended:
+                before = journal.before
+                want = page_size if (selector.blacklist or selector.ratings) else limit - len(selector.selected)
+                try:
+                    page = source.list_page(tags, before, max(1, min(page_size, want)))
+                except GanimeError as exc:
+                    listing_error = exc
+                    log.error("listing stopped: %s", exc)
+                    break
+                if page and before is not None and min(p.post_id for p in page) >= before:
+                    raise GanimeError(
+                        f"source {name}: listing did not advance past id {before}; the server ignores paging"
+                    )
+                journal.append(before, page)
+                submit(selector.add(page))
+                drain(block=False)
+            while pending:
+                drain(block=True)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+        finally:
+            journal.close()
+            index.close()
+            bar.update(summary, force=True)
+            bar.close()
+
+    summary.filtered, summary.hidden, summary.duplicates = selector.filtered, selector.hidden, selector.duplicates
+    summary.listing_pages = len(journal.pages)
+    summary.listing_complete = selector.full or journal.ended
+    client = getattr(source, "client", None)
+    summary.seconds = round(time.monotonic() - started, 3)
+    if client is not None:
+        stats = client.stats
+        summary.requests, summary.retries = stats.requests, stats.retries
+        summary.listing_requests, summary.image_requests = stats.listing_requests, stats.image_requests
+        summary.request_rate = round(stats.requests / summary.seconds, 3) if summary.seconds > 0 else 0.0
+    _write_outputs(out, name, results, summary)
+    log.info(
+        "%s: listed %d, downloaded %d (%d bytes), already present %d, failed %s, filtered %d, hidden %d, "
+        "duplicates %d; %d requests in %.1fs",
+        name,
+        summary.listed,
+        summary.downloaded,
+        summary.bytes,
+        summary.already_present,
+        summary.failed or 0,
+        summary.filtered,
+        summary.hidden,
+        summary.duplicates,
+        summary.requests,
+        summary.seconds,
+    )
+    if listing_error is not None:
+        raise GanimeError(f"source {name}: {listing_error}; stored what was listed; rerun to continue the listing")
+    if summary.downloaded + summary.already_present == 0:
+        raise GanimeError(f"source {name}: no post could be stored for tags {tags!r}; see {out}/failures.parquet")
+    return summary
+
+
+def _write_outputs(out: Path, name: str, results: dict, summary: ScrapeSummary) -> None:
+    rows, failures = [], []
+    for pos in sorted(results):
+        post, outcome = results[pos]
+        if isinstance(outcome, StoreFailed):
             failures.append(
                 {
                     "post_id": post.post_id,
                     "source": name,
                     "md5": post.md5,
                     "file_url": post.file_url,
-                    "reason": str(exc),
+                    "reason": outcome.reason,
+                    "detail": outcome.detail,
                 }
             )
-            log.warning("post %s not stored: %s", post.post_id, exc)
             continue
-        if status == "present":
-            summary.already_present += 1
-        else:
-            summary.downloaded += 1
-            summary.bytes += nbytes
         rows.append(
             {
                 "post_id": post.post_id,
                 "source": name,
                 "md5": post.md5,
-                "file": image_relpath(post.md5, post.ext),
+                "file": outcome.record["file"],
                 "width": post.width,
                 "height": post.height,
                 "tags": post.tags,
                 "rating": post.rating,
                 "score": post.score,
                 "source_url": post.source_url,
-                "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "fetched_at": outcome.record["fetched_at"],
                 "face_boxes": json.dumps([list(b) for b in post.face_boxes]),
             }
         )
-    if not rows:
-        raise GanimeError(f"source {name}: no post could be stored for tags {tags!r}; see {out}/failures.parquet")
-    write_parquet(out / "failures.parquet", pd.DataFrame(failures, columns=FAILURE_COLUMNS))
+    failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS).astype({"post_id": "int64"})
+    write_parquet(out / "failures.parquet", failed)
     write_parquet(out / "posts.parquet", pd.DataFrame(rows, columns=POST_COLUMNS).astype({"post_id": "int64"}))
-    summary.seconds = round(time.monotonic() - started, 3)
     write_json(out / "scrape_summary.json", summary)
-    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ganime_steps.scrape", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m ganime_steps.scrape",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--kind", required=True, choices=SOURCE_KINDS, help="source type")
     p.add_argument("--name", help="source name used in tables and paths (default: the kind)")
     p.add_argument("--tags", default="", help="space-separated booru tags, all required")
     p.add_argument("--limit", type=int, required=True, help="maximum number of posts to store")
-    p.add_argument("--page-size", type=int, default=100, help="posts per listing request")
+    p.add_argument("--page-size", type=int, default=100, help="posts per listing request (Danbooru: at most 200)")
     p.add_argument("--base-url", help="booru address for dapi/danbooru, e.g. https://safebooru.org")
-    p.add_argument("--rate", type=float, default=1.0, help="requests per second per host")
+    p.add_argument("--rate", type=float, default=1.0, help="requests per second per host (default 1)")
+    p.add_argument("--burst", type=int, default=1, help="token-bucket size: requests allowed back to back (default 1)")
+    p.add_argument("--workers", type=int, default=4, help="parallel downloads, all under --rate (default 4)")
+    p.add_argument("--retries", type=int, default=5, help="retries per request after the first try (default 5)")
+    p.add_argument("--backoff", type=float, default=1.0, help="first backoff delay in seconds, doubling (default 1)")
+    p.add_argument("--max-backoff", type=float, default=60.0, help="longest backoff delay in seconds (default 60)")
+    p.add_argument("--timeout", type=float, default=30.0, help="connect/read timeout per request in seconds")
+    p.add_argument(
+        "--max-retry-after",
+        type=float,
+        default=600.0,
+        help="a Retry-After longer than this many seconds makes the request fail instead of waiting (default 600)",
+    )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="advanced/test knob: multiply every backoff and Retry-After sleep (tests use 0.001; default 1)",
+    )
+    p.add_argument("--blacklist", default="", help="space-separated tags: posts carrying any of them are skipped")
+    p.add_argument(
+        "--ratings", default="", help="space-separated ratings to keep, compared by first letter (e.g. 'g s')"
+    )
+    p.add_argument("--image-hosts", default="", help="space-separated extra hosts images may be fetched from")
+    p.add_argument("--user-env", help="environment variable holding the user id (DAPI) or login (Danbooru)")
+    p.add_argument("--api-key-env", help="environment variable holding the API key (never logged)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="decompression-bomb guard: largest w*h")
+    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest image file in bytes")
+    p.add_argument("--fresh-listing", action="store_true", help="list again from the newest post (new journal)")
     p.add_argument("--n-posts", type=int, default=300, help="synthetic: number of posts the synthetic booru holds")
     p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     p.add_argument("--out", type=Path, required=True, help="output folder (images/, posts.parquet, ...)")
@@ -238,6 +789,22 @@ def main(argv: list[str] | None = None) -> int:
             rate=a.rate,
             n_posts=a.n_posts,
             seed=a.seed,
+            workers=a.workers,
+            retries=a.retries,
+            backoff=a.backoff,
+            max_backoff=a.max_backoff,
+            timeout=a.timeout,
+            max_retry_after=a.max_retry_after,
+            time_scale=a.time_scale,
+            burst=a.burst,
+            blacklist=a.blacklist.split(),
+            ratings=a.ratings.split(),
+            image_hosts=a.image_hosts.split(),
+            user_env=a.user_env,
+            api_key_env=a.api_key_env,
+            max_pixels=a.max_pixels,
+            max_bytes=a.max_bytes,
+            fresh_listing=a.fresh_listing,
         ),
         argv,
     )

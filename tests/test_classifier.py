@@ -196,7 +196,8 @@ def test_score_every_post(data, trained, tmp_path):
     out = tmp_path / "scores.parquet"
     summary = classifier.run_score(posts=data["posts"], model=trained["out"] / "model.pt", out=out, batch_size=16)
     df = pd.read_parquet(out)
-    assert list(df.columns) == ["source", "post_id", "md5", "score", "predicted"]
+    assert list(df.columns) == ["source", "post_id", "md5", "score", "predicted", "threshold"]
+    assert (df["threshold"] == summary.threshold).all()
     assert len(df) == N_POSTS and summary.n_posts == N_POSTS
     assert df["post_id"].tolist() == [1000 + i for i in range(N_POSTS)]
     assert df["score"].between(0, 1).all()
@@ -209,6 +210,31 @@ def test_score_every_post(data, trained, tmp_path):
     val_scores = df.set_index("post_id").loc[labels["post_id"].iloc[val_idx], "score"].to_numpy()
     assert len(val_scores) == metrics["n_val"]
     assert np.allclose(np.sort(np.unique(val_scores))[::-1], metrics["pr_curve"]["thresholds"], atol=1e-6)
+
+
+def test_score_with_workers_matches_in_process(data, trained, tmp_path):
+    """DataLoader worker processes decode the images; the scores must not depend on how they were loaded."""
+    model = trained["out"] / "model.pt"
+    classifier.run_score(posts=data["posts"], model=model, out=tmp_path / "a.parquet", batch_size=7, workers=0)
+    classifier.run_score(posts=data["posts"], model=model, out=tmp_path / "b.parquet", batch_size=16, workers=2)
+    a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    assert a["post_id"].tolist() == b["post_id"].tolist()
+    assert np.allclose(a["score"], b["score"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, "hub"),
+        ("true", "hub"),
+        ("hub", "hub"),
+        (False, "none"),
+        ("none", "none"),
+        ("w/resnet.safetensors", "w/resnet.safetensors"),
+    ],
+)
+def test_pretrained_spellings(value, expected):
+    assert classifier.normalise_pretrained(value) == expected
 
 
 def test_score_unreadable_image(data, trained, tmp_path):
@@ -353,9 +379,10 @@ def test_cli_hub_offline(data, tmp_path, monkeypatch, capsys):
         return real(name, pretrained=False, **kw)
 
     monkeypatch.setattr(timm, "create_model", fake)
-    assert classifier.main(_train_args(data, tmp_path / "m", "--pretrained", "hub")) == 2
-    err = capsys.readouterr().err
-    assert "cannot download resnet18 weights (offline?); set pretrained to a local file path or none" in err
+    for spelling in ("hub", "True"):  # `pretrained: true` in YAML reaches the CLI as "True"
+        assert classifier.main(_train_args(data, tmp_path / "m", "--pretrained", spelling)) == 2
+        err = capsys.readouterr().err
+        assert "cannot download resnet18 weights (offline?); set pretrained to a local file path or none" in err
     assert not (tmp_path / "m" / "model.pt").exists()
 
 

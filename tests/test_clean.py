@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ganime_steps import clean
 
@@ -106,3 +108,59 @@ def test_cli_errors(posts, tmp_path, capsys):
     assert (
         clean.main(["pack", "--manifest", str(tmp_path / "nope.parquet"), "--resolution", "12", "--out", "x.npy"]) == 2
     )
+
+
+def test_audit_removed_csv_hits_and_thresholds(posts, tmp_path):
+    scores = write_scores(tmp_path / "chibi.parquet", posts, np.linspace(0, 1, 12), threshold=0.5)
+    table = pd.read_parquet(scores)
+    table["threshold"] = 0.5
+    table.to_parquet(scores)
+    summary = clean.run_filter(
+        dataset="B",
+        out=tmp_path / "B",
+        posts=posts,
+        scores={"chibi": scores},
+        drop={"chibi": None},
+        exclude_tags=["chibi"],
+    )
+    manifest = pd.read_parquet(tmp_path / "B" / "manifest.parquet")
+    # every filter's own verdict, whatever the order: post 12 is removed by the tag rule but chibi flags it too
+    assert manifest["hit:exclude:chibi"].tolist() == [i % 3 == 0 for i in range(1, 13)]
+    assert manifest["hit:chibi"].tolist() == [i >= 7 for i in range(1, 13)]
+    assert np.allclose(manifest["score:chibi"], np.linspace(0, 1, 12))
+    assert summary.flagged_by == {"exclude:chibi": 4, "chibi": 6} and summary.removed_by == {
+        "exclude:chibi": 4,
+        "chibi": 4,
+    }
+    assert summary.thresholds == {"chibi": 0.5}
+    removed = pd.read_csv(tmp_path / "B" / "removed.csv")
+    assert list(removed.columns) == clean.REMOVED_COLUMNS
+    assert len(removed) == 8 and set(removed["post_id"]) == {3, 6, 9, 12, 7, 8, 10, 11}
+    by_chibi = removed[removed["removed_by"] == "chibi"]
+    assert by_chibi["removed_score"].tolist() == sorted(by_chibi["removed_score"], reverse=True)  # worst first
+    assert removed.loc[removed["removed_by"] == "exclude:chibi", "removed_score"].isna().all()
+
+
+def test_removed_grid_per_filter(posts, tmp_path):
+    scores = write_scores(tmp_path / "chibi.parquet", posts, np.linspace(0, 1, 12))
+    clean.run_filter(dataset="B", out=tmp_path / "B", posts=posts, scores={"chibi": scores}, drop={"chibi": 0.5})
+    manifest = tmp_path / "B" / "manifest.parquet"
+    out = tmp_path / "B" / "removed_chibi.png"
+    summary = clean.run_removed_grid(manifest=manifest, filter_name="chibi", out=out, n=4, tile=32, ncol=2)
+    assert (summary.n_removed, summary.n_shown) == (6, 4)
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 + 2 * (32 + 14 + 2), 2 + 2 * (32 + 2), 3)
+    assert (grid < 200).any()  # images and captions, not a blank page
+    empty = clean.run_removed_grid(manifest=manifest, filter_name="multi", out=tmp_path / "B" / "removed_multi.png")
+    assert empty.n_removed == 0 and (tmp_path / "B" / "removed_multi.png").exists()
+    argv = ["removed-grid", "--manifest", str(manifest), "--filter", "chibi", "--n", "2", "--out", str(out)]
+    assert clean.main(argv) == 0
+
+
+def test_filter_names_and_slugs():
+    spec = {"require_tags": ["full_body"], "exclude_tags": ["^_^"], "drop": {"chibi": "auto", "multi": 0.4}}
+    assert clean.filter_names(spec) == ["require:full_body", "exclude:^_^", "chibi", "multi"]
+    assert clean.filter_slug("chibi") == "chibi"
+    assert clean.filter_slug("require:full_body") == "require-full_body"
+    odd = [clean.filter_slug("exclude:^_^"), clean.filter_slug("exclude:@_@")]
+    assert odd[0] != odd[1] and all(re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in odd)

@@ -232,3 +232,75 @@ def test_help_documents_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--run-metrics", "--classifier-metrics", "--dataset-summaries", "--sample-grids", "--title", "--out"):
         assert flag in text
+
+
+def test_removed_grids_groundtruth_labels_and_queue(tmp_path, inputs):
+    res = tmp_path / "results"
+    ds = _json(
+        res / "datasets" / "B" / "summary.json",
+        {
+            "dataset": "B",
+            "n_total": 100,
+            "n_kept": 70,
+            "removed_by": {"require:full_body": 10, "chibi": 20},
+            "thresholds": {"chibi": 0.4125},
+        },
+    )
+    grids = [
+        _png(res / "datasets" / "B" / "removed_require-full_body.png", (1, 2, 3)),
+        _png(res / "datasets" / "B" / "removed_chibi.png", (4, 5, 6)),
+    ]
+    gt = _json(
+        res / "groundtruth" / "groundtruth.json",
+        {
+            "datasets": {
+                "B": {
+                    "filters": {
+                        "chibi": {
+                            "truth": "chibi",
+                            "flagged": 22,
+                            "removed": 20,
+                            "precision": 0.8636,
+                            "recall": 0.7917,
+                        },
+                        "require:full_body": {"truth": None, "flagged": 10, "removed": 10},
+                    },
+                    "flaws": {"chibi": {"all": 0.24, "kept": 0.0714}},
+                }
+            }
+        },
+    )
+    counts = _json(res / "labels" / "chibi_counts.json", {"task": "chibi", "positive": 31, "negative": 169})
+    queue = res / "label_queue" / "chibi.csv"
+    queue.parent.mkdir(parents=True)
+    queue.write_text(
+        "source,post_id,md5,file,score,threshold,distance\ns,5,a,f,0.39,0.41,0.02\ns,9,b,g,0.45,0.41,0.04\n"
+    )
+    out = tmp_path / "rep"
+    s = rp.run_report(
+        **{**inputs, "dataset_summaries": [*inputs["dataset_summaries"], ds]},
+        out=out,
+        title="t",
+        removed_grids=grids,
+        groundtruth=gt,
+        label_counts=[counts],
+        label_queues=[queue],
+    )
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert s.n_removed_grids == 2 and s.groundtruth
+    for text in (
+        "removed by chibi: 20 of 100, score ≥ 0.412",
+        "removed by require:full_body: 10 of 100<",
+        "Filters against the ground truth",
+        "<td>0.864</td><td>0.792</td>",
+        "24.0% → 7.1%",
+        "<td>31 / 169</td>",
+        "0.390 – 0.450",
+        "label_queue/chibi.json",
+    ):
+        assert text in page, text
+    uris = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(uris) == 6  # 2 sample grids, 2 classifier figures, 2 removed grids
+    # a grid for a filter the dataset does not have is an input mistake, named
+    stray = _png(res / "datasets" / "B" / "removed_multi.png", (7, 8, 9))
+    assert rp.main(["--dataset-summaries", str(ds), "--removed-grids", str(stray), "--out", str(tmp_path / "x")]) == 2

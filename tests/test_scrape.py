@@ -75,9 +75,13 @@ def test_rerun_downloads_nothing(monkeypatch, tmp_path):
 def test_bad_bodies_are_recorded_not_stored(monkeypatch, tmp_path):
     src = FakeSource(6, bad={2: b"<html>blocked</html>", 5: png_bytes(99)})
     summary = run_fake(monkeypatch, tmp_path, src, limit=6)
-    assert summary.failed == {"md5_mismatch": 2}
+    assert summary.failed == {"html_instead_of_image": 1, "md5_mismatch": 1}
     failures = pd.read_parquet(tmp_path / "failures.parquet")
-    assert sorted(failures["post_id"]) == [2, 5]
+    assert dict(zip(failures["post_id"], failures["reason"], strict=True)) == {
+        2: "html_instead_of_image",
+        5: "md5_mismatch",
+    }
+    assert not list((tmp_path / ".tmp").glob("*")), "rejected bodies leave no temporary file"
     assert sorted(pd.read_parquet(tmp_path / "posts.parquet")["post_id"]) == [1, 3, 4, 6]
 
 
@@ -207,3 +211,19 @@ def test_parse_dapi_variants():
         {"id": "1", "md5": "a"},
         {"id": "2", "md5": "b"},
     ]
+
+
+def test_synthetic_source_runs_through_the_same_journaled_path(tmp_path):
+    first = scrape.run(out=tmp_path, kind="synthetic", tags="1girl", limit=5, page_size=3, n_posts=12, seed=1)
+    assert (first.listed, first.downloaded, first.requests) == (5, 5, 0)
+    journal = [json.loads(line) for line in (tmp_path / scrape.LISTING_JOURNAL).read_text().splitlines()]
+    assert journal[0]["query"] == {
+        "kind": "synthetic", "source": "synthetic", "base_url": "", "tags": "1girl", "n_posts": 12, "seed": 1,
+    }  # fmt: skip
+    more = scrape.run(out=tmp_path, kind="synthetic", tags="1girl", limit=7, page_size=3, n_posts=12, seed=1)
+    assert (more.already_present, more.downloaded, more.listing_resumed) == (5, 2, True)
+    other = scrape.run(out=tmp_path, kind="synthetic", tags="1girl", limit=2, page_size=3, n_posts=12, seed=2)
+    assert not other.listing_resumed  # another synthetic booru: a new listing
+    posts = pd.read_parquet(tmp_path / "posts.parquet")
+    for file, md5 in zip(posts["file"], posts["md5"], strict=True):
+        assert hashlib.md5((tmp_path / file).read_bytes()).hexdigest() == md5

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slurm
 
 START_SCRIPT = Path(os.environ.get("GANIME_SLURM_SCRIPT", REPO.parent / "shared" / "cluster" / "start-local-slurm.sh"))
 SNAKEMAKE_TIMEOUT_S = 900  # Snakemake ignores SIGTERM while polling: stop it with SIGINT
+PREEMPT_KIMG = 16  # the cancelled run: long enough (~15-60 s on CPU) to be caught mid-training
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_gpu_rules_run_through_slurm_and_resume_after_scancel(slurm_cluster, tmp
     # A run long enough to be cancelled mid-training (~30 s on CPU), checkpointing often.
     config["runs"] = {
         "dcgan_A": config["runs"]["dcgan_A"],
-        "preempt_A": {**config["runs"]["dcgan_A"], "kimg": 16, "checkpoint_every": 1},
+        "preempt_A": {**config["runs"]["dcgan_A"], "kimg": PREEMPT_KIMG, "checkpoint_every": 1},
     }
     config_path.write_text(yaml.safe_dump(config))
     work = tmp_path / "work"
@@ -86,7 +87,7 @@ def test_gpu_rules_run_through_slurm_and_resume_after_scancel(slurm_cluster, tmp
     import torch
 
     at_cancel = torch.load(ckpt, map_location="cpu", weights_only=True)["images_seen"]
-    assert 0 < at_cancel < 24_000
+    assert 0 < at_cancel < PREEMPT_KIMG * 1000
     assert not (work / "results" / "runs" / "preempt_A" / "generator.pt").exists()
 
     # 2. Rerun: the cancelled run resumes from its checkpoint; everything finishes through SLURM.
@@ -94,7 +95,7 @@ def test_gpu_rules_run_through_slurm_and_resume_after_scancel(slurm_cluster, tmp
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     summary = json.loads((work / "results" / "runs" / "preempt_A" / "train_summary.json").read_text())
     assert summary["resumed"] is True
-    assert summary["images_seen"] >= 24_000
+    assert summary["images_seen"] >= PREEMPT_KIMG * 1000
     assert summary["images_this_run"] <= summary["images_seen"] - at_cancel  # continued, not restarted
     steps = [int(line.split(",")[0]) for line in
              (work / "results" / "runs" / "preempt_A" / "log.csv").read_text().splitlines()[1:]]  # fmt: skip

@@ -58,6 +58,9 @@ rule classifier_score:
         model="results/classifiers/{task}/model.pt",
     output:
         "results/classifiers/{task}/scores.parquet",
+    params:
+        # image decoding in worker processes overlaps the forward pass; one thread is left to the model
+        workers=lambda wildcards, threads: max(threads - 1, 0),
     threads: 2
     resources:
         mem_mb=8000,
@@ -69,5 +72,48 @@ rule classifier_score:
         "OMP_NUM_THREADS={threads} python -m ganime_steps.classifier score"
         " --posts {input.posts:q}"
         " --model {input.model:q}"
+        " --workers {params.workers}"
         " --out {output:q}"
         " 2> {log:q}"
+
+
+# Active learning: the unlabelled posts each classifier is least sure about, as Label Studio tasks.
+# `snakemake --cores 2 label_queues` makes them all; the report lists them.
+localrules:
+    label_queue,
+    label_queues,
+
+
+rule label_queue:
+    input:
+        code=code("label_queue"),
+        posts=POSTS,
+        scores="results/classifiers/{task}/scores.parquet",
+        labels="results/labels/{task}.parquet",
+    output:
+        tasks="results/label_queue/{task}.json",
+        table="results/label_queue/{task}.csv",
+        labelling_config="results/label_queue/{task}.xml",
+    params:
+        n=lambda wildcards: config["classifiers"][wildcards.task]["queue"]["size"],
+        url_prefix=lambda wildcards: config["classifiers"][wildcards.task]["queue"]["url_prefix"],
+        out=lambda wildcards: f"results/label_queue/{wildcards.task}",
+    conda:
+        "../../envs/scrape.yaml"
+    log:
+        "logs/label_queue/{task}.log",
+    shell:
+        "python -m ganime_steps.label_queue"
+        " --posts {input.posts:q}"
+        " --scores {input.scores:q}"
+        " --labels {input.labels:q}"
+        " --task {wildcards.task}"
+        " --n {params.n}"
+        " --url-prefix {params.url_prefix:q}"
+        " --out {params.out:q}"
+        " 2> {log:q}"
+
+
+rule label_queues:
+    input:
+        expand("results/label_queue/{task}.json", task=config["classifiers"]),

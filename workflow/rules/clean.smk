@@ -1,5 +1,8 @@
 # Stage 5: named datasets (filters from config) and their packed training arrays.
 # Each dataset's filter settings are params of its own job only: changing dataset B reruns B's branch alone.
+# The audit: manifest.parquet and removed.csv name the filter and score that removed every post, and one
+# removed_<filter>.png per filter shows a sample of what it removed.
+from ganime_steps.clean import filter_from_slug, removed_grid_paths
 
 
 rule clean_filter:
@@ -9,6 +12,12 @@ rule clean_filter:
     output:
         manifest="results/datasets/{dataset}/manifest.parquet",
         summary="results/datasets/{dataset}/summary.json",
+        removed=report(
+            "results/datasets/{dataset}/removed.csv",
+            caption="../report/removed.rst",
+            category="Datasets",
+            subcategory="{dataset}",
+        ),
     params:
         table_flag=lambda wildcards: "--faces" if get_dataset(wildcards.dataset)["from"] == "faces" else "--posts",
         scores=lambda wildcards: [f"{t}={p}" for t, p in get_dataset_scores(wildcards).items()],
@@ -54,4 +63,34 @@ rule clean_pack:
         " --resolution {wildcards.res}"
         " --preview {output.preview:q}"
         " --out {output.pack:q}"
+        " 2> {log:q}"
+
+
+rule clean_removed_grid:
+    input:
+        code=code("clean"),
+        manifest="results/datasets/{dataset}/manifest.parquet",
+    output:
+        report(
+            "results/datasets/{dataset}/removed_{filter}.png",
+            caption="../report/removed.rst",
+            category="Datasets",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "removed by {filter}"},
+        ),
+    params:
+        name=lambda wildcards: filter_from_slug(
+            wildcards.dataset, get_dataset(wildcards.dataset), wildcards.filter
+        ),
+    wildcard_constraints:
+        filter=r"[A-Za-z0-9_-]+",
+    conda:
+        "../../envs/scrape.yaml"
+    log:
+        "logs/clean/{dataset}_removed_{filter}.log",
+    shell:
+        "python -m ganime_steps.clean removed-grid"
+        " --manifest {input.manifest:q}"
+        " --filter {params.name:q}"
+        " --out {output:q}"
         " 2> {log:q}"

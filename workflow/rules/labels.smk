@@ -1,14 +1,18 @@
-# Stage 3: hand labels (CSV) -> validated label tables, one per task.
+# Stage 3: hand labels (CSV, Label Studio JSON / JSON-MIN / CSV exports, folders per class) -> validated label
+# tables, one per task. A folder source lists its image files as inputs: adding or removing one reruns the task.
+from ganime_steps.labels import source_args, source_files
 
 
 rule labels:
     input:
         code=code("labels"),
         posts=POSTS,
-        csvs=get_label_csvs,
+        sources=lambda wildcards: source_files(config["labels"][wildcards.task]),
     output:
         table="results/labels/{task}.parquet",
         counts="results/labels/{task}_counts.json",
+    params:
+        sources=lambda wildcards: source_args(config["labels"][wildcards.task]),
     conda:
         "../../envs/scrape.yaml"
     log:
@@ -17,6 +21,6 @@ rule labels:
         "python -m ganime_steps.labels"
         " --posts {input.posts:q}"
         " --task {wildcards.task}"
-        " --csv {input.csvs:q}"
+        " --source {params.sources:q}"
         " --out {output.table:q}"
         " 2> {log:q}"

@@ -1,21 +1,60 @@
-# Stage 7b: one self-contained HTML page comparing runs (also embedded in `snakemake --report`).
+# Stage 7b: one self-contained HTML page comparing runs (also embedded in `snakemake --report`), and, on the
+# synthetic source, each dataset filter checked against the generator's ground truth.
+from ganime_steps.clean import removed_grid_paths
+
 localrules:
     report,
 
 
+rule groundtruth:
+    input:
+        code=code("groundtruth"),
+        truth="results/synthetic/truth.parquet",
+        manifests=lambda wildcards: [
+            f"results/datasets/{name}/manifest.parquet"
+            for name, spec in config["datasets"].items()
+            if spec["from"] == "posts"
+        ],
+    output:
+        summary="results/groundtruth/groundtruth.json",
+        table=report("results/groundtruth/groundtruth.csv", caption="../report/groundtruth.rst", category="Ground truth"),
+    conda:
+        "../../envs/scrape.yaml"
+    log:
+        "logs/report/groundtruth.log",
+    shell:
+        "python -m ganime_steps.groundtruth"
+        " --truth {input.truth:q}"
+        " --manifests {input.manifests:q}"
+        " --out results/groundtruth"
+        " 2> {log:q}"
+
+
 rule report:
     input:
+        # the ground-truth check exists only for the synthetic source (it knows what every post shows)
+        unpack(
+            lambda wildcards: (
+                {"groundtruth": "results/groundtruth/groundtruth.json"}
+                if is_synthetic() and any(spec["from"] == "posts" for spec in config["datasets"].values())
+                else {}
+            )
+        ),
         code=code("report"),
         run_metrics=all_run_outputs("metrics.json"),
         sample_grids=all_run_outputs("samples.png"),
         train_summaries=all_run_outputs("train_summary.json"),
         classifier_metrics=expand("results/classifiers/{task}/metrics.json", task=config["classifiers"]),
+        label_counts=expand("results/labels/{task}_counts.json", task=config["classifiers"]),
+        label_queues=expand("results/label_queue/{task}.csv", task=config["classifiers"]),
         dataset_summaries=expand("results/datasets/{dataset}/summary.json", dataset=config["datasets"]),
+        removed_grids=[path for name, spec in config["datasets"].items() for path in removed_grid_paths(name, spec)],
     output:
         html=report("results/report/index.html", caption="../report/comparison.rst", category="Comparison"),
         table="results/report/metrics.csv",
     params:
         title=config["report"]["title"],
+        groundtruth=lambda wildcards, input: f"--groundtruth {input.groundtruth}" if "groundtruth" in input.keys() else "",
     conda:
         "../../envs/scrape.yaml"
     log:
@@ -24,7 +63,11 @@ rule report:
         "python -m ganime_steps.report"
         " --run-metrics {input.run_metrics:q}"
         " --classifier-metrics {input.classifier_metrics:q}"
+        " --label-counts {input.label_counts:q}"
+        " --label-queues {input.label_queues:q}"
         " --dataset-summaries {input.dataset_summaries:q}"
+        " --removed-grids {input.removed_grids:q}"
+        " {params.groundtruth}"
         " --sample-grids {input.sample_grids:q}"
         " --title {params.title:q}"
         " --out results/report"

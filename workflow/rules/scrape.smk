@@ -1,4 +1,6 @@
 # Stage 1: list and download posts. Local rule: compute nodes are often offline.
+# Resumable: results/scrape/<source>/listing.jsonl and store.jsonl survive a failed or killed job, so the
+# rerun continues the listing and never downloads a verified image again.
 localrules:
     scrape,
     synthetic_labels,
@@ -18,7 +20,20 @@ rule scrape:
         limit=config["scrape"]["limit"],
         page_size=config["scrape"]["page_size"],
         rate=config["scrape"]["rate"],
+        burst=config["scrape"]["burst"],
+        workers=config["scrape"]["workers"],
+        retries=config["scrape"]["retries"],
+        backoff=config["scrape"]["backoff"],
+        timeout=config["scrape"]["timeout"],
+        max_pixels=config["scrape"]["max_pixels"],
+        max_bytes=config["scrape"]["max_bytes"],
         base_url=f"--base-url {shlex.quote(config['scrape']['base_url'])}" if config["scrape"]["base_url"] else "",
+        # optional flags, each only when set: tag/rating/host lists and the names of credential variables
+        optional=" ".join(
+            f"--{key.replace('_', '-')} {shlex.quote(' '.join(value) if isinstance(value, list) else value)}"
+            for key in ("blacklist", "ratings", "image_hosts", "user_env", "api_key_env")
+            if (value := config["scrape"][key])
+        ),
         n_posts=config["scrape"]["synthetic"]["n_posts"],
         seed=config["scrape"]["synthetic"]["seed"],
         out=lambda wildcards, output: Path(output.posts).parent,
@@ -34,7 +49,15 @@ rule scrape:
         " --limit {params.limit}"
         " --page-size {params.page_size}"
         " --rate {params.rate}"
+        " --burst {params.burst}"
+        " --workers {params.workers}"
+        " --retries {params.retries}"
+        " --backoff {params.backoff}"
+        " --timeout {params.timeout}"
+        " --max-pixels {params.max_pixels}"
+        " --max-bytes {params.max_bytes}"
         " {params.base_url}"
+        " {params.optional}"
         " --n-posts {params.n_posts}"
         " --seed {params.seed}"
         " --out {params.out:q}"

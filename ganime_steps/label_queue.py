@@ -1,0 +1,181 @@
+"""Label queue (active learning): the unlabelled posts a classifier is least sure about, ready for Label Studio.
+
+For one classifier, ranks every post that has no hand label yet by how close its score is to the chosen decision
+threshold (the posts where one more label moves the decision most) and exports the ``n`` closest as
+
+- ``<out>.json``: Label Studio tasks (``data.image`` = ``url_prefix`` + the image path, plus post_id, source, md5
+  and score; the model's guess as a pre-annotation), importable in the Label Studio UI or API;
+- ``<out>.csv``: source, post_id, md5, file, score, threshold, distance;
+- ``<out>.xml``: the matching Label Studio labelling config (one Choices control named ``choice``).
+
+Label Studio's JSON, JSON-MIN and CSV exports of those tasks are read back by the labels stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ganime_steps.common import GanimeError, read_parquet, run_cli, write_text
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ["source", "post_id", "md5", "file", "score", "threshold", "distance"]
+DEFAULT_URL_PREFIX = "/data/local-files/?d="  # Label Studio local file serving (LOCAL_FILES_DOCUMENT_ROOT)
+
+
+@dataclass
+class QueueSummary:
+    task: str
+    n_unlabelled: int
+    n_queued: int
+    threshold: float
+    max_distance: float | None
+    json: Path
+    csv: Path
+
+
+def labelling_config(task: str) -> str:
+    return (
+        "<View>\n"
+        '  <Image name="image" value="$image"/>\n'
+        f'  <Header value="{task}? (score $score)"/>\n'
+        '  <Choices name="choice" toName="image" choice="single" showInLine="true">\n'
+        f'    <Choice value="{task}"/>\n'
+        f'    <Choice value="not_{task}"/>\n'
+        "  </Choices>\n"
+        "</View>\n"
+    )
+
+
+def select(candidates: pd.DataFrame, threshold: float, n: int) -> pd.DataFrame:
+    """The ``n`` rows whose score is closest to ``threshold``; ties go to the lower post id (stable, reproducible)."""
+    # rounded: float32 scores make equal distances differ in the last bits, and ties should go by post id
+    ranked = candidates.assign(distance=(candidates["score"].astype(float) - threshold).abs().round(6))
+    ranked = ranked.sort_values(["distance", "source", "post_id"], kind="mergesort")
+    return ranked.head(n).reset_index(drop=True)
+
+
+def run(
+    *,
+    posts: Path,
+    scores: Path,
+    out: Path,
+    task: str,
+    n: int = 100,
+    labels: list[Path] = (),
+    threshold: float | None = None,
+    url_prefix: str = DEFAULT_URL_PREFIX,
+) -> QueueSummary:
+    """Write ``out`` with suffixes .json, .csv and .xml (see the module doc)."""
+    if n < 1:
+        raise GanimeError(f"label queue size {n}: must be >= 1")
+    posts, scores, out = Path(posts), Path(scores), Path(out)
+    post_table = read_parquet(posts, ["source", "post_id", "md5", "file"])
+    score_table = read_parquet(scores, ["source", "post_id", "score"])
+    if threshold is None:
+        if "threshold" not in score_table or score_table["threshold"].isna().all():
+            raise GanimeError(f"{scores}: no threshold column; rescore with this version or pass --threshold")
+        threshold = float(score_table["threshold"].dropna().iloc[0])
+    if not 0.0 <= threshold <= 1.0:
+        raise GanimeError(f"threshold {threshold}: must be in [0, 1]")
+    table = score_table[["source", "post_id", "score"]].merge(
+        post_table[["source", "post_id", "md5", "file"]], on=["source", "post_id"], how="inner"
+    )
+    if len(table) < len(score_table):
+        log.warning("%s: %d scored post(s) are not in %s; left out", scores, len(score_table) - len(table), posts)
+    labelled: set[str] = set()
+    for path in labels:
+        labelled |= set(read_parquet(path, ["md5"])["md5"].astype(str))
+    # one task per image: the same image under two post ids needs one label
+    candidates = table[~table["md5"].astype(str).isin(labelled)].drop_duplicates("md5")
+    queue = select(candidates, threshold, n)
+    # paths as the workflow sees them (relative to the working directory, which is Label Studio's document root)
+    queue["file"] = [str(posts.parent / f) for f in queue["file"]]
+    queue["threshold"] = threshold
+
+    tasks = []
+    for row in queue.itertuples(index=False):
+        guess = task if row.score >= threshold else f"not_{task}"
+        tasks.append(
+            {
+                "data": {
+                    "image": f"{url_prefix}{row.file}",
+                    "post_id": int(row.post_id),
+                    "source": str(row.source),
+                    "md5": str(row.md5),
+                    "score": round(float(row.score), 4),
+                },
+                "predictions": [
+                    {
+                        "model_version": f"ganime-{task}",
+                        "score": float(abs(row.score - threshold)),
+                        "result": [
+                            {
+                                "from_name": "choice",
+                                "to_name": "image",
+                                "type": "choices",
+                                "value": {"choices": [guess]},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    json_path, csv_path, xml_path = out.with_suffix(".json"), out.with_suffix(".csv"), out.with_suffix(".xml")
+    write_text(json_path, json.dumps(tasks, indent=1) + "\n")
+    write_text(csv_path, queue[CSV_COLUMNS].to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    write_text(xml_path, labelling_config(task))
+    max_distance = float(queue["distance"].max()) if len(queue) else None
+    log.info(
+        "%s: %d of %d unlabelled posts queued (|score - %.3f| <= %s)",
+        task,
+        len(queue),
+        len(candidates),
+        threshold,
+        "—" if max_distance is None else f"{max_distance:.3f}",
+    )
+    return QueueSummary(task, len(candidates), len(queue), threshold, max_distance, json_path, csv_path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ganime_steps.label_queue", description=__doc__.split("\n\n")[0])
+    p.add_argument("--posts", type=Path, required=True, help="posts.parquet (image paths relative to its folder)")
+    p.add_argument("--scores", type=Path, required=True, help="scores.parquet of the classifier")
+    p.add_argument("--labels", type=Path, nargs="*", default=[], help="label tables whose posts are already labelled")
+    p.add_argument("--task", required=True, help="task name, e.g. chibi")
+    p.add_argument("--n", type=int, default=100, help="posts to queue (default: %(default)s)")
+    p.add_argument("--threshold", type=float, help="decision threshold (default: the scores table's own)")
+    p.add_argument(
+        "--url-prefix",
+        default=DEFAULT_URL_PREFIX,
+        help="prepended to each image path in the Label Studio tasks (default: %(default)s, local file serving)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .json, .csv, .xml")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(
+        build_parser(),
+        lambda a: run(
+            posts=a.posts,
+            scores=a.scores,
+            out=a.out,
+            task=a.task,
+            n=a.n,
+            labels=a.labels,
+            threshold=a.threshold,
+            url_prefix=a.url_prefix,
+        ),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
