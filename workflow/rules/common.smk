@@ -49,10 +49,6 @@ def get_cascade():
     return faces["cascade"] or "resources/lbpcascade_animeface.xml"
 
 
-def get_label_csvs(wildcards):
-    return config["labels"][wildcards.task]
-
-
 def get_dataset(name):
     return config["datasets"][name]
 
