@@ -1,4 +1,8 @@
-"""Render a grid of samples from a trained generator: one image per seed, optional truncation."""
+"""Render a grid of samples from a trained generator: one image per seed, optional truncation; for StyleGAN also a
+style-mixing grid (``--style-mix ROWSEEDS COLSEEDS``): the first row shows the column seeds, the first column the
+row seeds, and each cell is its row's image with the styles of ``--mix-layers`` (default the coarse 4-8 px ones)
+taken from its column's seed, as in the StyleGAN paper's figure 3. Truncation is toward the tracked mean W.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,12 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ganime_steps.common import GanimeError, run_cli, save_image
 from ganime_steps.gan import latents_for_seeds, load_generator, synthesize
+from ganime_steps.gan.networks import images_to_uint8
 from ganime_steps.imaging import make_grid
 
 MAX_SEEDS = 10_000
@@ -22,6 +30,8 @@ class GenerateSummary:
     truncation: float
     grid_width: int
     grid_height: int
+    style_mix: bool = False
+    mix_layers: list[int] | None = None
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -48,6 +58,35 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+@torch.no_grad()
+def style_mix_images(
+    G: torch.nn.Module, row_seeds: list[int], col_seeds: list[int], layers: list[int], truncation: float = 1.0
+) -> np.ndarray:
+    """(1 + rows) x (1 + cols) tiles, row-major: a blank corner, the column images, then per row its own image
+    followed by the row's w with ``layers`` replaced by each column's w."""
+    dev = next(G.parameters()).device
+    G.eval()
+
+    def ws_for(seeds: list[int]) -> torch.Tensor:
+        return G.map(latents_for_seeds(seeds, G.z_dim).to(dev), truncation)
+
+    w_rows, w_cols = ws_for(row_seeds), ws_for(col_seeds)
+    res = G.resolution
+    tiles = [np.full((1, res, res, 3), 255, dtype=np.uint8), images_to_uint8(G.synthesis(w_cols))]
+    for i in range(len(row_seeds)):
+        mixed = w_rows[i : i + 1].repeat(len(col_seeds) + 1, 1, 1)
+        mixed[1:, layers] = w_cols[:, layers]
+        tiles.append(images_to_uint8(G.synthesis(mixed)))
+    return np.concatenate(tiles)
+
+
+def parse_layers(text: str, n_layers: int) -> list[int]:
+    layers = parse_seeds(text) if text else []
+    if not layers or max(layers) >= n_layers:
+        raise GanimeError(f"--mix-layers {text!r}: give style layers from 0 to {n_layers - 1}, e.g. 0-3 (coarse)")
+    return sorted(set(layers))
+
+
 def run(
     *,
     checkpoint: Path,
@@ -57,6 +96,8 @@ def run(
     ncol: int | None = None,
     batch_size: int = 64,
     device: str = "cpu",
+    style_mix: tuple[str, str] | None = None,
+    mix_layers: str = "0-3",
 ) -> GenerateSummary:
     seed_list = parse_seeds(seeds)
     if Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
@@ -64,8 +105,17 @@ def run(
     if ncol is not None and ncol < 1:
         raise GanimeError(f"--ncol {ncol}: must be >= 1")
     G = load_generator(checkpoint, device=device)
-    images = synthesize(G, latents_for_seeds(seed_list, G.z_dim), batch_size=batch_size, truncation=truncation)
-    grid = make_grid(images, ncol=ncol)
+    layers = None
+    if style_mix is not None:
+        if getattr(G, "truncation_space", "z") != "w":
+            raise GanimeError(f"--style-mix: {checkpoint} is not a StyleGAN generator; drop --style-mix")
+        rows, cols = parse_seeds(style_mix[0]), parse_seeds(style_mix[1])
+        layers = parse_layers(mix_layers, G.num_layers)
+        images = style_mix_images(G, rows, cols, layers, truncation)
+        grid = make_grid(images, ncol=len(cols) + 1)
+    else:
+        images = synthesize(G, latents_for_seeds(seed_list, G.z_dim), batch_size=batch_size, truncation=truncation)
+        grid = make_grid(images, ncol=ncol)
     save_image(out, grid)
     return GenerateSummary(
         checkpoint=str(checkpoint),
@@ -75,6 +125,8 @@ def run(
         truncation=truncation,
         grid_width=grid.width,
         grid_height=grid.height,
+        style_mix=style_mix is not None,
+        mix_layers=layers,
     )
 
 
@@ -90,6 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ncol", type=int, default=None, help="grid columns (default: about sqrt(n))")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    p.add_argument(
+        "--style-mix",
+        nargs=2,
+        metavar=("ROWSEEDS", "COLSEEDS"),
+        default=None,
+        help="StyleGAN: style-mixing grid instead of --seeds, e.g. --style-mix 0-4 10-15",
+    )
+    p.add_argument(
+        "--mix-layers",
+        default="0-3",
+        help="style layers the columns give to each row (0-3 coarse = 4-8 px, 4-7 middle, 8- fine); default 0-3",
+    )
 
     def handler(args: argparse.Namespace) -> GenerateSummary:
         return run(
@@ -100,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             ncol=args.ncol,
             batch_size=args.batch_size,
             device=args.device,
+            style_mix=tuple(args.style_mix) if args.style_mix else None,
+            mix_layers=args.mix_layers,
         )
 
     return run_cli(p, handler, argv)

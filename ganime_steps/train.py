@@ -2,6 +2,9 @@
 
 Outputs in ``--out``: checkpoint.pt (full state), generator.pt (G_ema + config), samples.png (fixed latents)
 plus samples_<kimg>kimg.png per checkpoint, log.csv, train_summary.json.
+
+Progressive families (progan, stylegan) also take --start-resolution, --stable-kimg, --fade-kimg and
+--batch-schedule (defaults: the family's published schedule, 600 + 600 kimg per resolution).
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class TrainSummary:
     loss_g: float | None
     loss_d: float | None
     penalty: float | None
+    phase: str = "stable"
+    current_resolution: int = 0
+    alpha: float = 1.0
+    lod: float = 0.0
 
 
 def run(
@@ -61,6 +68,10 @@ def run(
     amp: str = "auto",
     ema_rampup: float | None = 0.05,
     log_every: float | None = None,
+    start_resolution: int | None = None,
+    stable_kimg: float | None = None,
+    fade_kimg: float | None = None,
+    batch_schedule: str = "",
 ) -> TrainSummary:
     fam = get_family(family)  # unknown family: one line listing the available ones
     for name, value, ok in (
@@ -71,6 +82,8 @@ def run(
         ("--lr", lr, lr is None or lr > 0),
         ("--ema-rampup", ema_rampup, ema_rampup is None or ema_rampup > 0),
         ("--log-every", log_every, log_every is None or log_every > 0),
+        ("--stable-kimg", stable_kimg, stable_kimg is None or stable_kimg >= 0),
+        ("--fade-kimg", fade_kimg, fade_kimg is None or fade_kimg >= 0),
     ):
         if not ok:
             raise GanimeError(f"{name} {value}: out of range; see python -m ganime_steps.train --help")
@@ -89,6 +102,10 @@ def run(
         diffaug=diffaug,
         amp=amp,
         log_every=log_every,
+        start_resolution=start_resolution,
+        stable_kimg=stable_kimg,
+        fade_kimg=fade_kimg,
+        batch_schedule=batch_schedule or "",
     )
     out = Path(out)
     trainer = Trainer(cfg, data=Path(data), out=out, device=torch_device(device))
@@ -118,6 +135,10 @@ def run(
         loss_g=last.get("loss_g"),
         loss_d=last.get("loss_d"),
         penalty=last.get("penalty"),
+        phase=res.phase["name"],
+        current_resolution=res.phase["resolution"],
+        alpha=res.phase["alpha"],
+        lod=res.phase["lod"],
     )
     write_json(out / "train_summary.json", summary)
     return summary
@@ -125,6 +146,10 @@ def run(
 
 def _optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "off", "") else float(text)
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "off", "") else int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +186,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--amp", default="auto", choices=AMP_MODES, help="CUDA mixed precision: auto = bf16 if supported")
     p.add_argument("--diffaug", action="store_true", help="DiffAugment (colour, translation, cutout) before D")
+    g = p.add_argument_group("progressive growing (progan, stylegan; ignored by the other families)")
+    g.add_argument(
+        "--start-resolution",
+        type=_optional_int,
+        default=None,
+        help="first resolution, 4 or 8 .. --resolution (default: the family's, ProGAN 4, StyleGAN 8)",
+    )
+    g.add_argument(
+        "--stable-kimg",
+        type=_optional_float,
+        default=None,
+        help="kimg per resolution at full strength before the next fade-in (default 600, as published)",
+    )
+    g.add_argument(
+        "--fade-kimg",
+        type=_optional_float,
+        default=None,
+        help="kimg of each fade-in, alpha 0 -> 1 (default 600, as published)",
+    )
+    g.add_argument(
+        "--batch-schedule",
+        default="",
+        help="batch size per resolution as RES:BATCH pairs, e.g. 8:128,16:64 (others use --batch-size)",
+    )
     return p
 
 
@@ -186,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             amp=args.amp,
             ema_rampup=args.ema_rampup,
             log_every=args.log_every,
+            start_resolution=args.start_resolution,
+            stable_kimg=args.stable_kimg,
+            fade_kimg=args.fade_kimg,
+            batch_schedule=args.batch_schedule,
         )
 
     return run_cli(parser, handler, argv)

@@ -30,6 +30,8 @@ from ganime_steps.gan.losses import (
     hinge_d_loss,
     nonsat_d_loss,
     nonsat_g_loss,
+    r1_penalty,
+    wasserstein_drift_d_loss,
     wgan_gp_penalty,
 )
 from ganime_steps.gan.networks import Discriminator, Generator, build_networks, export_generator, widths
@@ -68,10 +70,10 @@ def test_bad_resolution_is_user_error(bad: int) -> None:
 
 
 def test_available_families_are_exactly_the_implemented_ones() -> None:
-    assert available_families() == ["dcgan", "dragan", "sngan", "wgan-gp"]
-    assert "progan" not in FAMILIES and "stylegan" not in FAMILIES
-    with pytest.raises(GanimeError, match="available: dcgan, dragan, sngan, wgan-gp"):
-        get_family("stylegan")
+    assert available_families() == ["dcgan", "dragan", "progan", "sngan", "stylegan", "wgan-gp"]
+    assert sorted(FAMILIES) == available_families()
+    with pytest.raises(GanimeError, match="available: dcgan, dragan, progan, sngan, stylegan, wgan-gp"):
+        get_family("biggan")
 
 
 def test_published_defaults() -> None:
@@ -81,6 +83,33 @@ def test_published_defaults() -> None:
     assert FAMILIES["dragan"].penalty_weight == 10.0
     sn = FAMILIES["sngan"]
     assert (sn.lr, sn.betas, sn.n_critic, sn.penalty) == (2e-4, (0.0, 0.9), 5, None)
+    pg = FAMILIES["progan"]
+    assert (pg.lr, pg.betas, pg.n_critic, pg.penalty, pg.penalty_weight) == (1e-3, (0.0, 0.99), 1, wgan_gp_penalty, 10)
+    assert (pg.arch, pg.start_resolution, pg.stable_kimg, pg.fade_kimg, pg.reset_opt_per_phase) == (
+        "progan",
+        4,
+        600,
+        600,
+        True,
+    )
+    sg = FAMILIES["stylegan"]
+    assert (sg.lr, sg.betas, sg.n_critic, sg.penalty, sg.penalty_weight) == (1e-3, (0.0, 0.99), 1, r1_penalty, 10)
+    assert (sg.arch, sg.start_resolution, sg.d_loss, sg.g_loss) == ("stylegan", 8, nonsat_d_loss, nonsat_g_loss)
+    assert NetConfig(arch="stylegan").mapping_layers == 8 and NetConfig().style_mixing == 0.9
+
+
+def test_progan_drift_and_r1_known_values() -> None:
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 2.0])
+    assert wasserstein_drift_d_loss(real, fake).item() == pytest.approx(1.0 - 2.0 + 0.001 * 5.0)
+    w = torch.full((1, 3, 2, 2), 0.5)
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return (x * w).flatten(1).sum(1)
+
+    pts = torch.randn(4, 3, 2, 2)
+    # gamma / 2 * ||w||^2 = 5 * 3
+    assert r1_penalty(critic, pts, pts, 10.0).item() == pytest.approx(15.0, rel=1e-5)
+    assert r1_penalty(critic, pts, pts, 10.0, scale=512.0).item() == pytest.approx(15.0, rel=1e-5)
 
 
 def _count(module: nn.Module, kind: type) -> int:

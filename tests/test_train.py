@@ -86,6 +86,9 @@ def test_each_family_trains(data: Path, tmp_path: Path, family: str) -> None:
     assert imgs.shape == (3, RES, RES, 3) and imgs.dtype == np.uint8
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["family"] == family and summary["n_critic"] == n_critic and summary["lr"] == FAMILIES[family].lr
+    fam = FAMILIES[family]  # progressive families stay at their first resolution for the default 600 kimg
+    assert summary["current_resolution"] == (fam.start_resolution if fam.progressive else RES)
+    assert [r["resolution"] for r in rows] == [str(summary["current_resolution"])] * 2
 
 
 @pytest.mark.parametrize("family", ["dcgan", "sngan"])
@@ -203,9 +206,9 @@ def base_argv(data: Path, tmp_path: Path) -> list[str]:
 
 
 def test_cli_unknown_family(data: Path, base_argv, capsys) -> None:
-    assert train.main(base_argv + ["--data", str(data), "--resolution", "16", "--family", "stylegan"]) == 2
+    assert train.main(base_argv + ["--data", str(data), "--resolution", "16", "--family", "biggan"]) == 2
     err = _error_lines(capsys)
-    assert len(err) == 1 and "available: dcgan, dragan, sngan, wgan-gp" in err[0]
+    assert len(err) == 1 and "available: dcgan, dragan, progan, sngan, stylegan, wgan-gp" in err[0]
 
 
 def test_cli_wrong_resolution(data: Path, base_argv, capsys) -> None:
@@ -255,5 +258,9 @@ def test_cli_help_documents_every_flag(capsys) -> None:
         "--checkpoint-every",
         "--device",
         "--diffaug",
+        "--start-resolution",
+        "--stable-kimg",
+        "--fade-kimg",
+        "--batch-schedule",
     ):
         assert flag in text

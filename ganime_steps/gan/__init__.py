@@ -1,4 +1,4 @@
-"""GAN families (DCGAN, WGAN-GP, DRAGAN, SNGAN) in one training loop.
+"""GAN families (DCGAN, WGAN-GP, DRAGAN, SNGAN, ProGAN, StyleGAN) in one training loop.
 
 Public API used by the evaluate stage: :func:`load_generator` and :func:`generate_images`.
 """

@@ -4,6 +4,12 @@ Time is counted in images shown to D (kimg, as in ProGAN/StyleGAN): one iteratio
 ``batch_size`` real images each, then one G step. Training stops at the first iteration boundary at or past
 the target, so a run stopped at N/2 kimg and resumed to N passes through exactly the same iterations.
 
+Progressive families (ProGAN, StyleGAN) follow a :class:`GrowthSchedule`: the phase (resolution, fade-in alpha,
+lod, batch size) is a function of the images shown so far, evaluated at the start of every iteration; reals are
+downsampled to the phase's resolution and blended at fade-in; the optimiser state is reset when the lod crosses
+an integer (the official ``reset_opt_for_new_lod``). The last phase key is in the checkpoint, so a resume inside
+a fade-in continues exactly.
+
 Exact resume (CPU): every source of randomness is either the global torch RNG (latents, penalties, DiffAugment),
 a numpy Generator (batch indices, flips) or Python's ``random``; all three states, both optimisers, both grad
 scalers, the BN / spectral-norm buffers and the log rows are in ``checkpoint.pt``. On CUDA, cuDNN autotuning is
@@ -17,7 +23,6 @@ import csv
 import hashlib
 import io
 import logging
-import math
 import os
 import random
 import resource
@@ -34,17 +39,32 @@ from ganime_steps.common import GanimeError, progress, save_image, seed_everythi
 from ganime_steps.gan.losses import Family, get_family
 from ganime_steps.gan.networks import (
     CHECKPOINT_FORMAT,
+    PROGRESSIVE_ARCHS,
     NetConfig,
     build_networks,
     count_params,
     export_generator,
     images_to_uint8,
 )
+from ganime_steps.gan.progressive import GrowthSchedule, Phase, parse_batch_schedule, resize_reals
 from ganime_steps.imaging import make_grid
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ("step", "kimg", "loss_g", "loss_d", "penalty", "seconds", "img_per_s", "max_mem_mb")
+LOG_COLUMNS = (
+    "step",
+    "kimg",
+    "phase",
+    "resolution",
+    "alpha",
+    "lod",
+    "loss_g",
+    "loss_d",
+    "penalty",
+    "seconds",
+    "img_per_s",
+    "max_mem_mb",
+)
 GRID_SIZE = 64  # fixed latents in samples.png (8 x 8)
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 LOG_WRITE_S = 30.0  # log.csv is rewritten whole (atomically): at most this often, plus at checkpoints and the end
@@ -68,6 +88,12 @@ class TrainConfig:
     diffaug: bool = False
     amp: str = "auto"
     log_every: float | None = None  # kimg; None: min(1, kimg / 100)
+    # progressive families only (None: the family's published default)
+    start_resolution: int | None = None
+    stable_kimg: float | None = None
+    fade_kimg: float | None = None
+    batch_schedule: str = ""  # "RES:BATCH,..." batch size per resolution; others use batch_size
+    channels_last: bool | None = None  # None: on CUDA only
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +113,7 @@ class TrainResult:
     n_params_g: int
     n_params_d: int
     last_log: dict[str, float] = field(default_factory=dict)
+    phase: dict[str, Any] = field(default_factory=dict)
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -253,14 +280,28 @@ class Trainer:
         self.cuda = device.type == "cuda"
         self.amp = resolve_amp(cfg.amp, device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        self.channels_last = self.cuda
+        self.channels_last = self.cuda if cfg.channels_last is None else cfg.channels_last
         self.net_cfg = NetConfig(
             resolution=cfg.resolution,
             z_dim=cfg.z_dim,
             channels=cfg.channels,
             g_norm=self.family.g_norm,
             d_norm=self.family.d_norm,
+            arch=self.family.arch,
         )
+        self.progressive = self.family.arch in PROGRESSIVE_ARCHS
+        fam = self.family
+        self.schedule = GrowthSchedule(
+            resolution=cfg.resolution,
+            # a non-progressive family is one stable phase at full resolution
+            start_resolution=(cfg.start_resolution or fam.start_resolution) if self.progressive else cfg.resolution,
+            stable_kimg=fam.stable_kimg if cfg.stable_kimg is None else cfg.stable_kimg,
+            fade_kimg=fam.fade_kimg if cfg.fade_kimg is None else cfg.fade_kimg,
+            batch_size=cfg.batch_size,
+            batch_schedule=parse_batch_schedule(cfg.batch_schedule) if self.progressive else {},
+        )
+        self.phase: Phase = self.schedule.at(0)
+        self.phase_key: list[Any] | None = None  # key of the last iteration's phase (optimiser resets)
 
         seed_everything(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -274,9 +315,10 @@ class Trainer:
         self.G = G.to(device, memory_format=fmt)
         self.D = D.to(device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self._set_phase(self.phase)
         betas = self.family.betas
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas, eps=1e-8)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas, eps=1e-8)
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         # Fixed latents for the sample grid, from their own generator so they never touch the training RNG.
@@ -311,6 +353,8 @@ class Trainer:
             "scaler_d": self.scaler_d.state_dict(),
             "step": self.step,
             "images_seen": self.images_seen,
+            "phase": self.phase.to_dict(),  # where training is (resolution, alpha, lod): for people and tools
+            "phase_key": self.phase_key,
             "elapsed_s": self.elapsed_s,
             "log_rows": self.log_rows,
             "rng": {
@@ -350,14 +394,24 @@ class Trainer:
             raise GanimeError(f"{path}: not a ganime GAN checkpoint; delete it or use a new run folder")
         old, new = ck["config"], self.cfg.to_dict()
         diffs = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in ARCH_KEYS if old.get(k) != new[k]]
-        if not diffs and ck["net"] != self.net_cfg.to_dict():
+        if not diffs and NetConfig.from_dict(ck["net"]) != self.net_cfg:
             diffs.append(f"network {ck['net']} -> {self.net_cfg.to_dict()}")
         if diffs:
             raise GanimeError(
                 f"{path}: existing run has a different setup ({'; '.join(diffs)}); "
                 f"delete {self.out} to start over or use a new run name"
             )
-        for k in ("batch_size", "lr", "ema_kimg", "diffaug", "seed"):
+        for k in (
+            "batch_size",
+            "lr",
+            "ema_kimg",
+            "diffaug",
+            "seed",
+            "start_resolution",
+            "stable_kimg",
+            "fade_kimg",
+            "batch_schedule",
+        ):
             if old.get(k) != new[k]:
                 log.warning("resuming %s with %s changed from %r to %r", path, k, old.get(k), new[k])
         self.G.load_state_dict(ck["G"])
@@ -372,6 +426,8 @@ class Trainer:
         self.scaler_d.load_state_dict(ck["scaler_d"])
         self.step = int(ck["step"])
         self.images_seen = int(ck["images_seen"])
+        self.phase_key = ck.get("phase_key")
+        self._set_phase(self.schedule.at(self.images_seen))
         self.elapsed_s = float(ck["elapsed_s"])
         self.log_rows = list(ck["log_rows"])
         rng = ck["rng"]
@@ -402,7 +458,12 @@ class Trainer:
             self.out / "generator.pt",
             self.G_ema,
             self.net_cfg,
-            extra={"family": self.cfg.family, "images_seen": self.images_seen, "step": self.step},
+            extra={
+                "family": self.cfg.family,
+                "images_seen": self.images_seen,
+                "step": self.step,
+                "phase": self.phase.to_dict(),
+            },
         )
         self.write_samples(snapshot=False)
         write_text(self.out / "log.csv", log_csv_text(self.log_rows))
@@ -417,16 +478,55 @@ class Trainer:
             x = diff_augment(x)
         return self.D(x).float()  # losses in fp32 even under autocast
 
+    def _g(self, z: torch.Tensor) -> torch.Tensor:
+        """G at the current phase's resolution."""
+        return self.G(z, native=True) if self.progressive else self.G(z)
+
+    def _set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        if self.progressive:
+            for net in (self.G, self.D, self.G_ema):
+                net.set_lod(phase.lod)
+
+    def _enter_phase(self) -> Phase:
+        """The phase for this iteration; a new lod level resets both optimisers' state where the family does."""
+        phase = self.schedule.at(self.images_seen)
+        self._set_phase(phase)
+        key = list(phase.key)
+        if self.phase_key is not None and key != self.phase_key and self.family.reset_opt_per_phase:
+            for opt in (self.opt_g, self.opt_d):
+                opt.state.clear()
+        if key != self.phase_key:
+            log.info(
+                "phase %s %dpx (lod %.3f, batch %d) at %.3f kimg",
+                phase.name,
+                phase.resolution,
+                phase.lod,
+                phase.batch_size,
+                self.images_seen / 1000,
+            )
+        self.phase_key = key
+        return phase
+
+    def _real(self, batch_size: int) -> torch.Tensor:
+        real = sample_real(self.images, self.rng, batch_size, self.device, self.channels_last)
+        if self.progressive:
+            real = resize_reals(real, self.phase)
+            if self.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+        return real
+
     def _iteration(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n_critic D steps then one G step; returns (loss_g, mean loss_d, mean penalty) as 0-d tensors."""
         fam, cfg, dev = self.family, self.cfg, self.device
+        bs = self._enter_phase().batch_size
         ld_sum = torch.zeros((), device=dev)
         pen_sum = torch.zeros((), device=dev)
         for _ in range(fam.n_critic):
-            real = sample_real(self.images, self.rng, cfg.batch_size, dev, self.channels_last)
-            z = torch.randn(cfg.batch_size, cfg.z_dim, device=dev)
+            real = self._real(bs)
+            z = torch.randn(bs, cfg.z_dim, device=dev)
             with torch.no_grad(), self._autocast():
-                fake = self.G(z).float()
+                fake = self._g(z).float()
             with self._autocast():
                 loss_d = fam.d_loss(self._d(real), self._d(fake))
                 if fam.penalty is not None:
@@ -440,19 +540,19 @@ class Trainer:
             self.scaler_d.update()
             ld_sum += loss_d.detach()
             pen_sum += pen.detach()
-            self.images_seen += cfg.batch_size
+            self.images_seen += bs
 
         self.D.requires_grad_(False)  # G step: no D parameter grads needed
-        z = torch.randn(cfg.batch_size, cfg.z_dim, device=dev)
+        z = torch.randn(bs, cfg.z_dim, device=dev)
         with self._autocast():
-            loss_g = fam.g_loss(self._d(self.G(z)))
+            loss_g = fam.g_loss(self._d(self._g(z)))
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss_g).backward()
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         self.D.requires_grad_(True)
 
-        per_iter = cfg.batch_size * fam.n_critic
+        per_iter = bs * fam.n_critic
         update_ema(self.G_ema, self.G, ema_beta(per_iter, cfg.ema_kimg, self.images_seen, cfg.ema_rampup))
         self.step += 1
         return loss_g.detach(), ld_sum / fam.n_critic, pen_sum / fam.n_critic
@@ -468,10 +568,18 @@ class Trainer:
     def train(self) -> TrainResult:
         cfg, fam = self.cfg, self.family
         target = max(1, round(cfg.kimg * 1000))
-        per_iter = cfg.batch_size * fam.n_critic
         ckpt_every = max(1, round(cfg.checkpoint_every * 1000))
         log_every = max(1, round((cfg.log_every if cfg.log_every else min(1.0, cfg.kimg / 100)) * 1000))
-        n_iters = max(0, math.ceil((target - self.images_seen) / per_iter))
+        n_iters = self.schedule.iterations(self.images_seen, target, fam.n_critic)
+        if self.progressive and n_iters and self.schedule.full_resolution_at_kimg() > cfg.kimg:
+            log.warning(
+                "%s: --kimg %g ends before growth reaches %dpx (at %g kimg); the generator renders at %dpx, upsampled",
+                self.out,
+                cfg.kimg,
+                cfg.resolution,
+                self.schedule.full_resolution_at_kimg(),
+                self.schedule.at(target).resolution,
+            )
         start_images = self.images_seen
         session_start = time.perf_counter()
         session_train_s = 0.0
@@ -485,13 +593,12 @@ class Trainer:
             )
         else:
             log.info(
-                "training %s %dpx from %.3f to %.3f kimg (%d iterations of %d images) on %s, amp %s",
+                "training %s %dpx from %.3f to %.3f kimg (%d iterations) on %s, amp %s",
                 cfg.family,
                 cfg.resolution,
                 self.images_seen / 1000,
                 cfg.kimg,
                 n_iters,
-                per_iter,
                 self.device,
                 self.amp,
             )
@@ -506,13 +613,14 @@ class Trainer:
             first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
             step_t = torch.full((), self.step, dtype=torch.long, device=self.device)
             for i in progress(range(n_iters), total=n_iters, desc=f"train {cfg.family}"):
+                before = self.images_seen
                 losses = torch.stack(self._iteration())
                 step_t += 1
                 bad = ~torch.isfinite(losses).all()
                 first_bad = torch.where(bad & (first_bad < 0), step_t, first_bad)
                 acc += losses
                 acc_n += 1
-                win_images += per_iter
+                win_images += self.images_seen - before
                 last = i == n_iters - 1
                 due_log, due_ckpt = self.images_seen >= next_log, self.images_seen >= next_ckpt
                 if self.cuda and not (due_log or due_ckpt or last):
@@ -530,6 +638,10 @@ class Trainer:
                         {
                             "step": self.step,
                             "kimg": self.images_seen / 1000,
+                            "phase": self.phase.name,
+                            "resolution": self.phase.resolution,
+                            "alpha": round(self.phase.alpha, 6),
+                            "lod": round(self.phase.lod, 6),
                             "loss_g": mean[0],
                             "loss_d": mean[1],
                             "penalty": mean[2],
@@ -566,6 +678,7 @@ class Trainer:
             n_params_g=count_params(self.G),
             n_params_d=count_params(self.D),
             last_log=dict(self.log_rows[-1]) if self.log_rows else {},
+            phase=self.phase.to_dict(),
         )
 
 

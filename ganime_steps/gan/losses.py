@@ -13,6 +13,12 @@ Published defaults:
 - sngan   Miyato et al. 2018: hinge loss, spectral norm on every D conv, Adam 2e-4 (0.0, 0.9) with n_dis 5
           (the setting those betas come from in the paper and its official code; with n_dis 1 the paper uses
           beta1 0.5 instead).
+- progan  Karras et al. 2018: progressive growing with fade-in, equalized lr, pixel norm, minibatch stddev;
+          WGAN-GP (lambda 10, n_critic 1) plus the drift term 0.001 * E[D(x)^2]; Adam 1e-3 (0.0, 0.99), eps 1e-8,
+          optimiser state reset at each phase change; 600 kimg stable + 600 kimg fade-in per resolution.
+- stylegan Karras et al. 2019 (v1, progressive): non-saturating logistic loss with R1 (gamma 10) on reals,
+          Adam 1e-3 (0.0, 0.99), eps 1e-8, optimiser reset per phase, style mixing 0.9, 600 + 600 kimg per
+          resolution (the paper's lr/minibatch-per-resolution tables are left to ``--batch-schedule``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 from ganime_steps.common import GanimeError
 
 Tensor = torch.Tensor
+DRIFT_EPSILON = 1e-3  # ProGAN's epsilon_drift
 DFn = Callable[[Tensor], Tensor]
 
 
@@ -48,6 +55,11 @@ def wasserstein_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
 def wasserstein_g_loss(fake_logits: Tensor) -> Tensor:
     return -fake_logits.mean()
+
+
+def wasserstein_drift_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """ProGAN's critic loss: Wasserstein + epsilon_drift * E[D(x_real)^2] (epsilon 0.001) keeps scores near 0."""
+    return fake_logits.mean() - real_logits.mean() + DRIFT_EPSILON * real_logits.square().mean()
 
 
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -87,6 +99,15 @@ def dragan_points(real: Tensor) -> Tensor:
     return real + alpha * (perturbed - real)
 
 
+def r1_penalty(D: DFn, real: Tensor, fake: Tensor, weight: float, scale: float | Tensor = 1.0) -> Tensor:
+    """R1 (Mescheder et al. 2018), StyleGAN's regulariser: gamma / 2 * E[||grad_x D(x_real)||^2]."""
+    points = real.detach().requires_grad_(True)
+    out = D(points)
+    (grad,) = torch.autograd.grad((out.float().sum() * scale), points, create_graph=True)
+    grad = grad.float() / scale
+    return 0.5 * weight * grad.square().flatten(1).sum(1).mean()
+
+
 def dragan_penalty(D: DFn, real: Tensor, fake: Tensor, weight: float, scale: float | Tensor = 1.0) -> Tensor:
     return gradient_norm_penalty(D, dragan_points(real), weight, scale)
 
@@ -107,6 +128,15 @@ class Family:
     penalty: Callable[..., Tensor] | None = None
     penalty_weight: float = 0.0
     reference: str = ""
+    arch: str = "dcgan"  # NetConfig.arch: dcgan | progan | stylegan
+    reset_opt_per_phase: bool = False  # progressive families: fresh Adam state when the lod changes
+    stable_kimg: float = 600.0  # progressive families: per resolution
+    fade_kimg: float = 600.0
+    start_resolution: int = 4  # progressive families: ProGAN starts at 4x4, StyleGAN's configs at 8x8
+
+    @property
+    def progressive(self) -> bool:
+        return self.arch in ("progan", "stylegan")
 
 
 FAMILIES: dict[str, Family] = {
@@ -153,6 +183,35 @@ FAMILIES: dict[str, Family] = {
             n_critic=5,
             d_norm="spectral",
             reference="Miyato et al. 2018",
+        ),
+        Family(
+            "progan",
+            wasserstein_drift_d_loss,
+            wasserstein_g_loss,
+            lr=1e-3,
+            betas=(0.0, 0.99),
+            g_norm="none",
+            d_norm="none",
+            penalty=wgan_gp_penalty,
+            penalty_weight=10.0,
+            reference="Karras et al. 2018",
+            arch="progan",
+            reset_opt_per_phase=True,
+        ),
+        Family(
+            "stylegan",
+            nonsat_d_loss,
+            nonsat_g_loss,
+            lr=1e-3,
+            betas=(0.0, 0.99),
+            g_norm="none",
+            d_norm="none",
+            penalty=r1_penalty,
+            penalty_weight=10.0,
+            reference="Karras et al. 2019",
+            arch="stylegan",
+            reset_opt_per_phase=True,
+            start_resolution=8,
         ),
     )
 }

@@ -1,4 +1,9 @@
-"""DCGAN-style generator and discriminator for square images of 16..256 px (powers of two).
+"""Network configs for every family, the DCGAN-style networks, and export / load / sampling for all of them.
+
+``NetConfig.arch`` picks the architecture: ``dcgan`` (below; DCGAN, WGAN-GP, DRAGAN, SNGAN differ only in
+normalisation), ``progan`` (:mod:`ganime_steps.gan.progressive`) or ``stylegan`` (:mod:`ganime_steps.gan.stylegan`).
+
+DCGAN-style generator and discriminator for square images of 16..256 px (powers of two).
 
 Widths: ``channels`` is the width of the last hidden layer (the highest resolution). Toward 4x4 the width doubles
 per halving of resolution, capped at 8 x ``channels`` (DCGAN's ``ngf * 8``); read from the 4x4 end, the width is
@@ -8,6 +13,7 @@ The discriminator mirrors it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -20,12 +26,16 @@ from torch.nn.utils import parametrize
 
 from ganime_steps.common import GanimeError, torch_device, torch_save
 
+log = logging.getLogger(__name__)
+
 MIN_RESOLUTION = 16
 MAX_RESOLUTION = 256
 WIDTH_CAP = 8  # widest layer = WIDTH_CAP * channels
 G_NORMS = ("batch", "none")
 D_NORMS = ("batch", "layer", "none", "spectral")
 UPSAMPLES = ("deconv", "nearest")
+ARCHS = ("dcgan", "progan", "stylegan")
+PROGRESSIVE_ARCHS = ("progan", "stylegan")
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,11 @@ class NetConfig:
     g_norm: str = "batch"  # batch | none
     d_norm: str = "batch"  # batch | layer | none | spectral
     upsample: str = "deconv"  # deconv (ConvTranspose 4x4 s2) | nearest (nearest x2 + conv 3x3, no checkerboard)
+    arch: str = "dcgan"  # dcgan | progan | stylegan
+    # StyleGAN only:
+    mapping_layers: int = 8
+    style_mixing: float = 0.9  # probability of mixing two latents per training minibatch
+    truncation_cutoff: int = 8  # truncation applies to the first N style layers (coarse styles)
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -51,6 +66,12 @@ class NetConfig:
             raise GanimeError(f"--z-dim {self.z_dim}: must be >= 1; use e.g. 100")
         if self.g_norm not in G_NORMS or self.d_norm not in D_NORMS or self.upsample not in UPSAMPLES:
             raise GanimeError(f"network config {self}: unknown g_norm/d_norm/upsample option")
+        if self.arch not in ARCHS or self.mapping_layers < 1 or not 0 <= self.style_mixing <= 1:
+            raise GanimeError(f"network config {self}: unknown arch or bad StyleGAN option")
+
+    @property
+    def progressive(self) -> bool:
+        return self.arch in PROGRESSIVE_ARCHS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,8 +182,29 @@ class Discriminator(nn.Module):
         return self.net(x).flatten()
 
 
-def build_networks(cfg: NetConfig) -> tuple[Generator, Discriminator]:
-    return Generator(cfg), Discriminator(cfg)
+def build_generator(cfg: NetConfig) -> nn.Module:
+    if cfg.arch == "progan":
+        from ganime_steps.gan.progressive import ProGenerator
+
+        return ProGenerator(cfg)
+    if cfg.arch == "stylegan":
+        from ganime_steps.gan.stylegan import StyleGenerator
+
+        return StyleGenerator(cfg)
+    return Generator(cfg)
+
+
+def build_discriminator(cfg: NetConfig) -> nn.Module:
+    if cfg.progressive:
+        from ganime_steps.gan.progressive import ProDiscriminator
+
+        return ProDiscriminator(cfg, blur=cfg.arch == "stylegan")
+    return Discriminator(cfg)
+
+
+def build_networks(cfg: NetConfig) -> tuple[nn.Module, nn.Module]:
+    """G then D (in this order, so weight init draws from the global RNG deterministically)."""
+    return build_generator(cfg), build_discriminator(cfg)
 
 
 def count_params(module: nn.Module) -> int:
@@ -181,13 +223,13 @@ def images_to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def export_generator(path: Path, G: Generator, cfg: NetConfig, extra: dict[str, Any] | None = None) -> None:
+def export_generator(path: Path, G: nn.Module, cfg: NetConfig, extra: dict[str, Any] | None = None) -> None:
     """Write G's weights with the config that rebuilds it (CPU tensors, plain layout)."""
     state = {k: v.detach().cpu().contiguous() for k, v in G.state_dict().items()}
     torch_save(path, {"format": GENERATOR_FORMAT, "net": cfg.to_dict(), "state_dict": state, **(extra or {})})
 
 
-def load_generator(path: str | Path, device: str = "cpu") -> Generator:
+def load_generator(path: str | Path, device: str = "cpu") -> nn.Module:
     """Rebuild a generator from ``generator.pt`` (or the G_ema inside a ``checkpoint.pt``), in eval mode."""
     path = Path(path)
     if not path.is_file():
@@ -204,7 +246,7 @@ def load_generator(path: str | Path, device: str = "cpu") -> Generator:
     else:
         raise GanimeError(f"{path}: not a ganime generator.pt or checkpoint.pt; point to the train stage's output")
     try:
-        G = Generator(NetConfig.from_dict(obj["net"]))
+        G = build_generator(NetConfig.from_dict(obj["net"]))
         G.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise GanimeError(f"{path}: weights do not match the stored config ({exc}); rerun the train stage") from exc
@@ -216,9 +258,20 @@ def latents_for_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
+def _forward_truncated(G: nn.Module, z: torch.Tensor, truncation: float) -> torch.Tensor:
+    """StyleGAN truncates toward the tracked mean W; the others pull z toward its mean, 0. ProGAN pixel-normalises
+    z, so scaling it has no effect (a warning says so)."""
+    if getattr(G, "truncation_space", "z") == "w":
+        return G(z, truncation=truncation)
+    return G(z * truncation)
+
+
 @torch.no_grad()
 def synthesize(G: nn.Module, z: torch.Tensor, batch_size: int = 64, truncation: float = 1.0) -> np.ndarray:
-    """Images for latents ``z``. Truncation pulls z toward the mean latent, which is 0 for z ~ N(0, I)."""
+    """Images for latents ``z``, with truncation ``psi`` (1.0 = off): toward the mean W for StyleGAN, toward z = 0
+    for the DCGAN-style families."""
+    if truncation != 1.0 and getattr(G, "truncation_space", "z") == "none":
+        log.warning("--truncation %g has no effect on this generator (its latents are pixel-normalised)", truncation)
     if truncation < 0:
         raise GanimeError(f"--truncation {truncation}: must be >= 0 (1.0 = off, smaller = closer to the mean)")
     if batch_size < 1:
@@ -229,7 +282,7 @@ def synthesize(G: nn.Module, z: torch.Tensor, batch_size: int = 64, truncation: 
     was_training = G.training
     G.eval()
     try:
-        out = [images_to_uint8(G((chunk * truncation).to(device))) for chunk in z.split(batch_size)]
+        out = [images_to_uint8(_forward_truncated(G, chunk.to(device), truncation)) for chunk in z.split(batch_size)]
     finally:
         G.train(was_training)
     return np.concatenate(out)

@@ -5,6 +5,7 @@
 rule train:
     input:
         code=code("train"),
+        gan=[str(REPO / "ganime_steps" / "gan" / f"{m}.py") for m in ("loop", "losses", "networks", "progressive", "stylegan")],
         data=lambda wildcards: "results/datasets/{dataset}/pack_{res}.npy".format(
             dataset=get_run(wildcards.run)["dataset"], res=get_run(wildcards.run)["resolution"]
         ),
@@ -23,6 +24,16 @@ rule train:
         out=lambda wildcards: f"results/runs/{wildcards.run}",
         lr=lambda wildcards: "" if get_run(wildcards.run)["lr"] is None else f"--lr {get_run(wildcards.run)['lr']}",
         diffaug=lambda wildcards: "--diffaug" if get_run(wildcards.run)["diffaug"] else "",
+        # progressive families: --start-resolution/--stable-kimg/--fade-kimg/--batch-schedule where set
+        # (null: the family's published defaults); batch_schedule is schema-checked to digits, ':' and ','
+        growth=lambda wildcards: " ".join(
+            [
+                f"--{key.replace('_', '-')} {get_run(wildcards.run)[key]}"
+                for key in ("start_resolution", "stable_kimg", "fade_kimg")
+                if get_run(wildcards.run)[key] is not None
+            ]
+            + [f"--batch-schedule {get_run(wildcards.run)['batch_schedule']}"] * bool(get_run(wildcards.run)["batch_schedule"])
+        ),
     threads: 2
     resources:
         gpu=1,
@@ -46,5 +57,6 @@ rule train:
         " --ema-kimg {params.spec[ema_kimg]}"
         " --checkpoint-every {params.spec[checkpoint_every]}"
         " {params.diffaug}"
+        " {params.growth}"
         " --out {params.out:q}"
         " 2> {log:q}"
