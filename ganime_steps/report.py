@@ -40,6 +40,7 @@ RUN_COLUMNS = [
     "family",
     "dataset",
     "kimg",
+    "reference",
     "feature_space",
     "is_fid",
     "fd",
@@ -136,6 +137,8 @@ def read_run(path: Path) -> dict[str, Any]:
         "family": t.get("family"),
         "dataset": dataset,
         "kimg": kimg if kimg is not None else _num(t.get("kimg_target")),
+        # runs are comparable only against the same reference set (e.g. A and B runs vs dataset A, face runs vs faces)
+        "reference": Path(str(m["reference_data"])).parent.name if m.get("reference_data") else None,
         "feature_space": str(space),
         "is_fid": is_fid,
         "fd": _num(fd),
@@ -289,12 +292,12 @@ def _runs_section(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>No runs evaluated.</p>"
     spaces = sorted({r["feature_space"] for r in rows})
-    # Lowest Fréchet distance per feature space: only numbers in the same space are comparable.
+    # Lowest Fréchet distance per (feature space, reference set): only those numbers are comparable.
     best = {}
-    for s in spaces:
-        scored = [r for r in rows if r["feature_space"] == s and r["fd"] is not None]
+    for group in sorted({(r["feature_space"], r["reference"]) for r in rows}, key=str):
+        scored = [r for r in rows if (r["feature_space"], r["reference"]) == group and r["fd"] is not None]
         if len(scored) > 1:
-            best[s] = min(scored, key=lambda r: r["fd"])["run"]
+            best[group] = min(scored, key=lambda r: r["fd"])["run"]
     parts = []
     if len(spaces) > 1:
         parts.append(
@@ -307,21 +310,22 @@ def _runs_section(rows: list[dict[str, Any]]) -> str:
             '<p class="note">No run was evaluated with the standard Inception-v3 weights: the Fréchet distances '
             "below are in a classifier's feature space and are <b>not FID</b>.</p>"
         )
-    head = ["run", "family", "dataset", "kimg", "feature space", "Fréchet distance", "KID (mean ± std)"]
+    head = ["run", "family", "dataset", "kimg", "reference", "feature space", "Fréchet distance", "KID (mean ± std)"]
     head += ["precision", "recall", "n fake / real"]
     out = [
         "<table><tr>"
-        + "".join(f'<th class="t">{_e(h)}</th>' if i < 5 else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
+        + "".join(f'<th class="t">{_e(h)}</th>' if i < 6 else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
         + "</tr>"
     ]
     for r in rows:
         kid = "—" if r["kid_mean"] is None else f"{r['kid_mean']:.5f} ± {_f(r['kid_std'], 5)}"
-        cls = ' class="best"' if best.get(r["feature_space"]) == r["run"] else ""
+        cls = ' class="best"' if best.get((r["feature_space"], r["reference"])) == r["run"] else ""
         cells = [
             f'<td class="t">{_e(r["run"])}</td>',
             f'<td class="t">{_e(r["family"])}</td>',
             f'<td class="t">{_e(r["dataset"])}</td>',
             f'<td class="t">{_e(r["kimg"])}</td>',
+            f'<td class="t">{_e(r["reference"])}</td>',
             f'<td class="t">{_e(r["feature_space"])}</td>',
             f'<td title="{_e(_fd_label(r))}">{_e(_f(r["fd"], 2))} <small>{"FID" if r["is_fid"] else "FD"}</small></td>',
             f"<td>{_e(kid)}</td>",
@@ -334,7 +338,8 @@ def _runs_section(rows: list[dict[str, Any]]) -> str:
     parts.append("\n".join(out))
     parts.append(
         '<p class="meta">Lower Fréchet distance and KID are better; precision (fidelity) and recall (coverage) '
-        "follow Kynkäänniemi et al. 2019 with k = 3. The best run per feature space is highlighted.</p>"
+        "follow Kynkäänniemi et al. 2019 with k = 3. Numbers compare only within one reference set and feature space; "
+        "the best run of each such group is highlighted.</p>"
     )
     return "\n".join(parts)
 

@@ -304,3 +304,18 @@ def test_removed_grids_groundtruth_labels_and_queue(tmp_path, inputs):
     # a grid for a filter the dataset does not have is an input mistake, named
     stray = _png(res / "datasets" / "B" / "removed_multi.png", (7, 8, 9))
     assert rp.main(["--dataset-summaries", str(ds), "--removed-grids", str(stray), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_best_run_is_chosen_per_reference_set(tmp_path, inputs):
+    """A face run with a lower FD against the face set must not outrank runs measured against dataset A."""
+    metrics = {"feature_space": "classifier:aesthetic:resnet34", "is_fid": False, "n_fake": 10, "n_real": 10}
+    for run, ref, fd in (("a1", "A", 9.0), ("a2", "A", 7.0), ("f1", "faces", 1.0), ("f2", "faces", 3.0)):
+        _json(tmp_path / "runs" / run / "metrics.json",
+              {**metrics, "fd": fd, "reference_data": f"results/datasets/{ref}/pack_32.npy"})  # fmt: skip
+    inputs["run_metrics"] = [tmp_path / "runs" / r / "metrics.json" for r in ("a1", "a2", "f1", "f2")]
+    rp.run_report(**inputs, out=tmp_path / "out", title="t")
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    best = re.findall(r'<tr class="best"><td class="t">(\w+)</td>', page)
+    assert best == ["a2", "f1"]
+    with open(tmp_path / "out" / "metrics.csv", newline="") as fh:
+        assert [r["reference"] for r in csv.DictReader(fh)] == ["A", "A", "faces", "faces"]
