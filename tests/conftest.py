@@ -63,6 +63,24 @@ def write_posts(folder: Path, n: int, source: str = "test") -> Path:
     return path
 
 
+def write_disc_dataset(path: Path, res: int, n: int = 24) -> Path:
+    """A packed training set (N, res, res, 3) uint8 of coloured discs on white: tiny but learnable structure."""
+    from ganime_steps.common import save_npy
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:res, :res]
+    imgs = np.full((n, res, res, 3), 255, dtype=np.uint8)
+    for img in imgs:
+        cy, cx, r = (
+            rng.integers(res // 4, 3 * res // 4),
+            rng.integers(res // 4, 3 * res // 4),
+            rng.integers(res // 8, 5 * res // 16),
+        )
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 200, 3)
+    save_npy(path, imgs)
+    return path
+
+
 @pytest.fixture
 def posts(tmp_path: Path) -> Path:
     return write_posts(tmp_path / "scrape", 12)

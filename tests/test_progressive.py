@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_disc_dataset
 from PIL import Image
 
 from ganime_steps import generate, train
-from ganime_steps.common import GanimeError, save_npy
+from ganime_steps.common import GanimeError
 from ganime_steps.gan import NetConfig, generate_images, load_generator
 from ganime_steps.gan.networks import build_networks, export_generator
 from ganime_steps.gan.progressive import (
@@ -223,15 +224,7 @@ def test_export_round_trip_keeps_lod_and_w_avg(arch: str, tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:RES, :RES]
-    imgs = np.full((24, RES, RES, 3), 255, dtype=np.uint8)
-    for img in imgs:
-        cy, cx, r = rng.integers(8, 24), rng.integers(8, 24), rng.integers(4, 10)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 200, 3)
-    path = tmp_path_factory.mktemp("data") / "train_32.npy"
-    save_npy(path, imgs)
-    return path
+    return write_disc_dataset(tmp_path_factory.mktemp("data") / "train_32.npy", RES)
 
 
 def _run(data: Path, out: Path, **kw) -> train.TrainSummary:

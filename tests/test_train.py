@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_disc_dataset
 
 from ganime_steps import train
 from ganime_steps.common import GanimeError, save_npy
@@ -25,16 +26,7 @@ RES = 16
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """Tiny structured dataset: coloured discs on white, 16 px."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:RES, :RES]
-    imgs = np.full((24, RES, RES, 3), 255, dtype=np.uint8)
-    for img in imgs:
-        cy, cx, r = rng.integers(4, 12), rng.integers(4, 12), rng.integers(2, 5)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 200, 3)
-    path = tmp_path_factory.mktemp("data") / "train_16.npy"
-    save_npy(path, imgs)
-    return path
+    return write_disc_dataset(tmp_path_factory.mktemp("data") / "train_16.npy", RES)
 
 
 def _run(data: Path, out: Path, **kw) -> train.TrainSummary:
