@@ -38,7 +38,9 @@ rule train:
     resources:
         gpu=1,
         mem_mb=lambda wildcards: get_run(wildcards.run)["mem_mb"],
-        runtime=lambda wildcards: get_run(wildcards.run)["runtime"],
+        # a resubmitted job (profile `retries`) resumes from its checkpoint and also asks for more time,
+        # so a run that hit the queue's time limit finishes on the next attempt
+        runtime=lambda wildcards, attempt: get_run(wildcards.run)["runtime"] * attempt,
     conda:
         "../../envs/torch.yaml"
     log:
