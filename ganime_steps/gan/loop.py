@@ -330,8 +330,10 @@ class Trainer:
         self.log_rows: list[dict[str, float]] = []
         self.resumed = False
         self.saved_at: int | None = None  # images_seen of the checkpoint on disk
-        if self.ckpt_path.exists() and self._same_data():
-            self._resume()
+        if self.ckpt_path.exists():
+            ck = self._load_checkpoint()
+            if self._same_data(ck):
+                self._resume(ck)
 
     def _grid_latents(self, seed: int) -> torch.Tensor:
         return torch.randn(GRID_SIZE, self.cfg.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
@@ -370,21 +372,7 @@ class Trainer:
         self.saved_at = self.images_seen
         log.info("checkpoint at %.3f kimg (step %d): %s", self.images_seen / 1000, self.step, self.ckpt_path)
 
-    def _same_data(self) -> bool:
-        """A checkpoint trained on other data (e.g. the dataset's cleaning settings changed) is set aside, not resumed:
-        Snakemake reruns the job because its input changed, and continuing the old model would be wrong."""
-        try:
-            old = torch.load(self.ckpt_path, map_location="cpu", weights_only=True).get("data")
-        except Exception:
-            return True  # let _resume report the unreadable file
-        if old is None or old == self.data_id:
-            return True
-        stale = self.ckpt_path.with_name("checkpoint.previous-data.pt")
-        os.replace(self.ckpt_path, stale)
-        log.warning("training data changed since %s; starting over (old checkpoint kept as %s)", self.ckpt_path, stale)
-        return False
-
-    def _resume(self) -> None:
+    def _load_checkpoint(self) -> dict[str, Any]:
         path = self.ckpt_path
         try:
             ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -392,6 +380,21 @@ class Trainer:
             raise GanimeError(f"{path}: unreadable checkpoint ({exc}); delete it to start the run over") from exc
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
             raise GanimeError(f"{path}: not a ganime GAN checkpoint; delete it or use a new run folder")
+        return ck
+
+    def _same_data(self, ck: dict[str, Any]) -> bool:
+        """A checkpoint trained on other data (e.g. the dataset's cleaning settings changed) is set aside, not resumed:
+        Snakemake reruns the job because its input changed, and continuing the old model would be wrong."""
+        old = ck.get("data")
+        if old is None or old == self.data_id:
+            return True
+        stale = self.ckpt_path.with_name("checkpoint.previous-data.pt")
+        os.replace(self.ckpt_path, stale)
+        log.warning("training data changed since %s; starting over (old checkpoint kept as %s)", self.ckpt_path, stale)
+        return False
+
+    def _resume(self, ck: dict[str, Any]) -> None:
+        path = self.ckpt_path
         old, new = ck["config"], self.cfg.to_dict()
         diffs = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in ARCH_KEYS if old.get(k) != new[k]]
         if not diffs and NetConfig.from_dict(ck["net"]) != self.net_cfg:
