@@ -1,7 +1,8 @@
 """Classifier stage: binary cleaning classifiers (chibi, multi, aesthetic) trained from hand labels; scores every post.
 
 ``train`` fits a timm model (``num_classes=1``, BCE with ``pos_weight`` for class balance) on the labelled posts,
-split train/val by post with a fixed seed, and picks the decision threshold on the validation scores.
+split train/val/test by post (md5) with a fixed seed. Validation picks the best epoch (early stopping) and the decision
+threshold; the held-out test split, seen by neither, gives the reported precision/recall/F1/ROC-AUC.
 ``score`` runs the saved model over every post and writes one probability per post.
 """
 
@@ -15,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,6 +41,9 @@ LABEL_COLUMNS = ("source", "post_id", "md5", "label")
 MODEL_KEYS = ("arch", "image_size", "state_dict", "threshold", "task", "classes")
 MIN_LABELS = 4  # below this a train/val split cannot hold both classes on both sides
 MIN_PER_CLASS = 2  # one example of a class in train and one in val
+MIN_GROUPS_FOR_TEST = 3  # distinct images (md5) per class for one each in train, val and test
+VAL_SPLIT_NAME = "validation (used for epoch and threshold)"
+TEST_SPLIT_NAME = "test (held out)"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -166,29 +170,76 @@ def average_precision(pts: dict[str, np.ndarray]) -> float | None:
     return float(np.sum(np.diff(recall) * pts["precision"]))
 
 
+def split_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    """One split's block in metrics.json: size, class counts, :func:`binary_metrics`, average precision, PR curve."""
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    pts = pr_points(scores, labels)
+    return {
+        "n": int(labels.size),
+        "counts": _counts(labels),
+        **binary_metrics(scores, labels, threshold),
+        "average_precision": average_precision(pts),
+        "pr_curve": {
+            "thresholds": pts["thresholds"].tolist(),
+            "precision": pts["precision"].tolist(),
+            "recall": pts["recall"].tolist(),
+        },
+    }
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Data
 
 
-def split_by_post(df, *, seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, val) of the labelled posts, stratified by label and reproducible from ``seed``.
+class Split(NamedTuple):
+    """Row indices of the labelled posts per split; ``test_note`` says why ``test`` is empty (None when it is not)."""
 
-    Posts sharing an md5 (the same image under two ids or sources) stay on one side so val never sees a train image.
-    Each class with >= 2 groups puts at least one group in val and keeps at least one in train.
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    test_note: str | None
+
+
+def split_by_post(df, *, seed: int, val_fraction: float, test_fraction: float) -> Split:
+    """Row indices (train, val, test) of the labelled posts, stratified by label and reproducible from ``seed``.
+
+    Posts sharing an md5 (the same image under two ids or sources) stay on one side, so neither val nor test ever
+    sees a train image. Per class the md5 groups are shuffled once; the first ``test_fraction`` of them are test,
+    the next ``val_fraction`` val, the rest train (so the test posts do not depend on ``val_fraction``).
+    Each class with >= 2 groups puts at least one group in val and keeps at least one in train. A test split needs
+    >= 3 groups in every class (one per split); with fewer, or with ``test_fraction`` 0, ``test`` is empty and
+    ``test_note`` says why.
     """
     rng = np.random.default_rng(seed)
     groups = df.groupby("md5", sort=True)["label"].max()  # a group with any positive counts as positive
+    per_class = {cls: int(np.sum(groups.values == cls)) for cls in (0, 1)}
+    note = None
+    if test_fraction <= 0:
+        note = "test_fraction is 0: no test split; the metrics are validation only"
+    elif min(per_class.values()) < MIN_GROUPS_FOR_TEST:
+        small = ", ".join(f"class {c} has {n}" for c, n in per_class.items() if n < MIN_GROUPS_FOR_TEST)
+        note = (
+            f"too few labels for a test split ({small} distinct image(s); train, val and test need "
+            f">= {MIN_GROUPS_FOR_TEST} per class): no test split, the metrics are validation only; label more posts"
+        )
     val_md5: list[str] = []
+    test_md5: list[str] = []
     for cls in (0, 1):
         members = np.array(sorted(groups.index[groups.values == cls]), dtype=object)
         rng.shuffle(members)
         n = len(members)
+        n_test = 0
+        if note is None:
+            n_test = min(max(int(round(n * test_fraction)), 1), n - 2)
         n_val = int(round(n * val_fraction))
-        if n >= 2:
-            n_val = min(max(n_val, 1), n - 1)
-        val_md5.extend(members[:n_val].tolist())
-    in_val = df["md5"].isin(set(val_md5)).to_numpy()
-    return np.nonzero(~in_val)[0], np.nonzero(in_val)[0]
+        if n - n_test >= 2:
+            n_val = min(max(n_val, 1), n - n_test - 1)
+        test_md5.extend(members[:n_test].tolist())
+        val_md5.extend(members[n_test : n_test + n_val].tolist())
+    md5 = df["md5"]
+    in_val = md5.isin(set(val_md5)).to_numpy()
+    in_test = md5.isin(set(test_md5)).to_numpy()
+    return Split(np.nonzero(~in_val & ~in_test)[0], np.nonzero(in_val)[0], np.nonzero(in_test)[0], note)
 
 
 class _PostImages:
@@ -444,19 +495,29 @@ class TrainSummary:
     pretrained: str
     n_train: int
     n_val: int
+    n_test: int
     epochs_run: int
     best_epoch: int
     threshold: float
-    precision: float
-    recall: float
-    f1: float
-    roc_auc: float | None
+    val_f1: float  # on the split that chose the epoch and the threshold: optimistic
+    test_precision: float | None  # None: no test split (see metrics.json test_note)
+    test_recall: float | None
+    test_f1: float | None
+    test_roc_auc: float | None
     seconds_per_epoch: float
     out: Path
 
 
 def _validate_knobs(
-    *, task: str, image_size: int, epochs: int, batch_size: int, lr: float, val_fraction: float, patience: int
+    *,
+    task: str,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    val_fraction: float,
+    test_fraction: float,
+    patience: int,
 ) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", task or ""):
         raise GanimeError(f"task {task!r}: use letters, digits, _ . - only (e.g. chibi, multi, aesthetic)")
@@ -470,6 +531,12 @@ def _validate_knobs(
         raise GanimeError(f"lr {lr}: must be a positive number such as 1e-3")
     if not 0.0 < val_fraction < 1.0:
         raise GanimeError(f"val_fraction {val_fraction}: must be between 0 and 1 (e.g. 0.25)")
+    if not 0.0 <= test_fraction < 1.0:
+        raise GanimeError(f"test_fraction {test_fraction}: must be >= 0 and below 1 (e.g. 0.2; 0 = no test split)")
+    if val_fraction + test_fraction >= 1.0:
+        raise GanimeError(
+            f"val_fraction {val_fraction} + test_fraction {test_fraction}: must leave posts to train on (sum below 1)"
+        )
     if patience < 1:
         raise GanimeError(f"patience {patience}: must be >= 1 epoch")
 
@@ -493,6 +560,7 @@ def run_train(
     pretrained: str = "none",
     seed: int = 0,
     val_fraction: float = 0.25,
+    test_fraction: float = 0.2,
     patience: int = 5,
     threshold_rule: str = "best_f1",
     device: str = "auto",
@@ -511,6 +579,7 @@ def run_train(
         batch_size=batch_size,
         lr=lr,
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         patience=patience,
     )
     parse_threshold_rule(threshold_rule)  # fail before any work
@@ -527,9 +596,20 @@ def run_train(
             f"{labels}: too few labels to train and validate ({counts['0']} of class 0, {counts['1']} of class 1); "
             f"label at least {MIN_LABELS} posts with >= {MIN_PER_CLASS} of each class"
         )
-    train_idx, val_idx = split_by_post(data, seed=seed, val_fraction=val_fraction)
+    split = split_by_post(data, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    train_idx, val_idx, test_idx = split.train, split.val, split.test
     y_train, y_val = y_all[train_idx], y_all[val_idx]
-    log.info("%s: %d labelled posts -> train %s, val %s", task, len(data), _counts(y_train), _counts(y_val))
+    # test labels are read only after the epoch and the threshold are fixed (below the training loop)
+    log.info(
+        "%s: %d labelled posts -> train %s, val %s, test %d posts",
+        task,
+        len(data),
+        _counts(y_train),
+        _counts(y_val),
+        len(test_idx),
+    )
+    if split.test_note:
+        log.warning("%s: %s", task, split.test_note)
 
     seed_everything(seed)
     model = build_model(arch, pretrained).to(dev)
@@ -542,6 +622,7 @@ def run_train(
         _resolve_paths(posts, data["file"]), image_size, batch_size=batch_size, workers=workers, desc=f"{task} images"
     )
     train_images, val_images = images[torch.from_numpy(train_idx)], images[torch.from_numpy(val_idx)]
+    test_images = images[torch.from_numpy(test_idx)]
 
     train_ds = _Augmented(train_images, torch.from_numpy(y_train).float(), _train_transform(image_size))
     loader = DataLoader(
@@ -624,11 +705,26 @@ def run_train(
             break
     assert best is not None
 
+    # epoch and threshold are now fixed from validation data alone; only then score and read the test split
     val_scores = best["scores"]
     threshold = choose_threshold(val_scores, y_val, threshold_rule)
     _, rule_met = select_threshold(val_scores, y_val, threshold_rule)
-    m = binary_metrics(val_scores, y_val, threshold)
-    pts = pr_points(val_scores, y_val)
+    val_block = {"split": VAL_SPLIT_NAME, **split_metrics(val_scores, y_val, threshold)}
+    test_block = None
+    if len(test_idx):
+        model.load_state_dict(best["state"])
+        test_scores = _predict_scores(model, test_images, dev, mean, std, batch_size)
+        y_test = y_all[test_idx]
+        test_block = {"split": TEST_SPLIT_NAME, **split_metrics(test_scores, y_test, threshold)}
+        log.info(
+            "%s: test (held out, %d posts) precision %.3f, recall %.3f, F1 %.3f; validation F1 %.3f",
+            task,
+            len(test_idx),
+            test_block["precision"],
+            test_block["recall"],
+            test_block["f1"],
+            val_block["f1"],
+        )
     epochs_run = len(history)
     metrics = {
         "task": task,
@@ -636,9 +732,17 @@ def run_train(
         "pretrained": pretrained,
         "image_size": image_size,
         "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
         "n_train": len(train_idx),
         "n_val": len(val_idx),
-        "counts": {"all": counts, "train": _counts(y_train), "val": _counts(y_val)},
+        "n_test": len(test_idx),
+        "counts": {
+            "all": counts,
+            "train": _counts(y_train),
+            "val": _counts(y_val),
+            "test": _counts(y_all[test_idx]),
+        },
         "class_balance": "BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)",
         "pos_weight": pos_weight,
         "epochs_run": epochs_run,
@@ -646,13 +750,9 @@ def run_train(
         "threshold": threshold,
         "threshold_rule": threshold_rule,
         "threshold_rule_met": rule_met,
-        **m,
-        "average_precision": average_precision(pts),
-        "pr_curve": {
-            "thresholds": pts["thresholds"].tolist(),
-            "precision": pts["precision"].tolist(),
-            "recall": pts["recall"].tolist(),
-        },
+        "test": test_block,
+        "test_note": split.test_note,
+        "val": val_block,
         "history": history,
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
         "device": str(dev),
@@ -673,21 +773,25 @@ def run_train(
         },
     )
     write_json(out / "metrics.json", metrics)
-    _plot_pr(out / "pr_curve.png", pts, threshold, m, task)
-    _plot_confusion(out / "confusion.png", m["confusion"], task, threshold)
+    blocks = [b for b in (test_block, val_block) if b is not None]
+    _plot_pr(out / "pr_curve.png", blocks, threshold, task)
+    _plot_confusion(out / "confusion.png", blocks, task, threshold)
+    test_block = test_block or {}
     return TrainSummary(
         task=task,
         arch=arch,
         pretrained=pretrained,
         n_train=len(train_idx),
         n_val=len(val_idx),
+        n_test=len(test_idx),
         epochs_run=epochs_run,
         best_epoch=best["epoch"],
         threshold=threshold,
-        precision=m["precision"],
-        recall=m["recall"],
-        f1=m["f1"],
-        roc_auc=m["roc_auc"],
+        val_f1=val_block["f1"],
+        test_precision=test_block.get("precision"),
+        test_recall=test_block.get("recall"),
+        test_f1=test_block.get("f1"),
+        test_roc_auc=test_block.get("roc_auc"),
         seconds_per_epoch=metrics["seconds_per_epoch"],
         out=out,
     )
@@ -701,32 +805,40 @@ def _save_figure(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def _plot_pr(path: Path, pts: dict[str, np.ndarray], threshold: float, m: dict[str, Any], task: str) -> None:
+def _plot_pr(path: Path, blocks: list[dict[str, Any]], threshold: float, task: str) -> None:
+    """PR curve of each split block (test first when there is one), with the operating point at ``threshold``."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.5, 4))
+    fig = Figure(figsize=(5, 4.2))
     ax = fig.add_subplot()
-    # "pre": the precision at recall r_i holds over (r_{i-1}, r_i], as in average precision
-    ax.step(np.r_[0.0, pts["recall"]], np.r_[pts["precision"][:1], pts["precision"]], where="pre", color="tab:blue")
-    ax.plot([m["recall"]], [m["precision"]], "o", color="tab:red", label=f"threshold {threshold:.3f}")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=f"{task}: validation PR curve")
-    ax.legend(loc="lower left")
+    for block, color, style in zip(blocks, ("tab:blue", "tab:gray"), ("-", "--"), strict=False):
+        pr = block["pr_curve"]
+        recall, precision = np.asarray(pr["recall"]), np.asarray(pr["precision"])
+        # "pre": the precision at recall r_i holds over (r_{i-1}, r_i], as in average precision
+        label = f"{block['split']}, n={block['n']}"
+        ax.step(np.r_[0.0, recall], np.r_[precision[:1], precision], where="pre", color=color, ls=style, label=label)
+        ax.plot([block["recall"]], [block["precision"]], "o", color=color)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.set_title(f"{task}: PR curves, dots at threshold {threshold:.3f}", fontsize=10)
+    ax.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     _save_figure(fig, path)
 
 
-def _plot_confusion(path: Path, confusion: list[list[int]], task: str, threshold: float) -> None:
+def _plot_confusion(path: Path, blocks: list[dict[str, Any]], task: str, threshold: float) -> None:
+    """One confusion matrix panel per split block (test first when there is one)."""
     from matplotlib.figure import Figure
 
-    cm = np.asarray(confusion)
-    fig = Figure(figsize=(4, 3.6))
-    ax = fig.add_subplot()
-    ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
-    for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    fig = Figure(figsize=(4 * len(blocks), 3.8))
     names = [f"not {task}", task]
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names, yticklabels=names, xlabel="predicted", ylabel="label")
-    ax.set_title(f"{task}: validation, threshold {threshold:.3f}")
+    for i, block in enumerate(blocks):
+        cm = np.asarray(block["confusion"])
+        ax = fig.add_subplot(1, len(blocks), i + 1)
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names, yticklabels=names, xlabel="predicted", ylabel="label")
+        ax.set_title(f"{task}: {block['split']}\nthreshold {threshold:.3f}", fontsize=8)
     fig.tight_layout()
     _save_figure(fig, path)
 
@@ -876,7 +988,19 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--seed", type=int, default=0, help="seed for the split, init and augmentation (default: %(default)s)"
     )
-    t.add_argument("--val-fraction", type=float, default=0.25, help="share of posts held out (default: %(default)s)")
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.25,
+        help="share of posts for validation: picks the epoch and the threshold (default: %(default)s)",
+    )
+    t.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="share of posts held out for the reported metrics; never seen by training, early stopping or the "
+        "threshold choice; 0 = no test split (default: %(default)s)",
+    )
     t.add_argument(
         "--patience", type=int, default=5, help="stop after this many epochs without val F1 gain (default: %(default)s)"
     )
@@ -918,6 +1042,7 @@ def _handle(args: argparse.Namespace):
             pretrained=args.pretrained,
             seed=args.seed,
             val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
             patience=args.patience,
             threshold_rule=args.threshold_rule,
             device=args.device,

@@ -1,4 +1,4 @@
-"""Classifier stage: threshold rules, split, train/score on tiny generated images, pretrained loading, CLI."""
+"""Classifier stage: threshold rules, train/val/test split, train/score on tiny generated images, pretrained, CLI."""
 
 from __future__ import annotations
 
@@ -52,22 +52,13 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "posts": posts, "labels": lab}
 
 
+TRAIN_KWARGS = dict(task="chibi", arch="resnet18", image_size=32, epochs=3, batch_size=8, lr=1e-3, seed=0, device="cpu")
+
+
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("train") / "chibi"
-    summary = classifier.run_train(
-        posts=data["posts"],
-        labels=data["labels"],
-        out=out,
-        task="chibi",
-        arch="resnet18",
-        image_size=32,
-        epochs=3,
-        batch_size=8,
-        lr=1e-3,
-        seed=0,
-        device="cpu",
-    )
+    summary = classifier.run_train(**TRAIN_KWARGS, posts=data["posts"], labels=data["labels"], out=out)
     return {"out": out, "summary": summary}
 
 
@@ -135,14 +126,65 @@ def test_split_stratified_disjoint_reproducible():
             "label": [1] * 5 + [0] * 15 + [1, 1],
         }
     )
-    tr, va = classifier.split_by_post(df, seed=3, val_fraction=0.25)
+    tr, va, te, note = classifier.split_by_post(df, seed=3, val_fraction=0.25, test_fraction=0.0)
+    assert te.size == 0 and "test_fraction is 0" in note
     assert sorted(np.r_[tr, va].tolist()) == list(range(len(df)))
     assert set(df["label"].iloc[va]) == {0, 1}
     assert set(df["label"].iloc[tr]) == {0, 1}
     # the two posts sharing an md5 land on the same side
     assert (20 in va) == (21 in va)
-    tr2, va2 = classifier.split_by_post(df, seed=3, val_fraction=0.25)
+    tr2, va2, _, _ = classifier.split_by_post(df, seed=3, val_fraction=0.25, test_fraction=0.0)
     assert tr.tolist() == tr2.tolist() and va.tolist() == va2.tolist()
+
+
+def _groups_df(n_pos: int, n_neg: int, dup_every: int = 3) -> pd.DataFrame:
+    """One row per post; every ``dup_every``-th image is posted twice (same md5 under two post ids)."""
+    rows = []
+    for i in range(n_pos + n_neg):
+        label = int(i < n_pos)
+        rows += [{"md5": f"{i:032x}", "label": label}] * (2 if i % dup_every == 0 else 1)
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def test_three_way_split_disjoint_by_md5_stratified_deterministic():
+    df = _groups_df(n_pos=30, n_neg=70)  # 100 images, 134 posts
+    split = classifier.split_by_post(df, seed=7, val_fraction=0.2, test_fraction=0.2)
+    assert split.test_note is None
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(len(df)))
+    md5 = {name: set(df["md5"].iloc[idx]) for name, idx in parts.items()}
+    assert not (md5["train"] & md5["val"]) and not (md5["train"] & md5["test"]) and not (md5["val"] & md5["test"])
+    # stratified: exactly the requested share of each class's images in val and test
+    for name, share in (("val", 0.2), ("test", 0.2), ("train", 0.6)):
+        labels = df.drop_duplicates("md5").set_index("md5").loc[sorted(md5[name]), "label"]
+        assert (int(labels.sum()), int((labels == 0).sum())) == (round(30 * share), round(70 * share)), name
+    # reproducible from the seed, different for another seed
+    again = classifier.split_by_post(df, seed=7, val_fraction=0.2, test_fraction=0.2)
+    for a, b in zip(split[:3], again[:3], strict=True):
+        assert a.tolist() == b.tolist()
+    assert (
+        classifier.split_by_post(df, seed=8, val_fraction=0.2, test_fraction=0.2).test.tolist() != split.test.tolist()
+    )
+    # the test posts do not move when only val_fraction changes
+    other = classifier.split_by_post(df, seed=7, val_fraction=0.3, test_fraction=0.2)
+    assert other.test.tolist() == split.test.tolist()
+
+
+def test_split_too_small_for_test_keeps_train_and_val():
+    # demo-sized minority class works: 20 positive images of 200 -> 4 test, 4 val, 12 train
+    split = classifier.split_by_post(_groups_df(20, 180), seed=0, val_fraction=0.2, test_fraction=0.2)
+    assert split.test_note is None and split.test.size > 0
+    # 2 positive images cannot fill three splits: no test split, one clear note, train and val still hold both classes
+    df = _groups_df(n_pos=2, n_neg=30)
+    tr, va, te, note = classifier.split_by_post(df, seed=0, val_fraction=0.2, test_fraction=0.2)
+    assert te.size == 0
+    assert "class 1 has 2 distinct image(s)" in note and "no test split" in note
+    assert set(df["label"].iloc[tr]) == {0, 1} and set(df["label"].iloc[va]) == {0, 1}
+    # 3 images per class is enough: one in each split
+    df = _groups_df(n_pos=3, n_neg=3, dup_every=99)
+    split = classifier.split_by_post(df, seed=0, val_fraction=0.2, test_fraction=0.2)
+    for idx in split[:3]:
+        assert set(df["label"].iloc[idx]) == {0, 1}
 
 
 # ---------------------------------------------------------------------------------------------- train / score
@@ -165,23 +207,31 @@ def test_train_outputs(trained):
         "best_epoch",
         "threshold",
         "threshold_rule",
-        "precision",
-        "recall",
-        "f1",
-        "roc_auc",
-        "confusion",
-        "pr_curve",
+        "n_test",
+        "test",
+        "test_note",
+        "val",
     ):
         assert key in metrics, key
     assert metrics["task"] == "chibi" and metrics["arch"] == "resnet18" and metrics["pretrained"] == "none"
-    assert metrics["n_train"] + metrics["n_val"] == N_LABELLED
-    assert metrics["counts"]["val"]["0"] >= 1 and metrics["counts"]["val"]["1"] >= 1
+    # 16 images per class: 3 test (0.2), 4 val (0.25), 9 train
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (18, 8, 6)
+    assert metrics["test_note"] is None
+    for name in ("val", "test"):
+        block = metrics[name]
+        for key in ("precision", "recall", "f1", "roc_auc", "confusion", "average_precision", "pr_curve", "counts"):
+            assert key in block, (name, key)
+        assert block["n"] == metrics[f"n_{name}"] and np.asarray(block["confusion"]).sum() == block["n"]
+        assert block["counts"] == metrics["counts"][name] and min(block["counts"].values()) >= 1
+        assert len(block["pr_curve"]["thresholds"]) == len(block["pr_curve"]["precision"])
+    assert metrics["val"]["split"] == "validation (used for epoch and threshold)"
+    assert metrics["test"]["split"] == "test (held out)"
+    assert "precision" not in metrics and "f1" not in metrics  # no unlabelled top-level numbers
     assert 0.0 <= metrics["threshold"] <= 1.0
-    assert np.asarray(metrics["confusion"]).sum() == metrics["n_val"]
     assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= 3
-    assert len(metrics["pr_curve"]["thresholds"]) == len(metrics["pr_curve"]["precision"])
     assert metrics["pos_weight"] == pytest.approx(1.0)  # balanced labels
-    assert summary.threshold == metrics["threshold"] and summary.n_val == metrics["n_val"]
+    assert summary.threshold == metrics["threshold"] and summary.n_test == metrics["n_test"]
+    assert summary.test_f1 == metrics["test"]["f1"] and summary.val_f1 == metrics["val"]["f1"]
 
     ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert set(classifier.MODEL_KEYS) <= set(ckpt)
@@ -203,13 +253,38 @@ def test_score_every_post(data, trained, tmp_path):
     assert df["score"].between(0, 1).all()
     assert (df["predicted"] == (df["score"] >= summary.threshold)).all()
     assert summary.n_predicted == int(df["predicted"].sum())
-    # score's preprocessing matches train's: the val posts get exactly the scores the threshold was chosen from
+    # score's preprocessing and model match train's: the val posts get exactly the scores the threshold was chosen
+    # from, the test posts exactly the scores the test metrics came from
     metrics = json.loads((trained["out"] / "metrics.json").read_text())
     labels = pd.read_parquet(data["labels"])
-    _, val_idx = classifier.split_by_post(labels, seed=0, val_fraction=0.25)
-    val_scores = df.set_index("post_id").loc[labels["post_id"].iloc[val_idx], "score"].to_numpy()
-    assert len(val_scores) == metrics["n_val"]
-    assert np.allclose(np.sort(np.unique(val_scores))[::-1], metrics["pr_curve"]["thresholds"], atol=1e-6)
+    split = classifier.split_by_post(labels, seed=0, val_fraction=0.25, test_fraction=0.2)
+    for name, idx in (("val", split.val), ("test", split.test)):
+        scores = df.set_index("post_id").loc[labels["post_id"].iloc[idx], "score"].to_numpy()
+        assert len(scores) == metrics[f"n_{name}"]
+        assert np.allclose(np.sort(np.unique(scores))[::-1], metrics[name]["pr_curve"]["thresholds"], atol=1e-6)
+
+
+def test_epoch_and_threshold_never_see_test_labels(data, trained, tmp_path, monkeypatch):
+    """Flip every test label (same split): test metrics change, the training, epoch and threshold do not."""
+    base = json.loads((trained["out"] / "metrics.json").read_text())
+    labels = pd.read_parquet(data["labels"])
+    split = classifier.split_by_post(labels, seed=0, val_fraction=0.25, test_fraction=0.2)
+    # the split is stratified by label, so flipping would move posts: pin the original split
+    monkeypatch.setattr(classifier, "split_by_post", lambda *a, **k: split)
+    flipped = labels.copy()
+    flipped.loc[split.test, "label"] = 1 - flipped.loc[split.test, "label"]
+    path = tmp_path / "flipped.parquet"
+    flipped.to_parquet(path, index=False)
+    out = tmp_path / "flipped"
+    classifier.run_train(**TRAIN_KWARGS, posts=data["posts"], labels=path, out=out)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["threshold"] == base["threshold"] and m["best_epoch"] == base["best_epoch"]
+    assert [h["val_loss"] for h in m["history"]] == [h["val_loss"] for h in base["history"]]
+    assert m["val"] == base["val"]
+    # same predictions, swapped truth: the confusion rows swap
+    assert m["test"]["confusion"] == base["test"]["confusion"][::-1]
+    assert m["test"]["pr_curve"]["thresholds"] == base["test"]["pr_curve"]["thresholds"]
+    assert m["test"]["f1"] != base["test"]["f1"] or m["test"]["roc_auc"] != base["test"]["roc_auc"]
 
 
 def test_score_with_workers_matches_in_process(data, trained, tmp_path):
@@ -263,6 +338,8 @@ def test_labels_not_in_posts(data, tmp_path):
     ("knob", "value", "message"),
     [
         ("val_fraction", 1.0, "val_fraction"),
+        ("test_fraction", -0.1, "test_fraction"),
+        ("test_fraction", 0.8, "val_fraction 0.25 \\+ test_fraction 0.8"),
         ("batch_size", 1, "batch_size"),
         ("epochs", 0, "epochs"),
         ("workers", -1, "workers"),
@@ -397,6 +474,25 @@ def test_cli_too_few_labels(data, tmp_path, capsys):
     assert "few.parquet" in err and "5 of class 0, 1 of class 1" in err
 
 
+def test_cli_too_few_labels_for_test_split(data, tmp_path, capsys):
+    """2 positive images can train and validate but not test: one clear log line, test null in metrics.json."""
+    lab = pd.read_parquet(data["labels"])
+    few = tmp_path / "few.parquet"
+    pd.concat([lab[lab.label == 0], lab[lab.label == 1].head(2)]).to_parquet(few, index=False)
+    args = _train_args(data, tmp_path / "m", "--epochs", "1", "--test-fraction", "0.2")
+    args[args.index("--labels") + 1] = str(few)
+    assert classifier.main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "test split" in line]
+    assert len(notes) == 1 and notes[0].endswith(
+        "WARNING ganime_steps.classifier: chibi: too few labels for a test split (class 1 has 2 distinct image(s); "
+        "train, val and test need >= 3 per class): no test split, the metrics are validation only; label more posts"
+    )
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["test"] is None and metrics["n_test"] == 0 and "class 1 has 2" in metrics["test_note"]
+    assert metrics["val"]["n"] == metrics["n_val"] > 0
+    assert (tmp_path / "m" / "pr_curve.png").is_file() and (tmp_path / "m" / "confusion.png").is_file()
+
+
 def test_cli_bad_rule(data, tmp_path, capsys):
     assert classifier.main(_train_args(data, tmp_path / "m", "--threshold-rule", "precision:2")) == 2
     assert "threshold_rule 'precision:2'" in capsys.readouterr().err
@@ -411,7 +507,7 @@ def test_cli_help(command, capsys):
     flags = ["--posts", "--out", "--batch-size", "--device", "--workers"]
     flags += (
         ["--labels", "--task", "--arch", "--image-size", "--epochs", "--lr", "--pretrained", "--seed"]
-        + ["--val-fraction", "--patience", "--threshold-rule"]
+        + ["--val-fraction", "--test-fraction", "--patience", "--threshold-rule"]
         if command == "train"
         else ["--model"]
     )

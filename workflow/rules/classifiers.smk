@@ -45,6 +45,7 @@ rule classifier_train:
         " --pretrained {params.spec[pretrained]:q}"
         " --seed {params.spec[seed]}"
         " --val-fraction {params.spec[val_fraction]}"
+        " --test-fraction {params.spec[test_fraction]}"
         " --patience {params.spec[patience]}"
         " --threshold-rule {params.spec[threshold_rule]:q}"
         " --out {params.out:q}"
