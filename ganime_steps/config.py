@@ -55,9 +55,40 @@ def validate_config(
     return _cross_check(config, families)
 
 
+# Datasets the workflow makes itself: the gold reference sets (posts known clean on every task, and their faces).
+GOLD_DATASETS = {"posts": "gold", "faces": "gold_faces"}
+
+
+def expand_seeds(runs: dict[str, dict]) -> dict[str, dict]:
+    """A run listing ``seeds`` becomes one run per seed, ``<run>_s<seed>``; every run gets ``group`` (its config
+    name, shared by its seeds) so the report can show mean ± std over the seeds of one group."""
+    expanded: dict[str, dict] = {}
+    for name, run in runs.items():
+        seeds = run.get("seeds")
+        # expanded runs have seeds None: validating an already validated config changes nothing
+        members = {f"{name}_s{seed}": {**run, "seed": seed, "seeds": None} for seed in seeds} if seeds else {name: run}
+        for member, spec in members.items():
+            if member in expanded or (member != name and member in runs):
+                raise GanimeError(f"config key runs.{name}.seeds: run name {member!r} is taken by another run")
+            expanded[member] = {"group": name, **spec}  # a run expanded before keeps its group
+    return expanded
+
+
 def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     warnings = []
     datasets, classifiers, labels = config["datasets"], config["classifiers"], config["labels"]
+    for name in GOLD_DATASETS.values():
+        if name in datasets:
+            raise GanimeError(
+                f"config key datasets.{name}: the name is reserved for the gold reference set; rename the dataset"
+            )
+    for name, run in config["runs"].items():
+        every = run.get("metrics_every")
+        if every is not None and abs(every / run["checkpoint_every"] - round(every / run["checkpoint_every"])) > 1e-9:
+            raise GanimeError(
+                f"config key runs.{name}.metrics_every: {every} is not a multiple of checkpoint_every "
+                f"({run['checkpoint_every']}); metrics are taken at checkpoints"
+            )
     for task in classifiers:
         if task not in labels:
             raise GanimeError(f"config key classifiers.{task}: no labels.{task} entry lists its hand-label CSVs")
@@ -85,9 +116,5 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     fallback = evaluation["fallback_classifier"]
     if fallback is not None and fallback not in classifiers:
         raise GanimeError(f"config key evaluation.fallback_classifier: {fallback!r} is not a classifier")
-    if config["runs"] and not evaluation["inception_weights"] and fallback is None:
-        raise GanimeError(
-            "config key evaluation: set inception_weights (a local Inception-v3 weights file for FID) or "
-            "fallback_classifier (a classifier whose features give a labelled non-FID Fréchet distance)"
-        )
+    config["runs"] = expand_seeds(config["runs"])  # after the checks, so that errors name the config's own keys
     return warnings

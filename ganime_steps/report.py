@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ganime_steps import comparison
 from ganime_steps.common import GanimeError, run_cli, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,11 @@ def read_run(path: Path) -> dict[str, Any]:
         kimg = round(_num(t["images_seen"]) / 1000.0, 1)  # images shown to D, as trained so far
     return {
         "run": path.parent.name,
+        "group": path.parent.name,  # the config run whose seed this is; set from --groups
         "family": t.get("family"),
         "dataset": dataset,
+        "resolution": t.get("resolution"),
+        "references": comparison.run_references(m),
         "kimg": kimg if kimg is not None else _num(t.get("kimg_target")),
         # runs are comparable only against the same reference set (e.g. A and B runs vs dataset A, face runs vs faces)
         "reference": Path(str(m["reference_data"])).parent.name if m.get("reference_data") else None,
@@ -163,21 +167,49 @@ def _confusion(m: dict[str, Any]) -> list[list[int]] | None:
     return None
 
 
+CLASSIFIER_NUMBERS = ("precision", "recall", "f1", "roc_auc")
+
+
+def _classifier_split(block: dict[str, Any]) -> dict[str, Any]:
+    """One split's numbers from a classifier metrics.json block (or a flat, pre-test-split file)."""
+    return {
+        "n": block.get("n"),
+        "precision": _num(block.get("precision")),
+        "recall": _num(block.get("recall")),
+        "f1": _num(block["f1"] if block.get("f1") is not None else block.get("f1_score")),
+        "roc_auc": _num(block["roc_auc"] if block.get("roc_auc") is not None else block.get("auc")),
+        "confusion": _confusion(block),
+    }
+
+
 def read_classifier(path: Path) -> dict[str, Any]:
+    """Headline numbers from the held-out test split; the validation split (which chose the epoch and the
+    threshold) is kept beside them. A file from before test splits (flat keys) reads as validation only."""
     m = _read_json(path, "--classifier-metrics")
     classes = m.get("classes")
     task = str(m.get("task") or path.parent.name)
     if not isinstance(classes, list):
         classes = [f"not_{task}", task]  # the classifier stage's binary convention (model.pt 'classes')
+    if isinstance(m.get("val"), dict) or "test" in m:
+        val = _classifier_split(m["val"]) if isinstance(m.get("val"), dict) else None
+        test = _classifier_split(m["test"]) if isinstance(m.get("test"), dict) else None
+        note = m.get("test_note") or (None if test else "no test split in metrics.json")
+    else:
+        val, test = _classifier_split(m), None
+        note = "metrics.json has no test split (written before held-out test splits); rerun classifier train"
+    head = test or val or _classifier_split({})
+    if val is not None and val["n"] is None:
+        val["n"] = m.get("n_val")
     return {
         "task": task,
         "arch": m.get("arch"),
-        "precision": _num(_first(m, "precision")),
-        "recall": _num(_first(m, "recall")),
-        "f1": _num(_first(m, "f1", "f1_score")),
-        "roc_auc": _num(_first(m, "roc_auc", "auc")),
+        "headline": "test" if test else "validation",
+        **{k: head[k] for k in (*CLASSIFIER_NUMBERS, "confusion")},
         "threshold": _num(_first(m, "threshold")),
-        "confusion": _confusion(m),
+        "sizes": {k: m.get(f"n_{k}") for k in ("train", "val", "test")},
+        "test": test,
+        "val": val,
+        "test_note": str(note) if note else None,
         "classes": [str(c) for c in classes],
         "images": {name: path.parent / f"{name}.png" for name in ("pr_curve", "confusion")},
     }
@@ -356,7 +388,8 @@ def _classifiers_section(items: list[dict[str, Any]], counts: dict[str, dict[str
     if not items:
         return "<p>No classifier metrics given.</p>"
     counts = counts or {}
-    head = ["task", "arch", "hand labels (pos / neg)", "precision", "recall", "F1", "ROC-AUC", "threshold"]
+    head = ["task", "arch", "hand labels (pos / neg)", "train / val / test posts", "metrics on"]
+    head += ["precision", "recall", "F1", "ROC-AUC", "threshold", "validation F1 (used for epoch and threshold)"]
     rows = [
         "<table><tr>"
         + "".join(f'<th class="t">{h}</th>' if i < 2 else f"<th>{h}</th>" for i, h in enumerate(head))
@@ -365,17 +398,25 @@ def _classifiers_section(items: list[dict[str, Any]], counts: dict[str, dict[str
     for c in items:
         n = counts.get(c["task"])
         labelled = "—" if n is None else f"{n['positive']} / {n['negative']}"
+        sizes = " / ".join("—" if c["sizes"][k] is None else str(c["sizes"][k]) for k in ("train", "val", "test"))
+        split = "test (held out)" if c["headline"] == "test" else "validation only: no test split"
+        val_f1 = c["val"]["f1"] if c["val"] else None
         rows.append(
             f'<tr><td class="t">{_e(c["task"])}</td><td class="t">{_e(c["arch"])}</td><td>{_e(labelled)}</td>'
-            + "".join(f"<td>{_e(_f(c[k], 3))}</td>" for k in ("precision", "recall", "f1", "roc_auc", "threshold"))
-            + "</tr>"
+            f"<td>{_e(sizes)}</td><td>{_e(split)}</td>"
+            + "".join(f"<td>{_e(_f(c[k], 3))}</td>" for k in (*CLASSIFIER_NUMBERS, "threshold"))
+            + f"<td>{_e(_f(val_f1, 3))}</td></tr>"
         )
     rows.append("</table>")
+    notes = [f"<li>{_e(c['task'])}: {_e(c['test_note'])}</li>" for c in items if c["headline"] != "test"]
     cards = []
     for c in items:
         body = [f"<h3>{_e(c['task'])}</h3>"]
-        if c["confusion"]:
-            body.append(_confusion_table(c["confusion"], c["classes"]))
+        for name, block in (("test (held out)", c["test"]), ("validation (used for epoch and threshold)", c["val"])):
+            if block and block["confusion"]:
+                size = "" if block["n"] is None else f", n={block['n']}"
+                table = _confusion_table(block["confusion"], c["classes"])
+                body.append(f'<p class="meta">{_e(name + size)}</p>{table}')
         for name, img in c["images"].items():
             if img.is_file():
                 uri = png_data_uri(img, "classifier figure")
@@ -384,8 +425,11 @@ def _classifiers_section(items: list[dict[str, Any]], counts: dict[str, dict[str
         cards.append('<div class="card">' + "\n".join(body) + "</div>")
     return (
         "\n".join(rows)
-        + '\n<p class="meta">Precision, recall, F1 and the confusion matrix are on the held-out validation posts, at '
-        "the threshold chosen on them; ROC-AUC does not depend on the threshold.</p>"
+        + '\n<p class="meta">Precision, recall, F1, ROC-AUC and the confusion matrix are on the held-out test posts, '
+        "which neither early stopping nor the threshold choice saw, at the threshold chosen on the validation posts; "
+        "ROC-AUC does not depend on the threshold. Validation F1 is optimistic: those posts picked the epoch and the "
+        "threshold. Posts sharing an image (md5) are always on one side of each split.</p>"
+        + (f'\n<p class="meta">Without a test split:</p><ul>{"".join(notes)}</ul>' if notes else "")
         + '\n<div class="cards">'
         + "\n".join(cards)
         + "</div>"
@@ -487,6 +531,142 @@ def _queue_section(queues: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _pm(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def _study_section(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]], data: list[dict[str, Any]]) -> str:
+    """The study's question first: which dataset makes the better GAN, per reference, beside the seeds' spread."""
+    if not groups:
+        return "<p>No runs evaluated.</p>"
+    parts = []
+    if not all(g["is_fid"] for g in groups):
+        parts.append(
+            '<p class="note">Some runs were measured without the standard Inception weights: their numbers are '
+            "Fréchet distances in another feature space, <b>never FID</b>.</p>"
+        )
+    if verdicts:
+        items = []
+        for v in verdicts:
+            against = (
+                "each against its own training set"
+                if v["reference"] == "train"
+                else f"against {comparison.REFERENCE_TITLES[v['reference']]} <b>{_e(v['reference_dataset'])}</b>"
+            )
+            items.append(
+                f"<li>{_e(v['family'])}, {against}: <b>{_e(v['better_dataset'])}</b> ({_e(v['better'])}) beats "
+                f"{_e(v['worse_dataset'])} ({_e(v['worse'])}) by {v['difference']:.2f}; "
+                f"that is {_e(v['meaning'])}.</li>"
+            )
+        shown = [v for v in verdicts if v["significant"]]
+        gold = [v for v in shown if v["reference"] == "gold"]
+        if gold:
+            lead = "Against the gold set, " + "; ".join(
+                f"{_e(v['better_dataset'])} gives the better {_e(v['family'])} by more than the seeds' spread"
+                for v in gold
+            )
+        elif shown:
+            lead = "A difference larger than the seeds' spread shows against some references (below), not against gold"
+        else:
+            lead = (
+                "These runs do not show that one dataset makes a better GAN: every difference is within the spread "
+                "between seeds, or a side has one seed only. Tiny CPU runs are not expected to reproduce the study."
+            )
+        parts.append(f'<p class="note">{lead}.</p><ul>' + "".join(items) + "</ul>")
+    else:
+        parts.append(
+            "<p>No two run groups differ only in their dataset (same family, resolution and feature space), so "
+            "no dataset comparison can be made.</p>"
+        )
+    refs = [r for r in comparison.REFERENCE_ORDER if any(r in g["references"] for g in groups)]
+    head = "".join(f"<th>{_e(comparison.REFERENCE_TITLES[r])}<br><small>FID · KID×10³</small></th>" for r in refs)
+    rows = []
+    for g in groups:
+        cells = []
+        for r in refs:
+            x = g["references"].get(r)
+            if not x:
+                cells.append("<td>—</td>")
+                continue
+            kid_std = x["kid_std_seeds"] if x["kid_std_seeds"] is not None else x["kid_std_subsets"]
+            kid = _pm(*(None if v is None else v * 1e3 for v in (x["kid_mean"], kid_std)), 2)
+            cells.append(
+                f'<td title="vs {_e(x["dataset"])}">{_e(_pm(x["fd_mean"], x["fd_std"], 2))} · {_e(kid)}'
+                f"<br><small>vs {_e(x['dataset'])}</small></td>"
+            )
+        rows.append(
+            f'<tr><td class="t">{_e(g["group"])}</td><td class="t">{_e(g["family"])}</td>'
+            f'<td class="t">{_e(g["dataset"])}</td><td>{_e(g["n_seeds"])}</td>' + "".join(cells) + "</tr>"
+        )
+    parts.append(
+        '<table><tr><th class="t">run</th><th class="t">family</th><th class="t">dataset</th><th>seeds</th>'
+        + head
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+    parts.append(
+        '<p class="meta">Mean ± standard deviation over seeds (one seed: KID ± its spread over subsets). Lower is '
+        "better. Gold is the set of posts known to be clean on every cleaning task (hand labels, or the synthetic "
+        "booru's truth); gold sets are small, so read KID beside FID.</p>"
+    )
+    if data:
+        drows = "".join(
+            f'<tr><td class="t">{_e(d["dataset"])}</td><td class="t">{_e(d["gold"])}</td>'
+            f"<td>{_e(d['resolution'])}</td><td>{_e(_f(d['fd'], 2))}</td>"
+            f"<td>{_e(_pm(*(None if v is None else v * 1e3 for v in (d['kid_mean'], d['kid_std'])), 2))}</td>"
+            f"<td>{_e(d['n_a'])} / {_e(d['n_b'])}</td></tr>"
+            for d in data
+        )
+        parts.append(
+            "<h3>Data FID: each dataset against gold, no GAN</h3>"
+            '<table><tr><th class="t">dataset</th><th class="t">gold set</th><th>px</th><th>FID</th>'
+            "<th>KID×10³</th><th>n dataset / gold</th></tr>" + drows + "</table>"
+            '<p class="meta">What the cleaning alone did: a dataset closer to gold has fewer of the flaws the '
+            "cleaning targets. Gold posts are part of every dataset that keeps them, which lowers these numbers.</p>"
+        )
+    return "\n".join(parts)
+
+
+def _curves_section(curves: list[tuple[str, str, dict[str, Any] | None]]) -> str:
+    if not curves:
+        return "<p>No training curves (set evaluation.metric_samples above 0 for metric snapshots).</p>"
+    cards = []
+    for run, uri, best in curves:
+        cap = (
+            run
+            if best is None
+            else f"{run}: best snapshot at {best['kimg']:g} kimg ({best['metric']} {best['value']:.2f})"
+        )
+        cards.append(
+            f'<div class="card"><figure><img src="{uri}" alt="curves of {_e(run)}"><figcaption>{_e(cap)}'
+            "</figcaption></figure></div>"
+        )
+    return '<div class="cards">' + "\n".join(cards) + "</div>"
+
+
+def read_data_fid(path: Path) -> dict[str, Any]:
+    """One row of the data-FID table from ``results/evaluation/data_<dataset>_<res>.json``."""
+    m = _read_json(path, "--data-fid")
+    stem = path.stem.removeprefix("data_")
+    dataset, _, res = stem.rpartition("_")
+    fd = m.get("fd", m.get("fid", m.get(m.get("fd_key", ""))))
+    gold = m.get("b") or m.get("reference_b") or m.get("b_data") or ""
+    return {
+        "dataset": dataset or stem,
+        "resolution": res,
+        "gold": Path(str(gold)).stem.removeprefix("reference_").rsplit("_", 1)[0] if gold else "gold",
+        "fd": _num(fd),
+        "kid_mean": _num(m.get("kid_mean")),
+        "kid_std": _num(m.get("kid_std")),
+        "n_a": m.get("n_a", m.get("n_fake")),
+        "n_b": m.get("n_b", m.get("n_real")),
+        "is_fid": bool(m.get("is_fid")),
+    }
+
+
 def _grids_section(grids: list[tuple[str, str]]) -> str:
     if not grids:
         return "<p>No sample grids given.</p>"
@@ -499,8 +679,19 @@ def _grids_section(grids: list[tuple[str, str]]) -> str:
 
 
 def render_html(
-    title: str, runs, classifiers, datasets, grids, *, label_counts=None, groundtruth=None, queues=()
+    title: str,
+    runs,
+    classifiers,
+    datasets,
+    grids,
+    *,
+    label_counts=None,
+    groundtruth=None,
+    queues=(),
+    data_fid=(),
+    curves=(),
 ) -> str:
+    groups = comparison.aggregate(runs)
     gt = _groundtruth_section(groundtruth)
     queue = _queue_section(list(queues))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -512,8 +703,12 @@ def render_html(
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
             f"<h1>{_e(title)}</h1>",
             f'<p class="meta">Generated {_e(when)} by ganime_steps.report.</p>',
+            "<h2>Does stricter cleaning make a better GAN?</h2>",
+            _study_section(groups, comparison.verdicts(groups), list(data_fid)),
             "<h2>Generative models</h2>",
             _runs_section(runs),
+            "<h2>Training curves</h2>",
+            _curves_section(list(curves)),
             "<h2>Sample grids</h2>",
             _grids_section(grids),
             "<h2>Cleaning classifiers</h2>",
@@ -544,9 +739,23 @@ def run_report(
     groundtruth: Path | None = None,
     label_counts: list[Path] = (),
     label_queues: list[Path] = (),
+    groups: dict[str, str] | None = None,
+    data_fid: list[Path] = (),
 ) -> ReportSummary:
-    """Read every input (failing on the first missing one), then write index.html, metrics.csv, report_summary.json."""
+    """Read every input (failing on the first missing one), then write index.html, metrics.csv, report_summary.json.
+
+    ``groups``: run -> config run name (the seeds of one run share it); ``data_fid``: data-FID JSON files."""
     runs = [read_run(Path(p)) for p in run_metrics]
+    for r in runs:
+        r["group"] = (groups or {}).get(r["run"], r["run"])
+    data_rows = [read_data_fid(Path(p)) for p in data_fid]
+    curves = []
+    for p in run_metrics:
+        c = comparison.read_curves(Path(p).parent)
+        png = comparison.curve_png(Path(p).parent.name, c)
+        if png is not None:
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            curves.append((Path(p).parent.name, uri, comparison.best_snapshot(c)))
     classifiers = [read_classifier(Path(p)) for p in classifier_metrics]
     datasets = [read_dataset(Path(p)) for p in dataset_summaries]
     grids = [(Path(p).parent.name, png_data_uri(Path(p), "--sample-grids")) for p in sample_grids]
@@ -556,7 +765,18 @@ def run_report(
     queues = [read_label_queue(Path(p)) for p in label_queues]
 
     out = Path(out)
-    page = render_html(title, runs, classifiers, datasets, grids, label_counts=counts, groundtruth=gt, queues=queues)
+    page = render_html(
+        title,
+        runs,
+        classifiers,
+        datasets,
+        grids,
+        label_counts=counts,
+        groundtruth=gt,
+        queues=queues,
+        data_fid=data_rows,
+        curves=curves,
+    )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -581,6 +801,10 @@ def run_report(
         {
             "title": title,
             "runs": runs,
+            "groups": comparison.aggregate(runs),
+            "verdicts": comparison.verdicts(comparison.aggregate(runs)),
+            "data_fid": data_rows,
+            "best_snapshots": {run: best for run, _, best in curves},
             "classifiers": [{k: v for k, v in c.items() if k != "images"} for c in classifiers],
             "datasets": [{k: v for k, v in d.items() if k != "removed_grids"} for d in datasets],
             "removed_grids": [str(p) for p in removed_grids],
@@ -621,11 +845,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groundtruth", type=Path, help="results/groundtruth/groundtruth.json (synthetic source only)")
     p.add_argument("--label-counts", type=Path, nargs="*", default=[], help="results/labels/<task>_counts.json files")
     p.add_argument("--label-queues", type=Path, nargs="*", default=[], help="results/label_queue/<task>.csv files")
+    p.add_argument("--groups", nargs="*", default=[], help="RUN=GROUP: the config run each seed's run belongs to")
+    p.add_argument("--data-fid", type=Path, nargs="*", default=[], help="results/evaluation/data_<dataset>_<res>.json")
     p.add_argument("--title", default="ganime report", help="page title")
     p.add_argument(
         "--out", type=Path, required=True, help="output folder: index.html, metrics.csv, report_summary.json"
     )
     return p
+
+
+def _assignments(items: list[str]) -> dict[str, str]:
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (k, sep, v) in zip(items, pairs, strict=True) if not (k and sep and v)]
+    if bad:
+        raise GanimeError(f"--groups {bad[0]!r}: expected RUN=GROUP, e.g. dcgan_A_s1=dcgan_A")
+    return {k: v for k, _, v in pairs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -642,6 +876,8 @@ def main(argv: list[str] | None = None) -> int:
             groundtruth=a.groundtruth,
             label_counts=a.label_counts,
             label_queues=a.label_queues,
+            groups=_assignments(a.groups),
+            data_fid=a.data_fid,
         ),
         argv,
     )

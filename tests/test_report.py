@@ -319,3 +319,65 @@ def test_best_run_is_chosen_per_reference_set(tmp_path, inputs):
     assert best == ["a2", "f1"]
     with open(tmp_path / "out" / "metrics.csv", newline="") as fh:
         assert [r["reference"] for r in csv.DictReader(fh)] == ["A", "A", "faces", "faces"]
+
+
+VAL = "validation (used for epoch and threshold)"
+
+
+def _clf_block(split: str, n: int, p: float, r: float, f1: float, auc: float, confusion) -> dict:
+    return {"split": split, "n": n, "precision": p, "recall": r, "f1": f1, "roc_auc": auc, "confusion": confusion}
+
+
+def test_classifier_headline_is_the_test_split(tmp_path):
+    """Test numbers lead the table with the split sizes; validation F1 stays, labelled as what chose the threshold."""
+    common = {"arch": "resnet34", "threshold": 0.42, "n_train": 120, "n_val": 40, "n_test": 40}
+    chibi = _json(
+        tmp_path / "classifiers" / "chibi" / "metrics.json",
+        {
+            **common,
+            "task": "chibi",
+            "test": _clf_block("test (held out)", 40, 0.8111, 0.7222, 0.7641, 0.9012, [[28, 3], [5, 4]]),
+            "test_note": None,
+            "val": _clf_block(VAL, 40, 0.95, 0.9, 0.9243, 0.99, [[30, 1], [1, 8]]),
+        },
+    )
+    multi = _json(
+        tmp_path / "classifiers" / "multi" / "metrics.json",
+        {
+            **common,
+            "task": "multi",
+            "n_test": 0,
+            "test": None,
+            "test_note": "too few labels for a test split (class 1 has 2 distinct image(s))",
+            "val": _clf_block(VAL, 30, 0.5, 1.0, 0.6667, 0.75, [[27, 2], [0, 1]]),
+        },
+    )
+    items = [rp.read_classifier(chibi), rp.read_classifier(multi)]
+    assert items[0]["headline"] == "test" and items[0]["f1"] == 0.7641 and items[0]["val"]["f1"] == 0.9243
+    assert items[0]["confusion"] == [[28, 3], [5, 4]] and items[0]["sizes"] == {"train": 120, "val": 40, "test": 40}
+    assert items[1]["headline"] == "validation" and items[1]["test"] is None and items[1]["f1"] == 0.6667
+    page = rp._classifiers_section(items)
+    table = page.split("</table>")[0]
+    chibi_row = re.search(r'<tr><td class="t">chibi</td>.*?</tr>', table).group(0)
+    for text in ("120 / 40 / 40", "test (held out)", "0.811", "0.722", "0.764", "0.901", "0.420", "0.924"):
+        assert text in chibi_row, text
+    assert chibi_row.index("0.764") < chibi_row.index("0.924")  # validation F1 is the last column
+    assert "validation F1 (used for epoch and threshold)" in table
+    multi_row = re.search(r'<tr><td class="t">multi</td>.*?</tr>', table).group(0)
+    assert "validation only: no test split" in multi_row and "120 / 40 / 0" in multi_row
+    assert "multi: too few labels for a test split (class 1 has 2 distinct image(s))" in page
+    # both confusion matrices, each named by its split
+    assert "test (held out), n=40" in page and "validation (used for epoch and threshold), n=40" in page
+    assert "<td>28</td>" in page and "<td>30</td>" in page
+
+
+def test_classifier_metrics_without_test_split_read_as_validation(tmp_path):
+    """A metrics.json from before test splits (flat keys): shown, and said to be validation numbers."""
+    old = _json(
+        tmp_path / "chibi" / "metrics.json",
+        {"task": "chibi", "arch": "resnet34", "f1": 0.9, "precision": 0.8, "recall": 1.0, "threshold": 0.5},
+    )
+    c = rp.read_classifier(old)
+    assert c["headline"] == "validation" and c["f1"] == 0.9 and c["val"]["f1"] == 0.9 and c["test"] is None
+    assert "rerun classifier train" in c["test_note"]
+    assert "validation only: no test split" in rp._classifiers_section([c])

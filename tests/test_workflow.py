@@ -36,11 +36,17 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
         "train",
         "evaluate_reference",
         "evaluate",
+        "gold",
+        "data_fid",
+        "fetch_inception",
         "report",
     ):
         assert jobs.get(rule, 0) >= 1, (rule, jobs)
     runs = yaml.safe_load((REPO / configfile).read_text())["runs"]
-    assert jobs["train"] == len(runs), "every configured run is planned (no family is missing)"
+    n_jobs = sum(len(run.get("seeds") or [None]) for run in runs.values())
+    assert jobs["train"] == n_jobs, "every configured run and seed is planned (no family is missing)"
+    if configfile == "configs/demo.yaml":  # the seeds of dcgan_A are jobs of their own
+        assert "results/runs/dcgan_A_s1/metrics.json" in result.stdout
     assert "is not available" not in result.stderr
     if configfile == "config.yaml":
         assert jobs["fetch_cascade"] == 1

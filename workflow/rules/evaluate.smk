@@ -1,5 +1,50 @@
-# Stage 7a: Fréchet distance (FID with Inception weights, else a labelled classifier feature space),
-# KID and precision/recall of each run against one shared, cached reference.
+# Stage 7a: FID (standard Inception weights; a labelled classifier feature space only as a fallback), KID and
+# precision/recall of each run against three cached references: the shared one, its own training set and the gold
+# set (posts known clean on every task). Data FID: every dataset against gold, with no GAN at all.
+localrules:
+    fetch_inception,
+
+
+rule fetch_inception:
+    input:
+        code=str(REPO / "ganime_steps" / "inception.py"),
+    output:
+        INCEPTION,
+    conda:
+        "../../envs/torch.yaml"
+    log:
+        "logs/evaluate/fetch_inception.log",
+    shell:
+        "python -m ganime_steps.inception convert --out {output:q} 2> {log:q}"
+
+
+rule gold:
+    input:
+        unpack(get_gold_inputs),
+        code=code("gold"),
+    output:
+        manifest="results/datasets/{gold}/manifest.parquet",
+        summary="results/datasets/{gold}/summary.json",
+    params:
+        basis=lambda wildcards, input: (
+            f"--truth {input.truth}"
+            if "truth" in input.keys()
+            else "--labels " + " ".join(f"{task}={input['labels_' + task]}" for task in config["classifiers"])
+        ),
+        faces=lambda wildcards, input: f"--faces {input.faces}" if "faces" in input.keys() else "",
+    wildcard_constraints:
+        gold="|".join(GOLD_DATASETS.values()),
+    conda:
+        "../../envs/scrape.yaml"
+    log:
+        "logs/evaluate/{gold}.log",
+    shell:
+        "python -m ganime_steps.gold"
+        " --posts {input.posts:q}"
+        " {params.basis}"
+        " {params.faces}"
+        " --out results/datasets/{wildcards.gold}"
+        " 2> {log:q}"
 
 
 rule evaluate_reference:
@@ -32,15 +77,39 @@ rule evaluate_reference:
         " 2> {log:q}"
 
 
+rule data_fid:
+    input:
+        code=code("evaluate"),
+        data="results/evaluation/reference_{dataset}_{res}.npz",
+        gold=lambda wildcards: f"results/evaluation/reference_{gold_of(wildcards.dataset)}_{wildcards.res}.npz",
+    output:
+        "results/evaluation/data_{dataset}_{res}.json",
+    params:
+        seed=config["evaluation"]["seed"],
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    log:
+        "logs/evaluate/data_{dataset}_{res}.log",
+    shell:
+        "python -m ganime_steps.evaluate distance"
+        " --a {input.data:q}"
+        " --b {input.gold:q}"
+        " --seed {params.seed}"
+        " --out {output:q}"
+        " 2> {log:q}"
+
+
 rule evaluate:
     input:
         unpack(lambda wildcards: get_feature_inputs()),
         code=code("evaluate"),
         generator="results/runs/{run}/generator.pt",
-        reference=lambda wildcards: get_reference(wildcards.run),
+        references=lambda wildcards: list(get_run_references(wildcards.run).values()),
     output:
         "results/runs/{run}/metrics.json",
     params:
+        references=lambda wildcards: [f"{name}={path}" for name, path in get_run_references(wildcards.run).items()],
         n=config["evaluation"]["n_samples"],
         seed=config["evaluation"]["seed"],
         batch_size=config["evaluation"]["batch_size"],
@@ -55,7 +124,7 @@ rule evaluate:
     shell:
         "OMP_NUM_THREADS={threads} python -m ganime_steps.evaluate run"
         " --generator {input.generator:q}"
-        " --reference {input.reference:q}"
+        " --reference {params.references:q}"
         " --n {params.n}"
         " --seed {params.seed}"
         " --batch-size {params.batch_size}"

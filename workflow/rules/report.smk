@@ -48,12 +48,14 @@ rule report:
         label_counts=expand("results/labels/{task}_counts.json", task=config["classifiers"]),
         label_queues=expand("results/label_queue/{task}.csv", task=config["classifiers"]),
         dataset_summaries=expand("results/datasets/{dataset}/summary.json", dataset=config["datasets"]),
+        data_fid=data_fid_outputs(),
         removed_grids=[path for name, spec in config["datasets"].items() for path in removed_grid_paths(name, spec)],
     output:
         html=report("results/report/index.html", caption="../report/comparison.rst", category="Comparison"),
         table="results/report/metrics.csv",
     params:
         title=config["report"]["title"],
+        groups=[f"{name}={run['group']}" for name, run in config["runs"].items()],
         groundtruth=lambda wildcards, input: f"--groundtruth {input.groundtruth}" if "groundtruth" in input.keys() else "",
     conda:
         "../../envs/scrape.yaml"
@@ -69,6 +71,8 @@ rule report:
         " --removed-grids {input.removed_grids:q}"
         " {params.groundtruth}"
         " --sample-grids {input.sample_grids:q}"
+        " --data-fid {input.data_fid:q}"
+        " --groups {params.groups:q}"
         " --title {params.title:q}"
         " --out results/report"
         " 2> {log:q}"

@@ -4,7 +4,11 @@
 
 rule train:
     input:
+        # metric snapshots over training (metrics.jsonl) use the run's shared reference and the FID weights
+        unpack(lambda wildcards: get_feature_inputs() if config["evaluation"]["metric_samples"] else {}),
+        metric_reference=lambda wildcards: get_reference(wildcards.run) if config["evaluation"]["metric_samples"] else [],
         code=code("train"),
+        evaluate=code("evaluate"),
         gan=[str(REPO / "ganime_steps" / "gan" / f"{m}.py") for m in ("loop", "losses", "networks", "progressive", "stylegan")],
         data=lambda wildcards: "results/datasets/{dataset}/pack_{res}.npy".format(
             dataset=get_run(wildcards.run)["dataset"], res=get_run(wildcards.run)["resolution"]
@@ -24,6 +28,14 @@ rule train:
         out=lambda wildcards: f"results/runs/{wildcards.run}",
         lr=lambda wildcards: "" if get_run(wildcards.run)["lr"] is None else f"--lr {get_run(wildcards.run)['lr']}",
         diffaug=lambda wildcards: "--diffaug" if get_run(wildcards.run)["diffaug"] else "",
+        metrics=lambda wildcards, input: (
+            f"--metric-reference {input.metric_reference} {feature_flags(input)}"
+            f" --metric-samples {config['evaluation']['metric_samples']}"
+            f" --metric-seed {config['evaluation']['seed']}"
+            + (f" --metrics-every {every}" if (every := get_run(wildcards.run)["metrics_every"]) else "")
+            if config["evaluation"]["metric_samples"]
+            else ""
+        ),
         # progressive families: --start-resolution/--stable-kimg/--fade-kimg/--batch-schedule where set
         # (null: the family's published defaults); batch_schedule is schema-checked to digits, ':' and ','
         growth=lambda wildcards: " ".join(
@@ -60,5 +72,6 @@ rule train:
         " --checkpoint-every {params.spec[checkpoint_every]}"
         " {params.diffaug}"
         " {params.growth}"
+        " {params.metrics}"
         " --out {params.out:q}"
         " 2> {log:q}"
