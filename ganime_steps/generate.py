@@ -2,6 +2,10 @@
 style-mixing grid (``--style-mix ROWSEEDS COLSEEDS``): the first row shows the column seeds, the first column the
 row seeds, and each cell is its row's image with the styles of ``--mix-layers`` (default the coarse 4-8 px ones)
 taken from its column's seed, as in the StyleGAN paper's figure 3. Truncation is toward the tracked mean W.
+
+StyleGAN noise (``--noise``): ``const`` (default) renders with the generator's fixed noise maps, so grids are
+reproducible and comparable across runs; ``random`` gives each image fresh noise drawn from its own seed (still
+reproducible: seed s always gives the same image), as the evaluation samples it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 
 from ganime_steps.common import GanimeError, run_cli, save_image
 from ganime_steps.gan import latents_for_seeds, load_generator, synthesize
-from ganime_steps.gan.networks import images_to_uint8
+from ganime_steps.gan.networks import NOISE_MODES, images_to_uint8, noise_seeds_for
 from ganime_steps.imaging import make_grid
 
 MAX_SEEDS = 10_000
@@ -32,6 +36,7 @@ class GenerateSummary:
     grid_height: int
     style_mix: bool = False
     mix_layers: list[int] | None = None
+    noise: str = "const"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -60,23 +65,35 @@ def parse_seeds(text: str) -> list[int]:
 
 @torch.no_grad()
 def style_mix_images(
-    G: torch.nn.Module, row_seeds: list[int], col_seeds: list[int], layers: list[int], truncation: float = 1.0
+    G: torch.nn.Module,
+    row_seeds: list[int],
+    col_seeds: list[int],
+    layers: list[int],
+    truncation: float = 1.0,
+    noise: str = "const",
 ) -> np.ndarray:
     """(1 + rows) x (1 + cols) tiles, row-major: a blank corner, the column images, then per row its own image
-    followed by the row's w with ``layers`` replaced by each column's w."""
+    followed by the row's w with ``layers`` replaced by each column's w. With ``noise="random"`` every image
+    of a row (and each column image) uses the noise of its own seed."""
     dev = next(G.parameters()).device
     G.eval()
 
     def ws_for(seeds: list[int]) -> torch.Tensor:
         return G.map(latents_for_seeds(seeds, G.z_dim).to(dev), truncation)
 
+    def noise_for(seeds: list[int]) -> list[torch.Tensor] | None:
+        return G.seeded_noise(noise_seeds_for(seeds), dev) if noise == "random" else None
+
     w_rows, w_cols = ws_for(row_seeds), ws_for(col_seeds)
     res = G.resolution
-    tiles = [np.full((1, res, res, 3), 255, dtype=np.uint8), images_to_uint8(G.synthesis(w_cols))]
+    tiles = [
+        np.full((1, res, res, 3), 255, dtype=np.uint8),
+        images_to_uint8(G.synthesis(w_cols, noise=noise_for(col_seeds))),
+    ]
     for i in range(len(row_seeds)):
         mixed = w_rows[i : i + 1].repeat(len(col_seeds) + 1, 1, 1)
         mixed[1:, layers] = w_cols[:, layers]
-        tiles.append(images_to_uint8(G.synthesis(mixed)))
+        tiles.append(images_to_uint8(G.synthesis(mixed, noise=noise_for([row_seeds[i]] * len(mixed)))))
     return np.concatenate(tiles)
 
 
@@ -98,8 +115,11 @@ def run(
     device: str = "cpu",
     style_mix: tuple[str, str] | None = None,
     mix_layers: str = "0-3",
+    noise: str = "const",
 ) -> GenerateSummary:
     seed_list = parse_seeds(seeds)
+    if noise not in NOISE_MODES:
+        raise GanimeError(f"--noise {noise}: use one of {', '.join(NOISE_MODES)}")
     if Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
         raise GanimeError(f"--out {out}: unsupported image type; end the name with .png")
     if ncol is not None and ncol < 1:
@@ -111,10 +131,16 @@ def run(
             raise GanimeError(f"--style-mix: {checkpoint} is not a StyleGAN generator; drop --style-mix")
         rows, cols = parse_seeds(style_mix[0]), parse_seeds(style_mix[1])
         layers = parse_layers(mix_layers, G.num_layers)
-        images = style_mix_images(G, rows, cols, layers, truncation)
+        images = style_mix_images(G, rows, cols, layers, truncation, noise=noise)
         grid = make_grid(images, ncol=len(cols) + 1)
     else:
-        images = synthesize(G, latents_for_seeds(seed_list, G.z_dim), batch_size=batch_size, truncation=truncation)
+        images = synthesize(
+            G,
+            latents_for_seeds(seed_list, G.z_dim),
+            batch_size=batch_size,
+            truncation=truncation,
+            noise_seeds=noise_seeds_for(seed_list) if noise == "random" else None,
+        )
         grid = make_grid(images, ncol=ncol)
     save_image(out, grid)
     return GenerateSummary(
@@ -127,6 +153,7 @@ def run(
         grid_height=grid.height,
         style_mix=style_mix is not None,
         mix_layers=layers,
+        noise=noise,
     )
 
 
@@ -154,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         default="0-3",
         help="style layers the columns give to each row (0-3 coarse = 4-8 px, 4-7 middle, 8- fine); default 0-3",
     )
+    p.add_argument(
+        "--noise",
+        choices=NOISE_MODES,
+        default="const",
+        help="StyleGAN noise inputs: const = the generator's fixed maps (reproducible grids, default); "
+        "random = fresh maps per image from its seed (as the evaluation samples); other families ignore it",
+    )
 
     def handler(args: argparse.Namespace) -> GenerateSummary:
         return run(
@@ -166,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             style_mix=tuple(args.style_mix) if args.style_mix else None,
             mix_layers=args.mix_layers,
+            noise=args.noise,
         )
 
     return run_cli(p, handler, argv)

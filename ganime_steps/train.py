@@ -47,6 +47,9 @@ class TrainSummary:
     current_resolution: int = 0
     alpha: float = 1.0
     lod: float = 0.0
+    best_kimg: float | None = None  # the snapshot exported as generator_best.pt (metrics over training only)
+    best_metric: float | None = None
+    metric_key: str | None = None
 
 
 def run(
@@ -72,7 +75,16 @@ def run(
     stable_kimg: float | None = None,
     fade_kimg: float | None = None,
     batch_schedule: str = "",
+    metric_reference: Path | None = None,
+    metric_samples: int = 0,
+    metrics_every: float | None = None,
+    metric_seed: int = 0,
+    inception_weights: Path | None = None,
+    classifier_model: Path | None = None,
 ) -> TrainSummary:
+    """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
+    (or the labelled Fréchet distance of the feature flags) and KID against that cached reference to
+    ``<out>/metrics.jsonl`` and the best snapshot is exported as ``generator_best.pt``."""
     fam = get_family(family)  # unknown family: one line listing the available ones
     for name, value, ok in (
         ("--kimg", kimg, kimg > 0),
@@ -108,7 +120,27 @@ def run(
         batch_schedule=batch_schedule or "",
     )
     out = Path(out)
-    trainer = Trainer(cfg, data=Path(data), out=out, device=torch_device(device))
+    snapshot_metric = None
+    if metric_reference is not None and metric_samples > 0:
+        from ganime_steps.evaluate import SnapshotMetric  # Inception / classifier loading only when asked for
+
+        snapshot_metric = SnapshotMetric(
+            Path(metric_reference),
+            n=metric_samples,
+            inception_weights=inception_weights,
+            classifier_model=classifier_model,
+            device=device,
+            seed=metric_seed,
+        )
+    trainer = Trainer(
+        cfg,
+        data=Path(data),
+        out=out,
+        device=torch_device(device),
+        snapshot_metric=snapshot_metric,
+        metric_key=snapshot_metric.key if snapshot_metric else "fid",
+        metrics_every=metrics_every,
+    )
     res = trainer.train()
     last = res.last_log
     summary = TrainSummary(
@@ -139,6 +171,9 @@ def run(
         current_resolution=res.phase["resolution"],
         alpha=res.phase["alpha"],
         lod=res.phase["lod"],
+        best_kimg=res.best_kimg,
+        best_metric=res.best_metric,
+        metric_key=res.metric_key,
     )
     write_json(out / "train_summary.json", summary)
     return summary
@@ -210,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="batch size per resolution as RES:BATCH pairs, e.g. 8:128,16:64 (others use --batch-size)",
     )
+    m = p.add_argument_group("metrics over training (metrics.jsonl, generator_best.pt)")
+    m.add_argument("--metric-reference", type=Path, help="reference .npz from `evaluate reference` to measure against")
+    m.add_argument("--metric-samples", type=int, default=0, help="generated images per snapshot; 0 = no metrics")
+    m.add_argument(
+        "--metrics-every", type=_optional_float, default=None, help="kimg between snapshots (default: every checkpoint)"
+    )
+    m.add_argument("--metric-seed", type=int, default=0, help="seed of the snapshot latents and KID subsets")
+    m.add_argument("--inception-weights", type=Path, help="Inception weights for FID (as `evaluate`)")
+    m.add_argument("--classifier-model", type=Path, help="classifier model.pt for a labelled non-FID distance")
     return p
 
 
@@ -239,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
             stable_kimg=args.stable_kimg,
             fade_kimg=args.fade_kimg,
             batch_schedule=args.batch_schedule,
+            metric_reference=args.metric_reference,
+            metric_samples=args.metric_samples,
+            metrics_every=args.metrics_every,
+            metric_seed=args.metric_seed,
+            inception_weights=args.inception_weights,
+            classifier_model=args.classifier_model,
         )
 
     return run_cli(parser, handler, argv)

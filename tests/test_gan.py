@@ -34,7 +34,15 @@ from ganime_steps.gan.losses import (
     wasserstein_drift_d_loss,
     wgan_gp_penalty,
 )
-from ganime_steps.gan.networks import Discriminator, Generator, build_networks, export_generator, widths
+from ganime_steps.gan.networks import (
+    Discriminator,
+    Generator,
+    batch_norm_layers,
+    build_networks,
+    export_generator,
+    recalibrate_batch_norm,
+    widths,
+)
 
 torch.set_num_threads(1)
 
@@ -209,6 +217,58 @@ def test_ema_beta_half_life_and_rampup() -> None:
     w0 = e.weight.detach().clone()
     update_ema(e, g, 0.75)
     assert torch.allclose(e.weight, 0.75 * w0 + 0.25 * g.weight)
+
+
+def _bn_input_stats(G: nn.Module, n: int = 2048) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per BN layer, the mean and variance of what it actually receives when G renders in eval mode."""
+    seen: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda m, inp, out: seen.append(inp[0])) for m in batch_norm_layers(G)]
+    G.eval()
+    with torch.no_grad():
+        G(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(99)))
+    for h in hooks:
+        h.remove()
+    return [(x.mean((0, 2, 3)), x.var((0, 2, 3))) for x in seen]
+
+
+def _var_error(G: nn.Module) -> float:
+    """Mean |log(true variance / running variance)| over every BN channel."""
+    errs = [
+        (var / m.running_var).log().abs().mean()
+        for (_, var), m in zip(_bn_input_stats(G), batch_norm_layers(G), strict=True)
+    ]
+    return float(torch.stack(errs).mean())
+
+
+def test_recalibrated_batch_norm_describes_the_ema_weights() -> None:
+    """G_ema = an average of G's weights, with G's BN statistics copied (update_ema): those statistics do not
+    describe what G_ema's BN layers see. Re-estimating them on fresh latents does, leaves the global RNG alone
+    and gives the same statistics whatever was there before."""
+    torch.manual_seed(0)
+    cfg = _net("dcgan", resolution=32)
+    G = Generator(cfg)
+    ema = copy.deepcopy(G)
+    with torch.no_grad():  # G trains on: its weights move away from the average
+        for p in G.parameters():
+            p.add_(torch.randn_like(p) * p.std().clamp(min=0.02))
+    G.train()
+    for _ in range(30):
+        G(torch.randn(64, 16))
+    update_ema(ema, G, 0.8)
+    copied = _var_error(ema)
+    state = torch.get_rng_state()
+    assert recalibrate_batch_norm(ema, seed=7)
+    assert torch.equal(torch.get_rng_state(), state) and not ema.training
+    recal = _var_error(ema)
+    assert recal < 0.05 < copied / 4, (recal, copied)
+    again = copy.deepcopy(ema)
+    for m in batch_norm_layers(again):
+        m.running_var.fill_(5.0)
+    recalibrate_batch_norm(again, seed=7)
+    for a, b in zip(ema.buffers(), again.buffers(), strict=True):
+        assert torch.equal(a, b)
+    assert batch_norm_layers(ema)[0].momentum == 0.1  # the layer's own momentum is restored
+    assert not recalibrate_batch_norm(build_networks(NetConfig(arch="progan", g_norm="none", d_norm="none"))[0], 0)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from PIL import Image
 
 from ganime_steps import generate, train
 from ganime_steps.common import GanimeError
-from ganime_steps.gan import NetConfig, generate_images, load_generator
-from ganime_steps.gan.networks import build_networks, export_generator
+from ganime_steps.gan import NetConfig, generate_images, latents_for_seeds, load_generator, synthesize
+from ganime_steps.gan.networks import build_networks, export_generator, noise_seeds_for
 from ganime_steps.gan.progressive import (
     EqConv2d,
     GrowthSchedule,
@@ -181,6 +181,60 @@ def test_stylegan_mapping_noise_mixing_truncation() -> None:
     ws = G.map(z)
     t = G.truncate(ws, 0.5, cutoff=2)
     assert torch.allclose(t[:, :2], G.w_avg + 0.5 * (ws[:, :2] - G.w_avg)) and torch.equal(t[:, 2:], ws[:, 2:])
+
+
+def _noisy_stylegan(resolution: int = 16):
+    torch.manual_seed(0)
+    G, _ = build_networks(_cfg("stylegan", resolution))
+    for m in G.modules():
+        if hasattr(m, "noise_strength"):
+            m.noise_strength.data.fill_(0.5)  # as if learned: noise shows in the images
+    return G.eval()
+
+
+def test_stylegan_fresh_noise_per_image_for_evaluation() -> None:
+    """Evaluation (generate_images) draws fresh noise maps per image, reproducibly from the seed; the fixed maps
+    stay available for grids."""
+    G = _noisy_stylegan()
+    z = latents_for_seeds([7, 7, 7], 8)  # one latent, three times
+    const = synthesize(G, z)
+    assert np.array_equal(const[0], const[1])  # fixed noise: same latent, same image
+    fresh = synthesize(G, z, noise_seeds=[1, 2, 1])
+    assert not np.array_equal(fresh[0], fresh[1]) and np.array_equal(fresh[0], fresh[2])
+    assert not np.array_equal(fresh[0], const[0])
+    assert np.array_equal(synthesize(G, z[1:2], noise_seeds=[2])[0], fresh[1])  # per image: batch-independent
+    a = generate_images(G, 6, seed=3)
+    assert np.array_equal(a, generate_images(G, 6, seed=3))  # same seed, same batch
+    assert np.abs(a.astype(int) - generate_images(G, 6, seed=3, batch_size=4).astype(int)).max() <= 1
+    assert not np.array_equal(a, generate_images(G, 6, seed=4))
+    c = generate_images(G, 6, seed=3, noise="const")
+    assert not np.array_equal(a, c) and np.array_equal(c, generate_images(G, 6, seed=3, noise="const"))
+    maps = G.seeded_noise([5, 6])
+    assert [tuple(m.shape) for m in maps] == [(2, 1, s, s) for s in (4, 4, 8, 8, 16, 16)]
+    G.set_lod(1.0)  # noise of an image does not depend on the current lod either
+    assert all(torch.equal(x, y) for x, y in zip(maps, G.seeded_noise([5, 6]), strict=True))
+    with pytest.raises(GanimeError, match="--noise"):
+        generate_images(G, 2, seed=0, noise="fresh")
+    # without noise inputs (ProGAN) the option changes nothing
+    P, _ = build_networks(_cfg("progan", 16))
+    assert np.array_equal(generate_images(P.eval(), 3, seed=1), generate_images(P, 3, seed=1, noise="const"))
+
+
+def test_generate_cli_noise_flag(tmp_path: Path) -> None:
+    G = _noisy_stylegan()
+    gen = tmp_path / "g.pt"
+    export_generator(gen, G, G.cfg)
+    grids = {}
+    for name, extra in (("const", []), ("random", ["--noise", "random"]), ("random2", ["--noise", "random"])):
+        out = tmp_path / f"{name}.png"
+        assert generate.main(["--checkpoint", str(gen), "--seeds", "0-3", "--out", str(out), *extra]) == 0
+        with Image.open(out) as im:
+            grids[name] = np.asarray(im)
+    assert np.array_equal(grids["random"], grids["random2"]) and not np.array_equal(grids["random"], grids["const"])
+    mix = generate.style_mix_images(G, [0], [5], [0, 1], noise="random")
+    assert np.array_equal(mix[2], synthesize(G, latents_for_seeds([0], 8), noise_seeds=noise_seeds_for([0]))[0])
+    with pytest.raises(SystemExit):
+        generate.main(["--checkpoint", str(gen), "--out", str(tmp_path / "x.png"), "--noise", "fresh"])
 
 
 def test_bf16_autocast_forward_backward() -> None:

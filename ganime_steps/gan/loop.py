@@ -14,19 +14,36 @@ Exact resume (CPU): every source of randomness is either the global torch RNG (l
 a numpy Generator (batch indices, flips) or Python's ``random``; all three states, both optimisers, both grad
 scalers, the BN / spectral-norm buffers and the log rows are in ``checkpoint.pt``. On CUDA, cuDNN autotuning is
 on for speed, so resumed runs match statistically but not bit for bit.
+
+Batch norm and G_ema: :func:`update_ema` copies G's BN running statistics into G_ema, but those describe G's
+weights, not the averaged ones. Before every use of G_ema (checkpoint, sample grid, metric, export) its BN
+statistics are re-estimated on fresh latents (:func:`~ganime_steps.gan.networks.recalibrate_batch_norm`, its own
+seeded generator: the training RNG streams are untouched); the exported ``generator.pt`` carries them.
+
+Metrics over training: an optional ``snapshot_metric(G_ema) -> dict`` runs at checkpoints (every
+``metrics_every`` kimg, a multiple of ``checkpoint_every``; default every checkpoint, and always at the end) with
+G_ema in eval mode and every global RNG state saved and restored around it. One JSON object per snapshot goes to
+``metrics.jsonl`` (``kimg``, ``step``, ``images_seen``, the phase, the last log window's loss means, the
+metrics, ``seconds``, ``metric_seconds``, ``timestamp``); the rows are also in the checkpoint, so a resumed run
+rewrites the file with exactly the rows up to its checkpoint. The snapshot with the lowest ``metric_key`` is
+exported as ``generator_best.pt`` (generator.pt's format plus ``kimg``, ``metric_key``, ``metric``, ``metrics``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
 import io
+import json
 import logging
+import math
 import os
 import random
 import resource
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +62,7 @@ from ganime_steps.gan.networks import (
     count_params,
     export_generator,
     images_to_uint8,
+    recalibrate_batch_norm,
 )
 from ganime_steps.gan.progressive import GrowthSchedule, Phase, parse_batch_schedule, resize_reals
 from ganime_steps.imaging import make_grid
@@ -70,6 +88,10 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 LOG_WRITE_S = 30.0  # log.csv is rewritten whole (atomically): at most this often, plus at checkpoints and the end
 # Settings that define the networks: a checkpoint is only resumed when all of these match.
 ARCH_KEYS = ("family", "resolution", "channels", "z_dim")
+METRICS_FILE = "metrics.jsonl"
+BEST_FILE = "generator_best.pt"
+BN_SEED_STREAM = 0x626E  # G_ema's BN recalibration latents: seed + this, never the training streams
+SnapshotMetricFn = Callable[[torch.nn.Module], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,11 @@ class TrainResult:
     n_params_d: int
     last_log: dict[str, float] = field(default_factory=dict)
     phase: dict[str, Any] = field(default_factory=dict)
+    # metrics over training (only with a snapshot_metric): the best snapshot by metric_key (lowest)
+    metric_key: str | None = None
+    best_kimg: float | None = None
+    best_metric: float | None = None
+    metric_rows: int = 0
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -217,10 +244,62 @@ def ema_beta(images_per_iter: int, ema_kimg: float, images_seen: int, rampup: fl
 
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """Parameters: exponential moving average. Buffers (lod, w_avg, BN statistics) are copied from G, as the
+    official code's ``beta_nontrainable = 0``; BN statistics are re-estimated for G_ema's weights before use."""
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach(), 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):  # BN running stats follow G directly
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
+
+
+@contextlib.contextmanager
+def preserved_rng(cuda: bool) -> Iterator[None]:
+    """Restore the global torch (and CUDA), numpy and Python RNG states afterwards: whatever runs inside cannot
+    shift the training streams (exact resume holds with or without it)."""
+    torch_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if cuda else None
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+def _json_value(v: Any) -> Any:
+    """Plain JSON: numpy/torch scalars as Python numbers, non-finite floats as null."""
+    if isinstance(v, np.generic) or (isinstance(v, (np.ndarray, torch.Tensor)) and v.ndim == 0):
+        v = v.item()
+    elif isinstance(v, (np.ndarray, torch.Tensor)):
+        v = v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def metrics_jsonl_text(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def read_metrics_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl; unreadable lines (a file cut short by hand) are skipped with a warning."""
+    rows = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d: not JSON, dropped", path, i)
+    return rows
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -269,8 +348,32 @@ def dataset_fingerprint(path: Path) -> str:
 class Trainer:
     """Owns the networks, optimisers and state of one run folder."""
 
-    def __init__(self, cfg: TrainConfig, *, data: Path, out: Path, device: torch.device) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        data: Path,
+        out: Path,
+        device: torch.device,
+        snapshot_metric: SnapshotMetricFn | None = None,
+        metric_key: str = "fid",
+        metrics_every: float | None = None,
+    ) -> None:
+        """``snapshot_metric(G_ema) -> {name: value}``: run at checkpoints (every ``metrics_every`` kimg, a multiple
+        of ``cfg.checkpoint_every``; None = every checkpoint) and at the end; rows go to ``metrics.jsonl`` and the
+        snapshot with the lowest ``metrics[metric_key]`` is exported as ``generator_best.pt``."""
         self.cfg = cfg
+        self.snapshot_metric = snapshot_metric
+        self.metric_key = metric_key
+        ckpt_images = max(1, round(cfg.checkpoint_every * 1000))
+        if metrics_every is not None:
+            every = round(metrics_every * 1000)
+            if metrics_every <= 0 or every % ckpt_images:
+                raise GanimeError(
+                    f"--metrics-every {metrics_every:g}: must be a positive multiple of --checkpoint-every "
+                    f"{cfg.checkpoint_every:g} (metrics are computed at checkpoints)"
+                )
+        self.metrics_every_images = round(metrics_every * 1000) if metrics_every is not None else ckpt_images
         self.family: Family = get_family(cfg.family)
         self.images = load_dataset(data, cfg.resolution)
         self.data_id = dataset_fingerprint(Path(data))
@@ -330,6 +433,10 @@ class Trainer:
         self.log_rows: list[dict[str, float]] = []
         self.resumed = False
         self.saved_at: int | None = None  # images_seen of the checkpoint on disk
+        self.metric_rows: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None  # {"images_seen", "kimg", "step", "metric_key", "metric"}
+        self._best_pending = False  # the current snapshot is the new best: export it after the checkpoint
+        self._calibrated_at: int | None = None  # images_seen at which G_ema's BN statistics were re-estimated
         if self.ckpt_path.exists():
             ck = self._load_checkpoint()
             if self._same_data(ck):
@@ -359,6 +466,8 @@ class Trainer:
             "phase_key": self.phase_key,
             "elapsed_s": self.elapsed_s,
             "log_rows": self.log_rows,
+            "metric_rows": self.metric_rows,
+            "best": self.best,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.cuda else [],
@@ -433,6 +542,7 @@ class Trainer:
         self._set_phase(self.schedule.at(self.images_seen))
         self.elapsed_s = float(ck["elapsed_s"])
         self.log_rows = list(ck["log_rows"])
+        self._resume_metrics(ck)
         rng = ck["rng"]
         torch.set_rng_state(rng["torch"])
         if self.cuda and rng["cuda"]:
@@ -444,10 +554,175 @@ class Trainer:
         self.saved_at = self.images_seen
         log.info("resumed %s at %.3f kimg (step %d)", path, self.images_seen / 1000, self.step)
 
+    def _resume_metrics(self, ck: dict[str, Any]) -> None:
+        """Metric rows up to the checkpoint (from the checkpoint; from metrics.jsonl for checkpoints that predate
+        them): rows a killed run wrote past its last checkpoint are dropped, as the resumed run redoes them."""
+        path = self.out / METRICS_FILE
+        if "metric_rows" in ck:
+            self.metric_rows = [dict(r) for r in ck["metric_rows"]]
+        elif path.is_file():
+            rows = read_metrics_jsonl(path)
+            self.metric_rows = [
+                r for r in rows if isinstance(r.get("images_seen"), int) and r["images_seen"] <= ck["images_seen"]
+            ]
+        best = ck.get("best")
+        if best is not None and best.get("metric_key") != self.metric_key and self.snapshot_metric is not None:
+            log.warning(
+                "%s: the best snapshot so far was chosen by %r, this run ranks by %r: best restarts from here",
+                self.ckpt_path,
+                best.get("metric_key"),
+                self.metric_key,
+            )
+            best = None
+        self.best = dict(best) if best is not None else None
+
     # -- artifacts ---------------------------------------------------------------------------------------------
+
+    def calibrate_ema(self) -> None:
+        """Re-estimate G_ema's batch-norm statistics for its own weights (once per images_seen; no-op without BN)."""
+        if self._calibrated_at == self.images_seen:
+            return
+        seed = (self.cfg.seed + BN_SEED_STREAM) % 2**63
+        if recalibrate_batch_norm(self.G_ema, seed=seed):
+            log.debug("G_ema batch-norm statistics re-estimated at %.3f kimg", self.images_seen / 1000)
+        self.G_ema.eval()
+        self._calibrated_at = self.images_seen
+
+    def evaluate_snapshot(self) -> dict[str, Any]:
+        """Run the snapshot metric on G_ema (BN re-estimated, eval mode, global RNG states restored afterwards),
+        append its row and update the best snapshot. Returns the row."""
+        assert self.snapshot_metric is not None
+        self.calibrate_ema()
+        t0 = time.perf_counter()
+        try:
+            with preserved_rng(self.cuda), torch.no_grad():
+                metrics = self.snapshot_metric(self.G_ema)
+        finally:
+            self.G_ema.eval().requires_grad_(False)
+        seconds = time.perf_counter() - t0
+        if not isinstance(metrics, dict) or self.metric_key not in metrics:
+            got = sorted(metrics) if isinstance(metrics, dict) else type(metrics).__name__
+            raise GanimeError(
+                f"snapshot metric returned {got}, without {self.metric_key!r}: pick --metric-key among its keys"
+            )
+        last = self.log_rows[-1] if self.log_rows else {}
+        row: dict[str, Any] = {
+            "kimg": self.images_seen / 1000,
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "phase": self.phase.name,
+            "resolution": self.phase.resolution,
+            "alpha": round(self.phase.alpha, 6),
+            "loss_g": last.get("loss_g"),
+            "loss_d": last.get("loss_d"),
+            "penalty": last.get("penalty"),
+        }
+        for k, v in metrics.items():
+            if k in row:
+                log.warning("snapshot metric key %r clashes with a metrics.jsonl column; dropped", k)
+            else:
+                row[k] = v
+        row.update(
+            {
+                "metric_key": self.metric_key,
+                "seconds": round(self.elapsed_s, 3),
+                "metric_seconds": round(seconds, 3),
+                "timestamp": round(time.time(), 3),
+            }
+        )
+        row = _json_value(row)
+        self.metric_rows.append(row)
+        value = row.get(self.metric_key)
+        log.info("snapshot %.3f kimg: %s %s (%.1f s)", self.images_seen / 1000, self.metric_key, value, seconds)
+        if isinstance(value, (int, float)) and (self.best is None or value < self.best["metric"]):
+            self.best = {
+                "images_seen": self.images_seen,
+                "kimg": self.images_seen / 1000,
+                "step": self.step,
+                "metric_key": self.metric_key,
+                "metric": float(value),
+            }
+            self._best_pending = True
+        return row
+
+    def write_metrics(self) -> None:
+        """metrics.jsonl rewritten whole (atomically) from the rows: with a snapshot metric, or to trim a file."""
+        path = self.out / METRICS_FILE
+        if self.snapshot_metric is not None or path.exists():
+            write_text(path, metrics_jsonl_text(self.metric_rows))
+
+    def _export(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        self.calibrate_ema()
+        export_generator(
+            path,
+            self.G_ema,
+            self.net_cfg,
+            extra={
+                "family": self.cfg.family,
+                "images_seen": self.images_seen,
+                "step": self.step,
+                "phase": self.phase.to_dict(),
+                **(extra or {}),
+            },
+        )
+
+    def export_best(self) -> None:
+        """generator_best.pt from the current G_ema, which must be the best snapshot."""
+        best = self.best
+        assert best is not None and best["images_seen"] == self.images_seen
+        row = next((r for r in reversed(self.metric_rows) if r.get("images_seen") == self.images_seen), {})
+        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        self._export(
+            self.out / BEST_FILE,
+            extra={
+                "kimg": best["kimg"],
+                "metric_key": best["metric_key"],
+                "metric": best["metric"],
+                "metrics": metrics,
+            },
+        )
+        self._best_pending = False
+        log.info(
+            "best snapshot so far (%s %g) at %.3f kimg: %s",
+            best["metric_key"],
+            best["metric"],
+            best["kimg"],
+            self.out / BEST_FILE,
+        )
+
+    def _sync_best_file(self) -> None:
+        """After a resume: re-export generator_best.pt if the checkpoint is the best snapshot and the file is not
+        (a run killed between checkpoint and export); warn if an older best's file is missing."""
+        best, path = self.best, self.out / BEST_FILE
+        if best is None:
+            return
+        on_disk = None
+        if path.is_file():
+            with contextlib.suppress(Exception):
+                on_disk = torch.load(path, map_location="cpu", weights_only=True).get("images_seen")
+        if on_disk == best["images_seen"]:
+            return
+        if best["images_seen"] == self.images_seen:
+            self.export_best()
+        else:
+            log.warning(
+                "%s: the best snapshot (%.3f kimg) has no matching %s; it is written again only by a better snapshot",
+                self.out,
+                best["kimg"],
+                path.name,
+            )
+
+    def _clear_stale_metrics(self) -> None:
+        """A run that starts from scratch must not keep another run's metrics or best generator."""
+        for name in (METRICS_FILE, BEST_FILE):
+            path = self.out / name
+            if path.exists():
+                log.warning("%s: left from an earlier run; removed as this run starts over", path)
+                path.unlink()
 
     @torch.no_grad()
     def write_samples(self, snapshot: bool) -> None:
+        self.calibrate_ema()
         imgs = []
         for z in self.grid_z.split(16):
             imgs.append(images_to_uint8(self.G_ema(z)))
@@ -457,19 +732,21 @@ class Trainer:
             save_image(self.out / snapshot_name(self.images_seen), grid)
 
     def write_final(self) -> None:
-        export_generator(
-            self.out / "generator.pt",
-            self.G_ema,
-            self.net_cfg,
-            extra={
-                "family": self.cfg.family,
-                "images_seen": self.images_seen,
-                "step": self.step,
-                "phase": self.phase.to_dict(),
-            },
-        )
+        self._export(self.out / "generator.pt")
         self.write_samples(snapshot=False)
         write_text(self.out / "log.csv", log_csv_text(self.log_rows))
+
+    def checkpoint_event(self, evaluate: bool) -> None:
+        """At a checkpoint: G_ema's BN statistics, the metric (if due), then the checkpoint (holding the metric
+        rows and the best snapshot), metrics.jsonl, generator_best.pt (if this is the best) and the samples."""
+        self.calibrate_ema()
+        if evaluate and self.snapshot_metric is not None:
+            self.evaluate_snapshot()
+        self.save_checkpoint()
+        self.write_metrics()
+        if self._best_pending:
+            self.export_best()
+        self.write_samples(snapshot=True)
 
     # -- training ----------------------------------------------------------------------------------------------
 
@@ -586,6 +863,11 @@ class Trainer:
         start_images = self.images_seen
         session_start = time.perf_counter()
         session_train_s = 0.0
+        if self.resumed:
+            self.write_metrics()  # exactly the checkpoint's rows: drops any a killed run wrote after it
+            self._sync_best_file()
+        else:
+            self._clear_stale_metrics()
 
         if n_iters == 0:
             log.info(
@@ -608,6 +890,8 @@ class Trainer:
             self.G.train()
             self.D.train()
             next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every
+            metric_every = self.metrics_every_images
+            next_metric = (self.images_seen // metric_every + 1) * metric_every
             next_log = (self.images_seen // log_every + 1) * log_every
             # Running sums stay on the device; the CPU syncs only at log/checkpoint points (or every step on CPU).
             acc = torch.zeros(3, device=self.device)
@@ -661,10 +945,11 @@ class Trainer:
                     next_log = (self.images_seen // log_every + 1) * log_every
                 if due_ckpt or last:
                     t0 = time.perf_counter()
-                    self.save_checkpoint()
-                    self.write_samples(snapshot=True)
+                    # metrics_every is a multiple of checkpoint_every, so a due metric is always at a checkpoint
+                    self.checkpoint_event(evaluate=self.images_seen >= next_metric or last)
                     next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every
-                    win_t0 += time.perf_counter() - t0  # do not bill checkpoint I/O to throughput
+                    next_metric = (self.images_seen // metric_every + 1) * metric_every
+                    win_t0 += time.perf_counter() - t0  # do not bill checkpoint I/O or metrics to throughput
 
         self.write_final()
         trained = self.images_seen - start_images
@@ -682,6 +967,10 @@ class Trainer:
             n_params_d=count_params(self.D),
             last_log=dict(self.log_rows[-1]) if self.log_rows else {},
             phase=self.phase.to_dict(),
+            metric_key=self.best["metric_key"] if self.best else self.metric_key if self.snapshot_metric else None,
+            best_kimg=self.best["kimg"] if self.best else None,
+            best_metric=self.best["metric"] if self.best else None,
+            metric_rows=len(self.metric_rows),
         )
 
 

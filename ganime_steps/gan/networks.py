@@ -14,6 +14,7 @@ The discriminator mirrors it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -258,39 +259,124 @@ def latents_for_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
-def _forward_truncated(G: nn.Module, z: torch.Tensor, truncation: float) -> torch.Tensor:
+# --- batch-norm statistics of an averaged generator ---------------------------------------------------------------
+
+BN_RECALIBRATION_SAMPLES = 512
+BN_RECALIBRATION_BATCH = 128
+
+
+def batch_norm_layers(G: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(
+    G: nn.Module, seed: int, n: int = BN_RECALIBRATION_SAMPLES, batch_size: int = BN_RECALIBRATION_BATCH
+) -> bool:
+    """Re-estimate the batch-norm running statistics of ``G`` for ``G``'s own weights; False if it has no BN.
+
+    G_ema's weights are an average of G's, so statistics gathered by G during training do not describe G_ema's
+    activations. This resets every BN layer and feeds ``n`` fresh latents (whole batches of ``batch_size``) with
+    only the BN layers in training mode and ``momentum=None``: the running mean/var become the cumulative average
+    of the per-batch statistics (as ``torch.optim.swa_utils.update_bn``). The latents come from their own
+    generator seeded with ``seed``, so the global RNG streams are untouched and the result is deterministic
+    (and independent of the statistics held before). G is left in eval mode.
+    """
+    bns = batch_norm_layers(G)
+    if not bns:
+        return False
+    device = next(G.parameters()).device
+    momenta = [m.momentum for m in bns]
+    gen = torch.Generator().manual_seed(seed)
+    G.eval()
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for _ in range(max(1, -(-n // batch_size))):
+            G(torch.randn(batch_size, G.z_dim, generator=gen).to(device))
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        G.eval()
+    return True
+
+
+# --- sampling -----------------------------------------------------------------------------------------------------
+
+NOISE_MODES = ("random", "const")
+NOISE_STREAM = 0x6E6F697365  # b"noise": keeps per-image noise seeds apart from the latent seeds
+
+
+def noise_seeds_for(seeds: Sequence[int]) -> list[int]:
+    """The per-image noise seed of each latent seed (``generate --noise random``): image s never depends on the
+    other seeds, and its noise never reuses its latent's random stream."""
+    return [int(np.random.SeedSequence([int(s), NOISE_STREAM]).generate_state(1, np.uint64)[0]) for s in seeds]
+
+
+def _forward_truncated(
+    G: nn.Module, z: torch.Tensor, truncation: float, noise: list[torch.Tensor] | None = None
+) -> torch.Tensor:
     """StyleGAN truncates toward the tracked mean W; the others pull z toward its mean, 0. ProGAN pixel-normalises
     z, so scaling it has no effect (a warning says so)."""
     if getattr(G, "truncation_space", "z") == "w":
-        return G(z, truncation=truncation)
+        return G(z, truncation=truncation, noise=noise)
     return G(z * truncation)
 
 
 @torch.no_grad()
-def synthesize(G: nn.Module, z: torch.Tensor, batch_size: int = 64, truncation: float = 1.0) -> np.ndarray:
+def synthesize(
+    G: nn.Module,
+    z: torch.Tensor,
+    batch_size: int = 64,
+    truncation: float = 1.0,
+    noise_seeds: Sequence[int] | None = None,
+) -> np.ndarray:
     """Images for latents ``z``, with truncation ``psi`` (1.0 = off): toward the mean W for StyleGAN, toward z = 0
-    for the DCGAN-style families."""
+    for the DCGAN-style families.
+
+    ``noise_seeds`` (StyleGAN; ignored by generators without noise inputs): one seed per latent; each image gets
+    fresh noise maps drawn from its own seed, as the official FID protocol samples noise per image. None: the
+    generator's fixed noise maps (reproducible grids; every image shares them)."""
     if truncation != 1.0 and getattr(G, "truncation_space", "z") == "none":
         log.warning("--truncation %g has no effect on this generator (its latents are pixel-normalised)", truncation)
     if truncation < 0:
         raise GanimeError(f"--truncation {truncation}: must be >= 0 (1.0 = off, smaller = closer to the mean)")
     if batch_size < 1:
         raise GanimeError(f"--batch-size {batch_size}: must be >= 1")
+    if noise_seeds is not None and len(noise_seeds) != len(z):
+        raise GanimeError(f"{len(noise_seeds)} noise seeds for {len(z)} latents: give one per image")
     if len(z) == 0:
         return np.zeros((0, G.resolution, G.resolution, 3), dtype=np.uint8)
     device = next(G.parameters()).device
+    with_noise = noise_seeds is not None and hasattr(G, "seeded_noise")
     was_training = G.training
     G.eval()
     try:
-        out = [images_to_uint8(_forward_truncated(G, chunk.to(device), truncation)) for chunk in z.split(batch_size)]
+        out = []
+        for start in range(0, len(z), batch_size):
+            chunk = z[start : start + batch_size].to(device)
+            noise = G.seeded_noise(noise_seeds[start : start + len(chunk)], device) if with_noise else None
+            out.append(images_to_uint8(_forward_truncated(G, chunk, truncation, noise)))
     finally:
         G.train(was_training)
     return np.concatenate(out)
 
 
-def generate_images(G: nn.Module, n: int, seed: int, batch_size: int = 64, truncation: float = 1.0) -> np.ndarray:
-    """``n`` images as uint8 (n, H, W, 3), reproducible from ``seed`` and independent of ``batch_size``."""
+def generate_images(
+    G: nn.Module, n: int, seed: int, batch_size: int = 64, truncation: float = 1.0, noise: str = "random"
+) -> np.ndarray:
+    """``n`` images as uint8 (n, H, W, 3), reproducible from ``seed`` and independent of ``batch_size``.
+
+    ``noise`` (StyleGAN only): ``random`` (default, for evaluation) gives every image its own noise maps, drawn
+    deterministically from ``seed``; ``const`` uses the generator's fixed noise maps for all images."""
     if n < 0:
         raise GanimeError(f"n={n}: the number of images must be >= 0")
+    if noise not in NOISE_MODES:
+        raise GanimeError(f"--noise {noise}: use one of {', '.join(NOISE_MODES)}")
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    return synthesize(G, z, batch_size=batch_size, truncation=truncation)
+    noise_seeds = None
+    if noise == "random" and n:
+        noise_seeds = [int(s) for s in np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(n, np.uint64)]
+    return synthesize(G, z, batch_size=batch_size, truncation=truncation, noise_seeds=noise_seeds)

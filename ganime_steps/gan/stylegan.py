@@ -6,13 +6,16 @@ Published settings kept: 8-layer mapping MLP with lr multiplier 0.01, W the size
 per-layer noise with learned per-channel strength (zero-initialised), AdaIN style scales initialised to 1,
 [1, 2, 1] blur after each upsampling, style mixing on 90 % of minibatches with a random crossover layer among the
 active ones, ``w_avg`` tracked with decay 0.995, truncation (psi, default cutoff 8 layers) applied only at
-inference. Noise: random in training mode, fixed per-layer buffers in eval mode (so a seed always gives the same
-image, whatever the batch).
+inference. Noise: random in training mode; in eval mode either fixed per-layer buffers (the default: a seed always
+gives the same image, whatever the batch; used for sample grids) or per-image maps passed in by the caller
+(:meth:`StyleGenerator.seeded_noise`: fresh noise per image, reproducible from per-image seeds, as the official FID
+protocol samples it).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +62,12 @@ class StyleEpilogue(nn.Module):
         fixed = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(noise_seed))
         self.register_buffer("fixed_noise", fixed)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """``noise``: (B, 1, H, W) maps to use instead of the mode's own (random in training, fixed in eval)."""
         b, c, h, wd = x.shape
-        if self.training:
+        if noise is not None:
+            noise = noise.to(x.dtype)
+        elif self.training:
             noise = torch.randn(b, 1, h, wd, device=x.device, dtype=x.dtype)
         else:
             noise = self.fixed_noise.to(x.dtype)
@@ -139,19 +145,41 @@ class StyleGenerator(LodMixin):
         out[:, :cutoff] = torch.lerp(avg, ws[:, :cutoff], psi)
         return out
 
-    def synthesis(self, ws: torch.Tensor, native: bool = False) -> torch.Tensor:
+    def noise_sizes(self) -> list[int]:
+        """Side of the noise map of every style layer: 4, 4, 8, 8, ... full, full."""
+        return [4 << (i // 2) for i in range(self.num_layers)]
+
+    def seeded_noise(self, seeds: Sequence[int], device: torch.device | str | None = None) -> list[torch.Tensor]:
+        """Per-layer noise maps (B, 1, s, s) for B images, image i's maps drawn from its own generator seeded with
+        ``seeds[i]`` (so they do not depend on the batch, the other images or the current lod)."""
+        sizes = self.noise_sizes()
+        total = sum(s * s for s in sizes)
+        flat = torch.stack([torch.randn(total, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        flat = flat.to(device if device is not None else self.const.device)
+        return [
+            part.reshape(-1, 1, s, s) for part, s in zip(flat.split([s * s for s in sizes], dim=1), sizes, strict=True)
+        ]
+
+    def synthesis(
+        self, ws: torch.Tensor, native: bool = False, noise: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """ws (B, num_layers, w_dim) -> image; ``noise``: per-layer maps (from :meth:`seeded_noise`) or None."""
         res, alpha = self.current()
         n_blocks = level(res)
+
+        def nz(i: int) -> torch.Tensor | None:
+            return None if noise is None else noise[i]
+
         x = self.const.expand(ws.shape[0], -1, -1, -1).to(ws.dtype)
-        x = self.epi4[0](x, ws[:, 0])
-        x = self.epi4[1](self.conv4(x), ws[:, 1])
+        x = self.epi4[0](x, ws[:, 0], nz(0))
+        x = self.epi4[1](self.conv4(x), ws[:, 1], nz(1))
         prev_rgb = None
         for i in range(n_blocks):
             if i == n_blocks - 1 and alpha < 1.0:
                 prev_rgb = self.to_rgb[i](x)
             blk = self.blocks[i]
-            x = blk["epi0"](self.blur(blk["conv0"](upsample(x))), ws[:, 2 * i + 2])
-            x = blk["epi1"](blk["conv1"](x), ws[:, 2 * i + 3])
+            x = blk["epi0"](self.blur(blk["conv0"](upsample(x))), ws[:, 2 * i + 2], nz(2 * i + 2))
+            x = blk["epi1"](blk["conv1"](x), ws[:, 2 * i + 3], nz(2 * i + 3))
         img = self.to_rgb[n_blocks](x)
         if prev_rgb is not None:
             img = torch.lerp(upsample(prev_rgb), img, alpha)
@@ -159,8 +187,14 @@ class StyleGenerator(LodMixin):
             img = F.interpolate(img, scale_factor=self.full_resolution // res, mode="nearest")
         return img
 
-    def forward(self, z: torch.Tensor, native: bool = False, truncation: float = 1.0) -> torch.Tensor:
-        return self.synthesis(self.map(z, truncation), native=native)
+    def forward(
+        self,
+        z: torch.Tensor,
+        native: bool = False,
+        truncation: float = 1.0,
+        noise: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        return self.synthesis(self.map(z, truncation), native=native, noise=noise)
 
 
 def n_style_layers(resolution: int) -> int:
