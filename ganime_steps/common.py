@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -23,6 +22,21 @@ class GanimeError(Exception):
     """A problem the user can fix. The message is one line: what is wrong, where (file/key/line), and the fix."""
 
 
+def _new_temp_file(path: Path) -> Path:
+    """An empty new file beside ``path``, named ``.<name>.<random>.tmp<suffix>`` (writers such as ``np.save`` key
+    on the suffix). Unlike ``tempfile.mkstemp`` (always 0600) it is created with mode 0666 like a plain ``open()``,
+    so the kernel applies the umask (and a folder's default ACL): results stay readable where the user wants them."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):  # 48 random bits: a clash is a stale temporary file at most, never a live one
+        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it into place with ``os.replace``.
@@ -31,9 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -3,7 +3,8 @@
 Detectors: ``lbpcascade`` (OpenCV + nagadomi's ``lbpcascade_animeface.xml``, the upstream recipe) or
 ``annotations`` (face boxes the source supplied, e.g. the synthetic booru, whose drawn faces the cascade
 does not find). Writes ``crops/<md5>_<i>.png`` and ``faces.parquet`` under ``--out``.
-Subcommand ``fetch-cascade`` downloads the cascade from its canonical address, pinned by sha256.
+The cascade is vendored as ``resources/lbpcascade_animeface.xml`` (MIT, its license beside it) and is the default;
+subcommand ``fetch-cascade`` downloads it instead from its canonical address, pinned by sha256.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
+# The same file (sha256 above), vendored in the repository with its MIT license; faces.cascade: null uses it.
+VENDORED_CASCADE = Path(__file__).resolve().parent.parent / "resources" / "lbpcascade_animeface.xml"
 DETECTORS = ("lbpcascade", "annotations")
 FACE_COLUMNS = ["source", "post_id", "md5", "face_index", "x", "y", "w", "h", "file"]
 
@@ -47,7 +50,8 @@ class CascadeDetector:
 
         if not Path(path).is_file():
             raise GanimeError(
-                f"faces.cascade: {path} not found; set it to lbpcascade_animeface.xml or null to download"
+                f"faces.cascade: {path} not found; set it to a local lbpcascade_animeface.xml, or to null for the "
+                f"copy vendored in the repository ({VENDORED_CASCADE})"
             )
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
@@ -90,7 +94,7 @@ def run(
     cascade_detector = None
     if detector == "lbpcascade":
         if cascade is None:
-            raise GanimeError("faces: detector lbpcascade needs --cascade PATH (faces.cascade in the config)")
+            cascade = default_cascade()
         cascade_detector = CascadeDetector(cascade, min_size=min_size)
     rows = []
     for post in progress(table.itertuples(index=False), total=len(table), desc="faces"):
@@ -108,6 +112,16 @@ def run(
         raise GanimeError(f"faces: no face found in any of the {len(table)} posts of {posts} (detector {detector})")
     write_parquet(out / "faces.parquet", faces)
     return FacesSummary(len(table), int(faces["md5"].nunique()), len(faces), detector)
+
+
+def default_cascade() -> Path:
+    """The vendored cascade; a one-line error naming the ways out when this checkout lacks it."""
+    if not VENDORED_CASCADE.is_file():
+        raise GanimeError(
+            f"faces.cascade: null means the vendored {VENDORED_CASCADE}, which this checkout lacks; restore it from "
+            "git, or run `python -m ganime_steps.faces fetch-cascade --out PATH` and set faces.cascade to PATH"
+        )
+    return VENDORED_CASCADE
 
 
 def fetch_cascade(*, out: Path, url: str = CASCADE_URL, sha256: str = CASCADE_SHA256) -> dict:
@@ -135,12 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     crop = sub.add_parser("crop", help="detect and crop faces from every post")
     crop.add_argument("--posts", type=Path, required=True, help="posts.parquet of the scrape stage")
     crop.add_argument("--detector", choices=DETECTORS, default="lbpcascade", help="where face boxes come from")
-    crop.add_argument("--cascade", type=Path, help="lbpcascade_animeface.xml (detector lbpcascade)")
+    crop.add_argument(
+        "--cascade", type=Path, help="lbpcascade_animeface.xml for detector lbpcascade (default: the vendored copy)"
+    )
     crop.add_argument("--size", type=int, default=64, help="side of the square crops in pixels")
     crop.add_argument("--margin", type=float, default=0.0, help="enlarge each box by this fraction of its side")
     crop.add_argument("--min-size", type=int, default=24, help="smallest face the cascade reports, in pixels")
     crop.add_argument("--out", type=Path, required=True, help="output folder (crops/, faces.parquet)")
-    fetch = sub.add_parser("fetch-cascade", help="download lbpcascade_animeface.xml (sha256-pinned)")
+    fetch = sub.add_parser(
+        "fetch-cascade", help="download lbpcascade_animeface.xml (sha256-pinned; the repository vendors the same file)"
+    )
     fetch.add_argument("--url", default=CASCADE_URL, help="download address")
     fetch.add_argument("--out", type=Path, required=True, help="where to save the XML")
     return p

@@ -690,6 +690,7 @@ def render_html(
     queues=(),
     data_fid=(),
     curves=(),
+    directions=(),
 ) -> str:
     groups = comparison.aggregate(runs)
     gt = _groundtruth_section(groundtruth)
@@ -711,6 +712,18 @@ def render_html(
             _curves_section(list(curves)),
             "<h2>Sample grids</h2>",
             _grids_section(grids),
+            *(
+                [
+                    "<h2>Latent directions (style studio)</h2>",
+                    '<p class="meta">Each row moves one direction from the same seed: principal components of the '
+                    "sampled latents (GANSpace) and one boundary per cleaning classifier (InterFaceGAN). Explore them "
+                    "with <code>python -m ganime_steps.studio --generator results/runs/&lt;run&gt;/generator.pt</code>"
+                    ".</p>",
+                    _grids_section(list(directions)),
+                ]
+                if directions
+                else []
+            ),
             "<h2>Cleaning classifiers</h2>",
             _classifiers_section(classifiers, label_counts),
             "<h2>Dataset yields</h2>",
@@ -741,6 +754,7 @@ def run_report(
     label_queues: list[Path] = (),
     groups: dict[str, str] | None = None,
     data_fid: list[Path] = (),
+    directions: list[Path] = (),
 ) -> ReportSummary:
     """Read every input (failing on the first missing one), then write index.html, metrics.csv, report_summary.json.
 
@@ -749,6 +763,7 @@ def run_report(
     for r in runs:
         r["group"] = (groups or {}).get(r["run"], r["run"])
     data_rows = [read_data_fid(Path(p)) for p in data_fid]
+    direction_figs = [(Path(p).parent.name, png_data_uri(Path(p), "--directions")) for p in directions]
     curves = []
     for p in run_metrics:
         c = comparison.read_curves(Path(p).parent)
@@ -776,6 +791,7 @@ def run_report(
         queues=queues,
         data_fid=data_rows,
         curves=curves,
+        directions=direction_figs,
     )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
@@ -847,6 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-queues", type=Path, nargs="*", default=[], help="results/label_queue/<task>.csv files")
     p.add_argument("--groups", nargs="*", default=[], help="RUN=GROUP: the config run each seed's run belongs to")
     p.add_argument("--data-fid", type=Path, nargs="*", default=[], help="results/evaluation/data_<dataset>_<res>.json")
+    p.add_argument("--directions", type=Path, nargs="*", default=[], help="results/runs/<run>/directions.png")
     p.add_argument("--title", default="ganime report", help="page title")
     p.add_argument(
         "--out", type=Path, required=True, help="output folder: index.html, metrics.csv, report_summary.json"
@@ -878,6 +895,7 @@ def main(argv: list[str] | None = None) -> int:
             label_queues=a.label_queues,
             groups=_assignments(a.groups),
             data_fid=a.data_fid,
+            directions=a.directions,
         ),
         argv,
     )

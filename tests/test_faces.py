@@ -1,39 +1,87 @@
-"""Faces stage: the upstream lbpcascade recipe on the real example image, and crops from source annotations."""
+"""Faces stage: the upstream lbpcascade recipe on the real example image, and crops from source annotations.
+
+The cascade is vendored (resources/); the example image is not: the tests that need it skip where it is absent.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import subprocess
 
 import pandas as pd
 import pytest
-from conftest import ASSETS
+from conftest import CASCADE, REPO, SAMPLE_IMAGE
 from PIL import Image
 
 from ganime_steps import faces
+
+needs_sample = pytest.mark.skipif(
+    not SAMPLE_IMAGE.is_file(),
+    reason=f"external asset {SAMPLE_IMAGE} is absent (set GANIME_ASSETS to the folder holding anime_faces_sample.png)",
+)
 
 
 @pytest.fixture
 def sample_posts(tmp_path):
     """A posts table holding the upstream example image (17 faces)."""
-    data = (ASSETS / "anime_faces_sample.png").read_bytes()
+    data = SAMPLE_IMAGE.read_bytes()
     md5 = hashlib.md5(data).hexdigest()
     rel = f"images/{md5[:2]}/{md5}.png"
     (tmp_path / rel).parent.mkdir(parents=True)
-    shutil.copyfile(ASSETS / "anime_faces_sample.png", tmp_path / rel)
+    shutil.copyfile(SAMPLE_IMAGE, tmp_path / rel)
     row = {"source": "s", "post_id": 1, "md5": md5, "file": rel, "face_boxes": "[]"}
     pd.DataFrame([row]).to_parquet(tmp_path / "posts.parquet")
     return tmp_path / "posts.parquet"
 
 
-def test_lbpcascade_finds_the_faces_of_the_example(sample_posts, tmp_path):
-    summary = faces.run(posts=sample_posts, out=tmp_path / "faces", cascade=ASSETS / "lbpcascade_animeface.xml")
+@needs_sample
+@pytest.mark.parametrize("cascade", [CASCADE, None], ids=["explicit", "default"])
+def test_lbpcascade_finds_the_faces_of_the_example(sample_posts, tmp_path, cascade):
+    """The upstream recipe, with the vendored cascade given explicitly and as the default (cascade None)."""
+    summary = faces.run(posts=sample_posts, out=tmp_path / "faces", cascade=cascade)
     assert summary.faces >= 15  # the upstream recipe finds 17
     table = pd.read_parquet(tmp_path / "faces" / "faces.parquet")
     assert list(table.columns) == faces.FACE_COLUMNS
     for row in table.itertuples():
         assert Image.open(tmp_path / "faces" / row.file).size == (64, 64)
+
+
+def test_vendored_cascade_is_the_pinned_file_with_its_license():
+    assert faces.VENDORED_CASCADE == CASCADE
+    assert hashlib.sha256(CASCADE.read_bytes()).hexdigest() == faces.CASCADE_SHA256
+    license_text = CASCADE.with_suffix(".LICENSE").read_text()
+    assert "The MIT License" in license_text and "nagadomi" in license_text
+
+
+def test_vendored_cascade_is_tracked_and_generated_resources_are_not(tmp_path):
+    """.gitignore keeps resources/ untracked except the vendored cascade and its license."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shutil.copyfile(REPO / ".gitignore", tmp_path / ".gitignore")
+    paths = {
+        "resources/lbpcascade_animeface.xml": False,
+        "resources/lbpcascade_animeface.LICENSE": False,
+        "resources/inception-2015-12-05-fidhelper.pth": True,
+        "resources/download/lbpcascade_animeface.xml": True,
+    }
+    for path, ignored in paths.items():
+        result = subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "-q", "--no-index", path])
+        assert result.returncode == (0 if ignored else 1), (path, ignored)
+
+
+def test_default_cascade_loads_without_any_asset(posts, tmp_path):
+    """detector lbpcascade without --cascade uses the vendored file: it loads and runs (no drawn face in the discs)."""
+    assert not faces.CascadeDetector(faces.default_cascade()).cascade.empty()
+    with pytest.raises(faces.GanimeError, match="no face found"):
+        faces.run(posts=posts, out=tmp_path / "o")
+
+
+def test_missing_vendored_cascade_is_one_clear_line(posts, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(faces, "VENDORED_CASCADE", tmp_path / "gone.xml")
+    assert faces.main(["crop", "--posts", str(posts), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "faces.cascade" in err and "fetch-cascade" in err and len(err.strip().splitlines()) == 1
 
 
 def test_annotations_detector_crops_source_boxes(posts, tmp_path):
@@ -79,6 +127,6 @@ def test_fetch_cascade_verifies_sha256(tmp_path, monkeypatch):
     monkeypatch.setattr(requests, "get", lambda *a, **k: Resp())
     assert faces.main(["fetch-cascade", "--out", str(tmp_path / "c.xml")]) == 2
     assert not (tmp_path / "c.xml").exists()
-    Resp.content = (ASSETS / "lbpcascade_animeface.xml").read_bytes()
+    Resp.content = CASCADE.read_bytes()
     assert faces.main(["fetch-cascade", "--out", str(tmp_path / "c.xml")]) == 0
     assert (tmp_path / "c.xml").read_bytes() == Resp.content

@@ -48,8 +48,21 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
     if configfile == "configs/demo.yaml":  # the seeds of dcgan_A are jobs of their own
         assert "results/runs/dcgan_A_s1/metrics.json" in result.stdout
     assert "is not available" not in result.stderr
-    if configfile == "config.yaml":
-        assert jobs["fetch_cascade"] == 1
+    if configfile == "config.yaml":  # faces.cascade: null is the vendored cascade: nothing to download
+        assert "fetch_cascade" not in jobs
+        assert f"{REPO}/resources/lbpcascade_animeface.xml" in result.stdout
+
+
+def test_downloaded_cascade_is_an_option(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["faces"]["cascade"] = "resources/download/lbpcascade_animeface.xml"
+    (tmp_path / "labels").mkdir()
+    for task in ("chibi", "multi", "aesthetic"):
+        (tmp_path / "labels" / f"{task}.csv").write_text("post_id,label\n")
+    (tmp_path / "download.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(tmp_path / "download.yaml"), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert planned_jobs(result)["fetch_cascade"] == 1
 
 
 def test_config_error_names_the_key(tmp_path):
@@ -77,12 +90,29 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     b = json.loads((results / "datasets" / "B" / "summary.json").read_text())
     assert 0 < b["n_kept"] <= a["n_kept"] <= a["n_total"] == len(posts)
     assert np.load(results / "datasets" / "A" / "pack_16.npy").shape[1:] == (16, 16, 3)
-    for run in ("dcgan_A", "dcgan_B", "wgangp_B", "dragan_faces"):
+    for run in ("dcgan_A_s0", "dcgan_A_s1", "dcgan_B_s0", "dcgan_B_s1", "stylegan_A"):
         metrics = json.loads((results / "runs" / run / "metrics.json").read_text())
-        assert metrics["is_fid"] is False and metrics["feature_space"].startswith("classifier:")
+        assert metrics["is_fid"] is True and metrics["feature_space"] == "inception", run  # real FID by default
+        assert set(metrics["references"]) == {"shared", "train", "gold"}
+        assert metrics["references"]["gold"]["reference_data"].endswith("datasets/gold/pack_16.npy")
+        snapshots = [json.loads(line) for line in (results / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+        assert len(snapshots) == 2 and all(row["fid"] > 0 for row in snapshots)  # at 0.032 and 0.064 kimg
+        assert (results / "runs" / run / "generator_best.pt").is_file()
         assert (results / "runs" / run / "samples.png").stat().st_size > 0
+    gold = json.loads((results / "datasets" / "gold" / "summary.json").read_text())
+    assert 4 <= gold["n_kept"] < gold["n_total"] == len(posts) and gold["basis"] == "synthetic truth"
+    for dataset in ("A", "B"):
+        data_fid = json.loads((results / "evaluation" / f"data_{dataset}_16.json").read_text())
+        assert data_fid["is_fid"] is True and data_fid["fid"] > 0
     html = (results / "report" / "index.html").read_text()
-    assert "dcgan_A" in html and "data:image/png;base64," in html
+    assert "dcgan_A_s1" in html and "data:image/png;base64," in html
+    assert "Does stricter cleaning make a better GAN?" in html and "Data FID" in html and "best snapshot" in html
+    assert (results / "runs" / "stylegan_A" / "directions.npz").is_file() and "Latent directions" in html
+    summary = json.loads((results / "report" / "report_summary.json").read_text())
+    groups = {g["group"]: g for g in summary["groups"]}
+    assert groups["dcgan_A"]["n_seeds"] == 2 and groups["dcgan_A"]["references"]["gold"]["fd_std"] is not None
+    assert {(v["better_dataset"], v["worse_dataset"]) for v in summary["verdicts"]} <= {("A", "B"), ("B", "A")}
+    assert len(summary["verdicts"]) == 3  # dcgan A vs B against the shared, own and gold references
 
     # Model B: change only dataset B's filter settings; nothing upstream of cleaning may be planned.
     config = yaml.safe_load(config_path.read_text())
@@ -92,11 +122,11 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     assert dry.returncode == 0, dry.stderr
     jobs = planned_jobs(dry)
     expected = {"clean_filter": 1, "clean_removed_grid": 3, "clean_pack": 1, "train": 2, "evaluate": 2,
-                "groundtruth": 1, "report": 1, "all": 1}  # fmt: skip
+                "evaluate_reference": 1, "data_fid": 1, "groundtruth": 1, "report": 1, "all": 1}  # fmt: skip
     assert jobs == expected, jobs
     outputs = [line for line in dry.stdout.splitlines() if line.strip().startswith("output:")]
     assert any("datasets/B/" in line for line in outputs)
-    assert not any("datasets/A/" in line or "runs/dcgan_A/" in line for line in outputs), outputs
+    assert not any("datasets/A/" in line or "runs/dcgan_A" in line or "gold" in line for line in outputs), outputs
 
     # And the report renders through Snakemake's own report.
     rep = snakemake("--configfile", str(config_path), "--directory", str(work), "--report", "report.html")

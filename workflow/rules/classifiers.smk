@@ -26,6 +26,7 @@ rule classifier_train:
         out=lambda wildcards: f"results/classifiers/{wildcards.task}",
     threads: 2
     resources:
+        gpu=1,  # uses CUDA when present (--device auto); profiles/default allows one gpu job at a time
         mem_mb=8000,
         runtime=240,
     conda:
@@ -65,6 +66,7 @@ rule classifier_score:
         workers=lambda wildcards, threads: max(threads - 2, 0),
     threads: 2
     resources:
+        gpu=1,
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"

@@ -26,7 +26,8 @@ rule clean_filter:
         exclude=lambda wildcards: get_dataset(wildcards.dataset)["exclude_tags"],
         out=lambda wildcards: f"results/datasets/{wildcards.dataset}",
     wildcard_constraints:
-        dataset=rf"(?!(?:{'|'.join(GOLD_DATASETS.values())})$)[A-Za-z0-9_-]+",  # gold sets come from rule gold
+        # the gold sets come from rule gold ('/' follows the name in every path of this rule)
+        dataset=rf"(?!(?:{'|'.join(GOLD_DATASETS.values())})/)[A-Za-z0-9_-]+",
     conda:
         "../../envs/scrape.yaml"
     log:

@@ -47,7 +47,8 @@ def get_cascade():
     faces = config["faces"]
     if faces["detector"] != "lbpcascade":
         return []
-    return faces["cascade"] or "resources/lbpcascade_animeface.xml"
+    # null: the cascade vendored in this checkout (absolute: the working directory may be elsewhere)
+    return faces["cascade"] or str(REPO / "resources" / "lbpcascade_animeface.xml")
 
 
 def get_dataset(name):

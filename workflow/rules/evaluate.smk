@@ -61,6 +61,7 @@ rule evaluate_reference:
         features=lambda wildcards, input: feature_flags(input),
     threads: 2
     resources:
+        gpu=1,  # Inception features on CUDA when present (--device auto)
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"
@@ -93,6 +94,7 @@ rule data_fid:
         "logs/evaluate/data_{dataset}_{res}.log",
     shell:
         "python -m ganime_steps.evaluate distance"
+        " --device cpu"  # distances between cached features: cheap on the CPU, no GPU claimed
         " --a {input.data:q}"
         " --b {input.gold:q}"
         " --seed {params.seed}"
@@ -116,6 +118,7 @@ rule evaluate:
         features=lambda wildcards, input: feature_flags(input),
     threads: 2
     resources:
+        gpu=1,  # the generator and Inception features on CUDA when present (--device auto)
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"

@@ -1,4 +1,7 @@
 # Stage 2: 64x64 face crops (OpenCV lbpcascade_animeface, or the source's own face boxes).
+# faces.cascade: null uses the cascade vendored in this checkout (resources/lbpcascade_animeface.xml, MIT, license
+# beside it). To use the canonical download instead (sha256-pinned, the same file), set faces.cascade to
+# resources/download/lbpcascade_animeface.xml: rule fetch_cascade makes it.
 localrules:
     fetch_cascade,
 
@@ -7,7 +10,7 @@ rule fetch_cascade:
     input:
         code=code("faces"),
     output:
-        "resources/lbpcascade_animeface.xml",
+        "resources/download/lbpcascade_animeface.xml",
     conda:
         "../../envs/vision.yaml"
     log:

@@ -43,6 +43,7 @@ rule report:
         code=code("report"),
         run_metrics=all_run_outputs("metrics.json"),
         sample_grids=all_run_outputs("samples.png"),
+        directions=[f"results/runs/{r}/directions.png" for r, spec in config["runs"].items() if spec["directions"]],
         train_summaries=all_run_outputs("train_summary.json"),
         classifier_metrics=expand("results/classifiers/{task}/metrics.json", task=config["classifiers"]),
         label_counts=expand("results/labels/{task}_counts.json", task=config["classifiers"]),
@@ -72,6 +73,7 @@ rule report:
         " {params.groundtruth}"
         " --sample-grids {input.sample_grids:q}"
         " --data-fid {input.data_fid:q}"
+        " --directions {input.directions:q}"
         " --groups {params.groups:q}"
         " --title {params.title:q}"
         " --out results/report"

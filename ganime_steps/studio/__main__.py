@@ -1,0 +1,3 @@
+from ganime_steps.studio.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Rule declarations: every rule whose stage can use CUDA claims the `gpu` resource or is pinned to the CPU.
+
+The README promises that profiles/default (global `gpu: 1`) keeps two GPU jobs from sharing one GPU; that holds only
+if every such rule claims `gpu`. The rules are read as Snakemake sees them (its API, in a subprocess), and the jobs
+of a dry run of the demo config are checked as well.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+# Stages that run torch; `uses_torch` must find at least these (it also finds any new one).
+KNOWN_TORCH_STAGES = {"train", "classifier", "evaluate", "inception"}
+STAGE = re.compile(r"python -m ganime_steps\.([\w.]+)")
+
+DUMP_RULES = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+repo, configfile, workdir = (Path(a) for a in sys.argv[1:4])
+with SnakemakeApi(OutputSettings(quiet=None)) as api:
+    wf = api.workflow(
+        resource_settings=ResourceSettings(),
+        config_settings=ConfigSettings(configfiles=[configfile]),
+        snakefile=repo / "workflow" / "Snakefile",
+        workdir=workdir,
+    )
+    rules = {}
+    for rule in wf._workflow.rules:
+        gpu = rule.resources.get("gpu")
+        if gpu is not None and not isinstance(gpu, (int, str)):  # a snakemake Resource
+            gpu = gpu.value if not gpu.is_evaluable() else "callable"
+        rules[rule.name] = {"shell": rule.shellcmd, "gpu": gpu}
+print("RULES=" + json.dumps(rules))
+"""
+
+
+def stage_source(stage: str) -> str:
+    """The code a stage (`python -m ganime_steps.<stage>`) runs: its module, or all of its subpackage."""
+    path = REPO / "ganime_steps" / Path(*stage.split("."))
+    if path.is_dir():
+        files = sorted(path.glob("*.py"))
+    elif "." in stage:  # a module of a subpackage (e.g. studio.directions) shares its subpackage's code
+        files = sorted(path.parent.glob("*.py"))
+    else:
+        files = [path.with_suffix(".py")]
+    assert files and all(f.is_file() for f in files), f"ganime_steps.{stage}: no module at {path}"
+    return "\n".join(f.read_text() for f in files)
+
+
+def uses_torch(stage: str) -> bool:
+    return re.search(r"\btorch\b", stage_source(stage)) is not None
+
+
+def cpu_only_by_construction(stage: str) -> bool:
+    """A torch stage that can never pick CUDA: no device choice at all (e.g. inception convert loads on the CPU)."""
+    return not re.search(r"cuda|torch_device|--device", stage_source(stage))
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory) -> dict[str, dict]:
+    work = tmp_path_factory.mktemp("rules")
+    cmd = [sys.executable, "-c", DUMP_RULES, str(REPO), str(REPO / "configs" / "demo.yaml"), str(work)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("RULES=")]
+    return json.loads(line.removeprefix("RULES="))
+
+
+def torch_rules(rules: dict[str, dict]) -> dict[str, str]:
+    """rule -> the torch stage its shell runs."""
+    out = {}
+    for name, rule in rules.items():
+        found = [s for s in STAGE.findall(rule["shell"] or "") if uses_torch(s)]
+        if found:
+            out[name] = found[0]
+    return out
+
+
+def test_torch_stages_are_found():
+    assert all(uses_torch(stage) for stage in KNOWN_TORCH_STAGES)
+    assert not uses_torch("faces") and not uses_torch("scrape")
+
+
+def test_every_torch_rule_claims_the_gpu_or_is_pinned_to_the_cpu(rules):
+    found = torch_rules(rules)
+    # the rules that run torch today; a new one is checked the same way
+    assert {"classifier_train", "classifier_score", "evaluate_reference", "evaluate", "data_fid", "train"} <= set(
+        found
+    ), found
+    unclaimed = []
+    for name, stage in sorted(found.items()):
+        gpu, shell = rules[name]["gpu"], rules[name]["shell"]
+        claims = isinstance(gpu, int) and gpu >= 1
+        pinned = re.search(r"--device[ =]cpu\b", shell) is not None
+        if claims and pinned:
+            unclaimed.append(f"{name}: claims gpu but runs on the CPU")
+        elif not (claims or pinned or cpu_only_by_construction(stage)):
+            unclaimed.append(f"{name} (ganime_steps.{stage}): gpu={gpu!r}, no --device cpu")
+    assert not unclaimed, "torch rules must declare `resources: gpu=1` or pass `--device cpu`: " + "; ".join(unclaimed)
+
+
+def test_only_torch_rules_claim_the_gpu(rules):
+    found = torch_rules(rules)
+    claiming = {name for name, rule in rules.items() if rule["gpu"] not in (None, 0)}
+    assert claiming <= set(found), claiming - set(found)
+    assert {"train", "classifier_train", "classifier_score", "evaluate_reference", "evaluate"} <= claiming
+
+
+def test_local_profile_runs_one_gpu_job_at_a_time():
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["resources"]["gpu"] == 1
+
+
+def test_dry_run_jobs_carry_the_gpu_claim(tmp_path):
+    """The jobs Snakemake plans (demo config, profiles/default picked up) carry gpu=1 or --device cpu."""
+    result = snakemake("-n", "-p", "--configfile", str(REPO / "configs" / "demo.yaml"), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "profiles/default" in result.stdout + result.stderr
+    jobs = re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout)
+    seen = set()
+    for job in jobs:
+        m = re.match(r"(?:local)?rule (\w+):", job)
+        stages = [s for s in STAGE.findall(job) if uses_torch(s)]
+        if not m or not stages or cpu_only_by_construction(stages[0]):
+            continue
+        seen.add(m.group(1))
+        resources = re.search(r"^\s+resources: (.*)$", job, re.M)
+        claims = resources is not None and re.search(r"\bgpu=1\b", resources.group(1)) is not None
+        pinned = "--device cpu" in job
+        assert claims != pinned, (m.group(1), resources and resources.group(1))
+    assert {"classifier_train", "classifier_score", "evaluate_reference", "evaluate", "data_fid", "train"} <= seen
