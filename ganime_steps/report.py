@@ -572,7 +572,7 @@ def _study_section(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]],
         else:
             lead = (
                 "These runs do not show that one dataset makes a better GAN: every difference is within the spread "
-                "between seeds, or a side has one seed only. Tiny CPU runs are not expected to reproduce the study."
+                "between seeds, or a side has one seed only. Tiny CPU runs are not expected to reproduce the study"
             )
         parts.append(f'<p class="note">{lead}.</p><ul>' + "".join(items) + "</ul>")
     else:
