@@ -23,7 +23,8 @@ REFERENCE_ORDER = ("shared", "train", "gold")
 REFERENCE_TITLES = {"shared": "shared reference", "train": "own training set", "gold": "gold (known clean)"}
 
 
-def _num(v: Any) -> float | None:
+def as_float(v: Any) -> float | None:
+    """A finite float, or None (missing, non-numeric, NaN or inf)."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -43,11 +44,11 @@ def run_references(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
         fd = m.get("fd", m.get("fid", m.get(m.get("fd_key", ""))))
         data = m.get("reference_data") or ""
         out[name] = {
-            "fd": _num(fd),
-            "kid_mean": _num(m.get("kid_mean")),
-            "kid_std": _num(m.get("kid_std")),
-            "precision": _num(m.get("precision")),
-            "recall": _num(m.get("recall")),
+            "fd": as_float(fd),
+            "kid_mean": as_float(m.get("kid_mean")),
+            "kid_std": as_float(m.get("kid_std")),
+            "precision": as_float(m.get("precision")),
+            "recall": as_float(m.get("recall")),
             "n_real": m.get("n_real"),
             # results/datasets/<dataset>/pack_<res>.npy -> <dataset>
             "dataset": Path(str(data)).parent.name if data else m.get("dataset"),
@@ -160,11 +161,12 @@ def read_curves(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a killed job; the rest still draws
-                if isinstance(row, dict) and _num(row.get("kimg")) is not None:
+                if isinstance(row, dict) and as_float(row.get("kimg")) is not None:
                     metrics.append(row)
     log_csv = Path(run_dir) / "log.csv"
     if log_csv.is_file():
-        losses = [r for r in csv.DictReader(io.StringIO(log_csv.read_text(encoding="utf-8"))) if _num(r.get("kimg"))]
+        rows = csv.DictReader(io.StringIO(log_csv.read_text(encoding="utf-8")))
+        losses = [r for r in rows if as_float(r.get("kimg"))]
     return {"metrics": metrics, "losses": losses}
 
 
@@ -191,7 +193,7 @@ def curve_png(run: str, curves: dict[str, list[dict[str, Any]]]) -> bytes | None
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=90)
     key = metric_key(curves["metrics"])
     if key:
-        pts = [(float(r["kimg"]), _num(r.get(key))) for r in curves["metrics"]]
+        pts = [(float(r["kimg"]), as_float(r.get(key))) for r in curves["metrics"]]
         pts = [(k, v) for k, v in pts if v is not None]
         if pts:
             ax_m.plot(*zip(*pts, strict=True), marker="o", label=key.upper() if key == "fid" else key)
@@ -200,7 +202,7 @@ def curve_png(run: str, curves: dict[str, list[dict[str, Any]]]) -> bytes | None
             ax_m.legend(fontsize=8)
     ax_m.set(xlabel="kimg", ylabel=(key or "metric").upper(), title=f"{run}: metric over training")
     for col, label in (("loss_g", "G loss"), ("loss_d", "D loss")):
-        pts = [(float(r["kimg"]), _num(r.get(col))) for r in curves["losses"]]
+        pts = [(float(r["kimg"]), as_float(r.get(col))) for r in curves["losses"]]
         pts = [(k, v) for k, v in pts if v is not None]
         if pts:
             ax_l.plot(*zip(*pts, strict=True), label=label, linewidth=1)
@@ -216,7 +218,7 @@ def curve_png(run: str, curves: dict[str, list[dict[str, Any]]]) -> bytes | None
 
 def best_snapshot(curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
     key = metric_key(curves["metrics"])
-    scored = [r for r in curves["metrics"] if key and _num(r.get(key)) is not None]
+    scored = [r for r in curves["metrics"] if key and as_float(r.get(key)) is not None]
     if not scored:
         return None
     best = min(scored, key=lambda r: float(r[key]))

@@ -39,8 +39,11 @@ class GenerateSummary:
     noise: str = "const"
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-63', '1,5,10-12' -> list of ints (ranges inclusive, order kept)."""
+def parse_seeds(text: str, *, limit: int = MAX_SEEDS, max_seed: int = 2**63 - 1, what: str = "--seeds") -> list[int]:
+    """'0-63', '1,5,10-12' -> list of ints (ranges inclusive, order kept), at most ``limit``, each in [0, max_seed].
+
+    A range is checked against ``limit`` before it is expanded, so '0-999999999999' costs nothing (the studio parses
+    request parameters with this)."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -49,17 +52,17 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = (int(s) for s in part.split("-", 1))
                 if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo, hi + 1))
+                items: range | list[int] = range(lo, hi + 1)
             else:
-                seeds.append(int(part))
+                items = [int(part)]
         except ValueError:
-            raise GanimeError(
-                f"--seeds {text!r}: bad item {part!r}; use ranges and commas like 0-63 or 1,5,10-12"
-            ) from None
-        if len(seeds) > MAX_SEEDS:
-            raise GanimeError(f"--seeds {text!r}: more than {MAX_SEEDS} images; render fewer per grid")
-    if any(s < 0 or s >= 2**63 for s in seeds):
-        raise GanimeError(f"--seeds {text!r}: seeds must be between 0 and 2**63 - 1")
+            hint = "use ranges and commas like 0-63 or 1,5,10-12"
+            raise GanimeError(f"{what} {text!r}: bad item {part!r}; {hint}") from None
+        if len(seeds) + len(items) > limit:
+            raise GanimeError(f"{what} {text!r}: more than {limit} images; ask for fewer")
+        seeds.extend(items)
+    if any(s < 0 or s > max_seed for s in seeds):
+        raise GanimeError(f"{what} {text!r}: seeds must be between 0 and {max_seed}")
     return seeds
 
 

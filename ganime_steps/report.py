@@ -25,7 +25,6 @@ import html
 import io
 import json
 import logging
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,12 +108,7 @@ def _first(d: dict[str, Any], *keys: str) -> Any:
     return None
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+_num = comparison.as_float
 
 
 def read_run(path: Path) -> dict[str, Any]:

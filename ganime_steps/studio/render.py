@@ -28,6 +28,7 @@ from PIL import Image
 from ganime_steps.common import GanimeError
 from ganime_steps.gan import latents_for_seeds, load_generator
 from ganime_steps.gan.networks import images_to_uint8
+from ganime_steps.generate import parse_seeds
 from ganime_steps.imaging import make_grid
 
 MAX_SEED = 2**32 - 1  # exact in JavaScript numbers and in every URL
@@ -84,26 +85,7 @@ def parse_layers(text: str, num_layers: int, what: str = "mix_layers") -> list[i
 
 def parse_seed_list(text: str, limit: int = MAX_GRID) -> list[int]:
     """'0-15' or '1,5,9' -> seeds (order kept), at most ``limit`` of them, each in [0, MAX_SEED]."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                lo, hi = (int(s) for s in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                if hi - lo + 1 + len(seeds) > limit:
-                    raise GanimeError(f"seeds={text!r}: more than {limit} images; ask for fewer")
-                seeds.extend(range(lo, hi + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise GanimeError(f"seeds={text!r}: bad item {part!r}; use ranges and commas like 0-15 or 1,5,9") from None
-        if len(seeds) > limit:
-            raise GanimeError(f"seeds={text!r}: more than {limit} images; ask for fewer")
-    if any(s < 0 or s > MAX_SEED for s in seeds):
-        raise GanimeError(f"seeds={text!r}: seeds must be between 0 and {MAX_SEED}")
-    return seeds
+    return parse_seeds(text, limit=limit, max_seed=MAX_SEED, what="seeds=")
 
 
 def _finite_in(value: float, lo: float, hi: float, what: str) -> float:
