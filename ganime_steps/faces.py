@@ -2,7 +2,9 @@
 
 Detectors: ``lbpcascade`` (OpenCV + nagadomi's ``lbpcascade_animeface.xml``, the upstream recipe) or
 ``annotations`` (face boxes the source supplied, e.g. the synthetic booru, whose drawn faces the cascade
-does not find). Writes ``crops/<md5>_<i>.png`` and ``faces.parquet`` under ``--out``.
+does not find). Writes ``crops/<md5[:2]>/<md5>_<i>.png`` and ``faces.parquet`` under ``--out``. A post's crops are
+all made in memory before any is written, and those written are removed again if writing one fails, so an image that
+fails leaves no crop behind; after a run, ``crops/`` holds exactly the files ``faces.parquet`` lists.
 The cascade is vendored as ``resources/lbpcascade_animeface.xml`` (MIT, its license beside it) and is the default;
 subcommand ``fetch-cascade`` downloads it instead from its canonical address, pinned by sha256.
 """
@@ -97,21 +99,49 @@ def run(
             cascade = default_cascade()
         cascade_detector = CascadeDetector(cascade, min_size=min_size)
     rows = []
+    out = Path(out)
     for post in progress(table.itertuples(index=False), total=len(table), desc="faces"):
-        image = load_rgb(Path(posts).parent / post.file)
-        if cascade_detector is not None:
-            boxes = cascade_detector.detect(image)
-        else:
-            boxes = [tuple(b) for b in json.loads(post.face_boxes or "[]")]
-        for i, box in enumerate(boxes):
-            rel = f"crops/{post.md5[:2]}/{post.md5}_{i}.png"
-            save_image(out / rel, crop_face(image, box, size, margin))
-            rows.append((post.source, int(post.post_id), post.md5, i, *box, rel))
+        rows.extend(_crop_post(post, Path(posts).parent, out, cascade_detector, size, margin))
     faces = pd.DataFrame(rows, columns=FACE_COLUMNS)
     if faces.empty:
         raise GanimeError(f"faces: no face found in any of the {len(table)} posts of {posts} (detector {detector})")
     write_parquet(out / "faces.parquet", faces)
+    _remove_unlisted_crops(out, set(faces["file"]))
     return FacesSummary(len(table), int(faces["md5"].nunique()), len(faces), detector)
+
+
+def _crop_post(post, root: Path, out: Path, detector: CascadeDetector | None, size: int, margin: float) -> list[tuple]:
+    """One post's face rows; its crops are written only once all are made, and none stays if one fails to write."""
+    image = load_rgb(root / post.file)
+    if detector is not None:
+        boxes = detector.detect(image)
+    else:
+        boxes = [tuple(b) for b in json.loads(post.face_boxes or "[]")]
+    crops = [crop_face(image, box, size, margin) for box in boxes]  # any failure here: nothing written yet
+    rows, written = [], []
+    try:
+        for i, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+            rel = f"crops/{post.md5[:2]}/{post.md5}_{i}.png"
+            save_image(out / rel, crop)
+            written.append(out / rel)
+            rows.append((post.source, int(post.post_id), post.md5, i, *box, rel))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def _remove_unlisted_crops(out: Path, listed: set[str]) -> None:
+    """Crops no row lists (a post gone from the scrape, a face an earlier run found and this one did not)."""
+    crops = out / "crops"
+    if not crops.is_dir():
+        return
+    stale = [p for p in crops.rglob("*.png") if p.relative_to(out).as_posix() not in listed]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("faces: removed %d crop(s) that faces.parquet no longer lists", len(stale))
 
 
 def default_cascade() -> Path:

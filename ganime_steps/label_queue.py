@@ -9,6 +9,10 @@ threshold (the posts where one more label moves the decision most) and exports t
 - ``<out>.xml``: the matching Label Studio labelling config (one Choices control named ``choice``).
 
 Label Studio's JSON, JSON-MIN and CSV exports of those tasks are read back by the labels stage.
+
+The first round has no classifier yet: ``python -m ganime_steps.label_queue first-round --posts posts.parquet
+--task chibi --n 200 --seed 0 --out results/label_queue/first/chibi`` exports ``n`` scraped posts drawn at random
+(reproducibly from ``--seed``; one task per image) in the same three files, without scores or guesses.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ganime_steps.common import GanimeError, read_parquet, run_cli, write_text
@@ -40,11 +46,12 @@ class QueueSummary:
     csv: Path
 
 
-def labelling_config(task: str) -> str:
+def labelling_config(task: str, *, scored: bool = True) -> str:
+    header = f"{task}? (score $score)" if scored else f"{task}?"
     return (
         "<View>\n"
         '  <Image name="image" value="$image"/>\n'
-        f'  <Header value="{task}? (score $score)"/>\n'
+        f'  <Header value="{header}"/>\n'
         '  <Choices name="choice" toName="image" choice="single" showInLine="true">\n'
         f'    <Choice value="{task}"/>\n'
         f'    <Choice value="not_{task}"/>\n'
@@ -143,8 +150,83 @@ def run(
     return QueueSummary(task, len(candidates), len(queue), threshold, max_distance, json_path, csv_path)
 
 
+def first_round(
+    *,
+    posts: Path,
+    out: Path,
+    task: str,
+    n: int = 200,
+    seed: int = 0,
+    labels: list[Path] = (),
+    url_prefix: str = DEFAULT_URL_PREFIX,
+) -> QueueSummary:
+    """The first labelling round: ``n`` random scraped posts (no labels or classifier needed), as .json/.csv/.xml.
+
+    The draw depends only on the set of posts and ``seed`` (posts are put in (source, post_id) order first), so a
+    rerun on the same scrape exports the same tasks. Posts whose image is in a ``labels`` table are left out.
+    """
+    if n < 1:
+        raise GanimeError(f"first-round size {n}: must be >= 1")
+    posts, out = Path(posts), Path(out)
+    table = read_parquet(posts, ["source", "post_id", "md5", "file"])
+    labelled: set[str] = set()
+    for path in labels:
+        labelled |= set(read_parquet(path, ["md5"])["md5"].astype(str))
+    candidates = table.sort_values(["source", "post_id"], kind="mergesort").drop_duplicates("md5")
+    candidates = candidates[~candidates["md5"].astype(str).isin(labelled)].reset_index(drop=True)
+    if candidates.empty:
+        raise GanimeError(f"{posts}: no unlabelled post to queue for {task}; scrape first (or all are labelled)")
+    if n > len(candidates):
+        log.warning("%s: asked for %d posts, only %d unlabelled; queueing them all", task, n, len(candidates))
+    pick = np.random.default_rng(seed).permutation(len(candidates))[: min(n, len(candidates))]
+    queue = candidates.iloc[pick].reset_index(drop=True)
+    queue["file"] = [str(posts.parent / f) for f in queue["file"]]
+    for column in ("score", "threshold", "distance"):
+        queue[column] = float("nan")
+    tasks = [
+        {
+            "data": {
+                "image": f"{url_prefix}{row.file}",
+                "post_id": int(row.post_id),
+                "source": str(row.source),
+                "md5": str(row.md5),
+            }
+        }
+        for row in queue.itertuples(index=False)
+    ]
+    json_path, csv_path, xml_path = out.with_suffix(".json"), out.with_suffix(".csv"), out.with_suffix(".xml")
+    write_text(json_path, json.dumps(tasks, indent=1) + "\n")
+    write_text(csv_path, queue[CSV_COLUMNS].to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    write_text(xml_path, labelling_config(task, scored=False))
+    log.info("%s: first round of %d random posts (of %d unlabelled, seed %d)", task, len(queue), len(candidates), seed)
+    return QueueSummary(task, len(candidates), len(queue), float("nan"), None, json_path, csv_path)
+
+
+def build_first_round_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ganime_steps.label_queue first-round",
+        description="The first labelling round: N random scraped posts as Label Studio tasks (no classifier needed).",
+    )
+    p.add_argument("--posts", type=Path, required=True, help="posts.parquet (image paths relative to its folder)")
+    p.add_argument("--task", required=True, help="task name, e.g. chibi")
+    p.add_argument("--n", type=int, default=200, help="posts to queue (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random draw seed (default: %(default)s)")
+    p.add_argument("--labels", type=Path, nargs="*", default=[], help="label tables whose posts are left out")
+    p.add_argument(
+        "--url-prefix",
+        default=DEFAULT_URL_PREFIX,
+        help="prepended to each image path in the Label Studio tasks (default: %(default)s, local file serving)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .json, .csv, .xml")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ganime_steps.label_queue", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m ganime_steps.label_queue",
+        description=__doc__.split("\n\n")[0],
+        epilog="The first round (no classifier yet): python -m ganime_steps.label_queue first-round --help",
+    )
     p.add_argument("--posts", type=Path, required=True, help="posts.parquet (image paths relative to its folder)")
     p.add_argument("--scores", type=Path, required=True, help="scores.parquet of the classifier")
     p.add_argument("--labels", type=Path, nargs="*", default=[], help="label tables whose posts are already labelled")
@@ -161,6 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["first-round"]:
+        return run_cli(
+            build_first_round_parser(),
+            lambda a: first_round(
+                posts=a.posts,
+                out=a.out,
+                task=a.task,
+                n=a.n,
+                seed=a.seed,
+                labels=a.labels,
+                url_prefix=a.url_prefix,
+            ),
+            argv[1:],
+        )
     return run_cli(
         build_parser(),
         lambda a: run(

@@ -10,7 +10,10 @@ Sources (the format is detected from the extension/shape, or given as ``FORMAT=P
 - ``folder``: a folder per class, e.g. ``labels/chibi/yes/*.png`` and ``labels/chibi/no/*.png``; files are named by
   md5 (as stored by the scrape stage) or matched by the md5 of their content.
 
-Label values: 1/0, yes/no, true/false, positive/negative, ``<task>``/``not_<task>`` (case, spaces and hyphens ignored).
+Label values: 1/0 (also 1.0/0.0), yes/no, true/false, positive/negative, ``<task>``/``not_<task>`` (case, spaces and
+hyphens ignored). CSV headers are matched ignoring case, spaces and hyphens (``Post ID,Label`` works). CSV files may be
+UTF-8 (with or without BOM), UTF-16 with BOM (Excel "Unicode Text") or Windows-1252/Latin-1, separated by commas, tabs
+or semicolons; anything else (an .xlsx renamed .csv, UTF-16 without BOM) is refused naming the file and the fix.
 Every unknown image, unknown class and conflicting duplicate is reported with file and line/record: all of them go
 to ``<out stem>_problems.csv`` and the stage fails naming the first. On success it writes ``<out>`` (source, post_id,
 md5, label, origin) and ``<out stem>_counts.json`` (label counts per class and per source).
@@ -19,6 +22,7 @@ md5, label, origin) and ``<out stem>_counts.json`` (label counts per class and p
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import hashlib
 import io
@@ -45,6 +49,10 @@ FORMATS = ("csv", "label_studio", "label_studio_min", "label_studio_csv", "folde
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"}
 MD5_RE = re.compile(r"[0-9a-f]{32}")
 TABLE_COLUMNS = ["source", "post_id", "md5", "label", "origin"]
+HEADER_ALIASES = {"postid": "post_id", "md5_hash": "md5", "hash": "md5"}
+CSV_FIX = "open it in Excel and save it again as 'CSV UTF-8 (Comma delimited) (*.csv)'"
+_WHOLE_01 = re.compile(r"([01])(?:\.0*)?")  # 1.0 / 0.0: how spreadsheets write 1 and 0
+_WHOLE = re.compile(r"(\d+)(?:\.0*)?")
 
 
 @dataclass
@@ -93,6 +101,9 @@ def parse_label(value: Any, task: str) -> int | None:
         return int(value)
     v = normalise(value)
     t = normalise(task)
+    whole = _WHOLE_01.fullmatch(v)
+    if whole:
+        v = whole.group(1)
     if v in POSITIVE or v == t:
         return 1
     if v in NEGATIVE or v in (f"not_{t}", f"no_{t}", f"non_{t}"):
@@ -129,8 +140,7 @@ def detect_format(path: Path) -> str:
         raise GanimeError(f"{path}: label source not found; fix the path under labels in the config")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            header = {normalise(h) for h in next(csv.reader(fh), [])}
+        header = {_header_name(h) for h in _csv_dict_reader(read_csv_text(path)).fieldnames or []}
         studio = {"annotation_id", "annotator", "lead_time"} & header
         return "label_studio_csv" if studio else "csv"
     if suffix == ".json":
@@ -198,6 +208,52 @@ def _load_json(path: Path) -> list:
     return data
 
 
+def read_csv_text(path: Path) -> str:
+    """The text of a CSV file as spreadsheets export it: UTF-8 (BOM or not), UTF-16 with BOM, Windows-1252/Latin-1.
+
+    What cannot be one of those (a workbook renamed .csv, UTF-16 without a BOM) is refused naming the file and the fix.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise GanimeError(f"{path}: cannot read the label file ({exc.strerror})") from exc
+    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise GanimeError(f"{path}: is an Excel workbook (.xlsx/.xls), not a CSV; {CSV_FIX}")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise GanimeError(f"{path}: damaged UTF-16 text at byte {exc.start}; {CSV_FIX}") from exc
+    bom = data.startswith(codecs.BOM_UTF8)
+    if bom:
+        data = data[len(codecs.BOM_UTF8) :]
+    if b"\x00" in data[:4096]:
+        raise GanimeError(f"{path}: has NUL bytes (UTF-16 without a byte-order mark, or not text); {CSV_FIX}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if bom:
+            raise GanimeError(f"{path}: starts as UTF-8 but byte {exc.start + 3} is not UTF-8; {CSV_FIX}") from exc
+    log.info("%s: not UTF-8; read as Windows-1252 (Latin-1)", path)
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _header_name(name: str | None) -> str:
+    """A CSV header as the key it names: case, spaces and hyphens ignored (``Post ID`` -> ``post_id``)."""
+    key = normalise(name or "")
+    return HEADER_ALIASES.get(key, key)
+
+
+def _csv_dict_reader(text: str) -> csv.DictReader:
+    """Comma, tab (Excel "Unicode Text") or semicolon (Excel in many locales): whichever the header line uses most."""
+    first = text.split("\n", 1)[0]
+    delimiter = max((",", "\t", ";"), key=first.count) if any(d in first for d in ",\t;") else ","
+    return csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+
+
 def _key_from_mapping(m: dict[str, Any]) -> dict[str, str]:
     key = {k: str(m[k]) for k in ("post_id", "source", "md5", "file") if m.get(k) not in (None, "")}
     for k in ("image", "img", "url"):
@@ -207,24 +263,23 @@ def _key_from_mapping(m: dict[str, Any]) -> dict[str, str]:
 
 
 def read_csv_records(path: Path, task: str) -> Iterator[Record]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
-        label_col = next((c for c in (*LABEL_COLUMNS, normalise(task)) if c in header), None)
-        if label_col is None or not any(k in header for k in KEY_COLUMNS):
-            raise GanimeError(
-                f"{path}: header must have 'label' (or {', '.join(LABEL_COLUMNS[1:])}) and one of "
-                f"{', '.join(KEY_COLUMNS)}; got {header}"
-            )
-        for line, raw in enumerate(reader, start=2):
-            record = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
-            value = record.get(label_col, "")
-            if value.startswith("{") and "choices" in value:  # Label Studio CSV of a multi-choice control
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    pass
-            yield Record(f"{path}:{line}", _key_from_mapping(record), value)
+    reader = _csv_dict_reader(read_csv_text(path))
+    header = [_header_name(h) for h in (reader.fieldnames or [])]
+    label_col = next((c for c in (*LABEL_COLUMNS, normalise(task)) if c in header), None)
+    if label_col is None or not any(k in header for k in KEY_COLUMNS):
+        raise GanimeError(
+            f"{path}: header must have 'label' (or {', '.join(LABEL_COLUMNS[1:])}) and one of "
+            f"{', '.join(KEY_COLUMNS)}; got {header}"
+        )
+    for line, raw in enumerate(reader, start=2):
+        record = {_header_name(k): (v or "").strip() for k, v in raw.items() if k is not None}
+        value = record.get(label_col, "")
+        if value.startswith("{") and "choices" in value:  # Label Studio CSV of a multi-choice control
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        yield Record(f"{path}:{line}", _key_from_mapping(record), value)
 
 
 def read_label_studio(path: Path, task: str) -> Iterator[Record]:
@@ -319,9 +374,10 @@ class _PostIndex:
         """The post's (source, post_id, md5); LabelProblem saying why it was not found."""
         raw = (record.get("post_id") or "").strip()
         if raw:
-            if not raw.isdigit():
+            whole = _WHOLE.fullmatch(raw)  # 123.0: a spreadsheet's number format
+            if not whole:
                 raise LabelProblem(f"post_id {raw!r} is not a number")
-            pid = int(raw)
+            pid = int(whole.group(1))
             source = (record.get("source") or "").strip()
             if source:
                 if (source, pid) not in self.by_id:

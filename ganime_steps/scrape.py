@@ -7,8 +7,11 @@ Layout under ``--out`` (DESIGN §4):
   ``scrape_summary.json`` (listed, downloaded, already present, failed by reason, bytes, seconds, request rate).
 - ``listing.jsonl``: the append-only listing journal (the query, then one line per page listed). A rerun continues
   listing after the last page instead of starting again; a changed query starts a new journal.
-- ``store.jsonl``: the append-only store index (md5, size, mtime) so a rerun trusts verified files without
-  re-hashing them; a file whose size or mtime changed is hashed again.
+- ``store.jsonl``: the append-only store index (md5, size, mtime, booru hash) so a rerun trusts verified files
+  without re-hashing them; a file whose size or mtime changed is hashed again, and ``--verify`` hashes every one.
+
+Posts whose booru hash is not an md5 (old Safebooru posts carry 40-hex hashes) are verified by size (against
+Content-Length) and full decode, stored under the md5 of their bytes, and keep the booru's hash in ``booru_hash``.
 
 Every image is downloaded to ``.tmp/``, checked (size against Content-Length, not HTML, booru md5, pixel count,
 full decode) and only then renamed into the store, so a kill at any moment loses at most the downloads in flight.
@@ -58,9 +61,10 @@ POST_COLUMNS = [
     "source_url",
     "fetched_at",
     "face_boxes",
+    "booru_hash",  # the hash the booru reported: the md5 itself, or e.g. a 40-hex hash of an old Safebooru post
 ]
 FAILURE_COLUMNS = ["post_id", "source", "md5", "file_url", "reason", "detail"]
-SOURCE_KINDS = ("synthetic", "dapi", "danbooru")
+SOURCE_KINDS = ("synthetic", "dapi", "danbooru", "folder")
 IMAGE_EXTS = frozenset({"png", "jpg", "jpeg", "gif", "webp", "bmp"})
 MAX_BYTES = 100 * 1024 * 1024
 LISTING_JOURNAL = "listing.jsonl"
@@ -68,6 +72,7 @@ STORE_INDEX = "store.jsonl"
 TMP_DIR = ".tmp"
 REFUSED = "refused:"  # same marker as sources.http.REFUSED (kept here so the synthetic path needs no HTTP import)
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
+_BOORU_HASH = re.compile(r"^[0-9a-z]{1,128}$")  # any other hash a booru reports: kept, never used in a path
 _EXT = re.compile(r"^[a-z0-9]{1,5}$")
 
 
@@ -100,6 +105,7 @@ class StoreOptions:
     out: Path
     max_pixels: int = MAX_PIXELS
     max_bytes: int = MAX_BYTES
+    verify: bool = False  # re-hash stored files even when the index vouches for them
 
 
 class StoreFailed(GanimeError):
@@ -122,9 +128,17 @@ def make_source(
     rate: float = 1.0,
     n_posts: int = 300,
     seed: int = 0,
+    path: str | Path | None = None,
+    max_bytes: int = MAX_BYTES,
     **http: Any,
 ) -> Source:
     """Build the source named by ``kind`` in the config (``scrape.kind``); ``http``: see make_http_source."""
+    if kind == "folder":
+        if not path:
+            raise GanimeError("scrape.path is required for kind 'folder': a folder, .zip or .tar(.gz) of images")
+        from ganime_steps.sources.folder import FolderSource
+
+        return FolderSource(path, name=name, max_bytes=max_bytes)
     if kind == "synthetic":
         from ganime_steps.synthetic import SyntheticSource
 
@@ -236,18 +250,38 @@ class ListingJournal:
 class StoreIndex:
     """``store.jsonl``: md5 -> (file, size, mtime_ns, fetched_at) of verified files, so reruns need not re-hash."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, *, verify: bool = False) -> None:
         self.out = out
-        self.records: dict[str, dict] = {rec["md5"]: rec for rec in _read_jsonl(out / STORE_INDEX) if "md5" in rec}
+        self.verify = verify
+        self.records: dict[str, dict] = {}
+        self.by_booru_hash: dict[str, dict] = {}  # posts whose booru hash is not an md5: booru hash -> record
+        for rec in _read_jsonl(out / STORE_INDEX):
+            if "md5" in rec:
+                self._remember(rec)
         self._out = _Appender(out / STORE_INDEX)
+
+    def _remember(self, rec: dict) -> None:
+        self.records[rec["md5"]] = rec
+        if rec.get("booru_hash") and rec["booru_hash"] != rec["md5"]:
+            self.by_booru_hash[rec["booru_hash"]] = rec
 
     def verified(self, rel: str, md5: str) -> dict | None:
         """The record of a stored, verified ``rel``; hashes the file when the index does not vouch for it."""
-        return _stored_record(self.out, rel, md5, self.records.get(md5))
+        return _stored_record(self.out, rel, md5, None if self.verify else self.records.get(md5))
+
+    def verified_by_booru_hash(self, booru_hash: str) -> dict | None:
+        """The record stored for a post whose booru hash is not an md5, if that file is still there and verified."""
+        rec = self.by_booru_hash.get(booru_hash)
+        if rec is None:
+            return None
+        found = _stored_record(self.out, rec["file"], rec["md5"], None if self.verify else rec)
+        return None if found is None else {**found, "booru_hash": booru_hash}
 
     def add(self, rec: dict) -> None:
-        if self.records.get(rec["md5"]) != rec:
-            self.records[rec["md5"]] = rec
+        booru_hash = rec.get("booru_hash")
+        known = self.by_booru_hash.get(booru_hash) if booru_hash else self.records.get(rec["md5"])
+        if known != rec:
+            self._remember(rec)
             self._out.append(rec)
 
     def close(self) -> None:
@@ -264,7 +298,8 @@ def _stored_record(out: Path, rel: str, md5: str, rec: dict | None) -> dict | No
     if rec and rec["file"] == rel and rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
         return rec
     if _md5_file(path) != md5:
-        log.warning("%s: stored file does not match its md5; it will be downloaded again", path)
+        log.warning("%s: stored file does not match its md5; removed, it will be downloaded again", path)
+        path.unlink(missing_ok=True)  # a damaged file never stays in the store under a name it does not match
         return None
     fetched = datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds")
     return {"md5": md5, "file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "fetched_at": fetched}
@@ -310,7 +345,7 @@ class Selector:
                 self.duplicates += 1
                 continue
             self.seen_ids.add(post.post_id)
-            if _MD5.match(post.md5):
+            if post.md5:
                 self.seen_md5.add(post.md5)
             if not post.file_url:
                 self.hidden += 1
@@ -342,13 +377,17 @@ def _looks_like_html(head: bytes, content_type: str) -> bool:
 
 
 def verify_image(data: bytes, post: PostMeta, *, content_type: str = "", max_pixels: int = MAX_PIXELS) -> None:
-    """Raise StoreFailed unless ``data`` is the image the booru described: not HTML, md5, pixel guard, decodes."""
+    """Raise StoreFailed unless ``data`` is the image the booru described: not HTML, md5, pixel guard, decodes.
+
+    A post whose booru hash is not an md5 cannot be checked by hash: size (checked by the download) and the
+    full decode below are what vouch for it.
+    """
     if not data:
         raise StoreFailed("empty_body", f"{post.file_url}: the server sent no bytes")
     if _looks_like_html(data[:1024], content_type):
         raise StoreFailed("html_instead_of_image", f"{post.file_url}: got {content_type or 'HTML'}: {data[:60]!r}")
     got = hashlib.md5(data).hexdigest()
-    if got != post.md5:
+    if _MD5.match(post.md5) and got != post.md5:
         raise StoreFailed("md5_mismatch", f"booru says {post.md5}, body has {got} ({len(data)} bytes)")
     try:
         with Image.open(io.BytesIO(data)) as probe:  # reads the header only: cheap, before any decoding
@@ -370,19 +409,27 @@ def store_post(source: Source, post: PostMeta, opts: StoreOptions, index: StoreI
     if post.file_url.startswith(REFUSED):
         reason, _, detail = post.file_url[len(REFUSED) :].partition(":")
         raise StoreFailed(reason or "refused", detail or post.file_url)
-    try:
-        rel = image_relpath(post.md5, post.ext)
-    except ValueError as exc:
-        raise StoreFailed("bad_metadata", str(exc)) from exc
+    has_md5 = bool(_MD5.match(post.md5))
+    if not has_md5 and not _BOORU_HASH.match(post.md5):
+        raise StoreFailed("bad_metadata", f"refusing to store a post whose booru hash is {post.md5!r}")
+    if not _EXT.match(post.ext):
+        raise StoreFailed("bad_metadata", f"refusing to store md5={post.md5!r} ext={post.ext!r}")
     if post.ext not in IMAGE_EXTS:
         raise StoreFailed("unsupported_type", f"{post.file_url}: .{post.ext} is not an image type we store")
     if post.width * post.height > opts.max_pixels:
         raise StoreFailed("oversize", f"booru says {post.width}x{post.height} > the {opts.max_pixels}-pixel limit")
-    rec = index.verified(rel, post.md5) if index is not None else _stored_record(opts.out, rel, post.md5, None)
+    if has_md5:
+        rel = image_relpath(post.md5, post.ext)
+        if index is not None:
+            rec = index.verified(rel, post.md5)
+        else:
+            rec = _stored_record(opts.out, rel, post.md5, None)
+    else:  # where it lies is known only once its bytes were hashed: the index remembers it by the booru's hash
+        rec = index.verified_by_booru_hash(post.md5) if index is not None else None
     if rec is not None:
         return Outcome("present", rec)
 
-    tmp = opts.out / TMP_DIR / f"{post.md5}.{uuid.uuid4().hex}.part"
+    tmp = opts.out / TMP_DIR / f"{uuid.uuid4().hex}.part"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         content_type = ""
@@ -391,10 +438,17 @@ def store_post(source: Source, post: PostMeta, opts: StoreOptions, index: StoreI
             from ganime_steps.sources.http import FetchError
 
             try:
-                content_type = download(post.file_url, tmp, opts.max_bytes).content_type
+                got = download(post.file_url, tmp, opts.max_bytes)
             except FetchError as exc:
                 raise StoreFailed(exc.reason, exc.detail) from exc
+            content_type = got.content_type
             data = tmp.read_bytes()
+            if not has_md5 and got.declared_size is None:
+                raise StoreFailed(
+                    "unverifiable",
+                    f"{post.file_url}: the booru hash {post.md5!r} is not an md5 and the server sent no "
+                    "Content-Length, so neither hash nor size can vouch for the body",
+                )
         else:
             try:
                 data = source.fetch(post.file_url)
@@ -404,14 +458,16 @@ def store_post(source: Source, post: PostMeta, opts: StoreOptions, index: StoreI
                 raise StoreFailed("oversize", f"{post.file_url}: {len(data)} bytes > the {opts.max_bytes}-byte limit")
             tmp.write_bytes(data)
         verify_image(data, post, content_type=content_type, max_pixels=opts.max_pixels)
+        md5 = post.md5 if has_md5 else hashlib.md5(data).hexdigest()
+        rel = image_relpath(md5, post.ext)
         dest = opts.out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dest)
         st = dest.stat()
-        return Outcome(
-            "downloaded",
-            {"md5": post.md5, "file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "fetched_at": _now()},
-        )
+        rec = {"md5": md5, "file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "fetched_at": _now()}
+        if not has_md5:
+            rec["booru_hash"] = post.md5
+        return Outcome("downloaded", rec)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -502,13 +558,22 @@ def run(
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_BYTES,
     fresh_listing: bool = False,
+    verify: bool = False,
+    path: str | Path | None = None,
 ) -> ScrapeSummary:
-    if limit < 1:
-        raise GanimeError(f"--limit {limit}: must be at least 1")
-    if page_size < 1:
-        raise GanimeError(f"--page-size {page_size}: must be at least 1")
-    if workers < 1:
-        raise GanimeError(f"scrape.workers {workers}: must be at least 1")
+    """Scrape into ``out``. ``verify``: re-hash every stored file of the selected posts instead of trusting the
+    index (size and mtime); damaged files are removed and downloaded again, or listed in failures.parquet."""
+    check_limits(
+        limit=limit,
+        page_size=page_size,
+        workers=workers,
+        rate=rate,
+        burst=burst,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+        timeout=timeout,
+        retries=retries,
+    )
     name = name or kind
     out = Path(out)
     http: dict[str, Any] = {}
@@ -529,10 +594,13 @@ def run(
                 time_scale=time_scale,
             ),
         }
-    source = make_source(kind, name=name, base_url=base_url, rate=rate, n_posts=n_posts, seed=seed, **http)
+    local = {"n_posts": n_posts, "seed": seed, "path": path, "max_bytes": max_bytes}  # synthetic / folder sources
+    source = make_source(kind, name=name, base_url=base_url, rate=rate, **local, **http)
     query = {"kind": kind, "source": name, "base_url": (base_url or "").rstrip("/"), "tags": " ".join(tags.split())}
     if kind == "synthetic":
         query.update(n_posts=n_posts, seed=seed)
+    if kind == "folder":
+        query.update(path=str(Path(path).resolve()))
 
     out.mkdir(parents=True, exist_ok=True)
     lock = _OutLock(out)
@@ -550,11 +618,25 @@ def run(
             workers=workers,
             query=query,
             selector=Selector(limit, blacklist, ratings),
-            opts=StoreOptions(out=out, max_pixels=max_pixels, max_bytes=max_bytes),
+            opts=StoreOptions(out=out, max_pixels=max_pixels, max_bytes=max_bytes, verify=verify),
             fresh_listing=fresh_listing,
         )
     finally:
         lock.release()
+
+
+def check_limits(**values: float) -> None:
+    """Refuse nonsense limits before anything is fetched or written, in one line naming the flag (and config key)."""
+    at_least_one = ("limit", "page_size", "workers", "burst", "max_pixels", "max_bytes")
+    positive = ("rate", "timeout")
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if key in at_least_one and not (isinstance(value, int) and value >= 1):
+            raise GanimeError(f"{flag} {value!r} (config scrape.{key}): must be a whole number >= 1")
+        if key in positive and not (isinstance(value, (int, float)) and value > 0 and value != float("inf")):
+            raise GanimeError(f"{flag} {value!r} (config scrape.{key}): must be a finite number > 0")
+        if key == "retries" and not (isinstance(value, int) and value >= 0):
+            raise GanimeError(f"{flag} {value!r} (config scrape.{key}): must be a whole number >= 0")
 
 
 def _scrape(
@@ -575,7 +657,7 @@ def _scrape(
     started = time.monotonic()
     summary = ScrapeSummary(source=name, rate_limit=rate)
     journal = ListingJournal(out / LISTING_JOURNAL, query, fresh=fresh_listing)
-    index = StoreIndex(out)
+    index = StoreIndex(out, verify=opts.verify)
     summary.listing_resumed = journal.resumed and bool(journal.pages)
     results: dict[int, tuple[PostMeta, Outcome | StoreFailed]] = {}
     pending: dict[cf.Future, tuple[int, PostMeta]] = {}
@@ -655,6 +737,8 @@ def _scrape(
             bar.close()
 
     summary.filtered, summary.hidden, summary.duplicates = selector.filtered, selector.hidden, selector.duplicates
+    if listing_error is not None and not results:
+        raise GanimeError(f"source {name}: {_one_line(str(listing_error))}; nothing was listed, no table written")
     summary.listing_pages = len(journal.pages)
     summary.listing_complete = selector.full or journal.ended
     client = getattr(source, "client", None)
@@ -683,12 +767,17 @@ def _scrape(
     if listing_error is not None:
         raise GanimeError(f"source {name}: {listing_error}; stored what was listed; rerun to continue the listing")
     if summary.downloaded + summary.already_present == 0:
-        raise GanimeError(f"source {name}: no post could be stored for tags {tags!r}; see {out}/failures.parquet")
+        raise GanimeError(
+            f"source {name}: no post could be stored for tags {tags!r}; see {out}/failures.parquet "
+            "(posts.parquet not written)"
+        )
     return summary
 
 
 def _write_outputs(out: Path, name: str, results: dict, summary: ScrapeSummary) -> None:
+    """Write the tables. A run that stored no post leaves posts.parquet as it was (never a 0-row table)."""
     rows, failures = [], []
+    seen_md5: set[str] = set()
     for pos in sorted(results):
         post, outcome = results[pos]
         if isinstance(outcome, StoreFailed):
@@ -703,11 +792,15 @@ def _write_outputs(out: Path, name: str, results: dict, summary: ScrapeSummary) 
                 }
             )
             continue
+        if outcome.record["md5"] in seen_md5:  # a post whose booru hash is not an md5, holding an image stored already
+            summary.duplicates += 1
+            continue
+        seen_md5.add(outcome.record["md5"])
         rows.append(
             {
                 "post_id": post.post_id,
                 "source": name,
-                "md5": post.md5,
+                "md5": outcome.record["md5"],
                 "file": outcome.record["file"],
                 "width": post.width,
                 "height": post.height,
@@ -717,12 +810,18 @@ def _write_outputs(out: Path, name: str, results: dict, summary: ScrapeSummary) 
                 "source_url": post.source_url,
                 "fetched_at": outcome.record["fetched_at"],
                 "face_boxes": json.dumps([list(b) for b in post.face_boxes]),
+                "booru_hash": post.md5,
             }
         )
     failed = pd.DataFrame(failures, columns=FAILURE_COLUMNS).astype({"post_id": "int64"})
     write_parquet(out / "failures.parquet", failed)
-    write_parquet(out / "posts.parquet", pd.DataFrame(rows, columns=POST_COLUMNS).astype({"post_id": "int64"}))
+    if rows:
+        write_parquet(out / "posts.parquet", pd.DataFrame(rows, columns=POST_COLUMNS).astype({"post_id": "int64"}))
     write_json(out / "scrape_summary.json", summary)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI
@@ -769,7 +868,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="decompression-bomb guard: largest w*h")
     p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest image file in bytes")
     p.add_argument("--fresh-listing", action="store_true", help="list again from the newest post (new journal)")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every stored file of the listed posts instead of trusting size and mtime; damaged files are "
+        "removed and downloaded again (or listed in failures.parquet)",
+    )
     p.add_argument("--n-posts", type=int, default=300, help="synthetic: number of posts the synthetic booru holds")
+    p.add_argument("--path", type=Path, help="folder: a directory, .zip or .tar(.gz) of images")
     p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     p.add_argument("--out", type=Path, required=True, help="output folder (images/, posts.parquet, ...)")
     return p
@@ -788,6 +894,7 @@ def main(argv: list[str] | None = None) -> int:
             base_url=a.base_url,
             rate=a.rate,
             n_posts=a.n_posts,
+            path=a.path,
             seed=a.seed,
             workers=a.workers,
             retries=a.retries,
@@ -805,6 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             max_pixels=a.max_pixels,
             max_bytes=a.max_bytes,
             fresh_listing=a.fresh_listing,
+            verify=a.verify,
         ),
         argv,
     )

@@ -130,3 +130,37 @@ def test_fetch_cascade_verifies_sha256(tmp_path, monkeypatch):
     Resp.content = CASCADE.read_bytes()
     assert faces.main(["fetch-cascade", "--out", str(tmp_path / "c.xml")]) == 0
     assert (tmp_path / "c.xml").read_bytes() == Resp.content
+
+
+def _crop_files(out) -> set[str]:
+    return {p.relative_to(out).as_posix() for p in (out / "crops").rglob("*") if p.is_file()}
+
+
+def test_an_image_that_fails_leaves_no_orphan_crops(posts, tmp_path, monkeypatch):
+    table = pd.read_parquet(posts).assign(face_boxes=json.dumps([[10, 10, 20, 20], [5, 5, 30, 30], [0, 0, 16, 16]]))
+    table.to_parquet(posts)
+    failing = table["md5"][4]
+    real_save = faces.save_image
+
+    def save_image(path, image):  # the disk fills up on the third crop of post 5
+        if path.name == f"{failing}_2.png":
+            raise OSError(28, "No space left on device")
+        real_save(path, image)
+
+    monkeypatch.setattr(faces, "save_image", save_image)
+    out = tmp_path / "f"
+    with pytest.raises(OSError, match="No space left"):
+        faces.run(posts=posts, out=out, detector="annotations")
+    assert not [f for f in _crop_files(out) if failing in f]  # post 5's first two crops were removed again
+    assert len(_crop_files(out)) == 4 * 3  # the posts before it are whole
+
+    monkeypatch.setattr(faces, "save_image", real_save)
+    faces.run(posts=posts, out=out, detector="annotations")
+    assert _crop_files(out) == set(pd.read_parquet(out / "faces.parquet")["file"])
+    assert len(_crop_files(out)) == 12 * 3
+
+    # A rerun that finds fewer faces (or fewer posts) leaves no crop the table does not list.
+    table.assign(face_boxes=json.dumps([[10, 10, 20, 20]])).head(6).to_parquet(posts)
+    faces.run(posts=posts, out=out, detector="annotations")
+    listed = set(pd.read_parquet(out / "faces.parquet")["file"])
+    assert _crop_files(out) == listed and len(listed) == 6

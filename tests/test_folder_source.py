@@ -91,3 +91,22 @@ def test_bad_paths_are_one_clear_error(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"junk")
     with pytest.raises(GanimeError, match="not a folder, .zip or .tar"):
         FolderSource(tmp_path / "x.bin")
+
+
+def test_scrape_cli_kind_folder_stores_posts_and_failures(tmp_path):
+    import pandas as pd
+
+    from ganime_steps import scrape
+
+    root = _folder(tmp_path)
+    out = tmp_path / "scrape"
+    argv = ["--kind", "folder", "--name", "art", "--path", str(root), "--limit", "10", "--out", str(out)]
+    assert scrape.main(argv) == 0
+    posts = pd.read_parquet(out / "posts.parquet")
+    failures = pd.read_parquet(out / "failures.parquet")
+    # a.png and sub/dup.png are the same image: stored once, under the newest post (the highest id, like a booru)
+    assert sorted(posts["source_url"]) == [str(root / "sub" / "b.png"), str(root / "sub" / "dup.png")]
+    assert posts.loc[posts["source_url"] == str(root / "sub" / "b.png"), "tags"].item() == "2girls smile"
+    assert all((out / f).is_file() for f in posts["file"]) and (posts["source"] == "art").all()
+    assert failures["file_url"].tolist() == ["broken.jpg"] and failures["reason"].item() == "not_an_image"
+    assert scrape.main([*argv[:5], str(tmp_path / "nowhere"), *argv[6:]]) == 2

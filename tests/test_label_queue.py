@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, planned_jobs, snakemake, tiny_config
 
 from ganime_steps import label_queue, labels
 from ganime_steps.common import GanimeError
@@ -83,3 +84,80 @@ def test_errors_and_cli(posts, scored, tmp_path, capsys):
     assert pd.read_csv(tmp_path / "q.csv")["post_id"].tolist() == [12, 11]
     assert label_queue.main([*argv, "--threshold", "1.5", "--out", str(tmp_path / "r")]) == 2
     assert "must be in [0, 1]" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- first round (no classifier)
+
+
+def test_first_round_draws_random_posts_reproducibly(posts, tmp_path):
+    out = tmp_path / "first" / "chibi"
+    summary = label_queue.first_round(posts=posts, out=out, task="chibi", n=5, seed=0)
+    queue = pd.read_csv(out.with_suffix(".csv"))
+    assert list(queue.columns) == label_queue.CSV_COLUMNS and queue["score"].isna().all()
+    assert (summary.n_queued, summary.n_unlabelled) == (5, 12) and queue["md5"].is_unique
+    tasks = json.loads(out.with_suffix(".json").read_text())
+    assert [t["data"]["post_id"] for t in tasks] == queue["post_id"].tolist()
+    assert all("predictions" not in t for t in tasks)  # no model yet: no guesses
+    assert tasks[0]["data"]["image"] == "/data/local-files/?d=" + queue["file"][0]
+    config = out.with_suffix(".xml").read_text()
+    assert '<Choice value="not_chibi"/>' in config and "$score" not in config
+    chosen = queue["post_id"].tolist()
+
+    # Same posts (in any row order) and seed: the same draw; another seed: another draw.
+    shuffled = tmp_path / "scrape" / "shuffled.parquet"
+    pd.read_parquet(posts).sample(frac=1.0, random_state=3).to_parquet(shuffled)
+    label_queue.first_round(posts=shuffled, out=tmp_path / "again", task="chibi", n=5, seed=0)
+    assert pd.read_csv(tmp_path / "again.csv")["post_id"].tolist() == chosen
+    label_queue.first_round(posts=posts, out=tmp_path / "other", task="chibi", n=5, seed=1)
+    assert pd.read_csv(tmp_path / "other.csv")["post_id"].tolist() != chosen
+
+    # Labelled images are left out; asking for more than there are queues them all.
+    done = pd.read_parquet(posts).head(4)[["source", "post_id", "md5"]].assign(label=1, origin="x")
+    done.to_parquet(tmp_path / "done.parquet")
+    summary = label_queue.first_round(
+        posts=posts, out=tmp_path / "rest", task="chibi", n=50, labels=[tmp_path / "done.parquet"]
+    )
+    rest = pd.read_csv(tmp_path / "rest.csv")
+    assert summary.n_queued == 8 and sorted(rest["post_id"]) == list(range(5, 13))
+
+
+def test_first_round_export_reads_back_and_cli(posts, tmp_path, capsys):
+    out = tmp_path / "first" / "chibi"
+    argv = ["first-round", "--posts", str(posts), "--task", "chibi", "--n", "3", "--seed", "7", "--out", str(out)]
+    assert label_queue.main(argv) == 0
+    tasks = json.loads(out.with_suffix(".json").read_text())
+    export = [
+        {"id": i, "data": t["data"], "annotations": [{"id": i, "result": [
+            {"from_name": "choice", "to_name": "image", "type": "choices", "value": {"choices": [choice]}}]}]}
+        for i, (t, choice) in enumerate(zip(tasks, ["chibi", "not_chibi", "chibi"], strict=True))
+    ]  # fmt: skip
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    labels.run(posts=posts, sources=[str(tmp_path / "export.json")], task="chibi", out=tmp_path / "chibi.parquet")
+    table = pd.read_parquet(tmp_path / "chibi.parquet")
+    assert table["post_id"].tolist() == [t["data"]["post_id"] for t in tasks] and table["label"].tolist() == [1, 0, 1]
+
+    assert label_queue.main([*argv[:-4], "--n", "0", "--out", str(out)]) == 2
+    assert "first-round size 0: must be >= 1" in capsys.readouterr().err
+    empty = tmp_path / "empty.parquet"
+    pd.read_parquet(posts).head(0).to_parquet(empty)
+    assert label_queue.main(["first-round", "--posts", str(empty), "--task", "chibi", "--out", str(out)]) == 2
+    assert "no unlabelled post" in capsys.readouterr().err
+
+
+def test_first_label_queues_target_needs_no_labels(tmp_path):
+    """A new user has no labels yet: the first-round target plans (and runs) without them."""
+    dry = snakemake("-n", "first_label_queues", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    jobs = planned_jobs(dry)
+    assert jobs == {"scrape": 1, "first_labels": 3, "first_label_queues": 1}, jobs
+
+    work = tmp_path / "tiny"
+    work.mkdir()
+    config = tiny_config(work)
+    done = snakemake("--cores", "1", "first_label_queues", "--configfile", str(config), "--directory", str(work))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for task in ("chibi", "multi", "aesthetic"):
+        tasks = json.loads((work / "results" / "label_queue" / "first" / f"{task}.json").read_text())
+        assert tasks and all(t["data"]["image"].startswith("/data/local-files/?d=results/scrape/") for t in tasks)
+        assert (work / "results" / "label_queue" / "first" / f"{task}.xml").is_file()
+    assert not (work / "results" / "labels").exists() and not (work / "results" / "classifiers").exists()

@@ -215,3 +215,55 @@ def test_no_labels_at_all(posts, tmp_path):
     empty = write_csv(tmp_path / "empty.csv", "post_id,label\n")
     with pytest.raises(GanimeError, match="hold no labels"):
         labels.run(posts=posts, sources=[str(empty)], task="chibi", out=tmp_path / "o.parquet")
+
+
+# ---------------------------------------------------------------------------------------------------- Excel exports
+
+
+@pytest.mark.parametrize(
+    ("encoding", "sep"),
+    [("utf-16", ","), ("utf-16", "\t"), ("utf-8-sig", ","), ("utf-8-sig", ";"), ("cp1252", ","), ("latin-1", ",")],
+)
+def test_excel_exports_are_read(posts, tmp_path, encoding, sep):
+    rows = [["Post ID", " Label ", "Comment"], ["1", "1.0", "café"], ["2", "0.0", "naïve"], ["3.0", "TRUE", "ok"]]
+    path = tmp_path / "excel.csv"
+    path.write_bytes("".join(sep.join(r) + "\r\n" for r in rows).encode(encoding))
+    assert labels.detect_format(path) == "csv"
+    code = labels.main(
+        ["--posts", str(posts), "--task", "chibi", "--source", str(path), "--out", str(tmp_path / "o.parquet")]
+    )
+    assert code == 0
+    out = pd.read_parquet(tmp_path / "o.parquet")
+    assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 0, 3: 1}
+
+
+def test_cp1252_only_characters_are_read(posts, tmp_path):
+    path = tmp_path / "euro.csv"
+    path.write_bytes("post_id,label,note\n1,yes,5 € “quoted”\n".encode("cp1252"))
+    labels.run(posts=posts, csvs=[path], task="chibi", out=tmp_path / "o.parquet")
+    assert pd.read_parquet(tmp_path / "o.parquet")["post_id"].tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 40, "is an Excel workbook"),
+        ("post_id,label\n1,1\n".encode("utf-16-le"), "UTF-16 without a byte-order mark"),
+        (b"\xef\xbb\xbfpost_id,label\n1,\xff\xfe\n", "is not UTF-8"),
+    ],
+)
+def test_unreadable_csv_is_refused_naming_file_and_fix(posts, tmp_path, capsys, data, expected):
+    path = tmp_path / "export.csv"
+    path.write_bytes(data)
+    code = labels.main(
+        ["--posts", str(posts), "--task", "chibi", "--csv", str(path), "--out", str(tmp_path / "o.parquet")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert str(path) in err[0] and expected in err[0] and "save it again as 'CSV UTF-8" in err[0], err
+    assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1.0", 1), ("0.0", 0), ("1.", 1), ("0", 0), ("2.0", None)])
+def test_spreadsheet_numbers_as_labels(value, expected):
+    assert labels.parse_label(value, "chibi") == expected

@@ -227,3 +227,70 @@ def test_synthetic_source_runs_through_the_same_journaled_path(tmp_path):
     posts = pd.read_parquet(tmp_path / "posts.parquet")
     for file, md5 in zip(posts["file"], posts["md5"], strict=True):
         assert hashlib.md5((tmp_path / file).read_bytes()).hexdigest() == md5
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on: connecting to it is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cli_unreachable_host_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "booru"
+    args = ["--kind", "dapi", "--base-url", f"http://127.0.0.1:{_closed_port()}", "--limit", "5", "--rate", "100",
+            "--retries", "1", "--backoff", "0.001", "--timeout", "2", "--out", str(out)]  # fmt: skip
+    assert scrape.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # log lines (retries) come first; the error is one line
+    assert [line for line in err if "ganime error" in line] == err[-1:], err
+    assert err[-1].startswith("ganime error: source dapi:") and "nothing was listed" in err[-1], err
+    assert not (out / "posts.parquet").exists() and not (out / "failures.parquet").exists()
+
+    previous = b"an earlier run's table"
+    (out / "posts.parquet").write_bytes(previous)
+    assert scrape.main(args) == 2
+    assert (out / "posts.parquet").read_bytes() == previous  # untouched
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--max-pixels", "0"), ("--max-pixels", "-5"), ("--max-bytes", "0"), ("--max-bytes", "-1"),
+     ("--rate", "0"), ("--rate", "-2.5"), ("--rate", "inf"), ("--burst", "0"), ("--timeout", "0"),
+     ("--workers", "0"), ("--page-size", "-1"), ("--retries", "-1")],
+)  # fmt: skip
+def test_cli_refuses_nonsense_limits_naming_the_flag(tmp_path, capsys, flag, value):
+    out = tmp_path / "out"
+    code = scrape.main(["--kind", "synthetic", "--limit", "5", f"{flag}={value}", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"ganime error: {flag} "), err
+    assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("declared", [None, "size"])
+def test_post_without_md5_needs_a_size_to_vouch_for_it(tmp_path, declared):
+    from ganime_steps.sources.http import Download
+
+    body = png_bytes(1)
+
+    class Source:
+        name = "x"
+
+        def download(self, url, dest, max_bytes):
+            dest.write_bytes(body)
+            size = len(body) if declared else None
+            return Download(dest, len(body), hashlib.md5(body).hexdigest(), "image/png", size)
+
+    post = PostMeta(1, "a" * 40, "http://x/1.png", "png", 48, 64, "", "g", 0, "")
+    opts = scrape.StoreOptions(out=tmp_path)
+    if declared is None:  # neither the hash nor the size can be checked: refused, nothing stored
+        with pytest.raises(scrape.StoreFailed) as failed:
+            scrape.store_post(Source(), post, opts)
+        assert failed.value.reason == "unverifiable" and not list(tmp_path.rglob("*.png"))
+    else:
+        outcome = scrape.store_post(Source(), post, opts)
+        md5 = hashlib.md5(body).hexdigest()
+        assert outcome.record["md5"] == md5 and outcome.record["booru_hash"] == "a" * 40
+        assert (tmp_path / f"images/{md5[:2]}/{md5}.png").read_bytes() == body
+    assert not list((tmp_path / scrape.TMP_DIR).glob("*"))

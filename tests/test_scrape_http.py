@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import logging
+import os
 import socket
 import struct
 import threading
@@ -568,3 +569,77 @@ def test_parallel_downloads_stay_under_the_rate(booru_factory, tmp_path):
     achieved = (len(times) - 1) / (times[-1] - times[0])
     assert achieved <= 40.0 * 1.05
     assert summary.request_rate <= 40.0 * 1.05
+
+
+# ------------------------------------------------------------------------------ hashes that are not md5, --verify
+
+
+def test_posts_whose_booru_hash_is_not_md5_are_kept(booru_factory, tmp_path):
+    sha1 = lambda body: hashlib.sha1(body).hexdigest()  # noqa: E731 - old Safebooru posts carry 40-hex hashes
+    posts = [
+        FakePost(1, png_bytes(2), md5="e" * 40),  # post 2's image again under another hash: stored once
+        FakePost(2, png_bytes(2), md5=sha1(png_bytes(2))),
+        FakePost(3, b"GIF89a but not really an image", md5="f" * 40),  # no md5 to check: the decode refuses it
+        FakePost(4, png_bytes(4), md5=sha1(png_bytes(4))),  # always truncated: the size check refuses it
+        FakePost(5, png_bytes(5)),
+        FakePost(6, png_bytes(6), md5="../../x"),  # a hash that is no hash at all
+    ]
+    booru = booru_factory(posts)
+    booru.always[booru.image_path(posts[3])] = "truncate"
+    summary = scrape_booru(booru, tmp_path, retries=1)
+    assert failures(tmp_path) == {3: "not_an_image", 4: "truncated", 6: "bad_metadata"}
+    df = stored(tmp_path).set_index("post_id")
+    assert list(df.index) == [5, 2]
+    md5_2 = hashlib.md5(png_bytes(2)).hexdigest()
+    assert df.loc[2, "md5"] == md5_2 and df.loc[2, "booru_hash"] == sha1(png_bytes(2))
+    assert df.loc[2, "file"] == f"images/{md5_2[:2]}/{md5_2}.png"
+    assert df.loc[5, "booru_hash"] == df.loc[5, "md5"]
+    assert summary.duplicates == 1  # post 1
+    assert_store_matches(tmp_path)
+
+    # A rerun finds post 2 by its booru hash in the store index and fetches it no more.
+    del booru.always[booru.image_path(posts[3])]
+    booru.requests.clear()
+    scrape_booru(booru, tmp_path, retries=1)
+    assert booru.image_path(posts[1]) not in booru.image_requests()
+    assert booru.image_path(posts[3]) in booru.image_requests()
+    assert list(stored(tmp_path)["post_id"]) == [5, 4, 2]
+    assert_store_matches(tmp_path)
+
+
+def _corrupt_keeping_size_and_mtime(path: Path) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_verify_rehashes_the_store_and_the_table_agrees(booru_factory, tmp_path):
+    posts = make_posts(4)
+    booru = booru_factory(posts)
+    scrape_booru(booru, tmp_path)
+    reference = stored(tmp_path).drop(columns=["fetched_at"])
+    damaged = tmp_path / reference.set_index("post_id").loc[2, "file"]
+    _corrupt_keeping_size_and_mtime(damaged)
+
+    booru.requests.clear()
+    summary = scrape_booru(booru, tmp_path)  # size and mtime match: the index vouches for it
+    assert (summary.already_present, booru.image_requests()) == (4, [])
+
+    summary = scrape_booru(booru, tmp_path, verify=True)
+    assert booru.image_requests() == [booru.image_path(posts[1])]
+    assert (summary.downloaded, summary.already_present) == (1, 3)
+    pd.testing.assert_frame_equal(stored(tmp_path).drop(columns=["fetched_at"]), reference)
+    assert_store_matches(tmp_path)
+
+    # Damaged again and gone from the booru: listed as a failure, removed from the store and the table.
+    _corrupt_keeping_size_and_mtime(damaged)
+    booru.always[booru.image_path(posts[1])] = 404
+    assert scrape.main(
+        ["--kind", "dapi", "--name", "booru", "--base-url", booru.url, "--tags", "1girl solo", "--limit", "100",
+         "--rate", "500", "--retries", "0", "--verify", "--out", str(tmp_path)]
+    ) == 0  # fmt: skip
+    assert failures(tmp_path) == {2: "http_404"}
+    assert not damaged.exists() and sorted(stored(tmp_path)["post_id"]) == [1, 3, 4]
+    assert_store_matches(tmp_path)

@@ -15,7 +15,7 @@ class PostMeta:
     """One post as the booru lists it, before its image is fetched."""
 
     post_id: int
-    md5: str  # as reported by the booru; verified after download
+    md5: str  # the hash the booru reports: an md5 verified after download, or another hash (kept as booru_hash)
     file_url: str
     ext: str  # file extension without dot, e.g. "png"
     width: int

@@ -168,12 +168,16 @@ class HttpStats:
 
 @dataclass(frozen=True)
 class Download:
-    """A body streamed to ``path``: its size, md5 and the server's Content-Type."""
+    """A body streamed to ``path``: its size, md5, the server's Content-Type and Content-Length (None: not sent).
+
+    When Content-Length was sent, ``size`` equals it (a shorter body is retried as truncated).
+    """
 
     path: Path
     size: int
     md5: str
     content_type: str
+    declared_size: int | None = None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -357,7 +361,14 @@ class HttpClient:
                 _read_capped(resp, max_bytes, lambda chunk: (digest.update(chunk), fh.write(chunk)))
                 fh.flush()
                 os.fsync(fh.fileno())
-            return Download(dest, dest.stat().st_size, digest.hexdigest(), resp.headers.get("Content-Type", ""))
+            declared = resp.headers.get("Content-Length", "")
+            return Download(
+                dest,
+                dest.stat().st_size,
+                digest.hexdigest(),
+                resp.headers.get("Content-Type", ""),
+                int(declared) if declared.isdigit() else None,
+            )
 
         return self._request(url, None, "image", consume)
 

@@ -121,3 +121,47 @@ rule label_queue:
 rule label_queues:
     input:
         expand("results/label_queue/{task}.json", task=config["classifiers"]),
+
+
+# The first labelling round, before any label or classifier exists: N random scraped posts per task as Label Studio
+# tasks (N: classifiers.<task>.queue.size, drawn with classifiers.<task>.seed). `snakemake --cores 1
+# first_label_queues` makes them all; label them, export, list the export under labels.<task> in the config.
+localrules:
+    first_labels,
+    first_label_queues,
+
+
+ruleorder: first_labels > label_queue
+
+
+rule first_labels:
+    input:
+        code=code("label_queue"),
+        posts=POSTS,
+    output:
+        tasks="results/label_queue/first/{task}.json",
+        table="results/label_queue/first/{task}.csv",
+        labelling_config="results/label_queue/first/{task}.xml",
+    params:
+        n=lambda wildcards: config["classifiers"][wildcards.task]["queue"]["size"],
+        seed=lambda wildcards: config["classifiers"][wildcards.task]["seed"],
+        url_prefix=lambda wildcards: config["classifiers"][wildcards.task]["queue"]["url_prefix"],
+        out=lambda wildcards: f"results/label_queue/first/{wildcards.task}",
+    conda:
+        "../../envs/scrape.yaml"
+    log:
+        "logs/label_queue/first_{task}.log",
+    shell:
+        "python -m ganime_steps.label_queue first-round"
+        " --posts {input.posts:q}"
+        " --task {wildcards.task}"
+        " --n {params.n}"
+        " --seed {params.seed}"
+        " --url-prefix {params.url_prefix:q}"
+        " --out {params.out:q}"
+        " 2> {log:q}"
+
+
+rule first_label_queues:
+    input:
+        expand("results/label_queue/first/{task}.json", task=config["classifiers"]),

@@ -28,6 +28,7 @@ rule scrape:
         max_pixels=config["scrape"]["max_pixels"],
         max_bytes=config["scrape"]["max_bytes"],
         base_url=f"--base-url {shlex.quote(config['scrape']['base_url'])}" if config["scrape"]["base_url"] else "",
+        path=f"--path {shlex.quote(config['scrape']['path'])}" if config["scrape"]["path"] else "",
         # optional flags, each only when set: tag/rating/host lists and the names of credential variables
         optional=" ".join(
             f"--{key.replace('_', '-')} {shlex.quote(' '.join(value) if isinstance(value, list) else value)}"
@@ -48,6 +49,7 @@ rule scrape:
         " --tags {params.tags:q}"
         " --limit {params.limit}"
         " --page-size {params.page_size}"
+        " {params.path}"
         " --rate {params.rate}"
         " --burst {params.burst}"
         " --workers {params.workers}"
