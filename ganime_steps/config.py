@@ -6,6 +6,7 @@ Every error is one line naming the offending key, e.g. ``config key runs.dcgan_A
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ def validate_config(
 ) -> list[str]:
     """Validate ``config`` in place (filling defaults). Returns warnings; raises GanimeError on the first error.
 
-    ``families``: the GAN families this version implements; runs of other families are dropped with a warning.
+    ``families``: the GAN families this version implements (``ganime_steps.gan.available_families()``); a run of
+    another family is an error. ``None`` skips that check.
     """
     schema = yaml.safe_load(schema_path.read_text())
     validator = _with_defaults(Draft202012Validator)(schema)
@@ -74,15 +76,121 @@ def expand_seeds(runs: dict[str, dict]) -> dict[str, dict]:
     return expanded
 
 
+# Names used in file paths and as wildcards: runs, datasets, label/classifier tasks (the scrape source: schema).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+# Progressive families and their published first resolution (ganime_steps.gan.losses.FAMILIES; a test keeps the
+# two in step without importing torch here).
+PROGRESSIVE_START = {"progan": 4, "stylegan": 8}
+PROGRESSIVE_KEYS = ("start_resolution", "stable_kimg", "fade_kimg", "batch_schedule")
+# Fewest generated images a statistic is computed from (ganime_steps.evaluate.MIN_SAMPLES; a test keeps them equal).
+MIN_SAMPLES = 4
+# Scrape kinds that talk to a booru over HTTP and need its address.
+HTTP_KINDS = ("dapi", "danbooru")
+
+
+def _check_names(config: dict) -> None:
+    for section in ("runs", "datasets", "classifiers", "labels"):
+        for name in config[section]:
+            if not NAME_PATTERN.fullmatch(str(name)):
+                raise GanimeError(
+                    f"config key {section}.{name}: the name {name!r} is used in file paths and wildcards; "
+                    f"use only letters, digits, '_' and '-' (e.g. {re.sub(r'[^A-Za-z0-9_-]', '_', str(name))!r})"
+                )
+
+
+def _check_scrape(scrape: dict) -> None:
+    if scrape["kind"] in HTTP_KINDS and not scrape["base_url"]:
+        raise GanimeError(
+            f"config key scrape.base_url: required for kind {scrape['kind']!r} (e.g. https://safebooru.org)"
+        )
+    if scrape["kind"] == "folder" and not scrape.get("path"):
+        raise GanimeError("config key scrape.path: required for kind 'folder' (a folder, .zip or .tar(.gz) of images)")
+
+
+def _check_datasets(datasets: dict) -> None:
+    for name, ds in datasets.items():
+        if ds["from"] != "faces":
+            continue
+        for key in ("require_tags", "exclude_tags"):
+            if ds[key]:
+                raise GanimeError(
+                    f"config key datasets.{name}.{key}: tag rules need post tags, and a 'from: faces' dataset has "
+                    f"none; filter the posts in a 'from: posts' dataset instead, or remove {key}"
+                )
+
+
+def _check_run(name: str, run: dict, families: tuple[str, ...] | None) -> None:
+    family = run["family"]
+    if families is not None and family not in families:
+        raise GanimeError(
+            f"config key runs.{name}.family: {family!r} is not a GAN family; available: {', '.join(families)}"
+        )
+    if family not in PROGRESSIVE_START:
+        for key in PROGRESSIVE_KEYS:
+            if run[key] not in (None, ""):
+                raise GanimeError(
+                    f"config key runs.{name}.{key}: only the progressive families "
+                    f"({', '.join(PROGRESSIVE_START)}) use it, not {family}; remove it"
+                )
+        return
+    resolution = run["resolution"]
+    start = run["start_resolution"]
+    if start is not None and start > resolution:
+        raise GanimeError(
+            f"config key runs.{name}.start_resolution: {start} is above the run's resolution ({resolution})"
+        )
+    start = start or PROGRESSIVE_START[family]
+    for part in filter(None, run["batch_schedule"].split(",")):
+        res, batch = (int(v) for v in part.split(":"))  # the schema's pattern guarantees RES:BATCH
+        if res & (res - 1) or not start <= res <= resolution:
+            raise GanimeError(
+                f"config key runs.{name}.batch_schedule: resolution {res} in {part!r} is not one this run trains "
+                f"at (powers of two from {start} to {resolution})"
+            )
+        if batch < 1:
+            raise GanimeError(f"config key runs.{name}.batch_schedule: batch size {batch} in {part!r} is below 1")
+
+
+def _check_evaluation(evaluation: dict) -> None:
+    for key in ("n_samples", "metric_samples"):
+        n = evaluation[key]
+        if n < MIN_SAMPLES and not (key == "metric_samples" and n == 0):
+            allowed = f">= {MIN_SAMPLES}" + (" (or 0: no curves)" if key == "metric_samples" else "")
+            raise GanimeError(
+                f"config key evaluation.{key}: {n} is too few images for the statistics and k-NN radii; use {allowed}"
+            )
+
+
+def _check_archs(classifiers: dict) -> None:
+    if not classifiers:
+        return
+    try:
+        import timm  # lazily: a config without classifiers, or a scrape-only environment, never imports it
+    except ImportError:
+        return
+    for task, spec in classifiers.items():
+        arch = spec["arch"]
+        if not timm.is_model(arch):
+            near = timm.list_models(f"*{arch.split('.')[0][:6]}*")[:5]
+            hint = f" (similar: {', '.join(near)})" if near else ""
+            raise GanimeError(
+                f"config key classifiers.{task}.arch: {arch!r} is not a timm model name{hint}; see timm.list_models()"
+            )
+
+
 def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
-    warnings = []
+    warnings: list[str] = []
     datasets, classifiers, labels = config["datasets"], config["classifiers"], config["labels"]
+    _check_names(config)
+    _check_scrape(config["scrape"])
     for name in GOLD_DATASETS.values():
         if name in datasets:
             raise GanimeError(
                 f"config key datasets.{name}: the name is reserved for the gold reference set; rename the dataset"
             )
+    _check_datasets(datasets)
     for name, run in config["runs"].items():
+        _check_run(name, run, families)
         every = run.get("metrics_every")
         if every is not None and abs(every / run["checkpoint_every"] - round(every / run["checkpoint_every"])) > 1e-9:
             raise GanimeError(
@@ -92,6 +200,7 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     for task in classifiers:
         if task not in labels:
             raise GanimeError(f"config key classifiers.{task}: no labels.{task} entry lists its hand-label CSVs")
+    _check_archs(classifiers)
     for name, ds in datasets.items():
         for task in ds["drop"]:
             if task not in classifiers:
@@ -99,18 +208,13 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
                     f"config key datasets.{name}.drop.{task}: no classifier named {task!r} in classifiers"
                 )
     evaluation = config["evaluation"]
-    for name, run in list(config["runs"].items()):
+    _check_evaluation(evaluation)
+    for name, run in config["runs"].items():
         if run["dataset"] not in datasets:
             raise GanimeError(f"config key runs.{name}.dataset: {run['dataset']!r} is not a dataset in datasets")
         ref = run["reference"] or evaluation["reference"] or run["dataset"]
         if ref not in datasets:
             raise GanimeError(f"config key runs.{name}.reference: {ref!r} is not a dataset in datasets")
-        if families is not None and run["family"] not in families:
-            warnings.append(
-                f"run {name!r}: family {run['family']!r} is not available in this version "
-                f"(available: {', '.join(families)}); it is skipped"
-            )
-            del config["runs"][name]
     if evaluation["reference"] is not None and evaluation["reference"] not in datasets:
         raise GanimeError(f"config key evaluation.reference: {evaluation['reference']!r} is not a dataset")
     fallback = evaluation["fallback_classifier"]

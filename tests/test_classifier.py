@@ -229,6 +229,9 @@ def test_train_outputs(trained):
     assert "precision" not in metrics and "f1" not in metrics  # no unlabelled top-level numbers
     assert 0.0 <= metrics["threshold"] <= 1.0
     assert 1 <= metrics["best_epoch"] <= metrics["epochs_run"] <= 3
+    # the classes are separable (big red disk vs small blue disk): the model must learn them, also on held-out posts
+    assert metrics["val"]["f1"] == 1.0 and metrics["test"]["f1"] == 1.0, (metrics["val"], metrics["test"])
+    assert metrics["val"]["roc_auc"] == 1.0 and metrics["test"]["roc_auc"] == 1.0
     assert metrics["pos_weight"] == pytest.approx(1.0)  # balanced labels
     assert summary.threshold == metrics["threshold"] and summary.n_test == metrics["n_test"]
     assert summary.test_f1 == metrics["test"]["f1"] and summary.val_f1 == metrics["val"]["f1"]

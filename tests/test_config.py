@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
 from conftest import REPO
 
+from ganime_steps import config as config_module
 from ganime_steps.common import GanimeError
 from ganime_steps.config import validate_config
+from ganime_steps.gan import FAMILIES as GAN_FAMILIES
+from ganime_steps.gan import available_families
 
-FAMILIES = ("dcgan", "wgan-gp", "dragan", "sngan")
+FAMILIES = tuple(available_families())
 
 
 def load(name):
@@ -21,16 +25,29 @@ def load(name):
 @pytest.mark.parametrize("name", ["config.yaml", "configs/demo.yaml"])
 def test_shipped_configs_validate(name):
     config = load(name)
-    validate_config(config, families=FAMILIES)
-    assert all(run["z_dim"] > 0 for run in config["runs"].values())  # defaults filled in
-    assert config["faces"]["size"] == 64
+    assert "ema_kimg" not in str(config)  # neither config sets it: validation must fill in the schema default
+    assert validate_config(config, families=FAMILIES) == []
+    assert config["runs"] and all(run["ema_kimg"] == 10 for run in config["runs"].values())
 
 
-def test_unavailable_family_is_skipped_with_a_warning():
+def test_unknown_family_is_an_error():
     config = load("config.yaml")
-    warnings = validate_config(config, families=FAMILIES)
-    assert "stylegan_A" not in config["runs"] and "wgangp_B" in config["runs"]
-    assert any("stylegan" in w and "not available" in w for w in warnings)
+    config["runs"]["wgangp_B"]["family"] = "wgangp"
+    with pytest.raises(
+        GanimeError, match=r"config key runs\.wgangp_B\.family: 'wgangp' is not a GAN family; available: "
+    ):
+        validate_config(config, families=FAMILIES)
+
+
+def test_constants_match_the_code_they_mirror():
+    """config.py avoids importing torch: its copies of the family table and the evaluator's minimum must agree."""
+    progressive = {name: fam.start_resolution for name, fam in GAN_FAMILIES.items() if fam.progressive}
+    assert config_module.PROGRESSIVE_START == progressive
+    from ganime_steps.evaluate import MIN_SAMPLES
+
+    assert config_module.MIN_SAMPLES == MIN_SAMPLES
+    schema = yaml.safe_load(config_module.SCHEMA.read_text())
+    assert schema["properties"]["evaluation"]["properties"]["n_samples"]["minimum"] == MIN_SAMPLES
 
 
 @pytest.mark.parametrize(
@@ -46,13 +63,75 @@ def test_unavailable_family_is_skipped_with_a_warning():
             "classifiers.chibi.threshold_rule",
         ),
         (lambda c: c.update(typo_section={}), "(top level)"),
+        (lambda c: c["runs"]["dcgan_A"].update(family="dcgna"), "runs.dcgan_A.family: 'dcgna' is not a GAN family"),
+        (lambda c: c["runs"].update({"dcgan.v2": {"family": "dcgan", "dataset": "A"}}), "runs.dcgan.v2: the name"),
+        (lambda c: c["datasets"].update({"C/x": {}}), "datasets.C/x: the name"),
+        (lambda c: c["classifiers"].update({"chi bi": {}}), "classifiers.chi bi: the name"),
+        (lambda c: c["labels"].update({"chi.bi": "x.csv"}), "labels.chi.bi: the name"),
+        (lambda c: c["scrape"].update(source="my.booru"), "scrape.source"),
+        (lambda c: c["evaluation"].update(metric_samples=3), "evaluation.metric_samples: 3 is too few"),
+        (
+            lambda c: c["runs"]["stylegan_A"].update(start_resolution=64),
+            "runs.stylegan_A.start_resolution: 64 is above",
+        ),
+        (
+            lambda c: c["runs"]["stylegan_A"].update(batch_schedule="4:64"),
+            "runs.stylegan_A.batch_schedule: resolution 4",
+        ),
+        (
+            lambda c: c["runs"]["stylegan_A"].update(batch_schedule="64:8"),
+            "runs.stylegan_A.batch_schedule: resolution 64",
+        ),
+        (
+            lambda c: c["runs"]["stylegan_A"].update(batch_schedule="12:8"),
+            "runs.stylegan_A.batch_schedule: resolution 12",
+        ),
+        (
+            lambda c: c["runs"]["stylegan_A"].update(batch_schedule="16:0"),
+            "runs.stylegan_A.batch_schedule: batch size 0",
+        ),
+        (
+            lambda c: c["runs"]["dcgan_A"].update(start_resolution=8),
+            "runs.dcgan_A.start_resolution: only the progressive",
+        ),
+        (lambda c: c["runs"]["dcgan_A"].update(stable_kimg=1), "runs.dcgan_A.stable_kimg: only the progressive"),
+        (lambda c: c["runs"]["dcgan_A"].update(fade_kimg=1), "runs.dcgan_A.fade_kimg: only the progressive"),
+        (
+            lambda c: c["runs"]["dcgan_A"].update(batch_schedule="32:8"),
+            "runs.dcgan_A.batch_schedule: only the progressive",
+        ),
+        (lambda c: c["scrape"].update(kind="dapi"), "scrape.base_url: required for kind 'dapi'"),
+        (lambda c: c["scrape"].update(kind="danbooru", base_url=""), "scrape.base_url: required for kind 'danbooru'"),
+        (lambda c: c["datasets"]["faces"].update(require_tags=["smile"]), "datasets.faces.require_tags: tag rules"),
+        (lambda c: c["datasets"]["faces"].update(exclude_tags=["hat"]), "datasets.faces.exclude_tags: tag rules"),
+        (lambda c: c["classifiers"]["multi"].update(arch="resnet343"), "classifiers.multi.arch: 'resnet343' is not"),
+        (lambda c: c["scrape"].update(kind="folder"), "scrape.path: required for kind 'folder'"),
     ],
 )
 def test_errors_name_the_key(edit, key):
     config = copy.deepcopy(load("configs/demo.yaml"))
     edit(config)
-    with pytest.raises(GanimeError, match=rf"config key {__import__('re').escape(key)}"):
+    with pytest.raises(GanimeError, match=rf"^config key {re.escape(key)}"):
         validate_config(config, families=FAMILIES)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: c["runs"]["stylegan_A"].update(batch_schedule="8:16,16:16,32:8", start_resolution=None),
+        lambda c: c["runs"]["stylegan_A"].update(family="progan", start_resolution=None, batch_schedule="4:16,32:8"),
+        lambda c: c["datasets"]["A"].update(require_tags=["solo"], exclude_tags=["hat"]),
+        lambda c: c["evaluation"].update(metric_samples=0, n_samples=4),
+        lambda c: c["scrape"].update(kind="danbooru", base_url="https://danbooru.donmai.us"),
+        lambda c: c["runs"].update({"dcgan-v2": {"family": "dcgan", "dataset": "A"}}),
+    ],
+)
+def test_valid_edits_pass(edit):
+    """The checks above refuse only what is wrong: their valid neighbours pass."""
+    config = copy.deepcopy(load("configs/demo.yaml"))
+    edit(config)
+    validate_config(config, families=FAMILIES)
+    validate_config(config, families=FAMILIES)  # idempotent on the validated (seed-expanded) config
 
 
 def test_seeds_expand_into_one_run_each_and_revalidate_unchanged():
@@ -79,5 +158,5 @@ def test_seeds_expand_into_one_run_each_and_revalidate_unchanged():
 def test_gold_metric_and_seed_errors_name_the_key(edit, message):
     config = copy.deepcopy(load("configs/demo.yaml"))
     edit(config)
-    with pytest.raises(GanimeError, match=__import__("re").escape(message)):
+    with pytest.raises(GanimeError, match=re.escape(message)):
         validate_config(config, families=FAMILIES)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import ganime_steps
 from ganime_steps import evaluate as ev
+from ganime_steps import gan
 
 torch.set_num_threads(1)
 
@@ -82,13 +79,16 @@ def test_frechet_identical_gaussians_is_zero():
     assert ev.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_frechet_diagonal_closed_form():
+def test_frechet_known_value_diagonal_and_rotated():
+    """Diagonal covariances: |mu1 - mu2|^2 + sum (sqrt s1 - sqrt s2)^2 = (1 + 0 + 6.25) + (4 + 1 + 0) = 12.25 by hand;
+    the distance is invariant when both Gaussians are rotated (full, non-diagonal covariances)."""
     mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
-    s1, s2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
-    # For diagonal covariances: |mu1 - mu2|² + Σ (s1 + s2 - 2 sqrt(s1 s2)) = Σ(Δmu²) + Σ (sqrt s1 - sqrt s2)².
-    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
-    assert expected == pytest.approx(1 + 6.25 + 4 + 1)
-    assert ev.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+    s1, s2 = np.diag([1.0, 4.0, 0.25]), np.diag([9.0, 1.0, 0.25])
+    assert ev.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(12.25, rel=1e-9)
+    rot, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+    r1, r2 = rot @ s1 @ rot.T, rot @ s2 @ rot.T
+    assert abs(r1[0, 1]) > 0.01  # really not diagonal
+    assert ev.frechet_distance(rot @ mu1, r1, rot @ mu2, r2) == pytest.approx(12.25, rel=1e-6)
 
 
 def test_frechet_matches_torch_fidelity_and_survives_singular_covariances():
@@ -231,7 +231,8 @@ def _fake_generate(G, n, seed, batch_size=64, truncation=1.0):
 
 @pytest.fixture
 def fake_gan(monkeypatch):
-    """Patch the real gan module when it imports; otherwise stand in for it (it is being written concurrently)."""
+    """The real gan module, with its generator loading and sampling replaced by fast stand-ins that record calls.
+    It must import: a broken ganime_steps.gan fails these tests instead of being swapped for a fake module."""
     calls = []
 
     def load_generator(path, device="cpu"):
@@ -242,14 +243,8 @@ def fake_gan(monkeypatch):
         calls.append(("generate", n, seed, batch_size, truncation))
         return _fake_generate(G, n, seed, batch_size, truncation)
 
-    try:
-        mod = importlib.import_module("ganime_steps.gan")
-    except Exception:
-        mod = types.ModuleType("ganime_steps.gan")
-        monkeypatch.setitem(sys.modules, "ganime_steps.gan", mod)
-        monkeypatch.setattr(ganime_steps, "gan", mod, raising=False)
-    monkeypatch.setattr(mod, "load_generator", load_generator, raising=False)
-    monkeypatch.setattr(mod, "generate_images", generate_images, raising=False)
+    monkeypatch.setattr(gan, "load_generator", load_generator)  # raising: the real functions must exist
+    monkeypatch.setattr(gan, "generate_images", generate_images)
     return calls
 
 

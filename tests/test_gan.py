@@ -25,6 +25,7 @@ from ganime_steps.gan import (
 )
 from ganime_steps.gan.loop import diff_augment, ema_beta, update_ema
 from ganime_steps.gan.losses import (
+    dragan_penalty,
     dragan_points,
     gradient_norm_penalty,
     hinge_d_loss,
@@ -77,10 +78,33 @@ def test_bad_resolution_is_user_error(bad: int) -> None:
         NetConfig(resolution=bad)
 
 
-def test_available_families_are_exactly_the_implemented_ones() -> None:
-    assert available_families() == ["dcgan", "dragan", "progan", "sngan", "stylegan", "wgan-gp"]
-    assert sorted(FAMILIES) == available_families()
-    with pytest.raises(GanimeError, match="available: dcgan, dragan, progan, sngan, stylegan, wgan-gp"):
+def test_every_available_family_takes_a_training_step() -> None:
+    """available_families() is what configs may name: each one must build its networks and give finite losses and
+    gradients for both players (a family listed without a working implementation fails here)."""
+    names = available_families()
+    assert {"dcgan", "wgan-gp", "dragan", "sngan", "progan", "stylegan"} <= set(names)  # the study's six
+    for name in names:
+        fam = get_family(name)
+        assert fam.name == name
+        torch.manual_seed(0)
+        cfg = NetConfig(resolution=16, z_dim=8, channels=4, g_norm=fam.g_norm, d_norm=fam.d_norm, arch=fam.arch)
+        G, D = build_networks(cfg)
+        real = torch.rand(4, 3, 16, 16) * 2 - 1
+        fake = G(torch.randn(4, 8))
+        d_loss = fam.d_loss(D(real), D(fake.detach()))
+        if fam.penalty is not None:
+            d_loss = d_loss + fam.penalty(D, real, fake, fam.penalty_weight)
+        d_loss.backward()
+        assert torch.isfinite(d_loss), name
+        assert all(p.grad is None for p in G.parameters()), name  # the D step leaves G alone (penalties too)
+        g_loss = fam.g_loss(D(fake))
+        g_loss.backward()
+        assert torch.isfinite(g_loss), name
+        for net in (G, D):
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            assert grads and all(torch.isfinite(g).all() for g in grads), name
+            assert any(g.abs().sum() > 0 for g in grads), name
+    with pytest.raises(GanimeError, match="--family biggan: unknown GAN family; available: " + ", ".join(names)):
         get_family("biggan")
 
 
@@ -118,6 +142,22 @@ def test_progan_drift_and_r1_known_values() -> None:
     # gamma / 2 * ||w||^2 = 5 * 3
     assert r1_penalty(critic, pts, pts, 10.0).item() == pytest.approx(15.0, rel=1e-5)
     assert r1_penalty(critic, pts, pts, 10.0, scale=512.0).item() == pytest.approx(15.0, rel=1e-5)
+
+
+def test_r1_penalises_the_gradient_at_the_real_batch_only() -> None:
+    """D(x) = ||x||^2 / 2 has gradient x: R1 = gamma / 2 * E_real ||x||^2, whatever the (distinct) fake batch."""
+
+    def critic(x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x.square().flatten(1).sum(1)
+
+    torch.manual_seed(0)
+    real, fake = torch.randn(4, 3, 2, 2), 3 * torch.randn(4, 3, 2, 2) + 1
+    on_real = 5.0 * real.square().flatten(1).sum(1).mean().item()
+    on_fake = 5.0 * fake.square().flatten(1).sum(1).mean().item()
+    assert on_fake > 2 * on_real  # the batches are told apart
+    assert r1_penalty(critic, real, fake, 10.0).item() == pytest.approx(on_real, rel=1e-5)
+    assert r1_penalty(critic, real, fake, 10.0, scale=512.0).item() == pytest.approx(on_real, rel=1e-5)
+    assert r1_penalty(critic, real, torch.zeros_like(fake), 10.0).item() == pytest.approx(on_real, rel=1e-5)
 
 
 def _count(module: nn.Module, kind: type) -> int:
@@ -181,7 +221,45 @@ def test_gradient_penalty_exact_for_linear_critic() -> None:
     assert gradient_norm_penalty(critic, pts, 10.0).item() == pytest.approx(expected, rel=1e-5)
     # an fp16-style scale must not change the value
     assert gradient_norm_penalty(critic, pts, 10.0, scale=1024.0).item() == pytest.approx(expected, rel=1e-5)
-    assert wgan_gp_penalty(critic, pts, torch.randn_like(pts), 10.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+class _SquareCritic:
+    """Nonlinear: D(x) = ||x||^2 / 2, so grad D(x) = x and the penalty depends on where it is taken. Records the
+    points it is called on."""
+
+    def __init__(self) -> None:
+        self.points: list[torch.Tensor] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.points.append(x.detach().clone())
+        return 0.5 * x.square().flatten(1).sum(1)
+
+
+def _gp(points: torch.Tensor, weight: float = 10.0) -> float:
+    return weight * ((points.flatten(1).norm(dim=1) - 1) ** 2).mean().item()
+
+
+def test_gradient_penalties_with_a_nonlinear_critic_use_their_own_points() -> None:
+    torch.manual_seed(0)
+    real, fake = torch.randn(6, 3, 2, 2), 2 * torch.randn(6, 3, 2, 2) + 1
+    critic = _SquareCritic()
+    assert gradient_norm_penalty(critic, real, 10.0).item() == pytest.approx(_gp(real), rel=1e-5)
+    assert torch.equal(critic.points[-1], real)
+    # WGAN-GP: at uniform interpolates real + alpha (fake - real), one alpha per sample
+    critic = _SquareCritic()
+    value = wgan_gp_penalty(critic, real, fake, 10.0).item()
+    (points,) = critic.points
+    alpha = ((points - real) / (fake - real)).flatten(1)
+    assert torch.allclose(alpha, alpha[:, :1].expand_as(alpha), atol=1e-4)  # on the segment, one alpha per sample
+    assert ((alpha >= 0) & (alpha <= 1)).all() and alpha[:, 0].unique().numel() == 6
+    assert value == pytest.approx(_gp(points), rel=1e-5)
+    assert len({round(v, 3) for v in (value, _gp(real), _gp(fake))}) == 3  # neither at the reals nor at the fakes
+    # DRAGAN: at perturbed reals, not at the reals themselves
+    critic = _SquareCritic()
+    value = dragan_penalty(critic, real, fake, 10.0).item()
+    (points,) = critic.points
+    assert value == pytest.approx(_gp(points), rel=1e-5) and value != pytest.approx(_gp(real), rel=1e-3)
+    assert not torch.equal(points, real) and (points - real).abs().max() <= 0.5 * real.std() + 1e-6
 
 
 def test_dragan_points_stay_in_the_perturbation_box() -> None:

@@ -183,6 +183,31 @@ def test_stylegan_mapping_noise_mixing_truncation() -> None:
     assert torch.allclose(t[:, :2], G.w_avg + 0.5 * (ws[:, :2] - G.w_avg)) and torch.equal(t[:, 2:], ws[:, 2:])
 
 
+def test_style_mixing_takes_the_layers_below_the_crossover_from_z_and_the_rest_from_one_other_latent() -> None:
+    torch.manual_seed(0)
+    G, _ = build_networks(_cfg("stylegan", 16))
+    G.train()
+    G.style_mixing = 1.0
+    z = torch.randn(5, 8)
+    with torch.no_grad():
+        w1 = G.mapping(z)
+    for lod in (0.0, 1.0):  # full resolution (6 style layers), then 8 px (4 active layers)
+        G.set_lod(lod)
+        active = G.active_layers()
+        cutoffs = set()
+        for seed in range(40):
+            torch.manual_seed(seed)
+            ws = G.map(z).detach()
+            own = [torch.allclose(ws[:, i], w1) for i in range(G.num_layers)]
+            cut = own.index(False)
+            assert cut >= 1 and all(own[:cut]) and not any(own[cut:]), own  # coarse layers: z's own w
+            w2 = ws[:, cut]
+            assert all(torch.equal(ws[:, i], w2) for i in range(cut, G.num_layers))  # the rest: one other w
+            assert not torch.allclose(w2[0], w2[1])  # another latent per image, not one shared w
+            cutoffs.add(cut)
+        assert cutoffs == set(range(1, active)), (lod, cutoffs)  # every crossover among the active layers
+
+
 def _noisy_stylegan(resolution: int = 16):
     torch.manual_seed(0)
     G, _ = build_networks(_cfg("stylegan", resolution))
@@ -377,7 +402,19 @@ def test_cli_progressive_flags_and_style_mix_grid(data: Path, tmp_path: Path, ca
     tiles = generate.style_mix_images(G, [0], [5], [0, 1])
     assert tiles.shape == (4, 32, 32, 3) and np.array_equal(tiles[2], generate_images_for_seed(G, 0))
     assert not np.array_equal(tiles[2], tiles[3])
-    assert generate.main(["--checkpoint", str(gen), "--style-mix", "0", "1", "--mix-layers", "99", "--out", str(grid)])
+    # which layers come from which latent: the mixed w is the row's w with layers 0-1 taken from the column's
+    seen = []
+    synthesis = G.synthesis
+    G.synthesis = lambda ws, **kw: seen.append(ws.detach().clone()) or synthesis(ws, **kw)
+    generate.style_mix_images(G, [0], [5], [0, 1])
+    w_row, w_col = (G.map(latents_for_seeds([s], G.z_dim))[0] for s in (0, 5))
+    mixed = seen[-1][1]  # the row's second image: row 0 mixed with column 5
+    assert torch.equal(mixed[:2], w_col[:2]) and torch.equal(mixed[2:], w_row[2:])
+    assert not torch.equal(w_row[:2], w_col[:2])
+    assert (
+        generate.main(["--checkpoint", str(gen), "--style-mix", "0", "1", "--mix-layers", "99", "--out", str(grid)])
+        == 2
+    )
     assert "--mix-layers" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -132,3 +133,71 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     rep = snakemake("--configfile", str(config_path), "--directory", str(work), "--report", "report.html")
     assert rep.returncode == 0, rep.stderr[-3000:]
     assert (work / "report.html").stat().st_size > 10_000
+
+
+def _dry_run(tmp_path, config, *targets):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    return snakemake("-n", "--configfile", str(tmp_path / "run.yaml"), "--directory", str(tmp_path), *targets)
+
+
+@pytest.mark.parametrize(
+    ("edit", "line"),
+    [
+        (lambda c: c["runs"]["wgangp_B"].update(family="wgangp"), "config key runs.wgangp_B.family: 'wgangp'"),
+        (lambda c: c["runs"].update({"dcgan.v2": {"family": "dcgan", "dataset": "A"}}), "config key runs.dcgan.v2:"),
+        (lambda c: c["scrape"].update(base_url=None), "config key scrape.base_url: required for kind 'dapi'"),
+        (lambda c: c["runs"]["wgangp_B"].update(fade_kimg=100), "config key runs.wgangp_B.fade_kimg: only"),
+        (lambda c: c["runs"]["stylegan_A"].update(batch_schedule="4:256"), "config key runs.stylegan_A.batch_schedule"),
+        (lambda c: c["datasets"]["faces"].update(exclude_tags=["hat"]), "config key datasets.faces.exclude_tags"),
+        (lambda c: c["classifiers"]["chibi"].update(arch="resnet_34"), "config key classifiers.chibi.arch"),
+    ],
+)
+def test_dry_run_refuses_a_bad_config_in_one_line(edit, line, tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    edit(config)
+    result = _dry_run(tmp_path, config)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    errors = [text for text in output.splitlines() if "ganime config error" in text]
+    assert len(errors) == 1 and line in errors[0], output[-3000:]
+    assert "Traceback" not in output
+
+
+def test_dry_run_without_hand_labels_says_how_to_make_them(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    result = _dry_run(tmp_path, config)  # a first real run: no labels/ folder yet
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "MissingInputException" not in output, output[-3000:]
+    # the first task the DAG reaches names its file (labels.chibi: labels/chibi.csv, or multi, or aesthetic)
+    found = [
+        m for m in map(re.compile(r"labels\.(\w+): labels/(\w+)\.csv does not exist").search, output.splitlines()) if m
+    ]
+    assert len(found) == 1 and found[0].group(1) == found[0].group(2), output[-3000:]
+    line, task = found[0].string, found[0].group(1)
+    assert "snakemake --cores 1 first_label_queues" in line and f"point labels.{task} at your file" in line
+
+
+def test_missing_hand_labels_do_not_block_targets_that_need_none(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    result = _dry_run(tmp_path, config, "results/faces/faces.parquet")  # scrape and faces: no labels needed
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = planned_jobs(result)
+    assert jobs.get("scrape") == 1 and jobs.get("faces") == 1 and "labels" not in jobs, jobs
+    if "first_label_queues" in snakemake("--list-rules").stdout.split():  # the first round's own target
+        first = _dry_run(tmp_path, config, "first_label_queues")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "labels" not in planned_jobs(first)
+
+
+def test_code_edits_rerun_the_stages_that_import_them(tmp_path):
+    """Each job lists its stage's imports as inputs: editing sources/http.py reruns scrape, gan/loop.py train."""
+    result = _dry_run(tmp_path, yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = re.split(r"\n(?:local)?rule ", result.stdout)
+    scrape = next(job.split("output:")[0] for job in jobs if job.startswith("scrape:"))
+    train = next(job.split("output:")[0] for job in jobs if job.startswith("train:"))
+    assert f"{REPO}/ganime_steps/sources/http.py" in scrape and f"{REPO}/ganime_steps/common.py" in scrape
+    assert f"{REPO}/ganime_steps/gan/loop.py" not in scrape
+    for module in ("gan/loop.py", "gan/losses.py", "common.py", "evaluate.py"):
+        assert f"{REPO}/ganime_steps/{module}" in train, module

@@ -5,9 +5,11 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from ganime_steps.codedeps import stage_files
 from ganime_steps.common import GanimeError
 from ganime_steps.config import GOLD_DATASETS, validate_config
 from ganime_steps.gan import available_families
+from ganime_steps.labels import source_files
 
 REPO = Path(workflow.basedir).parent
 # Every stage runs as `python -m ganime_steps.<stage>`; PYTHONPATH makes this checkout's code the one used,
@@ -35,8 +37,25 @@ INCEPTION = "resources/inception-2015-12-05-fidhelper.pth"  # made by rule fetch
 
 
 def code(stage):
-    """The stage's module file: an input, so that editing the code reruns the stage."""
-    return str(REPO / "ganime_steps" / f"{stage}.py")
+    """The stage's module file and every ganime_steps module it imports (transitively, read with ast): inputs, so
+    that editing the stage or any code it uses (common.py, imaging.py, sources/*, gan/*, ...) reruns the stage."""
+    return stage_files(stage)
+
+
+def get_label_sources(wildcards):
+    """The files a task's labels are read from. A configured file that does not exist and that no rule makes (a
+    first real run has no hand labels yet) stops the run in one line saying how to make it, instead of Snakemake's
+    MissingInputException. Lazy: only a run that needs results/labels/<task>.parquet checks its labels."""
+    task = wildcards.task
+    files = source_files(config["labels"][task])
+    for path in files:
+        if not Path(path).exists() and not any(r.is_producer(path) for r in workflow.rules):
+            raise WorkflowError(
+                f"ganime: labels.{task}: {path} does not exist; label a first round with "
+                f"`snakemake --cores 1 first_label_queues` (Label Studio tasks in results/label_queue/first/), "
+                f"export the labels to {path}, or point labels.{task} at your file"
+            )
+    return files
 
 
 def is_synthetic():

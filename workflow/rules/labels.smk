@@ -1,13 +1,13 @@
 # Stage 3: hand labels (CSV, Label Studio JSON / JSON-MIN / CSV exports, folders per class) -> validated label
 # tables, one per task. A folder source lists its image files as inputs: adding or removing one reruns the task.
-from ganime_steps.labels import source_args, source_files
+from ganime_steps.labels import source_args
 
 
 rule labels:
     input:
         code=code("labels"),
         posts=POSTS,
-        sources=lambda wildcards: source_files(config["labels"][wildcards.task]),
+        sources=get_label_sources,  # a missing label file: one line saying how to make it (common.smk)
     output:
         table="results/labels/{task}.parquet",
         counts="results/labels/{task}_counts.json",

@@ -1,0 +1,74 @@
+"""Reruns after code edits: a stage's code inputs are its module and every ganime_steps module it imports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from ganime_steps import codedeps
+from ganime_steps.codedeps import imported_modules, stage_files
+
+PKG = REPO / "ganime_steps"
+
+
+def rel(files):
+    return {str(Path(f).relative_to(PKG)) for f in files}
+
+
+def test_train_lists_the_gan_package_common_and_evaluate():
+    files = rel(stage_files("train"))
+    assert {"train.py", "__init__.py", "common.py", "evaluate.py", "gan/__init__.py", "gan/loop.py"} <= files
+    assert {"gan/losses.py", "gan/networks.py", "gan/progressive.py", "gan/stylegan.py"} <= files
+    assert "scrape.py" not in files and "sources/http.py" not in files  # only what train runs
+
+
+def test_scrape_lists_the_sources_package():
+    files = rel(stage_files("scrape"))
+    assert {"scrape.py", "common.py", "sources/__init__.py", "sources/http.py"} <= files
+    assert not any(f.startswith("gan/") for f in files)
+
+
+def test_every_stage_of_the_workflow_resolves_to_existing_files():
+    rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    stages = set(re.findall(r'code\("(\w+)"\)', rules))
+    assert {"scrape", "labels", "classifier", "train", "evaluate", "report"} <= stages
+    for stage in stages:
+        files = stage_files(stage)
+        assert str(PKG / f"{stage}.py") in files and all(Path(f).is_file() for f in files), stage
+    assert "imaging.py" in rel(stage_files("faces"))  # faces crops through imaging
+
+
+def test_unknown_stage_is_an_error():
+    with pytest.raises(FileNotFoundError, match="ganime_steps.nope"):
+        stage_files("nope")
+
+
+def test_relative_from_and_lazy_imports_are_followed(tmp_path, monkeypatch):
+    """A fake package: every import form the parser must see, including one inside a function."""
+    pkg = tmp_path / "ganime_steps"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "stage.py").write_text(
+        "import os\nfrom . import helper\nfrom .sub import deep\n\ndef f():\n    from ganime_steps import lazy\n"
+    )
+    (pkg / "helper.py").write_text("import numpy\n")
+    (pkg / "lazy.py").write_text("")
+    (pkg / "unused.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "deep.py").write_text("from ..helper import x\nfrom ganime_steps.sub import leaf\n")
+    (pkg / "sub" / "leaf.py").write_text("")
+    monkeypatch.setattr(codedeps, "PACKAGE_DIR", pkg)
+    files = {str(Path(f).relative_to(pkg)) for f in stage_files("stage")}
+    assert files == {
+        "__init__.py",
+        "stage.py",
+        "helper.py",
+        "lazy.py",
+        "sub/__init__.py",
+        "sub/deep.py",
+        "sub/leaf.py",
+    }
+    assert "ganime_steps.helper" in imported_modules(pkg / "sub" / "deep.py", "ganime_steps.sub.deep")
