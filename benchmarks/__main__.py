@@ -20,7 +20,7 @@ def available() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {', '.join(available())})")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    parser.add_argument("--quick", "--smoke", action="store_true", help="fewer repetitions (smoke run)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for <name>.json results")
     args = parser.parse_args(argv)
     names = args.names or available()

@@ -36,7 +36,9 @@ def _data(folder: Path, resolution: int, n: int = 256) -> Path:
     return path
 
 
-def _trainer(family: str, data: Path, out: Path, device: torch.device, *, resolution, batch, channels, optimised):
+def _trainer(
+    family: str, data: Path, out: Path, device: torch.device, *, resolution, batch, channels, optimised, compile_=False
+):
     cfg = TrainConfig(
         family=family,
         resolution=resolution,
@@ -49,6 +51,7 @@ def _trainer(family: str, data: Path, out: Path, device: torch.device, *, resolu
         start_resolution=resolution,  # progressive families: the full network
         amp="auto" if optimised else "off",
         channels_last=optimised,
+        compile=compile_,  # the project's --compile path (warm-up, eager fallback with a warning)
     )
     return Trainer(cfg, data=data, out=out, device=device)
 
@@ -86,10 +89,8 @@ def _measure(family, data, folder, device, *, resolution, batch, channels, warmu
             batch=batch,
             channels=channels,
             optimised=variant == "optimised",
+            compile_=compile_ and variant == "optimised",
         )
-        if compile_ and variant == "optimised":
-            tr.G = torch.compile(tr.G)
-            tr.D = torch.compile(tr.D)
         rates[variant] = _img_per_s(tr, warmup, iters, min_s)
         amp = tr.amp
         del tr

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import logging
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,20 +256,53 @@ def run_removed_grid(
     return GridSummary(dataset, filter_name, len(removed), len(tiles), Path(out))
 
 
-def run_pack(*, manifest: Path, resolution: int, out: Path, preview: Path | None = None) -> PackSummary:
-    """Pack kept images into a memory-mappable uint8 array, written through a temporary file."""
+def _pack_chunk(tmp: str, files: list[str], start: int, resolution: int) -> int:
+    """Worker: resize ``files`` into rows ``start..`` of the .npy being written (opened read-write)."""
+    array = np.load(tmp, mmap_mode="r+")
+    for i, file in enumerate(files):
+        array[start + i] = square_resize(load_rgb(file), resolution)
+    array.flush()
+    del array
+    return len(files)
+
+
+def run_pack(
+    *, manifest: Path, resolution: int, out: Path, preview: Path | None = None, workers: int = 1
+) -> PackSummary:
+    """Pack kept images into a memory-mappable uint8 array, written through a temporary file.
+
+    ``workers`` > 1: processes resize contiguous slices into the same file (each row is written by exactly one
+    worker with the same code), so the bytes are identical to one worker's."""
     if resolution < 8 or resolution & (resolution - 1):
         raise GanimeError(f"resolution {resolution}: must be a power of two >= 8")
+    if workers < 1:
+        raise GanimeError(f"--workers {workers}: must be >= 1")
     table = read_parquet(manifest, ["file", "kept"])
     kept = table.loc[table["kept"].astype(bool), "file"].tolist()
     if not kept:
         raise GanimeError(f"{manifest}: no kept images to pack")
     with atomic_path(out) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(kept), resolution, resolution, 3))
-        for i, file in enumerate(progress(kept, total=len(kept), desc=f"pack {out.name}")):
-            array[i] = square_resize(load_rgb(file), resolution)
-        array.flush()
-        first = np.array(array[:64])
+        workers = min(workers, len(kept))
+        if workers == 1:
+            for i, file in enumerate(progress(kept, total=len(kept), desc=f"pack {out.name}")):
+                array[i] = square_resize(load_rgb(file), resolution)
+        else:
+            array.flush()  # the header and zeroed rows, before the workers open the file
+            n_chunks = min(len(kept), workers * 8)  # small slices: balanced load, a live progress bar
+            bounds = np.linspace(0, len(kept), n_chunks + 1).astype(int)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                jobs = [
+                    pool.submit(_pack_chunk, str(tmp), kept[a:b], int(a), resolution)
+                    for a, b in itertools.pairwise(bounds)
+                    if b > a
+                ]
+                bar = progress(as_completed(jobs), total=len(jobs), desc=f"pack {out.name} ({workers} workers)")
+                for job in bar:
+                    job.result()
+        array.flush()  # single worker: its rows; several: nothing of ours (the workers flushed theirs)
+        first = np.array(np.load(tmp, mmap_mode="r")[:64])
         del array
     if preview is not None:
         save_image(preview, make_grid(first, ncol=8))
@@ -296,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--manifest", type=Path, required=True, help="manifest.parquet from `filter`")
     k.add_argument("--resolution", type=int, required=True, help="side in pixels (power of two)")
     k.add_argument("--preview", type=Path, help="also write a grid of the first 64 packed images here")
+    k.add_argument("--workers", type=int, default=1, help="processes resizing images (same bytes as 1; default 1)")
     k.add_argument("--out", type=Path, required=True, help="output .npy file")
     return p
 
@@ -312,7 +349,7 @@ def _thresholds(items: list[str]) -> dict[str, float | None]:
 
 def _dispatch(a: argparse.Namespace):
     if a.command == "pack":
-        return run_pack(manifest=a.manifest, resolution=a.resolution, out=a.out, preview=a.preview)
+        return run_pack(manifest=a.manifest, resolution=a.resolution, out=a.out, preview=a.preview, workers=a.workers)
     if a.command == "removed-grid":
         return run_removed_grid(manifest=a.manifest, filter_name=a.filter_name, out=a.out, n=a.n, tile=a.tile)
     scores = {k: Path(v) for k, v in parse_assignments(a.scores, "--scores").items()}

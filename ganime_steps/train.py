@@ -3,8 +3,14 @@
 Outputs in ``--out``: checkpoint.pt (full state), generator.pt (G_ema + config), samples.png (fixed latents)
 plus samples_<kimg>kimg.png per checkpoint, log.csv, train_summary.json.
 
-Progressive families (progan, stylegan) also take --start-resolution, --stable-kimg, --fade-kimg and
---batch-schedule (defaults: the family's published schedule, 600 + 600 kimg per resolution).
+Progressive families (progan, stylegan) also take --start-resolution, --stable-kimg, --fade-kimg,
+--batch-schedule and --lr-schedule (defaults: the family's published schedule, 600 + 600 kimg per resolution;
+``auto`` tables: StyleGAN's official per-resolution lr and one-GPU minibatch tables).
+
+Defaults differ on purpose between the CLI and :func:`run`: the CLI's ``auto`` (``--batch-schedule``,
+``--lr-schedule``, ``--lr-decay-kimg``) resolves to the family's reference settings (StyleGAN's tables; SNGAN's
+linear lr decay to 0 over ``--kimg``); :func:`run` takes the resolved values and defaults to none of them
+(``"auto"`` may be passed to it too).
 """
 
 from __future__ import annotations
@@ -81,11 +87,18 @@ def run(
     metric_seed: int = 0,
     inception_weights: Path | None = None,
     classifier_model: Path | None = None,
+    lr_schedule: str = "",
+    lr_decay_kimg: float | str | None = None,
+    compile: bool = False,
+    data_on_device: bool | None = None,
 ) -> TrainSummary:
     """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
     (or the labelled Fréchet distance of the feature flags) and KID against that cached reference to
     ``<out>/metrics.jsonl`` and the best snapshot is exported as ``generator_best.pt``."""
     fam = get_family(family)  # unknown family: one line listing the available ones
+    batch_schedule, lr_schedule, lr_decay_kimg = resolve_family_defaults(
+        fam.name, kimg, batch_schedule, lr_schedule, lr_decay_kimg
+    )
     for name, value, ok in (
         ("--kimg", kimg, kimg > 0),
         ("--batch-size", batch_size, batch_size >= 1),
@@ -96,6 +109,7 @@ def run(
         ("--log-every", log_every, log_every is None or log_every > 0),
         ("--stable-kimg", stable_kimg, stable_kimg is None or stable_kimg >= 0),
         ("--fade-kimg", fade_kimg, fade_kimg is None or fade_kimg >= 0),
+        ("--lr-decay-kimg", lr_decay_kimg, lr_decay_kimg is None or lr_decay_kimg > 0),
     ):
         if not ok:
             raise GanimeError(f"{name} {value}: out of range; see python -m ganime_steps.train --help")
@@ -118,6 +132,10 @@ def run(
         stable_kimg=stable_kimg,
         fade_kimg=fade_kimg,
         batch_schedule=batch_schedule or "",
+        lr_schedule=lr_schedule or "",
+        lr_decay_kimg=lr_decay_kimg,
+        compile=compile,
+        data_on_device=data_on_device,
     )
     out = Path(out)
     snapshot_metric = None
@@ -175,8 +193,34 @@ def run(
         best_metric=res.best_metric,
         metric_key=res.metric_key,
     )
-    write_json(out / "train_summary.json", summary)
+    if trainer.main:  # data parallel: rank 0 alone writes files
+        write_json(out / "train_summary.json", summary)
     return summary
+
+
+def resolve_family_defaults(
+    family: str, kimg: float, batch_schedule: str | None, lr_schedule: str | None, lr_decay_kimg: float | str | None
+) -> tuple[str, str, float | None]:
+    """``auto`` -> the family's reference settings: its per-resolution batch and lr tables, and (families with
+    ``lr_decay``) a linear lr decay to 0 at ``kimg``. A set decay horizon is kept on resume, so a run resumed
+    with the same settings continues exactly."""
+    fam = get_family(family)
+    if batch_schedule == "auto":
+        batch_schedule = fam.batch_schedule
+    if lr_schedule == "auto":
+        lr_schedule = fam.lr_schedule
+    if isinstance(lr_decay_kimg, str):
+        text = lr_decay_kimg.strip().lower()
+        if text == "auto":
+            lr_decay_kimg = kimg if fam.lr_decay else None
+        elif text in ("none", "off", ""):
+            lr_decay_kimg = None
+        else:
+            try:
+                lr_decay_kimg = float(text)
+            except ValueError:
+                raise GanimeError(f"--lr-decay-kimg {lr_decay_kimg!r}: use a number of kimg, auto or none") from None
+    return batch_schedule or "", lr_schedule or "", lr_decay_kimg
 
 
 def _optional_float(text: str) -> float | None:
@@ -219,7 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-every", type=float, default=None, help="log.csv row every N kimg (default min(1, kimg/100))")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--amp", default="auto", choices=AMP_MODES, help="CUDA mixed precision: auto = bf16 if supported")
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=AMP_MODES,
+        help="CUDA mixed precision: auto = bf16 on native-bf16 GPUs, else fp16",
+    )
+    p.add_argument(
+        "--lr-decay-kimg",
+        default="auto",
+        help="linear lr decay to 0 at N kimg; auto = --kimg for families whose reference decays (sngan); none = off",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile G and D (non-progressive families; eager if it fails)"
+    )
+    p.add_argument(
+        "--data-on-device",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="hold the packed set on the device (auto: on CUDA when it takes <= 25%% of free memory)",
+    )
     p.add_argument("--diffaug", action="store_true", help="DiffAugment (colour, translation, cutout) before D")
     g = p.add_argument_group("progressive growing (progan, stylegan; ignored by the other families)")
     g.add_argument(
@@ -242,8 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--batch-schedule",
-        default="",
-        help="batch size per resolution as RES:BATCH pairs, e.g. 8:128,16:64 (others use --batch-size)",
+        default="auto",
+        help="batch size per resolution as RES:BATCH pairs, e.g. 8:128,16:64 (others use --batch-size); "
+        "auto = the family's published table (StyleGAN: the official one-GPU table), '' = --batch-size throughout",
+    )
+    g.add_argument(
+        "--lr-schedule",
+        default="auto",
+        help="lr per resolution as RES:LR pairs, e.g. 128:0.0015,256:0.002 (others use --lr); "
+        "auto = the family's published table (StyleGAN: 128:0.0015,256:0.002), '' = --lr throughout",
     )
     m = p.add_argument_group("metrics over training (metrics.jsonl, generator_best.pt)")
     m.add_argument("--metric-reference", type=Path, help="reference .npz from `evaluate reference` to measure against")
@@ -289,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
             metric_seed=args.metric_seed,
             inception_weights=args.inception_weights,
             classifier_model=args.classifier_model,
+            lr_schedule=args.lr_schedule,
+            lr_decay_kimg=args.lr_decay_kimg,
+            compile=args.compile,
+            data_on_device={"auto": None, "on": True, "off": False}[args.data_on_device],
         )
 
     return run_cli(parser, handler, argv)

@@ -164,3 +164,20 @@ def test_filter_names_and_slugs():
     assert clean.filter_slug("require:full_body") == "require-full_body"
     odd = [clean.filter_slug("exclude:^_^"), clean.filter_slug("exclude:@_@")]
     assert odd[0] != odd[1] and all(re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in odd)
+
+
+def test_pack_with_workers_writes_identical_bytes(posts, tmp_path):
+    clean.run_filter(dataset="A", out=tmp_path / "A", posts=posts)
+    manifest = tmp_path / "A" / "manifest.parquet"
+    one = clean.run_pack(manifest=manifest, resolution=16, out=tmp_path / "one.npy", preview=tmp_path / "one.png")
+    two = clean.run_pack(
+        manifest=manifest, resolution=16, out=tmp_path / "two.npy", preview=tmp_path / "two.png", workers=2
+    )
+    assert one.n_images == two.n_images == 12
+    assert (tmp_path / "one.npy").read_bytes() == (tmp_path / "two.npy").read_bytes()
+    assert (tmp_path / "one.png").read_bytes() == (tmp_path / "two.png").read_bytes()
+    assert np.load(tmp_path / "two.npy").any()  # the workers' rows, not the zeroed file
+    assert not list(tmp_path.glob("*.tmp*"))
+    assert (
+        clean.main(["pack", "--manifest", str(manifest), "--resolution", "16", "--out", "x.npy", "--workers", "0"]) == 2
+    )

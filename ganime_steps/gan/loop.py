@@ -15,6 +15,13 @@ a numpy Generator (batch indices, flips) or Python's ``random``; all three state
 scalers, the BN / spectral-norm buffers and the log rows are in ``checkpoint.pt``. On CUDA, cuDNN autotuning is
 on for speed, so resumed runs match statistically but not bit for bit.
 
+GPU path: ``--amp auto`` is bf16 on GPUs with native bf16, else fp16 with GradScaler and fused Adam (which takes
+the scaler's found-inf flag on the device: no host sync per step in any precision mode); gradient penalties take
+their inner gradient unscaled in fp32; R1 reuses the reals' D forward. The packed set lives on the GPU when it fits
+(:class:`DeviceDataset`), else a thread reads the next batch ahead (:class:`PrefetchLoader`); both draw exactly the
+memmap path's indices and flips, so exact resume is unchanged. ``--compile`` compiles G and D (eager fallback).
+Data parallel over N GPUs with torchrun: see :class:`Trainer`.
+
 Batch norm and G_ema: :func:`update_ema` copies G's BN running statistics into G_ema, but those describe G's
 weights, not the averaged ones. Before every use of G_ema (checkpoint, sample grid, metric, export) its BN
 statistics are re-estimated on fresh latents (:func:`~ganime_steps.gan.networks.recalibrate_batch_norm`, its own
@@ -53,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from ganime_steps.common import GanimeError, progress, save_image, seed_everything, torch_save, write_text
-from ganime_steps.gan.losses import Family, get_family
+from ganime_steps.gan.losses import Family, data_parallel_shard, get_family, per_sample, r1_from_logits
 from ganime_steps.gan.networks import (
     CHECKPOINT_FORMAT,
     PROGRESSIVE_ARCHS,
@@ -64,7 +71,13 @@ from ganime_steps.gan.networks import (
     images_to_uint8,
     recalibrate_batch_norm,
 )
-from ganime_steps.gan.progressive import GrowthSchedule, Phase, parse_batch_schedule, resize_reals
+from ganime_steps.gan.progressive import (
+    GrowthSchedule,
+    Phase,
+    parse_batch_schedule,
+    parse_lr_schedule,
+    resize_reals,
+)
 from ganime_steps.imaging import make_grid
 
 log = logging.getLogger(__name__)
@@ -92,6 +105,7 @@ METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "generator_best.pt"
 BN_SEED_STREAM = 0x626E  # G_ema's BN recalibration latents: seed + this, never the training streams
 SnapshotMetricFn = Callable[[torch.nn.Module], dict[str, Any]]
+DEVICE_DATA_FRACTION = 0.25  # the packed set goes onto the GPU when it takes at most this share of free memory
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,10 @@ class TrainConfig:
     fade_kimg: float | None = None
     batch_schedule: str = ""  # "RES:BATCH,..." batch size per resolution; others use batch_size
     channels_last: bool | None = None  # None: on CUDA only
+    lr_schedule: str = ""  # "RES:LR,..." lr per resolution (progressive families); others use lr
+    lr_decay_kimg: float | None = None  # linear lr decay to 0 at this many kimg (SNGAN: the run's kimg); None: off
+    compile: bool = False  # torch.compile G and D (non-progressive families); falls back to eager on failure
+    data_on_device: bool | None = None  # packed set as one tensor on the device; None: on CUDA when it fits
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,21 +192,118 @@ def load_dataset(path: Path, resolution: int) -> np.ndarray:
     return arr
 
 
+def draw_batch(
+    rng: np.random.Generator, n: int, batch_size: int, shard: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted indices (the memmap is read front to back; order inside a batch does not matter to D) and flip flags
+    of one batch. ``shard`` (rank, world): the global batch is drawn and this rank's rows ``rank::world`` kept."""
+    idx = np.sort(rng.choice(n, size=batch_size, replace=n < batch_size))
+    flip = rng.random(batch_size) < 0.5
+    if shard is not None:
+        rank, world = shard
+        idx, flip = idx[rank::world], flip[rank::world]
+    return idx, flip
+
+
 def sample_real(
-    images: np.ndarray, rng: np.random.Generator, batch_size: int, device: torch.device, channels_last: bool
+    images: np.ndarray,
+    rng: np.random.Generator,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool,
+    shard: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """A random batch from the memmap (only these rows are read) as float in [-1, 1], randomly h-flipped."""
-    n = len(images)
-    # Sorted indices read the memmap front to back; order inside a batch does not matter to D.
-    idx = np.sort(rng.choice(n, size=batch_size, replace=n < batch_size))
+    idx, flip = draw_batch(rng, len(images), batch_size, shard)
     x = np.array(images[idx])  # (B, H, W, 3) uint8 copy
-    flip = rng.random(batch_size) < 0.5
     x[flip] = x[flip, :, ::-1]
     t = torch.from_numpy(x)
     if device.type == "cuda":
         t = t.pin_memory().to(device, non_blocking=True)
     t = t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+class DeviceDataset:
+    """The packed uint8 set as one (N, H, W, 3) tensor on the training device (a 128 px set of 50k images is
+    2.5 GB: it fits a GPU many times over). Batches are gathered and flipped there; only the indices and flip
+    flags cross from the host (pinned, non-blocking: no sync). The indices and flips are drawn from the same numpy
+    Generator in the same order as :func:`sample_real`, so a batch is bit-identical to the memmap path's and the
+    checkpointed RNG state resumes it exactly."""
+
+    def __init__(self, images: np.ndarray, device: torch.device) -> None:
+        self.device = device
+        self.images = torch.empty(images.shape, dtype=torch.uint8, device=device)
+        step = max(1, (256 << 20) // max(1, images[0].nbytes))  # copy in ~256 MB chunks: no full host copy on CUDA
+        for start in range(0, len(images), step):
+            chunk = torch.from_numpy(np.array(images[start : start + step]))
+            self.images[start : start + len(chunk)].copy_(chunk)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @staticmethod
+    def fits(images: np.ndarray, device: torch.device, fraction: float = DEVICE_DATA_FRACTION) -> bool:
+        if device.type != "cuda":
+            return False
+        free, _ = torch.cuda.mem_get_info(device)
+        return images.nbytes <= fraction * free
+
+    def sample(
+        self, rng: np.random.Generator, batch_size: int, channels_last: bool, shard: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        idx, flip = draw_batch(rng, len(self.images), batch_size, shard)
+        idx_t, flip_t = torch.from_numpy(idx), torch.from_numpy(flip)
+        if self.device.type == "cuda":
+            idx_t = idx_t.pin_memory().to(self.device, non_blocking=True)
+            flip_t = flip_t.pin_memory().to(self.device, non_blocking=True)
+        x = self.images.index_select(0, idx_t)  # (B, H, W, 3) uint8
+        x = torch.where(flip_t.view(-1, 1, 1, 1), x.flip(2), x)
+        t = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+class PrefetchLoader:
+    """For a set too large for the device: the next batch is read from the memmap, flipped and pinned by a worker
+    thread while the current step runs, then copied non-blocking. The next batch's indices and flips are drawn
+    (on the main thread, from the run's numpy Generator) right after the current one, so the draws are exactly
+    those of :func:`sample_real`; :meth:`rng_state` is the Generator state *before* a pending draw (what the
+    checkpoint stores), and a pending batch of another size (a new phase) is dropped and its draw rewound."""
+
+    def __init__(self, images: np.ndarray, device: torch.device) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.images, self.device = images, device
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ganime-prefetch")
+        self.pending: tuple[int, tuple[int, int] | None, dict, Any] | None = None
+
+    def _read(self, idx: np.ndarray, flip: np.ndarray) -> torch.Tensor:
+        x = np.array(self.images[idx])
+        x[flip] = x[flip, :, ::-1]
+        t = torch.from_numpy(x)
+        return t.pin_memory() if self.device.type == "cuda" else t
+
+    def rng_state(self, rng: np.random.Generator) -> dict:
+        return self.pending[2] if self.pending is not None else rng.bit_generator.state
+
+    def sample(
+        self, rng: np.random.Generator, batch_size: int, channels_last: bool, shard: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        pending, self.pending = self.pending, None
+        if pending is not None and pending[:2] == (batch_size, shard):
+            t = pending[3].result()
+        else:
+            if pending is not None:  # another batch size: rewind the prefetched draw
+                pending[3].cancel()
+                rng.bit_generator.state = pending[2]
+            t = self._read(*draw_batch(rng, len(self.images), batch_size, shard))
+        before = rng.bit_generator.state
+        job = self.pool.submit(self._read, *draw_batch(rng, len(self.images), batch_size, shard))
+        self.pending = (batch_size, shard, before, job)
+        if self.device.type == "cuda":
+            t = t.to(self.device, non_blocking=True)
+        t = t.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 # --- DiffAugment (Zhao et al. 2020): colour, translation 1/8, cutout 1/2 ------------------------------------------
@@ -200,7 +315,10 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
     dev, dt = x.device, x.dtype
 
     def u() -> torch.Tensor:
-        return torch.rand(b, 1, 1, 1, device=dev, dtype=dt)
+        return per_sample(lambda size: torch.rand(size, device=dev, dtype=dt), (b, 1, 1, 1))
+
+    def randint(low: int, high: int) -> torch.Tensor:
+        return per_sample(lambda size: torch.randint(low, high, size, device=dev), (b, 1, 1))
 
     # colour: brightness, saturation, contrast
     x = x + (u() - 0.5)
@@ -210,8 +328,8 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
     x = (x - mean) * (u() + 0.5) + mean
     # translation by up to 1/8 of the size, zero fill
     sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
-    ty = torch.randint(-sh, sh + 1, (b, 1, 1), device=dev)
-    tx = torch.randint(-sw, sw + 1, (b, 1, 1), device=dev)
+    ty = randint(-sh, sh + 1)
+    tx = randint(-sw, sw + 1)
     gb, gy, gx = torch.meshgrid(
         torch.arange(b, device=dev), torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij"
     )
@@ -221,8 +339,8 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
     x = padded[gb, gy, gx].permute(0, 3, 1, 2)
     # cutout: one zeroed square of half the size per image
     ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
-    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=dev) - ch // 2
-    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=dev) - cw // 2
+    cy = randint(0, h + (1 - ch % 2)) - ch // 2
+    cx = randint(0, w + (1 - cw % 2)) - cw // 2
     rows = torch.arange(h, device=dev).view(1, h, 1)
     cols = torch.arange(w, device=dev).view(1, 1, w)
     inside = (rows >= cy) & (rows < cy + ch) & (cols >= cx) & (cols < cx + cw)
@@ -245,11 +363,19 @@ def ema_beta(images_per_iter: int, ema_kimg: float, images_seen: int, rampup: fl
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
     """Parameters: exponential moving average. Buffers (lod, w_avg, BN statistics) are copied from G, as the
-    official code's ``beta_nontrainable = 0``; BN statistics are re-estimated for G_ema's weights before use."""
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p.detach(), 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+    official code's ``beta_nontrainable = 0``; BN statistics are re-estimated for G_ema's weights before use.
+    One foreach lerp over all parameters (one fused kernel launch per dtype/device group on CUDA instead of one
+    per parameter); the same arithmetic as a per-parameter ``lerp_``."""
+    p_ema, p_model = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    if len(p_ema) != len(p_model):
+        raise ValueError("update_ema: G_ema and G have different parameters")
+    if p_ema:
+        torch._foreach_lerp_(p_ema, p_model, 1.0 - beta)
+    b_ema, b_model = list(ema.buffers()), list(model.buffers())
+    if len(b_ema) != len(b_model):
+        raise ValueError("update_ema: G_ema and G have different buffers")
+    if b_ema:
+        torch._foreach_copy_(b_ema, b_model)
 
 
 @contextlib.contextmanager
@@ -310,7 +436,8 @@ def resolve_amp(amp: str, device: torch.device) -> str:
             log.warning("--amp %s ignored: mixed precision is used on CUDA only", amp)
         return "off"
     if amp == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Native bf16 only (Ampere and newer): V100/T4 emulate it, slower than fp16 with a GradScaler.
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return amp
 
 
@@ -345,8 +472,26 @@ def dataset_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) in a plain process."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
 class Trainer:
-    """Owns the networks, optimisers and state of one run folder."""
+    """Owns the networks, optimisers and state of one run folder.
+
+    Data parallel (``torchrun --nproc_per_node N``, WORLD_SIZE > 1): every rank holds the same networks and RNG
+    states and draws the same global batch (indices, flips, latents, DiffAugment and penalty draws), keeping its
+    samples ``rank::world``; gradients are averaged over ranks (one flat all-reduce per step, as StyleGAN2-ADA
+    does) before each optimiser step, so the result equals one process on the global batch up to summation order,
+    except where layers couple a batch: batch norm (per-rank statistics), the minibatch-stddev groups when
+    batch / group is not a multiple of N, StyleGAN's noise and mixing latents, DRAGAN's batch std. Rank 0 alone
+    writes files (checkpoints, logs, samples, metrics); a resume loads the same checkpoint on every rank.
+    """
 
     def __init__(
         self,
@@ -375,6 +520,17 @@ class Trainer:
                 )
         self.metrics_every_images = round(metrics_every * 1000) if metrics_every is not None else ckpt_images
         self.family: Family = get_family(cfg.family)
+        self.rank, self.world, local_rank = dist_env()
+        self.main = self.rank == 0
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if device.type == "cuda":
+                device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(device)
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        self.shard = (self.rank, self.world) if self.world > 1 else None
         self.images = load_dataset(data, cfg.resolution)
         self.data_id = dataset_fingerprint(Path(data))
         self.out = Path(out)
@@ -403,8 +559,21 @@ class Trainer:
             batch_size=cfg.batch_size,
             batch_schedule=parse_batch_schedule(cfg.batch_schedule) if self.progressive else {},
         )
+        self.lr_table = parse_lr_schedule(cfg.lr_schedule) if self.progressive else {}
+        if cfg.lr_decay_kimg is not None and not cfg.lr_decay_kimg > 0:
+            raise GanimeError(f"--lr-decay-kimg {cfg.lr_decay_kimg}: must be > 0 (or none)")
         self.phase: Phase = self.schedule.at(0)
         self.phase_key: list[Any] | None = None  # key of the last iteration's phase (optimiser resets)
+        if self.world > 1:
+            sizes = {cfg.batch_size, *self.schedule.batch_schedule.values()}
+            if any(b % self.world for b in sizes):
+                raise GanimeError(
+                    f"batch sizes {sorted(sizes)}: each must be a multiple of the {self.world} GPUs (global batch)"
+                )
+        on_device = DeviceDataset.fits(self.images, device) if cfg.data_on_device is None else cfg.data_on_device
+        self.device_data = DeviceDataset(self.images, device) if on_device else None
+        # CUDA, set too large for the device: read ahead on a thread (CPU: the plain memmap path, bit-identical)
+        self.prefetch = PrefetchLoader(self.images, device) if self.cuda and not on_device else None
 
         seed_everything(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
@@ -420,12 +589,17 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self._set_phase(self.phase)
         betas = self.family.betas
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas, eps=1e-8)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas, eps=1e-8)
+        # CUDA: fused Adam (one kernel; GradScaler hands it found_inf on the device, so step() never syncs)
+        fused = True if self.cuda else None
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas, eps=1e-8, fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas, eps=1e-8, fused=fused)
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         # Fixed latents for the sample grid, from their own generator so they never touch the training RNG.
         self.grid_z = self._grid_latents(cfg.seed)
+        self.g_fwd: Callable[..., torch.Tensor] = self.G
+        self.d_fwd: Callable[[torch.Tensor], torch.Tensor] = self.D
+        self.compiled = cfg.compile and self._try_compile()
 
         self.step = 0
         self.images_seen = 0
@@ -444,6 +618,43 @@ class Trainer:
 
     def _grid_latents(self, seed: int) -> torch.Tensor:
         return torch.randn(GRID_SIZE, self.cfg.z_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+
+    def _try_compile(self) -> bool:
+        """torch.compile G and D for the loss forwards (penalties need double backward: they use eager D). A warm-up
+        forward + backward (RNG states, weights and buffers restored after) surfaces compile errors here; on any
+        failure one warning is logged and the run stays eager. Progressive families stay eager: their lod is a
+        Python value that changes every iteration of a fade-in, which would recompile every step."""
+        if self.progressive:
+            log.warning("--compile ignored for %s: the fade-in lod changes every step (recompiles)", self.cfg.family)
+            return False
+        try:
+            g_fwd, d_fwd = torch.compile(self.G), torch.compile(self.D)
+            saved = [copy.deepcopy(m.state_dict()) for m in (self.G, self.D)]
+            with preserved_rng(self.cuda):
+                bs = max(2, self.phase.batch_size)
+                z = torch.randn(bs, self.cfg.z_dim, device=self.device)
+                with self._autocast():
+                    out = d_fwd(g_fwd(z)).float().mean()
+                out.backward()
+            for m, state in zip((self.G, self.D), saved, strict=True):
+                m.load_state_dict(state)
+                m.zero_grad(set_to_none=True)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
+            log.warning("--compile failed (%s: %s); training runs eager", type(exc).__name__, str(exc)[:300])
+            for m in (self.G, self.D):
+                m.zero_grad(set_to_none=True)
+            return False
+        self.g_fwd, self.d_fwd = g_fwd, d_fwd
+        log.info("torch.compile: G and D compiled")
+        return True
+
+    def lr_at(self, phase: Phase, images_seen: int) -> float:
+        """The lr of an iteration: the per-resolution table's entry (else --lr), times the linear decay factor
+        ``1 - images / lr_decay`` when a decay is set. A function of the images seen: resume-exact."""
+        lr = self.lr_table.get(phase.resolution, self.cfg.lr)
+        if self.cfg.lr_decay_kimg:
+            lr *= max(0.0, 1.0 - images_seen / (self.cfg.lr_decay_kimg * 1000.0))
+        return lr
 
     # -- checkpoint --------------------------------------------------------------------------------------------
 
@@ -471,7 +682,8 @@ class Trainer:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.cuda else [],
-                "numpy": self.rng.bit_generator.state,
+                # before any read-ahead draw: a resumed run redraws that batch
+                "numpy": self.prefetch.rng_state(self.rng) if self.prefetch else self.rng.bit_generator.state,
                 "python": random.getstate(),
             },
         }
@@ -516,6 +728,8 @@ class Trainer:
         for k in (
             "batch_size",
             "lr",
+            "lr_schedule",
+            "lr_decay_kimg",
             "ema_kimg",
             "diffaug",
             "seed",
@@ -753,14 +967,28 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
+    def _penalty_autocast(self):
+        """Gradient penalties' D forwards: fp32 under fp16 (an unscaled fp16 inner gradient could underflow, a
+        scaled one overflowed), the run's autocast otherwise (bf16 has fp32's range)."""
+        if self.amp == "fp16":
+            return torch.autocast("cuda", enabled=False)
+        return self._autocast()
+
     def _d(self, x: torch.Tensor) -> torch.Tensor:
+        """D for the losses (compiled when --compile is on)."""
         if self.cfg.diffaug:
             x = diff_augment(x)
-        return self.D(x).float()  # losses in fp32 even under autocast
+        return self.d_fwd(x).float()  # losses in fp32 even under autocast
+
+    def _d_eager(self, x: torch.Tensor) -> torch.Tensor:
+        """D for gradient penalties (double backward: never compiled)."""
+        if self.cfg.diffaug:
+            x = diff_augment(x)
+        return self.D(x).float()
 
     def _g(self, z: torch.Tensor) -> torch.Tensor:
         """G at the current phase's resolution."""
-        return self.G(z, native=True) if self.progressive else self.G(z)
+        return self.G(z, native=True) if self.progressive else self.g_fwd(z)
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
@@ -776,6 +1004,10 @@ class Trainer:
         if self.phase_key is not None and key != self.phase_key and self.family.reset_opt_per_phase:
             for opt in (self.opt_g, self.opt_d):
                 opt.state.clear()
+        lr = self.lr_at(phase, self.images_seen)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
         if key != self.phase_key:
             log.info(
                 "phase %s %dpx (lod %.3f, batch %d) at %.3f kimg",
@@ -789,7 +1021,12 @@ class Trainer:
         return phase
 
     def _real(self, batch_size: int) -> torch.Tensor:
-        real = sample_real(self.images, self.rng, batch_size, self.device, self.channels_last)
+        if self.device_data is not None:
+            real = self.device_data.sample(self.rng, batch_size, self.channels_last, self.shard)
+        elif self.prefetch is not None:
+            real = self.prefetch.sample(self.rng, batch_size, self.channels_last, self.shard)
+        else:
+            real = sample_real(self.images, self.rng, batch_size, self.device, self.channels_last, self.shard)
         if self.progressive:
             real = resize_reals(real, self.phase)
             if self.channels_last:
@@ -797,25 +1034,62 @@ class Trainer:
         return real
 
     def _iteration(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n_critic D steps then one G step; returns (loss_g, mean loss_d, mean penalty) as 0-d tensors."""
+        """n_critic D steps then one G step; returns (loss_g, mean loss_d, mean penalty) as 0-d tensors.
+        Two D forwards per D step (reals, fakes) plus the penalty's own where it is not taken on the reals; R1
+        reuses the reals' forward. No host sync: losses stay on the device, fp16 steps go through fused Adam."""
+        with data_parallel_shard(self.rank, self.world):
+            return self._iteration_body()
+
+    def _latents(self, n: int) -> torch.Tensor:
+        """n global latents; this rank's share under data parallel."""
+        return per_sample(lambda size: torch.randn(size, device=self.device), (n // self.world, self.cfg.z_dim))
+
+    def _all_reduce_grads(self, module: torch.nn.Module) -> None:
+        """Average the gradients over ranks: one flat all-reduce (no-op in a single process)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        parts = [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads, strict=True)]
+        torch._foreach_copy_(grads, parts)
+
+    def _iteration_body(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fam, cfg, dev = self.family, self.cfg, self.device
-        bs = self._enter_phase().batch_size
+        phase = self._enter_phase()
+        bs = phase.batch_size
+        # progressive: penalties as at full resolution (the official code), see losses.gradient_norm_penalty
+        res_factor = cfg.resolution / phase.resolution if self.progressive else 1.0
         ld_sum = torch.zeros((), device=dev)
         pen_sum = torch.zeros((), device=dev)
         for _ in range(fam.n_critic):
             real = self._real(bs)
-            z = torch.randn(bs, cfg.z_dim, device=dev)
+            z = self._latents(bs)
             with torch.no_grad(), self._autocast():
                 fake = self._g(z).float()
-            with self._autocast():
-                loss_d = fam.d_loss(self._d(real), self._d(fake))
+            if fam.penalty is not None and fam.penalty_on_reals:
+                real = real.detach().requires_grad_(True)
+                with self._penalty_autocast():
+                    real_logits = self._d_eager(real)
+                with self._autocast():
+                    loss_d = fam.d_loss(real_logits, self._d(fake))
+                pen = r1_from_logits(real_logits, real, fam.penalty_weight, res_factor)
+            else:
+                with self._autocast():
+                    loss_d = fam.d_loss(self._d(real), self._d(fake))
                 if fam.penalty is not None:
-                    scale = self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
-                    pen = fam.penalty(self._d, real, fake, fam.penalty_weight, scale)
+                    with self._penalty_autocast():
+                        pen = fam.penalty(self._d_eager, real, fake, fam.penalty_weight, res_factor=res_factor)
                 else:
                     pen = torch.zeros((), device=dev)
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler_d.scale(loss_d + pen).backward()
+            self._all_reduce_grads(self.D)
             self.scaler_d.step(self.opt_d)
             self.scaler_d.update()
             ld_sum += loss_d.detach()
@@ -823,11 +1097,12 @@ class Trainer:
             self.images_seen += bs
 
         self.D.requires_grad_(False)  # G step: no D parameter grads needed
-        z = torch.randn(bs, cfg.z_dim, device=dev)
+        z = self._latents(bs * fam.g_batch_mul)
         with self._autocast():
             loss_g = fam.g_loss(self._d(self._g(z)))
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss_g).backward()
+        self._all_reduce_grads(self.G)
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         self.D.requires_grad_(True)
@@ -863,7 +1138,9 @@ class Trainer:
         start_images = self.images_seen
         session_start = time.perf_counter()
         session_train_s = 0.0
-        if self.resumed:
+        if not self.main:
+            pass  # data parallel: rank 0 alone writes files
+        elif self.resumed:
             self.write_metrics()  # exactly the checkpoint's rows: drops any a killed run wrote after it
             self._sync_best_file()
         else:
@@ -912,6 +1189,10 @@ class Trainer:
                 due_log, due_ckpt = self.images_seen >= next_log, self.images_seen >= next_ckpt
                 if self.cuda and not (due_log or due_ckpt or last):
                     continue
+                if self.world > 1:  # every rank reaches the same sync points: agree on the loss means and NaNs
+                    import torch.distributed as dist
+
+                    dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
                 bad_step = int(first_bad.item())
                 if bad_step >= 0:
                     raise self._nonfinite_error(bad_step)
@@ -920,6 +1201,9 @@ class Trainer:
                     dt = now - win_t0
                     session_train_s += dt
                     self.elapsed_s += dt
+                    if self.world > 1:
+                        dist.all_reduce(acc)
+                        acc /= self.world
                     mean = (acc / acc_n).tolist()
                     self.log_rows.append(
                         {
@@ -937,7 +1221,7 @@ class Trainer:
                             "max_mem_mb": round(max_memory_mb(self.device), 1),
                         }
                     )
-                    if due_ckpt or last or now - log_written >= LOG_WRITE_S:
+                    if self.main and (due_ckpt or last or now - log_written >= LOG_WRITE_S):
                         write_text(self.out / "log.csv", log_csv_text(self.log_rows))
                         log_written = now
                     acc.zero_()
@@ -946,12 +1230,14 @@ class Trainer:
                 if due_ckpt or last:
                     t0 = time.perf_counter()
                     # metrics_every is a multiple of checkpoint_every, so a due metric is always at a checkpoint
-                    self.checkpoint_event(evaluate=self.images_seen >= next_metric or last)
+                    if self.main:
+                        self.checkpoint_event(evaluate=self.images_seen >= next_metric or last)
                     next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every
                     next_metric = (self.images_seen // metric_every + 1) * metric_every
                     win_t0 += time.perf_counter() - t0  # do not bill checkpoint I/O or metrics to throughput
 
-        self.write_final()
+        if self.main:
+            self.write_final()
         trained = self.images_seen - start_images
         return TrainResult(
             step=self.step,

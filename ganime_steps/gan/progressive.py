@@ -88,6 +88,23 @@ def parse_batch_schedule(text: str) -> dict[int, int]:
     return out
 
 
+def parse_lr_schedule(text: str) -> dict[int, float]:
+    """'128:0.0015,256:0.002' -> {128: 0.0015, 256: 0.002}; '' -> {}. Resolutions not listed use --lr."""
+    out: dict[int, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        try:
+            res_text, lr_text = part.split(":")
+            res, lr = int(res_text), float(lr_text)
+        except ValueError:
+            raise GanimeError(
+                f"--lr-schedule {text!r}: bad item {part!r}; use RES:LR pairs like 128:0.0015,256:0.002"
+            ) from None
+        if res < 4 or res & (res - 1) or not lr > 0 or not math.isfinite(lr):
+            raise GanimeError(f"--lr-schedule {text!r}: {part!r} needs a power-of-two resolution and a finite lr > 0")
+        out[res] = lr
+    return out
+
+
 class GrowthSchedule:
     """ProGAN's schedule in images: per resolution a stable phase of ``stable_kimg``, then a fade-in of ``fade_kimg``
     into the next one, from ``start_resolution`` up to ``resolution``; the last resolution stays stable to the end.

@@ -37,6 +37,16 @@ W_AVG_BETA = 0.995
 MAPPING_LR_MUL = 0.01
 
 
+def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-sample, per-channel normalisation over H, W (biased variance, as ``F.instance_norm`` and the official
+    code), written with reductions so the result keeps the input's memory format: ``F.instance_norm`` returns
+    NCHW, which turned every StyleGAN layer's channels_last activations back and forth. Statistics in fp32."""
+    xf = x.float()
+    xf = xf - xf.mean(dim=(2, 3), keepdim=True)
+    xf = xf * torch.rsqrt(xf.square().mean(dim=(2, 3), keepdim=True) + eps)
+    return xf.to(x.dtype)
+
+
 class MappingNetwork(nn.Module):
     def __init__(self, z_dim: int, w_dim: int, n_layers: int) -> None:
         super().__init__()
@@ -73,7 +83,7 @@ class StyleEpilogue(nn.Module):
             noise = self.fixed_noise.to(x.dtype)
         x = x + noise * self.noise_strength.view(1, c, 1, 1).to(x.dtype)
         x = lrelu(x + self.bias.view(1, c, 1, 1).to(x.dtype))
-        x = F.instance_norm(x, eps=1e-8)
+        x = instance_norm(x)
         style = self.style(w).view(b, 2, c, 1, 1).to(x.dtype)
         return x * (style[:, 0] + 1) + style[:, 1]
 

@@ -60,10 +60,13 @@ rule clean_pack:
         "../../envs/scrape.yaml"
     log:
         "logs/clean/{dataset}_pack_{res}.log",
+    # image decoding and resizing in worker processes; Snakemake caps threads at the cores it is given
+    threads: 8
     shell:
         "python -m ganime_steps.clean pack"
         " --manifest {input.manifest:q}"
         " --resolution {wildcards.res}"
+        " --workers {threads}"
         " --preview {output.preview:q}"
         " --out {output.pack:q}"
         " 2> {log:q}"

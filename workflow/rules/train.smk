@@ -36,19 +36,33 @@ rule train:
             if config["evaluation"]["metric_samples"]
             else ""
         ),
-        # progressive families: --start-resolution/--stable-kimg/--fade-kimg/--batch-schedule where set
-        # (null: the family's published defaults); batch_schedule is schema-checked to digits, ':' and ','
+        # progressive families: --start-resolution/--stable-kimg/--fade-kimg where set (null: the family's
+        # published defaults). --batch-schedule always: '' keeps the schema's meaning (batch_size at every
+        # resolution), 'auto' the family's published table. --lr-schedule: the run's lr_schedule, else 'auto'
+        # (StyleGAN's official table; from 128 px). batch_schedule is schema-checked to digits, ':' and ',';
+        # lr_schedule, lr_decay_kimg, compile and gpus are read with defaults until the schema declares them.
         growth=lambda wildcards: " ".join(
             [
                 f"--{key.replace('_', '-')} {get_run(wildcards.run)[key]}"
                 for key in ("start_resolution", "stable_kimg", "fade_kimg")
                 if get_run(wildcards.run)[key] is not None
             ]
-            + [f"--batch-schedule {get_run(wildcards.run)['batch_schedule']}"] * bool(get_run(wildcards.run)["batch_schedule"])
+            + [f"--batch-schedule '{get_run(wildcards.run)['batch_schedule'] or ''}'"]
+            + [f"--lr-schedule '{get_run(wildcards.run).get('lr_schedule', 'auto') or ''}'"]
+        ),
+        # SNGAN decays its lr to 0 at the run's kimg (the CLI's auto); 'none' for the others
+        lr_decay=lambda wildcards: f"--lr-decay-kimg {get_run(wildcards.run).get('lr_decay_kimg') or 'auto'}",
+        compile=lambda wildcards: "--compile" if get_run(wildcards.run).get("compile") else "",
+        # one run over N GPUs of a node (the run's `gpus`, default 1): torchrun starts N data-parallel ranks
+        # (DDP: the global batch is split over them; rank 0 writes the files; resume works as with one GPU)
+        launcher=lambda wildcards: (
+            f"torchrun --standalone --nproc_per_node {n} -m ganime_steps.train"
+            if (n := int(get_run(wildcards.run).get("gpus") or 1)) > 1
+            else "python -m ganime_steps.train"
         ),
     threads: 2
     resources:
-        gpu=1,
+        gpu=lambda wildcards: int(get_run(wildcards.run).get("gpus") or 1),
         mem_mb=lambda wildcards: get_run(wildcards.run)["mem_mb"],
         # a resubmitted job (profile `retries`) resumes from its checkpoint and also asks for more time,
         # so a run that hit the queue's time limit finishes on the next attempt
@@ -58,7 +72,7 @@ rule train:
     log:
         "logs/train/{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} python -m ganime_steps.train"
+        "OMP_NUM_THREADS={threads} {params.launcher}"
         " --data {input.data:q}"
         " --family {params.spec[family]:q}"
         " --resolution {params.spec[resolution]}"
@@ -72,6 +86,8 @@ rule train:
         " --checkpoint-every {params.spec[checkpoint_every]}"
         " {params.diffaug}"
         " {params.growth}"
+        " {params.lr_decay}"
+        " {params.compile}"
         " {params.metrics}"
         " --out {params.out:q}"
         " 2> {log:q}"
