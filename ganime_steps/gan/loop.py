@@ -709,6 +709,8 @@ class Trainer:
         old = ck.get("data")
         if old is None or old == self.data_id:
             return True
+        if not self.main:  # data parallel: rank 0 sets the old checkpoint aside; every rank starts over
+            return False
         stale = self.ckpt_path.with_name("checkpoint.previous-data.pt")
         os.replace(self.ckpt_path, stale)
         log.warning("training data changed since %s; starting over (old checkpoint kept as %s)", self.ckpt_path, stale)
