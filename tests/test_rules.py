@@ -19,7 +19,7 @@ from conftest import REPO, snakemake
 
 # Stages that run torch; `uses_torch` must find at least these (it also finds any new one).
 KNOWN_TORCH_STAGES = {"train", "classifier", "evaluate", "inception"}
-STAGE = re.compile(r"python -m ganime_steps\.([\w.]+)")
+STAGE = re.compile(r"-m ganime_steps\.([\w.]+)")  # `python -m ...`, or `{params.launcher} -m ...` (torchrun)
 
 DUMP_RULES = r"""
 import json, sys
@@ -101,7 +101,8 @@ def test_every_torch_rule_claims_the_gpu_or_is_pinned_to_the_cpu(rules):
     unclaimed = []
     for name, stage in sorted(found.items()):
         gpu, shell = rules[name]["gpu"], rules[name]["shell"]
-        claims = isinstance(gpu, int) and gpu >= 1
+        # a callable claim (train: the run's `gpus`) is checked by value in the dry-run test below
+        claims = (isinstance(gpu, int) and gpu >= 1) or gpu == "callable"
         pinned = re.search(r"--device[ =]cpu\b", shell) is not None
         if claims and pinned:
             unclaimed.append(f"{name}: claims gpu but runs on the CPU")

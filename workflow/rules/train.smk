@@ -56,9 +56,9 @@ rule train:
         # one run over N GPUs of a node (the run's `gpus`, default 1): torchrun starts N data-parallel ranks
         # (DDP: the global batch is split over them; rank 0 writes the files; resume works as with one GPU)
         launcher=lambda wildcards: (
-            f"torchrun --standalone --nproc_per_node {n} -m ganime_steps.train"
+            f"torchrun --standalone --nproc_per_node {n}"
             if (n := int(get_run(wildcards.run).get("gpus") or 1)) > 1
-            else "python -m ganime_steps.train"
+            else "python"
         ),
     threads: 2
     resources:
@@ -72,7 +72,7 @@ rule train:
     log:
         "logs/train/{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher}"
+        "OMP_NUM_THREADS={threads} {params.launcher} -m ganime_steps.train"
         " --data {input.data:q}"
         " --family {params.spec[family]:q}"
         " --resolution {params.spec[resolution]}"
