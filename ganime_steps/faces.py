@@ -15,8 +15,10 @@ import argparse
 import hashlib
 import json
 import logging
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -89,25 +91,58 @@ def run(
     size: int = 64,
     margin: float = 0.0,
     min_size: int = 24,
+    workers: int = 1,
 ) -> FacesSummary:
+    """Crop every post's faces into ``out``; ``workers`` > 1 crops in that many processes (same output)."""
+    if workers < 1:
+        raise GanimeError(f"--workers {workers}: must be at least 1")
     if detector not in DETECTORS:
         raise GanimeError(f"faces.detector {detector!r} is unknown; use one of {', '.join(DETECTORS)}")
     table = read_parquet(posts, ["source", "post_id", "md5", "file", "face_boxes"])
-    cascade_detector = None
-    if detector == "lbpcascade":
-        if cascade is None:
-            cascade = default_cascade()
-        cascade_detector = CascadeDetector(cascade, min_size=min_size)
-    rows = []
+    if detector == "lbpcascade" and cascade is None:
+        cascade = default_cascade()
+    settings = dict(
+        cascade=cascade if detector == "lbpcascade" else None, min_size=min_size, root=Path(posts).parent,
+        out=Path(out), size=size, margin=margin,
+    )  # fmt: skip
     out = Path(out)
-    for post in progress(table.itertuples(index=False), total=len(table), desc="faces"):
-        rows.extend(_crop_post(post, Path(posts).parent, out, cascade_detector, size, margin))
+    records = [SimpleNamespace(**r) for r in table.to_dict("records")]  # picklable rows for the worker processes
+    _init_worker(**settings)  # also checks the cascade here, before any process starts
+    rows = []
+    if workers == 1:
+        per_post = map(_crop_in_worker, records)
+    else:
+        # processes, not threads: detection and PNG encoding hold the GIL; map keeps the posts' order
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=tuple(settings.values()))
+        per_post = pool.map(_crop_in_worker, records, chunksize=max(1, min(16, len(records) // (4 * workers))))
+    try:
+        for post_rows in progress(per_post, total=len(records), desc="faces"):
+            rows.extend(post_rows)
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
     faces = pd.DataFrame(rows, columns=FACE_COLUMNS)
     if faces.empty:
         raise GanimeError(f"faces: no face found in any of the {len(table)} posts of {posts} (detector {detector})")
     write_parquet(out / "faces.parquet", faces)
     _remove_unlisted_crops(out, set(faces["file"]))
     return FacesSummary(len(table), int(faces["md5"].nunique()), len(faces), detector)
+
+
+_WORKER: dict = {}  # this process's detector and settings (set by _init_worker: cv2 cascades cannot be pickled)
+
+
+def _init_worker(cascade: Path | None, min_size: int, root: Path, out: Path, size: int, margin: float) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+    detector = CascadeDetector(cascade, min_size=min_size) if cascade is not None else None
+    _WORKER.update(detector=detector, root=root, out=out, size=size, margin=margin)
+
+
+def _crop_in_worker(post) -> list[tuple]:
+    w = _WORKER
+    return _crop_post(post, w["root"], w["out"], w["detector"], w["size"], w["margin"])
 
 
 def _crop_post(post, root: Path, out: Path, detector: CascadeDetector | None, size: int, margin: float) -> list[tuple]:
@@ -185,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     crop.add_argument("--size", type=int, default=64, help="side of the square crops in pixels")
     crop.add_argument("--margin", type=float, default=0.0, help="enlarge each box by this fraction of its side")
     crop.add_argument("--min-size", type=int, default=24, help="smallest face the cascade reports, in pixels")
+    crop.add_argument("--workers", type=int, default=1, help="processes cropping in parallel (same output as 1)")
     crop.add_argument("--out", type=Path, required=True, help="output folder (crops/, faces.parquet)")
     fetch = sub.add_parser(
         "fetch-cascade", help="download lbpcascade_animeface.xml (sha256-pinned; the repository vendors the same file)"
@@ -205,6 +241,7 @@ def _dispatch(a: argparse.Namespace):
         size=a.size,
         margin=a.margin,
         min_size=a.min_size,
+        workers=a.workers,
     )
 
 

@@ -164,3 +164,24 @@ def test_an_image_that_fails_leaves_no_orphan_crops(posts, tmp_path, monkeypatch
     faces.run(posts=posts, out=out, detector="annotations")
     listed = set(pd.read_parquet(out / "faces.parquet")["file"])
     assert _crop_files(out) == listed and len(listed) == 6
+
+
+def _crops(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+
+
+def test_workers_give_the_same_table_and_crops(posts, tmp_path):
+    one = faces.run(posts=posts, out=tmp_path / "one", detector="annotations", size=32)
+    two = faces.run(posts=posts, out=tmp_path / "two", detector="annotations", size=32, workers=2)
+    assert one == two
+    assert (tmp_path / "one" / "faces.parquet").read_bytes() == (tmp_path / "two" / "faces.parquet").read_bytes()
+    assert _crops(tmp_path / "one") == _crops(tmp_path / "two") and len(_crops(tmp_path / "one")) == 12
+    with pytest.raises(faces.GanimeError, match="--workers 0"):
+        faces.run(posts=posts, out=tmp_path / "zero", detector="annotations", workers=0)
+
+
+@needs_sample
+def test_workers_with_the_cascade_match_one_process(sample_posts, tmp_path):
+    one = faces.run(posts=sample_posts, out=tmp_path / "one")
+    two = faces.run(posts=sample_posts, out=tmp_path / "two", workers=2)
+    assert one == two and one.faces >= 15 and _crops(tmp_path / "one") == _crops(tmp_path / "two")

@@ -32,6 +32,7 @@ rule faces:
         margin=config["faces"]["margin"],
         min_size=config["faces"]["min_size"],
         cascade_flag=lambda wildcards, input: f"--cascade {input.cascade}" if input.cascade else "",
+    threads: 4
     conda:
         "../../envs/vision.yaml"
     log:
@@ -44,5 +45,6 @@ rule faces:
         " --size {params.size}"
         " --margin {params.margin}"
         " --min-size {params.min_size}"
+        " --workers {threads}"
         " --out results/faces"
         " 2> {log:q}"
