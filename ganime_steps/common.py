@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import glob
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,19 +24,45 @@ class GanimeError(Exception):
     """A problem the user can fix. The message is one line: what is wrong, where (file/key/line), and the fix."""
 
 
+def _temp_owner() -> str:
+    return f"{socket.gethostname().replace('.', '-')}-{os.getpid()}"
+
+
 def _new_temp_file(path: Path) -> Path:
-    """An empty new file beside ``path``, named ``.<name>.<random>.tmp<suffix>`` (writers such as ``np.save`` key
-    on the suffix). Unlike ``tempfile.mkstemp`` (always 0600) it is created with mode 0666 like a plain ``open()``,
-    so the kernel applies the umask (and a folder's default ACL): results stay readable where the user wants them."""
+    """An empty new file beside ``path``, named ``.<name>.<host>-<pid>.<random>.tmp<suffix>`` (writers such as
+    ``np.save`` key on the suffix). Unlike ``tempfile.mkstemp`` (always 0600) it is created with mode 0666 like a
+    plain ``open()``, so the kernel applies the umask (and a folder's default ACL): results stay readable where the
+    user wants them."""
+    _remove_dead_temp_files(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):  # 48 random bits: a clash is a stale temporary file at most, never a live one
-        tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp{path.suffix}")
+        tmp = path.with_name(f".{path.name}.{_temp_owner()}.{os.urandom(6).hex()}.tmp{path.suffix}")
         try:
             os.close(os.open(tmp, flags, 0o666))
         except FileExistsError:
             continue
         return tmp
     raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def _remove_dead_temp_files(path: Path) -> None:
+    """Delete temporary files of ``path`` left by a killed writer on this host (kill -9 skips our cleanup; a 2 GB
+    half-written pack should not stay forever). A live writer's file, or another host's, is left alone."""
+    host = socket.gethostname().replace(".", "-")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{glob.escape(host)}-*.tmp*"):
+        owner = tmp.name[len(path.name) + len(host) + 3 :].split(".", 1)[0]
+        if owner.isdigit() and not _pid_alive(int(owner)):
+            tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 @contextlib.contextmanager

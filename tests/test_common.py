@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -77,3 +79,20 @@ def test_writers_that_recreate_the_temporary_file_still_land(tmp_path, umask):
         tmp.unlink()
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and mode(target) == 0o644
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """kill -9 skips the cleanup; the next write of the same file removes the dead writer's temporary file, and
+    leaves a live writer's (this process) and another host's alone."""
+    target = tmp_path / "pack.npy"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = common._temp_owner().rsplit("-", 1)[0]
+    stale = tmp_path / f".pack.npy.{host}-{dead.pid}.0123456789ab.tmp.npy"
+    live = tmp_path / f".pack.npy.{common._temp_owner()}.0123456789ab.tmp.npy"
+    remote = tmp_path / f".pack.npy.otherhost-{dead.pid}.0123456789ab.tmp.npy"
+    for p in (stale, live, remote):
+        p.write_bytes(b"half")
+    common.write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not stale.exists() and live.exists() and remote.exists()
