@@ -4,6 +4,7 @@ Pure functions over what the evaluate and train stages wrote, used by :mod:`gani
 
 - :func:`aggregate`: runs grouped by their config name (the seeds of one run), mean ± std over seeds of the
   Fréchet distance and KID against every reference (shared, own training set, gold);
+- :func:`study_tables`: the dataset study of each run matrix, datasets as rows and families as columns;
 - :func:`verdicts`: every pair of groups with the same family, resolution and feature space but different datasets,
   compared against each reference, saying plainly whether the difference exceeds the spread between seeds;
 - :func:`read_curves` / :func:`curve_png`: metric-vs-kimg (``metrics.jsonl``) and loss-vs-kimg (``log.csv``) per run,
@@ -148,6 +149,44 @@ def verdicts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     }
                 )
     return out
+
+
+def study_tables(groups: list[dict[str, Any]], studies: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A table per run matrix (``studies``: name -> {reference, groups}): rows are datasets, columns families, each
+    cell the mean ± std over seeds of FID and KID against the study's reference (``train``: each run's own training
+    set; else a dataset, the runs' shared reference), plus the verdicts between the datasets of each family."""
+    by_name = {g["group"]: g for g in groups}
+    tables = []
+    for study, spec in studies.items():
+        ref_key = "train" if spec["reference"] == "train" else "shared"
+        members = [by_name[name] for name in spec["groups"] if name in by_name]
+        cells: dict[str, dict[str, dict[str, Any]]] = {}
+        for g in members:
+            x = g["references"].get(ref_key) or {}
+            kid_std = x.get("kid_std_seeds") if x.get("kid_std_seeds") is not None else x.get("kid_std_subsets")
+            cells.setdefault(g["dataset"], {})[g["family"]] = {
+                "group": g["group"],
+                "fd_mean": x.get("fd_mean"),
+                "fd_std": x.get("fd_std"),
+                "kid_mean": x.get("kid_mean"),
+                "kid_std": kid_std,
+                "n_seeds": g["n_seeds"],
+                "reference_dataset": x.get("dataset"),
+            }
+        tables.append(
+            {
+                "study": study,
+                "reference": spec["reference"],
+                "reference_key": ref_key,
+                "datasets": list(dict.fromkeys(g["dataset"] for g in members)),
+                "families": list(dict.fromkeys(g["family"] for g in members)),
+                "cells": cells,
+                "is_fid": bool(members) and all(g["is_fid"] for g in members),
+                "verdicts": [v for v in verdicts(members) if v["reference"] == ref_key],
+                "missing": [name for name in spec["groups"] if name not in by_name],
+            }
+        )
+    return tables
 
 
 def read_curves(run_dir: Path) -> dict[str, list[dict[str, Any]]]:

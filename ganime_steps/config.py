@@ -5,6 +5,7 @@ Every error is one line naming the offending key, e.g. ``config key runs.dcgan_A
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from pathlib import Path
@@ -49,12 +50,46 @@ def validate_config(
     another family is an error. ``None`` skips that check.
     """
     schema = yaml.safe_load(schema_path.read_text())
-    validator = _with_defaults(Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    validator_class = _with_defaults(Draft202012Validator)
+    if isinstance(config.get("matrix"), dict) and "families" in config["matrix"]:
+        config["matrix"] = {"study": config["matrix"]}  # one unnamed study
+    _raise_first(validator_class(schema).iter_errors(config))
+    expand_matrix(config, validator_class(schema["properties"]["runs"]["additionalProperties"]))
+    return _cross_check(config, families)
+
+
+def _raise_first(errors, prefix: tuple = ()) -> None:
+    errors = sorted(errors, key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        raise GanimeError(f"config key {_key(err.absolute_path)}: {err.message}")
-    return _cross_check(config, families)
+        raise GanimeError(f"config key {_key(prefix + tuple(err.absolute_path))}: {err.message}")
+
+
+# Keys of a matrix study that are not run settings.
+MATRIX_KEYS = ("families", "datasets", "seeds", "reference")
+
+
+def expand_matrix(config: dict, run_validator) -> None:
+    """Each study of ``matrix`` becomes runs ``<family>_<dataset>`` (one per seed, through ``seeds``), sharing the
+    study's other keys as run settings and marked with ``study``; a study measured against a dataset (``reference``)
+    sets that as the runs' reference. Errors name the matrix key."""
+    studies = config.get("matrix", {})
+    # runs a previous validation made from these studies are made again (Snakemake may validate a config twice)
+    config["runs"] = {name: run for name, run in config["runs"].items() if run.get("study") not in studies}
+    for study, spec in studies.items():
+        settings = {k: copy.deepcopy(v) for k, v in spec.items() if k not in MATRIX_KEYS}
+        if spec["reference"] != "train":
+            settings["reference"] = spec["reference"]
+        for family in spec["families"]:
+            for dataset in spec["datasets"]:
+                name = f"{family}_{dataset}"
+                if name in config["runs"]:
+                    raise GanimeError(
+                        f"config key matrix.{study}: its run {name!r} is also a run in runs; rename or remove one"
+                    )
+                run = {**copy.deepcopy(settings), "family": family, "dataset": dataset, "seeds": spec["seeds"]}
+                _raise_first(run_validator.iter_errors(run), ("matrix", study))
+                config["runs"][name] = {**run, "study": study}
 
 
 # Datasets the workflow makes itself: the gold reference sets (posts known clean on every task, and their faces).
@@ -98,17 +133,41 @@ def _check_names(config: dict) -> None:
                 )
 
 
-def _check_scrape(scrape: dict) -> None:
+def all_sources(config: dict) -> dict[str, dict]:
+    """Source name -> its settings: the main source (``scrape``, named by ``scrape.source``) first, then ``sources``."""
+    return {config["scrape"]["source"]: config["scrape"], **config.get("sources", {})}
+
+
+def _check_sources(config: dict) -> None:
+    main = config["scrape"]["source"]
+    for name, spec in config["sources"].items():
+        key = f"sources.{name}"
+        if name == main:
+            raise GanimeError(f"config key {key}: {name!r} is already scrape.source (the main source); rename it")
+        if not NAME_PATTERN.fullmatch(str(name)):
+            raise GanimeError(f"config key {key}: the name {name!r} is used in paths; use letters, digits, '_', '-'")
+        if "source" in spec:
+            raise GanimeError(f"config key {key}.source: a sources entry is named by its key ({name!r}); remove it")
+        _check_scrape(spec, key)
+    _check_scrape(config["scrape"], "scrape")
+
+
+def _check_scrape(scrape: dict, key: str) -> None:
     if scrape["kind"] in HTTP_KINDS and not scrape["base_url"]:
         raise GanimeError(
-            f"config key scrape.base_url: required for kind {scrape['kind']!r} (e.g. https://safebooru.org)"
+            f"config key {key}.base_url: required for kind {scrape['kind']!r} (e.g. https://safebooru.org)"
         )
     if scrape["kind"] == "folder" and not scrape.get("path"):
-        raise GanimeError("config key scrape.path: required for kind 'folder' (a folder, .zip or .tar(.gz) of images)")
+        raise GanimeError(f"config key {key}.path: required for kind 'folder' (a folder, .zip or .tar(.gz) of images)")
 
 
-def _check_datasets(datasets: dict) -> None:
+def _check_datasets(datasets: dict, sources: dict) -> None:
     for name, ds in datasets.items():
+        ds["source"] = ds["source"] or next(iter(sources))  # null: the main source
+        if ds["source"] not in sources:
+            raise GanimeError(
+                f"config key datasets.{name}.source: {ds['source']!r} is not a source; known: {', '.join(sources)}"
+            )
         if ds["from"] != "faces":
             continue
         for key in ("require_tags", "exclude_tags"):
@@ -120,6 +179,7 @@ def _check_datasets(datasets: dict) -> None:
 
 
 def _check_run(name: str, run: dict, families: tuple[str, ...] | None) -> None:
+    _check_metrics_every(name, run)
     family = run["family"]
     if families is not None and family not in families:
         raise GanimeError(
@@ -149,6 +209,30 @@ def _check_run(name: str, run: dict, families: tuple[str, ...] | None) -> None:
             )
         if batch < 1:
             raise GanimeError(f"config key runs.{name}.batch_schedule: batch size {batch} in {part!r} is below 1")
+
+
+def _check_metrics_every(name: str, run: dict) -> None:
+    every = run.get("metrics_every")
+    if every is not None and abs(every / run["checkpoint_every"] - round(every / run["checkpoint_every"])) > 1e-9:
+        raise GanimeError(
+            f"config key runs.{name}.metrics_every: {every} is not a multiple of checkpoint_every "
+            f"({run['checkpoint_every']}); metrics are taken at checkpoints"
+        )
+
+
+@contextlib.contextmanager
+def _named_by_matrix(name: str, run: dict):
+    """Errors about a run a matrix made name the matrix key the user wrote (matrix.<study>.<key>, run <name>)."""
+    try:
+        yield
+    except GanimeError as exc:
+        study = run.get("study")
+        if not study:
+            raise
+        text = str(exc).replace(f"config key runs.{name}.", f"config key matrix.{study}.", 1)
+        for key, listed in (("family", "families"), ("dataset", "datasets")):  # the names of the matrix's lists
+            text = text.replace(f"config key matrix.{study}.{key}:", f"config key matrix.{study}.{listed}:", 1)
+        raise GanimeError(f"{text} (run {name})") from None
 
 
 def _check_evaluation(evaluation: dict) -> None:
@@ -182,21 +266,16 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     warnings: list[str] = []
     datasets, classifiers, labels = config["datasets"], config["classifiers"], config["labels"]
     _check_names(config)
-    _check_scrape(config["scrape"])
+    _check_sources(config)
     for name in GOLD_DATASETS.values():
         if name in datasets:
             raise GanimeError(
                 f"config key datasets.{name}: the name is reserved for the gold reference set; rename the dataset"
             )
-    _check_datasets(datasets)
+    _check_datasets(datasets, all_sources(config))
     for name, run in config["runs"].items():
-        _check_run(name, run, families)
-        every = run.get("metrics_every")
-        if every is not None and abs(every / run["checkpoint_every"] - round(every / run["checkpoint_every"])) > 1e-9:
-            raise GanimeError(
-                f"config key runs.{name}.metrics_every: {every} is not a multiple of checkpoint_every "
-                f"({run['checkpoint_every']}); metrics are taken at checkpoints"
-            )
+        with _named_by_matrix(name, run):
+            _check_run(name, run, families)
     for task in classifiers:
         if task not in labels:
             raise GanimeError(f"config key classifiers.{task}: no labels.{task} entry lists its hand-label CSVs")
@@ -210,11 +289,12 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     evaluation = config["evaluation"]
     _check_evaluation(evaluation)
     for name, run in config["runs"].items():
-        if run["dataset"] not in datasets:
-            raise GanimeError(f"config key runs.{name}.dataset: {run['dataset']!r} is not a dataset in datasets")
-        ref = run["reference"] or evaluation["reference"] or run["dataset"]
-        if ref not in datasets:
-            raise GanimeError(f"config key runs.{name}.reference: {ref!r} is not a dataset in datasets")
+        with _named_by_matrix(name, run):
+            if run["dataset"] not in datasets:
+                raise GanimeError(f"config key runs.{name}.dataset: {run['dataset']!r} is not a dataset in datasets")
+            ref = run["reference"] or evaluation["reference"] or run["dataset"]
+            if ref not in datasets:
+                raise GanimeError(f"config key runs.{name}.reference: {ref!r} is not a dataset in datasets")
     if evaluation["reference"] is not None and evaluation["reference"] not in datasets:
         raise GanimeError(f"config key evaluation.reference: {evaluation['reference']!r} is not a dataset")
     fallback = evaluation["fallback_classifier"]

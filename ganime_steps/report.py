@@ -624,6 +624,47 @@ def _study_section(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]],
     return "\n".join(parts)
 
 
+def _dataset_study_section(table: dict[str, Any]) -> str:
+    """One run matrix: datasets as rows, families as columns, FID · KID over seeds against the study's reference."""
+    if table["reference"] == "train":
+        against = "each run against its own training set (the seeds' protocol: how well a GAN fits its data)"
+    else:
+        against = f"every run against dataset <b>{_e(table['reference'])}</b>"
+    head = "".join(f"<th>{_e(f)}<br><small>FID · KID×10³</small></th>" for f in table["families"])
+    rows = []
+    for ds in table["datasets"]:
+        cells = []
+        for fam in table["families"]:
+            c = table["cells"].get(ds, {}).get(fam)
+            if not c or c["fd_mean"] is None:
+                cells.append("<td>—</td>")
+                continue
+            kid = _pm(*(None if v is None else v * 1e3 for v in (c["kid_mean"], c["kid_std"])), 2)
+            cells.append(
+                f'<td title="{_e(c["group"])}">{_e(_pm(c["fd_mean"], c["fd_std"], 2))} · {_e(kid)}'
+                f"<br><small>{_e(c['n_seeds'])} seed(s)</small></td>"
+            )
+        rows.append(f'<tr><td class="t">{_e(ds)}</td>' + "".join(cells) + "</tr>")
+    parts = [
+        f"<p>Measured {against}. {'FID' if table['is_fid'] else 'Fréchet distance (not FID)'} "
+        "mean ± standard deviation over seeds (one seed: KID ± its spread over subsets); lower is better.</p>",
+        '<table><tr><th class="t">dataset</th>' + head + "</tr>" + "".join(rows) + "</table>",
+    ]
+    if table["verdicts"]:
+        parts.append(
+            "<ul>"
+            + "".join(
+                f"<li>{_e(v['family'])}: <b>{_e(v['better_dataset'])}</b> beats {_e(v['worse_dataset'])} by "
+                f"{v['difference']:.2f}; that is {_e(v['meaning'])}.</li>"
+                for v in table["verdicts"]
+            )
+            + "</ul>"
+        )
+    if table["missing"]:
+        parts.append(f'<p class="note">Not evaluated: {_e(", ".join(table["missing"]))}.</p>')
+    return "\n".join(parts)
+
+
 def _curves_section(curves: list[tuple[str, str, dict[str, Any] | None]]) -> str:
     if not curves:
         return "<p>No training curves (set evaluation.metric_samples above 0 for metric snapshots).</p>"
@@ -685,6 +726,7 @@ def render_html(
     data_fid=(),
     curves=(),
     directions=(),
+    studies=(),
 ) -> str:
     groups = comparison.aggregate(runs)
     gt = _groundtruth_section(groundtruth)
@@ -700,6 +742,11 @@ def render_html(
             f'<p class="meta">Generated {_e(when)} by ganime_steps.report.</p>',
             "<h2>Does stricter cleaning make a better GAN?</h2>",
             _study_section(groups, comparison.verdicts(groups), list(data_fid)),
+            *(
+                part
+                for table in studies
+                for part in (f"<h2>Dataset study: {_e(table['study'])}</h2>", _dataset_study_section(table))
+            ),
             "<h2>Generative models</h2>",
             _runs_section(runs),
             "<h2>Training curves</h2>",
@@ -749,13 +796,21 @@ def run_report(
     groups: dict[str, str] | None = None,
     data_fid: list[Path] = (),
     directions: list[Path] = (),
+    studies: dict[str, str] | None = None,
+    study_groups: dict[str, str] | None = None,
 ) -> ReportSummary:
     """Read every input (failing on the first missing one), then write index.html, metrics.csv, report_summary.json.
 
-    ``groups``: run -> config run name (the seeds of one run share it); ``data_fid``: data-FID JSON files."""
+    ``groups``: run -> config run name (the seeds of one run share it); ``data_fid``: data-FID JSON files;
+    ``studies``: run matrix -> its reference (``train`` or a dataset); ``study_groups``: config run -> its matrix."""
     runs = [read_run(Path(p)) for p in run_metrics]
     for r in runs:
         r["group"] = (groups or {}).get(r["run"], r["run"])
+    study_specs = {
+        study: {"reference": ref, "groups": [g for g, s in (study_groups or {}).items() if s == study]}
+        for study, ref in (studies or {}).items()
+    }
+    tables = comparison.study_tables(comparison.aggregate(runs), study_specs)
     data_rows = [read_data_fid(Path(p)) for p in data_fid]
     direction_figs = [(Path(p).parent.name, png_data_uri(Path(p), "--directions")) for p in directions]
     curves = []
@@ -786,6 +841,7 @@ def run_report(
         data_fid=data_rows,
         curves=curves,
         directions=direction_figs,
+        studies=tables,
     )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
@@ -814,6 +870,7 @@ def run_report(
             "groups": comparison.aggregate(runs),
             "verdicts": comparison.verdicts(comparison.aggregate(runs)),
             "data_fid": data_rows,
+            "studies": tables,
             "best_snapshots": {run: best for run, _, best in curves},
             "classifiers": [{k: v for k, v in c.items() if k != "images"} for c in classifiers],
             "datasets": [{k: v for k, v in d.items() if k != "removed_grids"} for d in datasets],
@@ -856,6 +913,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-counts", type=Path, nargs="*", default=[], help="results/labels/<task>_counts.json files")
     p.add_argument("--label-queues", type=Path, nargs="*", default=[], help="results/label_queue/<task>.csv files")
     p.add_argument("--groups", nargs="*", default=[], help="RUN=GROUP: the config run each seed's run belongs to")
+    p.add_argument("--studies", nargs="*", default=[], help="STUDY=REFERENCE: each run matrix and its reference")
+    p.add_argument("--study-groups", nargs="*", default=[], help="GROUP=STUDY: the run matrix each config run is from")
     p.add_argument("--data-fid", type=Path, nargs="*", default=[], help="results/evaluation/data_<dataset>_<res>.json")
     p.add_argument("--directions", type=Path, nargs="*", default=[], help="results/runs/<run>/directions.png")
     p.add_argument("--title", default="ganime report", help="page title")
@@ -865,11 +924,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _assignments(items: list[str]) -> dict[str, str]:
+def _assignments(items: list[str], flag: str = "--groups", example: str = "RUN=GROUP, e.g. dcgan_A_s1=dcgan_A"):
     pairs = [item.partition("=") for item in items]
     bad = [item for item, (k, sep, v) in zip(items, pairs, strict=True) if not (k and sep and v)]
     if bad:
-        raise GanimeError(f"--groups {bad[0]!r}: expected RUN=GROUP, e.g. dcgan_A_s1=dcgan_A")
+        raise GanimeError(f"{flag} {bad[0]!r}: expected {example}")
     return {k: v for k, _, v in pairs}
 
 
@@ -890,6 +949,8 @@ def main(argv: list[str] | None = None) -> int:
             groups=_assignments(a.groups),
             data_fid=a.data_fid,
             directions=a.directions,
+            studies=_assignments(a.studies, "--studies", "STUDY=REFERENCE, e.g. faces=train"),
+            study_groups=_assignments(a.study_groups, "--study-groups", "GROUP=STUDY, e.g. dragan_faces=faces"),
         ),
         argv,
     )

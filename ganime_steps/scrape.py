@@ -128,6 +128,7 @@ def make_source(
     rate: float = 1.0,
     n_posts: int = 300,
     seed: int = 0,
+    style: str = "booru",
     path: str | Path | None = None,
     max_bytes: int = MAX_BYTES,
     **http: Any,
@@ -142,7 +143,7 @@ def make_source(
     if kind == "synthetic":
         from ganime_steps.synthetic import SyntheticSource
 
-        return SyntheticSource(n_posts=n_posts, seed=seed)
+        return SyntheticSource(n_posts=n_posts, seed=seed, style=style, name=name)
     if kind in ("dapi", "danbooru"):
         if not base_url:
             raise GanimeError(f"scrape.base_url is required for kind {kind!r} (e.g. https://safebooru.org)")
@@ -542,6 +543,7 @@ def run(
     rate: float = 1.0,
     n_posts: int = 300,
     seed: int = 0,
+    style: str = "booru",
     workers: int = 4,
     retries: int = 5,
     backoff: float = 1.0,
@@ -594,11 +596,13 @@ def run(
                 time_scale=time_scale,
             ),
         }
-    local = {"n_posts": n_posts, "seed": seed, "path": path, "max_bytes": max_bytes}  # synthetic / folder sources
+    local = {"n_posts": n_posts, "seed": seed, "style": style, "path": path, "max_bytes": max_bytes}  # local sources
     source = make_source(kind, name=name, base_url=base_url, rate=rate, **local, **http)
     query = {"kind": kind, "source": name, "base_url": (base_url or "").rstrip("/"), "tags": " ".join(tags.split())}
     if kind == "synthetic":
         query.update(n_posts=n_posts, seed=seed)
+        if style != "booru":  # absent for the original look: journals of earlier scrapes stay valid
+            query.update(style=style)
     if kind == "folder":
         query.update(path=str(Path(path).resolve()))
 
@@ -877,6 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-posts", type=int, default=300, help="synthetic: number of posts the synthetic booru holds")
     p.add_argument("--path", type=Path, help="folder: a directory, .zip or .tar(.gz) of images")
     p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    p.add_argument("--style", default="booru", help="synthetic: the booru's look, booru or tachie (default booru)")
     p.add_argument("--out", type=Path, required=True, help="output folder (images/, posts.parquet, ...)")
     return p
 
@@ -896,6 +901,7 @@ def main(argv: list[str] | None = None) -> int:
             n_posts=a.n_posts,
             path=a.path,
             seed=a.seed,
+            style=a.style,
             workers=a.workers,
             retries=a.retries,
             backoff=a.backoff,

@@ -113,6 +113,13 @@ class Rates:
                 raise GanimeError(f"synthetic rate --{name} = {value!r}: must be a probability in [0, 1]")
 
 
+# The look of a synthetic source, each with its own default flaw rates: "booru" (mixed posts with the study's flaws)
+# or "tachie" (white-background standing portraits in a pastel palette, as character-art sites publish them): a
+# second source for the dataset study, different enough that FID tells the two apart.
+STYLE_RATES = {"booru": Rates(), "tachie": Rates(chibi=0.1, multiple=0.05, busy=0.0, nonstanding=0.0)}
+TACHIE_PASTEL = 0.3  # share of white blended into a tachie's colours (white stays white)
+
+
 @dataclass(frozen=True)
 class CharacterSpec:
     """Everything needed to draw one character; drawn from the post's own RNG."""
@@ -157,6 +164,7 @@ class PostPlan:
     tags: str
     rating: str
     score: int
+    style: str = "booru"
 
     @property
     def n_characters(self) -> int:
@@ -312,7 +320,7 @@ def _tags(rng: random.Random, plan_flags: dict, chars: tuple[CharacterSpec, ...]
 
 
 @functools.lru_cache(maxsize=16384)
-def _plan_cached(seed: int, post_id: int, rates: Rates) -> PostPlan:
+def _plan_cached(seed: int, post_id: int, rates: Rates, style: str = "booru") -> PostPlan:
     flag_rng = _rng(seed, post_id, "flags")
     # Four uniforms drawn in a fixed order; a flag is set when its uniform falls below its rate (independent flags).
     u_chibi, u_multi, u_busy, u_pose = (flag_rng.random() for _ in range(4))
@@ -329,6 +337,8 @@ def _plan_cached(seed: int, post_id: int, rates: Rates) -> PostPlan:
     rng.shuffle(sizes)
     chars = tuple(_character(rng, chibi=chibi, pose=p, size=s) for p, s in zip(poses, sizes, strict=True))
     width, height = _canvas_size(rng, n, poses)
+    if style == "tachie" and n == 1 and standing:  # a tall portrait the character fills
+        width, height = rng.randint(112, 144), rng.randint(232, 256)
     bg_rng = _rng(seed, post_id, "background")
     background, bg_colors, bg_name = "white", (WHITE, WHITE), "white"
     if busy:
@@ -339,7 +349,7 @@ def _plan_cached(seed: int, post_id: int, rates: Rates) -> PostPlan:
         c2 = _hsv(hue + bg_rng.uniform(0.1, 0.4), bg_rng.uniform(0.3, 0.8), bg_rng.uniform(0.5, 0.95))
         bg_colors = (c1, c2)
         bg_name = _color_name(hue)
-    shadow = not busy and bg_rng.random() < 0.5
+    shadow = not busy and bg_rng.random() < 0.5 and style == "booru"
     tag_rng = _rng(seed, post_id, "tags")
     flags = {"chibi": chibi, "multiple": multiple, "busy": busy, "standing": standing}
     tags = _tags(tag_rng, flags, chars, background, bg_name)
@@ -361,6 +371,7 @@ def _plan_cached(seed: int, post_id: int, rates: Rates) -> PostPlan:
         tags=tags,
         rating=rating,
         score=score,
+        style=style,
     )
 
 
@@ -369,9 +380,16 @@ def _color_name(hue: float) -> str:
     return names[int((hue % 1.0) * 12) % 12]
 
 
-def plan_post(seed: int, post_id: int, **rates: float) -> PostPlan:
+def plan_post(seed: int, post_id: int, style: str = "booru", **rates: float) -> PostPlan:
     """The post's attributes without drawing it (cheap; used for listing, tags and truth tables)."""
-    return _plan_cached(int(seed), int(post_id), Rates(**rates))
+    style = _check_style(style)
+    return _plan_cached(int(seed), int(post_id), Rates(**{**asdict(STYLE_RATES[style]), **rates}), style)
+
+
+def _check_style(style: str) -> str:
+    if style not in STYLE_RATES:
+        raise GanimeError(f"synthetic style {style!r}: unknown; use one of {', '.join(STYLE_RATES)}")
+    return style
 
 
 # ---------------------------------------------------------------------------------------------------------- drawing
@@ -1012,6 +1030,8 @@ def _render(plan: PostPlan) -> tuple[Image.Image, SyntheticTruth]:
         _clutter(draw, (W, H), draw_rng, front=True)
 
     image = canvas.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+    if plan.style == "tachie":
+        image = Image.blend(image, Image.new("RGB", image.size, WHITE), TACHIE_PASTEL)
     truth = SyntheticTruth(
         post_id=plan.post_id,
         width=plan.width,
@@ -1036,9 +1056,9 @@ def _clip_box(x: int, y: int, w: int, h: int, width: int, height: int) -> Box:
     return (x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
 
-def render_post(seed: int, post_id: int, **rates: float) -> tuple[Image.Image, SyntheticTruth]:
-    """Draw one post: a pure function of ``(seed, post_id, rates)``. Rates: chibi, multiple, busy, nonstanding."""
-    return _render(plan_post(seed, post_id, **rates))
+def render_post(seed: int, post_id: int, style: str = "booru", **rates: float) -> tuple[Image.Image, SyntheticTruth]:
+    """Draw one post: a pure function of ``(seed, post_id, style, rates)`` (chibi, multiple, busy, nonstanding)."""
+    return _render(plan_post(seed, post_id, style, **rates))
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -1049,9 +1069,9 @@ def encode_png(image: Image.Image) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def _rendered(seed: int, post_id: int, rates: Rates) -> tuple[bytes, str, SyntheticTruth]:
+def _rendered(seed: int, post_id: int, rates: Rates, style: str) -> tuple[bytes, str, SyntheticTruth]:
     # Listing needs the md5 and fetching needs the bytes: render once, serve both from here.
-    image, truth = _render(_plan_cached(seed, post_id, rates))
+    image, truth = _render(_plan_cached(seed, post_id, rates, style))
     data = encode_png(image)
     return data, hashlib.md5(data).hexdigest(), truth
 
@@ -1065,33 +1085,38 @@ _URL_RE = re.compile(r"^synthetic://(-?\d+)/(\d+)\.png$")
 class SyntheticSource:
     """An offline booru of ``n_posts`` procedurally drawn posts (ids 1..n_posts), implementing ``Source``."""
 
-    name = SOURCE_NAME
-
     def __init__(
         self,
         n_posts: int = 300,
         seed: int = 0,
-        chibi: float = 0.2,
-        multiple: float = 0.15,
-        busy: float = 0.2,
-        nonstanding: float = 0.1,
+        chibi: float | None = None,
+        multiple: float | None = None,
+        busy: float | None = None,
+        nonstanding: float | None = None,
+        *,
+        style: str = "booru",
+        name: str = SOURCE_NAME,
     ) -> None:
+        """Rates left as None take the style's defaults (STYLE_RATES)."""
         if isinstance(n_posts, bool) or not isinstance(n_posts, int) or n_posts < 1:
             raise GanimeError(f"synthetic source n_posts = {n_posts!r}: must be a positive integer (e.g. 300)")
         self.n_posts = n_posts
         self.seed = int(seed)
-        self.rates = Rates(chibi=chibi, multiple=multiple, busy=busy, nonstanding=nonstanding)
+        self.style = _check_style(style)
+        self.name = name
+        given = {"chibi": chibi, "multiple": multiple, "busy": busy, "nonstanding": nonstanding}
+        self.rates = Rates(**{**asdict(STYLE_RATES[style]), **{k: v for k, v in given.items() if v is not None}})
 
     def __repr__(self) -> str:
-        return f"SyntheticSource(n_posts={self.n_posts}, seed={self.seed}, {self.rates})"
+        return f"SyntheticSource(n_posts={self.n_posts}, seed={self.seed}, style={self.style!r}, {self.rates})"
 
     def plan(self, post_id: int) -> PostPlan:
         self._check_id(post_id)
-        return _plan_cached(self.seed, post_id, self.rates)
+        return _plan_cached(self.seed, post_id, self.rates, self.style)
 
     def truth(self, post_id: int) -> SyntheticTruth:
         self._check_id(post_id)
-        return _rendered(self.seed, post_id, self.rates)[2]
+        return _rendered(self.seed, post_id, self.rates, self.style)[2]
 
     def _check_id(self, post_id: int) -> None:
         if not 1 <= post_id <= self.n_posts:
@@ -1108,7 +1133,7 @@ class SyntheticSource:
         start = self.n_posts if before_id is None else min(self.n_posts, before_id - 1)
         out: list[PostMeta] = []
         for post_id in range(start, 0, -1):
-            plan = _plan_cached(self.seed, post_id, self.rates)
+            plan = _plan_cached(self.seed, post_id, self.rates, self.style)
             post_tags = set(plan.tags.split())
             if not include <= post_tags or exclude & post_tags:
                 continue
@@ -1120,7 +1145,7 @@ class SyntheticSource:
         return out
 
     def _meta(self, plan: PostPlan) -> PostMeta:
-        _, md5, truth = _rendered(self.seed, plan.post_id, self.rates)
+        _, md5, truth = _rendered(self.seed, plan.post_id, self.rates, self.style)
         return PostMeta(
             post_id=plan.post_id,
             md5=md5,
@@ -1141,7 +1166,7 @@ class SyntheticSource:
             raise GanimeError(
                 f"{url}: not a post of this synthetic booru (expected synthetic://{self.seed}/<1..{self.n_posts}>.png)"
             )
-        return _rendered(self.seed, int(m.group(2)), self.rates)[0]
+        return _rendered(self.seed, int(m.group(2)), self.rates, self.style)[0]
 
 
 def _parse_query(tags: str) -> tuple[set[str], set[str], list[str]]:
@@ -1233,11 +1258,13 @@ def run(
     seed: int,
     label_fraction: float = 0.5,
     label_error_rate: float = 0.03,
-    chibi: float = 0.2,
-    multiple: float = 0.15,
-    busy: float = 0.2,
-    nonstanding: float = 0.1,
+    chibi: float | None = None,
+    multiple: float | None = None,
+    busy: float | None = None,
+    nonstanding: float | None = None,
     posts: Path | None = None,
+    style: str = "booru",
+    name: str = SOURCE_NAME,
 ) -> SyntheticSummary:
     """Write ``out/truth.parquet`` and the three synthetic hand-label CSVs for a synthetic booru.
 
@@ -1246,9 +1273,7 @@ def run(
     """
     if n_posts < 1:
         raise GanimeError(f"--n-posts {n_posts}: the synthetic booru needs at least 1 post (e.g. --n-posts 300)")
-    source = SyntheticSource(
-        n_posts=n_posts, seed=seed, chibi=chibi, multiple=multiple, busy=busy, nonstanding=nonstanding
-    )
+    source = SyntheticSource(n_posts, seed, chibi, multiple, busy, nonstanding, style=style, name=name)
     out = Path(out)
     truth = truth_table(source)
     truth_path = out / "truth.parquet"
@@ -1277,12 +1302,14 @@ def run(
     )
 
 
-def render_sheet(path: Path, *, seed: int = 0, post_ids: range = range(1, 17), size: int = 128, **rates: float) -> Path:
+def render_sheet(
+    path: Path, *, seed: int = 0, post_ids: range = range(1, 17), size: int = 128, style: str = "booru", **rates: float
+) -> Path:
     """A contact sheet of posts (square-padded on white) for eyeballing the drawing."""
     from ganime_steps.common import save_image
     from ganime_steps.imaging import make_grid, square_resize
 
-    tiles = [square_resize(render_post(seed, i, **rates)[0], size) for i in progress(post_ids, desc="sheet")]
+    tiles = [square_resize(render_post(seed, i, style, **rates)[0], size) for i in progress(post_ids, desc="sheet")]
     save_image(path, make_grid(np.stack(tiles)))
     return Path(path)
 
@@ -1309,16 +1336,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--label-error-rate", type=float, default=0.03, help="fraction of hand labels flipped (default 0.03)"
     )
-    p.add_argument("--chibi", type=_probability, default=0.2, help="rate of chibi posts (default 0.2)")
-    p.add_argument(
-        "--multiple", type=_probability, default=0.15, help="rate of posts with 2-3 characters (default 0.15)"
-    )
-    p.add_argument(
-        "--busy", type=_probability, default=0.2, help="rate of busy/unwanted-background posts (default 0.2)"
-    )
-    p.add_argument(
-        "--nonstanding", type=_probability, default=0.1, help="rate of sitting/kneeling/lying posts (default 0.1)"
-    )
+    p.add_argument("--style", choices=list(STYLE_RATES), default="booru", help="the booru's look (default booru)")
+    p.add_argument("--name", default=SOURCE_NAME, help=f"source name in the tables (default {SOURCE_NAME})")
+    defaults = {k: f"{v:g}" for k, v in asdict(Rates()).items()}
+    tachie = {k: f"{v:g}" for k, v in asdict(STYLE_RATES["tachie"]).items()}
+    for rate, what in (
+        ("chibi", "chibi posts"),
+        ("multiple", "posts with 2-3 characters"),
+        ("busy", "busy/unwanted-background posts"),
+        ("nonstanding", "sitting/kneeling/lying posts"),
+    ):
+        p.add_argument(
+            f"--{rate}",
+            type=_probability,
+            default=None,
+            help=f"rate of {what} (default: booru {defaults[rate]}, tachie {tachie[rate]})",
+        )
     p.add_argument("--posts", type=Path, default=None, help="label only the posts of this scraped posts.parquet")
     p.add_argument("--sheet", type=Path, default=None, help="also write a 4x4 contact sheet of posts 1..16 to this PNG")
     p.add_argument("--out", type=Path, required=True, help="output folder: truth.parquet + synthetic_hand_labels_*.csv")
@@ -1338,10 +1371,14 @@ def main(argv: list[str] | None = None) -> int:
             busy=args.busy,
             nonstanding=args.nonstanding,
             posts=args.posts,
+            style=args.style,
+            name=args.name,
         )
         if args.sheet is not None:
             rates = {"chibi": args.chibi, "multiple": args.multiple, "busy": args.busy, "nonstanding": args.nonstanding}
-            render_sheet(args.sheet, seed=args.seed, post_ids=range(1, min(16, args.n_posts) + 1), **rates)
+            rates = {k: v for k, v in rates.items() if v is not None}
+            pages = range(1, min(16, args.n_posts) + 1)
+            render_sheet(args.sheet, seed=args.seed, post_ids=pages, style=args.style, **rates)
         return summary
 
     return run_cli(build_parser(), handler, argv)

@@ -115,7 +115,8 @@ def tiny_config(tmp_path: Path) -> Path:
     config["scrape"].update(limit=60, synthetic={**config["scrape"]["synthetic"], "n_posts": 64, "label_fraction": 0.6})
     for spec in config["classifiers"].values():
         spec.update(image_size=32, epochs=1, batch_size=16, arch="resnet18")
-    for spec in config["runs"].values():
+    config["sources"]["tachie"]["synthetic"]["n_posts"] = 24
+    for spec in [*config["runs"].values(), config["matrix"]]:  # the demo's matrix: one unnamed study
         spec.update(resolution=16, kimg=0.064, batch_size=16, channels=8, checkpoint_every=0.032)
     # real FID (Inception, ~5 images/s here): few images, and snapshots of 4 images (the minimum for the metrics)
     config["evaluation"].update(n_samples=8, metric_samples=4, direction_samples=32)

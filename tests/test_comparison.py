@@ -58,3 +58,26 @@ def test_curves_read_jsonl_and_log_and_draw(tmp_path):
     png = comparison.curve_png("run", curves)
     assert png.startswith(b"\x89PNG")
     assert comparison.curve_png("run", comparison.read_curves(tmp_path / "missing")) is None
+
+
+def test_study_table_pivots_datasets_by_families_over_seeds():
+    rows = [
+        _row("dragan_f_s0", "dragan_f", "f", (10, 40, 0), family="dragan"),
+        _row("dragan_f_s1", "dragan_f", "f", (12, 44, 0), family="dragan"),
+        _row("dragan_t_s0", "dragan_t", "t", (10, 20, 0), family="dragan"),
+        _row("dragan_t_s1", "dragan_t", "t", (12, 22, 0), family="dragan"),
+        _row("sngan_f_s0", "sngan_f", "f", (30, 50, 0), family="sngan"),
+        _row("dcgan_A", "dcgan_A", "A", (1, 1, 1)),  # not in the study
+    ]
+    groups = comparison.aggregate(rows)
+    spec = {"reference": "train", "groups": ["dragan_f", "dragan_t", "sngan_f", "sngan_t"]}
+    (table,) = comparison.study_tables(groups, {"faces": spec})
+    assert table["datasets"] == ["f", "t"] and table["families"] == ["dragan", "sngan"]
+    cell = table["cells"]["f"]["dragan"]
+    assert cell["fd_mean"] == pytest.approx(42) and cell["fd_std"] == pytest.approx(2**0.5 * 2)
+    assert cell["n_seeds"] == 2 and cell["reference_dataset"] == "f"  # train: each against its own set
+    assert "sngan" not in table["cells"].get("t", {}) and table["missing"] == ["sngan_t"]
+    (v,) = table["verdicts"]  # dragan f vs t against the train reference; sngan has one dataset only
+    assert (v["better_dataset"], v["worse_dataset"], v["significant"]) == ("t", "f", True)
+    (shared,) = comparison.study_tables(groups, {"faces": {**spec, "reference": "A"}})
+    assert shared["cells"]["t"]["dragan"]["fd_mean"] == pytest.approx(11)  # the shared reference's numbers

@@ -160,3 +160,65 @@ def test_gold_metric_and_seed_errors_name_the_key(edit, message):
     edit(config)
     with pytest.raises(GanimeError, match=re.escape(message)):
         validate_config(config, families=FAMILIES)
+
+
+def _two_sources(config):
+    config["sources"]["other"] = {"kind": "folder", "path": "data/other"}
+    config["datasets"]["faces_other"] = {"from": "faces", "source": "other"}
+    return config
+
+
+def test_matrix_expands_into_runs_per_family_dataset_and_seed():
+    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config["matrix"] = {
+        "families": ["dragan", "sngan"], "datasets": ["faces", "faces_other"], "seeds": [0, 1, 2],
+        "resolution": 32, "kimg": 4, "reference": "faces",
+    }  # fmt: skip
+    validate_config(config, families=FAMILIES)
+    made = [name for name, run in config["runs"].items() if run["study"] == "study"]
+    assert made == [f"{f}_{d}_s{s}" for f in ("dragan", "sngan") for d in ("faces", "faces_other") for s in (0, 1, 2)]
+    run = config["runs"]["sngan_faces_other_s2"]
+    assert (run["family"], run["dataset"], run["seed"]) == ("sngan", "faces_other", 2)
+    assert run["group"] == "sngan_faces_other"
+    assert (run["resolution"], run["kimg"], run["reference"], run["ema_kimg"]) == (32, 4, "faces", 10)  # + defaults
+    assert config["runs"]["dcgan_A_s0"]["study"] is None  # the config's own runs are in no study
+    assert config["datasets"]["A"]["source"] == "synthetic" and config["datasets"]["faces_other"]["source"] == "other"
+    before = copy.deepcopy(config)
+    validate_config(config, families=FAMILIES)  # validating the validated config again changes nothing
+    assert config == before
+
+
+def test_named_matrices_and_reference_train():
+    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config["matrix"] = {
+        "faces": {"families": ["dragan"], "datasets": ["faces", "faces_other"]},
+        "posts": {"families": ["wgan-gp"], "datasets": ["A", "B"], "seeds": [4]},
+    }
+    validate_config(config, families=FAMILIES)
+    assert config["runs"]["dragan_faces_other"]["study"] == "faces"
+    assert config["runs"]["dragan_faces_other"]["reference"] is None  # train: each run against its own set
+    assert config["runs"]["wgan-gp_B_s4"]["study"] == "posts" and config["matrix"]["posts"]["reference"] == "train"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["matrix"].update(kimg=-1), "config key matrix.study.kimg: -1 is less than"),
+        (lambda c: c["matrix"].update(datasets=["faces", "nope"]), "config key matrix.study.datasets: 'nope' is not"),
+        (lambda c: c["matrix"].update(families=["dcgann"]), "config key matrix.study.families: 'dcgann' is not a GAN"),
+        (lambda c: c["matrix"].update(metrics_every=3, checkpoint_every=2), "config key matrix.study.metrics_every"),
+        (lambda c: c["matrix"].update(families=["dcgan"], datasets=["A"]), "matrix.study: its run 'dcgan_A'"),
+        (lambda c: c["matrix"].pop("datasets"), "config key matrix.study: 'datasets' is a required property"),
+        (lambda c: c["sources"]["other"].update(kind="dapi"), "config key sources.other.base_url: required"),
+        (lambda c: c["sources"]["other"].update(path=None), "config key sources.other.path: required"),
+        (lambda c: c["sources"].update(synthetic={"kind": "folder", "path": "x"}), "config key sources.synthetic: "),
+        (lambda c: c["sources"]["other"].update(source="x"), "config key sources.other.source: a sources entry"),
+        (lambda c: c["datasets"]["faces_other"].update(source="x"), "config key datasets.faces_other.source: 'x' is"),
+    ],
+)
+def test_matrix_and_source_errors_name_the_key(edit, message):
+    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config["matrix"] = {"families": ["dragan", "sngan"], "datasets": ["faces", "faces_other"]}
+    edit(config)
+    with pytest.raises(GanimeError, match=re.escape(message)):
+        validate_config(config, families=FAMILIES)

@@ -43,9 +43,16 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
         "report",
     ):
         assert jobs.get(rule, 0) >= 1, (rule, jobs)
-    runs = yaml.safe_load((REPO / configfile).read_text())["runs"]
-    n_jobs = sum(len(run.get("seeds") or [None]) for run in runs.values())
-    assert jobs["train"] == n_jobs, "every configured run and seed is planned (no family is missing)"
+    config = yaml.safe_load((REPO / configfile).read_text())
+    n_jobs = sum(len(run.get("seeds") or [None]) for run in config["runs"].values())
+    matrix = config["matrix"]  # one study: families x datasets x seeds runs, named <family>_<dataset>_s<seed>
+    n_jobs += len(matrix["families"]) * len(matrix["datasets"]) * len(matrix["seeds"])
+    assert jobs["train"] == n_jobs, "every configured run, matrix cell and seed is planned (no family is missing)"
+    for family in matrix["families"]:
+        for dataset in matrix["datasets"]:
+            for seed in matrix["seeds"]:
+                assert f"results/runs/{family}_{dataset}_s{seed}/metrics.json" in result.stdout
+    assert jobs["scrape"] == 2 and jobs["faces"] == 2  # the main source and the second one, each its own jobs
     if configfile == "configs/demo.yaml":  # the seeds of dcgan_A are jobs of their own
         assert "results/runs/dcgan_A_s1/metrics.json" in result.stdout
     assert "is not available" not in result.stderr
@@ -112,8 +119,24 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     summary = json.loads((results / "report" / "report_summary.json").read_text())
     groups = {g["group"]: g for g in summary["groups"]}
     assert groups["dcgan_A"]["n_seeds"] == 2 and groups["dcgan_A"]["references"]["gold"]["fd_std"] is not None
-    assert {(v["better_dataset"], v["worse_dataset"]) for v in summary["verdicts"]} <= {("A", "B"), ("B", "A")}
-    assert len(summary["verdicts"]) == 3  # dcgan A vs B against the shared, own and gold references
+    dcgan = [v for v in summary["verdicts"] if v["family"] == "dcgan"]
+    assert {(v["better_dataset"], v["worse_dataset"]) for v in dcgan} <= {("A", "B"), ("B", "A")}
+    assert len(dcgan) == 3  # dcgan A vs B against the shared, own and gold references
+    # The dataset study: a second source (its own scrape and faces), and the matrix's 2x2 table.
+    tachie = pd.read_parquet(results / "scrape" / "tachie" / "posts.parquet")
+    assert len(tachie) > 0 and set(tachie["source"]) == {"tachie"}
+    tachie_faces = pd.read_parquet(results / "faces_tachie" / "faces.parquet")
+    assert len(tachie_faces) > 0 and set(tachie_faces["source"]) == {"tachie"}
+    assert set(tachie_faces["post_id"]) <= set(tachie["post_id"])
+    (study,) = summary["studies"]
+    assert (study["study"], study["reference"]) == ("study", "train")
+    assert study["datasets"] == ["faces", "faces_tachie"] and study["families"] == ["dragan", "sngan"]
+    for dataset in study["datasets"]:
+        for family in study["families"]:
+            cell = study["cells"][dataset][family]
+            assert cell["group"] == f"{family}_{dataset}" and cell["fd_mean"] > 0, cell
+            assert cell["reference_dataset"] == dataset  # each run against its own training set
+    assert "Dataset study: study" in html
 
     # Model B: change only dataset B's filter settings; nothing upstream of cleaning may be planned.
     config = yaml.safe_load(config_path.read_text())

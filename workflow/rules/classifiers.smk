@@ -53,13 +53,17 @@ rule classifier_train:
         " 2> {log:q}"
 
 
+# Scores every post of a source: the main one into scores.parquet, another into scores_<source>.parquet (datasets
+# drawn on that source filter with them; the classifier was trained on the main source's labels).
 rule classifier_score:
     input:
         code=code("classifier"),
-        posts=POSTS,
+        posts=lambda wildcards: posts_of(source_of_suffix(wildcards.suffix)),
         model="results/classifiers/{task}/model.pt",
     output:
-        "results/classifiers/{task}/scores.parquet",
+        "results/classifiers/{task}/scores{suffix}.parquet",
+    wildcard_constraints:
+        suffix=SOURCE_SUFFIX,
     params:
         # decoding in DataLoader workers overlaps the forward pass, but only with cores to spare: on 2 cores one
         # worker made scoring slower (15.3 vs 22.3 images/s in-process, `python -m benchmarks classifier --quick`)
@@ -71,7 +75,7 @@ rule classifier_score:
     conda:
         "../../envs/torch.yaml"
     log:
-        "logs/classifiers/{task}_score.log",
+        "logs/classifiers/{task}_score{suffix}.log",
     shell:
         "OMP_NUM_THREADS={threads} python -m ganime_steps.classifier score"
         " --posts {input.posts:q}"

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from ganime_steps.codedeps import stage_files
 from ganime_steps.common import GanimeError
-from ganime_steps.config import GOLD_DATASETS, validate_config
+from ganime_steps.config import GOLD_DATASETS, all_sources, validate_config
 from ganime_steps.gan import available_families
 from ganime_steps.labels import source_files
 
@@ -23,16 +23,43 @@ except GanimeError as _exc:
     raise WorkflowError(f"ganime config error: {_exc}") from None
 
 
+SOURCES = all_sources(config)  # name -> settings; the main source (scrape) first
+MAIN_SOURCE = config["scrape"]["source"]
+
+
 wildcard_constraints:
+    source="|".join(SOURCES),
     task=r"[A-Za-z0-9_-]+",
     dataset=r"[A-Za-z0-9_-]+",
     run=r"[A-Za-z0-9_-]+",
     res=r"\d+",
 
 
-SCRAPE = f"results/scrape/{config['scrape']['source']}"
-POSTS = f"{SCRAPE}/posts.parquet"
-FACES = "results/faces/faces.parquet"
+def posts_of(source):
+    return f"results/scrape/{source}/posts.parquet"
+
+
+# The main source keeps the paths of a one-source config (results/faces/, scores.parquet); another source's faces
+# and classifier scores carry its name: results/faces_<source>/, scores_<source>.parquet.
+def faces_of(source):
+    return "results/faces/faces.parquet" if source == MAIN_SOURCE else f"results/faces_{source}/faces.parquet"
+
+
+def scores_of(task, source):
+    suffix = "" if source == MAIN_SOURCE else f"_{source}"
+    return f"results/classifiers/{task}/scores{suffix}.parquet"
+
+
+def source_of_suffix(suffix):
+    """'' -> the main source; '_<name>' -> name (the inverse of the suffixes above)."""
+    return suffix[1:] if suffix else MAIN_SOURCE
+
+
+SOURCE_SUFFIX = "|".join(["", *(f"_{name}" for name in SOURCES if name != MAIN_SOURCE)])  # a {suffix} wildcard
+
+
+POSTS = posts_of(MAIN_SOURCE)
+FACES = faces_of(MAIN_SOURCE)
 INCEPTION = "resources/inception-2015-12-05-fidhelper.pth"  # made by rule fetch_inception
 
 
@@ -59,12 +86,30 @@ def get_label_sources(wildcards):
 
 
 def is_synthetic():
+    """The main source is the synthetic booru (its truth gives the gold set and checks the filters)."""
     return config["scrape"]["kind"] == "synthetic"
 
 
-def get_cascade():
+def scrape_args(name):
+    """The scrape CLI's arguments for one source (every flag quoted; lists joined; unset options left out)."""
+    spec = SOURCES[name]
+    flags = {"kind": spec["kind"], "name": name, "tags": spec["tags"], "limit": spec["limit"]}
+    for key in ("page_size", "rate", "burst", "workers", "retries", "backoff", "timeout", "max_pixels", "max_bytes"):
+        flags[key] = spec[key]
+    for key in ("base_url", "path", "blacklist", "ratings", "image_hosts", "user_env", "api_key_env"):
+        flags[key] = " ".join(spec[key]) if isinstance(spec[key], list) else spec[key]
+    if spec["kind"] == "synthetic":
+        flags.update({k: spec["synthetic"][k] for k in ("n_posts", "seed", "style")})
+    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in flags.items() if v not in (None, "", []))
+
+
+def face_detector(source):
+    return SOURCES[source]["face_detector"] or config["faces"]["detector"]
+
+
+def get_cascade(wildcards):
     faces = config["faces"]
-    if faces["detector"] != "lbpcascade":
+    if face_detector(source_of_suffix(wildcards.suffix)) != "lbpcascade":
         return []
     # null: the cascade vendored in this checkout (absolute: the working directory may be elsewhere)
     return faces["cascade"] or str(REPO / "resources" / "lbpcascade_animeface.xml")
@@ -98,11 +143,13 @@ def get_gold_inputs(wildcards):
 
 
 def get_dataset_table(wildcards):
-    return FACES if get_dataset(wildcards.dataset)["from"] == "faces" else POSTS
+    ds = get_dataset(wildcards.dataset)
+    return faces_of(ds["source"]) if ds["from"] == "faces" else posts_of(ds["source"])
 
 
 def get_dataset_scores(wildcards):
-    return {task: f"results/classifiers/{task}/scores.parquet" for task in get_dataset(wildcards.dataset)["drop"]}
+    ds = get_dataset(wildcards.dataset)
+    return {task: scores_of(task, ds["source"]) for task in ds["drop"]}
 
 
 def get_run(name):

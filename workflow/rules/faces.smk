@@ -19,24 +19,29 @@ rule fetch_cascade:
         "python -m ganime_steps.faces fetch-cascade --out {output:q} 2> {log:q}"
 
 
+# One job per source: the main source's crops in results/faces/ (as with one source), another's in
+# results/faces_<source>/.
 rule faces:
     input:
         code=code("faces"),
-        posts=POSTS,
-        cascade=get_cascade(),
+        posts=lambda wildcards: posts_of(source_of_suffix(wildcards.suffix)),
+        cascade=get_cascade,
     output:
-        faces=FACES,
+        faces="results/faces{suffix}/faces.parquet",
     params:
-        detector=config["faces"]["detector"],
+        detector=lambda wildcards: face_detector(source_of_suffix(wildcards.suffix)),
         size=config["faces"]["size"],
         margin=config["faces"]["margin"],
         min_size=config["faces"]["min_size"],
         cascade_flag=lambda wildcards, input: f"--cascade {input.cascade}" if input.cascade else "",
+        out=lambda wildcards, output: Path(output.faces).parent,
+    wildcard_constraints:
+        suffix=SOURCE_SUFFIX,
     threads: 4
     conda:
         "../../envs/vision.yaml"
     log:
-        "logs/faces/faces.log",
+        "logs/faces/faces{suffix}.log",
     shell:
         "python -m ganime_steps.faces crop"
         " --posts {input.posts:q}"
@@ -46,5 +51,5 @@ rule faces:
         " --margin {params.margin}"
         " --min-size {params.min_size}"
         " --workers {threads}"
-        " --out results/faces"
+        " --out {params.out:q}"
         " 2> {log:q}"

@@ -13,7 +13,7 @@ rule groundtruth:
         manifests=lambda wildcards: [
             f"results/datasets/{name}/manifest.parquet"
             for name, spec in config["datasets"].items()
-            if spec["from"] == "posts"
+            if spec["from"] == "posts" and spec["source"] == MAIN_SOURCE
         ],
     output:
         summary="results/groundtruth/groundtruth.json",
@@ -36,7 +36,8 @@ rule report:
         unpack(
             lambda wildcards: (
                 {"groundtruth": "results/groundtruth/groundtruth.json"}
-                if is_synthetic() and any(spec["from"] == "posts" for spec in config["datasets"].values())
+                if is_synthetic()
+                and any(spec["from"] == "posts" and spec["source"] == MAIN_SOURCE for spec in config["datasets"].values())
                 else {}
             )
         ),
@@ -57,6 +58,8 @@ rule report:
     params:
         title=config["report"]["title"],
         groups=[f"{name}={run['group']}" for name, run in config["runs"].items()],
+        studies=[f"{study}={spec['reference']}" for study, spec in config["matrix"].items()],
+        study_groups=list(dict.fromkeys(f"{r['group']}={r['study']}" for r in config["runs"].values() if r["study"])),
         groundtruth=lambda wildcards, input: f"--groundtruth {input.groundtruth}" if "groundtruth" in input.keys() else "",
     conda:
         "../../envs/scrape.yaml"
@@ -75,6 +78,8 @@ rule report:
         " --data-fid {input.data_fid:q}"
         " --directions {input.directions:q}"
         " --groups {params.groups:q}"
+        " --studies {params.studies:q}"
+        " --study-groups {params.study_groups:q}"
         " --title {params.title:q}"
         " --out results/report"
         " 2> {log:q}"
