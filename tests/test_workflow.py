@@ -61,6 +61,20 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
         assert f"{REPO}/resources/lbpcascade_animeface.xml" in result.stdout
 
 
+def test_each_source_crops_faces_with_its_own_detector(tmp_path):
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["sources"]["tachie"]["face_detector"] = "lbpcascade"  # e.g. a folder of Getchu images
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
+    targets = ("results/faces/faces.parquet", "results/faces_tachie/faces.parquet")
+    result = snakemake("-n", "-p", "--configfile", str(tmp_path / "two.yaml"), "--directory", str(tmp_path), *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if "ganime_steps.faces crop" in line]
+    main, other = sorted(commands, key=lambda c: "faces_tachie" in c)
+    assert "--detector annotations" in main and "--posts results/scrape/synthetic/posts.parquet" in main
+    assert "--detector lbpcascade" in other and "--posts results/scrape/tachie/posts.parquet" in other
+    assert "resources/lbpcascade_animeface.xml" in other and "--out results/faces_tachie" in other
+
+
 def test_downloaded_cascade_is_an_option(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["faces"]["cascade"] = "resources/download/lbpcascade_animeface.xml"
