@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
-import html
+import functools
 import io
 import json
 import logging
@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import jinja2
+from markupsafe import Markup
 
 from ganime_steps import comparison
 from ganime_steps.common import GanimeError, run_cli, write_json, write_text
@@ -53,19 +56,6 @@ RUN_COLUMNS = [
 ]
 DATASET_KEYS = ("dataset", "n_total", "n_kept", "removed_by")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;
-color:#222;line-height:1.4}
-h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;margin-top:2.2rem}
-.meta{color:#666;font-size:.9rem}.note{background:#fff6d6;border-left:4px solid #e0b400;padding:.5rem .8rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
-th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}th{background:#f2f2f2}
-td.t,th.t{text-align:left}tr.best td{font-weight:600;background:#eef8ee}
-.cards{display:flex;flex-wrap:wrap;gap:1.2rem}.card{border:1px solid #ddd;border-radius:6px;padding:.6rem .8rem}
-.card img{max-width:520px;height:auto;display:block}figure{margin:0}figcaption{color:#555;font-size:.9rem}
-.grid img{max-width:100%;image-rendering:pixelated}
-"""
 
 
 @dataclass
@@ -298,390 +288,6 @@ def png_data_uri(path: Path, flag: str) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# rendering
-
-
-def _e(v: Any) -> str:
-    return html.escape("—" if v is None else str(v))
-
-
-def _f(v: float | None, digits: int) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
-def _fd_label(row: dict[str, Any]) -> str:
-    return "FID" if row["is_fid"] else f"FD in {row['feature_space']} space"
-
-
-def _runs_section(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<p>No runs evaluated.</p>"
-    spaces = sorted({r["feature_space"] for r in rows})
-    # Lowest Fréchet distance per (feature space, reference set): only those numbers are comparable.
-    best = {}
-    for group in sorted({(r["feature_space"], r["reference"]) for r in rows}, key=str):
-        scored = [r for r in rows if (r["feature_space"], r["reference"]) == group and r["fd"] is not None]
-        if len(scored) > 1:
-            best[group] = min(scored, key=lambda r: r["fd"])["run"]
-    parts = []
-    if len(spaces) > 1:
-        parts.append(
-            '<p class="note">These runs were evaluated in different feature spaces ('
-            + ", ".join(_e(s) for s in spaces)
-            + "); compare Fréchet distances only within one space.</p>"
-        )
-    if not any(r["is_fid"] for r in rows):
-        parts.append(
-            '<p class="note">No run was evaluated with the standard Inception-v3 weights: the Fréchet distances '
-            "below are in a classifier's feature space and are <b>not FID</b>.</p>"
-        )
-    head = ["run", "family", "dataset", "kimg", "reference", "feature space", "Fréchet distance", "KID (mean ± std)"]
-    head += ["precision", "recall", "n fake / real"]
-    out = [
-        "<table><tr>"
-        + "".join(f'<th class="t">{_e(h)}</th>' if i < 6 else f"<th>{_e(h)}</th>" for i, h in enumerate(head))
-        + "</tr>"
-    ]
-    for r in rows:
-        kid = "—" if r["kid_mean"] is None else f"{r['kid_mean']:.5f} ± {_f(r['kid_std'], 5)}"
-        cls = ' class="best"' if best.get((r["feature_space"], r["reference"])) == r["run"] else ""
-        cells = [
-            f'<td class="t">{_e(r["run"])}</td>',
-            f'<td class="t">{_e(r["family"])}</td>',
-            f'<td class="t">{_e(r["dataset"])}</td>',
-            f'<td class="t">{_e(r["kimg"])}</td>',
-            f'<td class="t">{_e(r["reference"])}</td>',
-            f'<td class="t">{_e(r["feature_space"])}</td>',
-            f'<td title="{_e(_fd_label(r))}">{_e(_f(r["fd"], 2))} <small>{"FID" if r["is_fid"] else "FD"}</small></td>',
-            f"<td>{_e(kid)}</td>",
-            f"<td>{_e(_f(r['precision'], 3))}</td>",
-            f"<td>{_e(_f(r['recall'], 3))}</td>",
-            f"<td>{_e(r['n_fake'])} / {_e(r['n_real'])}</td>",
-        ]
-        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    parts.append("\n".join(out))
-    parts.append(
-        '<p class="meta">Lower Fréchet distance and KID are better; precision (fidelity) and recall (coverage) '
-        "follow Kynkäänniemi et al. 2019 with k = 3. Numbers compare only within one reference set and feature space; "
-        "the best run of each such group is highlighted.</p>"
-    )
-    return "\n".join(parts)
-
-
-def _confusion_table(c: list[list[Any]], classes: list[str] | None) -> str:
-    names = classes if classes and len(classes) == len(c) else [str(i) for i in range(len(c))]
-    out = ['<table><tr><th class="t">true \\ predicted</th>' + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"]
-    for name, row in zip(names, c, strict=False):
-        out.append(f'<tr><th class="t">{_e(name)}</th>' + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>")
-    return "".join(out) + "</table>"
-
-
-def _classifiers_section(items: list[dict[str, Any]], counts: dict[str, dict[str, Any]] | None = None) -> str:
-    if not items:
-        return "<p>No classifier metrics given.</p>"
-    counts = counts or {}
-    head = ["task", "arch", "hand labels (pos / neg)", "train / val / test posts", "metrics on"]
-    head += ["precision", "recall", "F1", "ROC-AUC", "threshold", "validation F1 (used for epoch and threshold)"]
-    rows = [
-        "<table><tr>"
-        + "".join(f'<th class="t">{h}</th>' if i < 2 else f"<th>{h}</th>" for i, h in enumerate(head))
-        + "</tr>"
-    ]
-    for c in items:
-        n = counts.get(c["task"])
-        labelled = "—" if n is None else f"{n['positive']} / {n['negative']}"
-        sizes = " / ".join("—" if c["sizes"][k] is None else str(c["sizes"][k]) for k in ("train", "val", "test"))
-        split = "test (held out)" if c["headline"] == "test" else "validation only: no test split"
-        val_f1 = c["val"]["f1"] if c["val"] else None
-        rows.append(
-            f'<tr><td class="t">{_e(c["task"])}</td><td class="t">{_e(c["arch"])}</td><td>{_e(labelled)}</td>'
-            f"<td>{_e(sizes)}</td><td>{_e(split)}</td>"
-            + "".join(f"<td>{_e(_f(c[k], 3))}</td>" for k in (*CLASSIFIER_NUMBERS, "threshold"))
-            + f"<td>{_e(_f(val_f1, 3))}</td></tr>"
-        )
-    rows.append("</table>")
-    notes = [f"<li>{_e(c['task'])}: {_e(c['test_note'])}</li>" for c in items if c["headline"] != "test"]
-    cards = []
-    for c in items:
-        body = [f"<h3>{_e(c['task'])}</h3>"]
-        for name, block in (("test (held out)", c["test"]), ("validation (used for epoch and threshold)", c["val"])):
-            if block and block["confusion"]:
-                size = "" if block["n"] is None else f", n={block['n']}"
-                table = _confusion_table(block["confusion"], c["classes"])
-                body.append(f'<p class="meta">{_e(name + size)}</p>{table}')
-        for name, img in c["images"].items():
-            if img.is_file():
-                uri = png_data_uri(img, "classifier figure")
-                alt = _e(f"{c['task']} {name}")
-                body.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{_e(name)}</figcaption></figure>')
-        cards.append('<div class="card">' + "\n".join(body) + "</div>")
-    return (
-        "\n".join(rows)
-        + '\n<p class="meta">Precision, recall, F1, ROC-AUC and the confusion matrix are on the held-out test posts, '
-        "which neither early stopping nor the threshold choice saw, at the threshold chosen on the validation posts; "
-        "ROC-AUC does not depend on the threshold. Validation F1 is optimistic: those posts picked the epoch and the "
-        "threshold. Posts sharing an image (md5) are always on one side of each split.</p>"
-        + (f'\n<p class="meta">Without a test split:</p><ul>{"".join(notes)}</ul>' if notes else "")
-        + '\n<div class="cards">'
-        + "\n".join(cards)
-        + "</div>"
-    )
-
-
-def _datasets_section(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return "<p>No dataset summaries given.</p>"
-    filters = sorted({f for d in items for f in d["removed_by"]})
-    head = '<tr><th class="t">dataset</th><th>total</th><th>kept</th><th>kept %</th>'
-    head += "".join(f"<th>removed by {_e(f)}</th>" for f in filters) + "</tr>"
-    rows = ["<table>" + head]
-    for d in items:
-        removed = []
-        for f in filters:
-            n = d["removed_by"].get(f)
-            pct = f" ({100.0 * n / d['n_total']:.1f}%)" if n is not None and d["n_total"] else ""
-            removed.append(f"<td>{_e(n)}{_e(pct)}</td>")
-        rows.append(
-            f'<tr><td class="t">{_e(d["dataset"])}</td><td>{d["n_total"]}</td><td>{d["n_kept"]}</td>'
-            f"<td>{_e(_f(d['kept_pct'], 1))}</td>" + "".join(removed) + "</tr>"
-        )
-    rows.append("</table>")
-    rows.append(
-        '<p class="meta">Filters apply in order; each count is the images that filter removed first. '
-        "Every removed image, with the filter and score that removed it, is listed in "
-        "<code>results/datasets/&lt;dataset&gt;/removed.csv</code>.</p>"
-    )
-    for d in items:
-        if not d["removed_grids"]:
-            continue
-        rows.append(f"<h3>{_e(d['dataset'])}: what each filter removed</h3>")
-        cards = []
-        for f, uri in d["removed_grids"].items():
-            thr = d["thresholds"].get(f)
-            how = f", score ≥ {thr:.3f}" if thr is not None else ""
-            caption = f"removed by {f}: {d['removed_by'].get(f, 0)} of {d['n_total']}{how}"
-            cards.append(
-                f'<div class="card grid"><figure><img src="{uri}" alt="{_e(d["dataset"])} removed by {_e(f)}">'
-                f"<figcaption>{_e(caption)}</figcaption></figure></div>"
-            )
-        rows.append('<div class="cards">' + "\n".join(cards) + "</div>")
-    return "\n".join(rows)
-
-
-def _groundtruth_section(gt: dict[str, Any] | None) -> str:
-    if not gt:
-        return ""
-    head = ["dataset", "filter", "true flag", "flagged", "removed", "precision", "recall", "F1"]
-    out = [
-        '<p class="meta">The synthetic booru knows what every post shows. Each filter\'s own verdict (whatever '
-        "the filter order) against the flag it is meant to catch; ~ means “not”.</p>",
-        "<table><tr>"
-        + "".join(f'<th class="t">{h}</th>' if i < 3 else f"<th>{h}</th>" for i, h in enumerate(head))
-        + "</tr>",
-    ]
-    for name, d in (gt.get("datasets") or {}).items():
-        for f, e in (d.get("filters") or {}).items():
-            nums = "".join(f"<td>{_e(_f(_num(e.get(k)), 3))}</td>" for k in ("precision", "recall", "f1"))
-            out.append(
-                f'<tr><td class="t">{_e(name)}</td><td class="t">{_e(f)}</td><td class="t">{_e(e.get("truth"))}</td>'
-                f"<td>{_e(e.get('flagged'))}</td><td>{_e(e.get('removed'))}</td>{nums}</tr>"
-            )
-    out.append("</table>")
-    flaws = sorted({k for d in (gt.get("datasets") or {}).values() for k in (d.get("flaws") or {})})
-    if flaws:
-        out.append(
-            '<table><tr><th class="t">dataset</th>' + "".join(f"<th>{_e(k)}: all → kept</th>" for k in flaws) + "</tr>"
-        )
-        for name, d in gt["datasets"].items():
-            cells = []
-            for k in flaws:
-                v = (d.get("flaws") or {}).get(k) or {}
-                a, b = _num(v.get("all")), _num(v.get("kept"))
-                before, after = ("—" if x is None else f"{100 * x:.1f}%" for x in (a, b))
-                cells.append(f"<td>{_e(before)} → {_e(after)}</td>")
-            out.append(f'<tr><td class="t">{_e(name)}</td>' + "".join(cells) + "</tr>")
-        out.append("</table>")
-    return "\n".join(out)
-
-
-def _queue_section(queues: list[dict[str, Any]]) -> str:
-    if not queues:
-        return ""
-    out = [
-        '<p class="meta">The unlabelled posts each classifier is least sure about (scores closest to its threshold), '
-        "exported as Label Studio tasks: label them next, import the export under <code>labels</code>, rerun.</p>",
-        '<table><tr><th class="t">task</th><th>queued</th><th>threshold</th><th>score range</th>'
-        '<th class="t">Label Studio tasks</th></tr>',
-    ]
-    for q in queues:
-        rng = "—" if q["score_min"] is None else f"{q['score_min']:.3f} – {q['score_max']:.3f}"
-        out.append(
-            f'<tr><td class="t">{_e(q["task"])}</td><td>{q["n"]}</td><td>{_e(_f(q["threshold"], 3))}</td>'
-            f'<td>{_e(rng)}</td><td class="t"><code>{_e(q["json"])}</code></td></tr>'
-        )
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
-
-
-def _study_section(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]], data: list[dict[str, Any]]) -> str:
-    """The study's question first: which dataset makes the better GAN, per reference, beside the seeds' spread."""
-    if not groups:
-        return "<p>No runs evaluated.</p>"
-    parts = []
-    if not all(g["is_fid"] for g in groups):
-        parts.append(
-            '<p class="note">Some runs were measured without the standard Inception weights: their numbers are '
-            "Fréchet distances in another feature space, <b>never FID</b>.</p>"
-        )
-    if verdicts:
-        items = []
-        for v in verdicts:
-            against = (
-                "each against its own training set"
-                if v["reference"] == "train"
-                else f"against {comparison.REFERENCE_TITLES[v['reference']]} <b>{_e(v['reference_dataset'])}</b>"
-            )
-            items.append(
-                f"<li>{_e(v['family'])}, {against}: <b>{_e(v['better_dataset'])}</b> ({_e(v['better'])}) beats "
-                f"{_e(v['worse_dataset'])} ({_e(v['worse'])}) by {v['difference']:.2f}; "
-                f"that is {_e(v['meaning'])}.</li>"
-            )
-        shown = [v for v in verdicts if v["significant"]]
-        gold = [v for v in shown if v["reference"] == "gold"]
-        if gold:
-            lead = "Against the gold set, " + "; ".join(
-                f"{_e(v['better_dataset'])} gives the better {_e(v['family'])} by more than the seeds' spread"
-                for v in gold
-            )
-        elif shown:
-            lead = "A difference larger than the seeds' spread shows against some references (below), not against gold"
-        else:
-            lead = (
-                "These runs do not show that one dataset makes a better GAN: every difference is within the spread "
-                "between seeds, or a side has one seed only. Tiny CPU runs are not expected to reproduce the study"
-            )
-        parts.append(f'<p class="note">{lead}.</p><ul>' + "".join(items) + "</ul>")
-    else:
-        parts.append(
-            "<p>No two run groups differ only in their dataset (same family, resolution and feature space), so "
-            "no dataset comparison can be made.</p>"
-        )
-    refs = [r for r in comparison.REFERENCE_ORDER if any(r in g["references"] for g in groups)]
-    head = "".join(f"<th>{_e(comparison.REFERENCE_TITLES[r])}<br><small>FID · KID×10³</small></th>" for r in refs)
-    rows = []
-    for g in groups:
-        cells = []
-        for r in refs:
-            x = g["references"].get(r)
-            if not x:
-                cells.append("<td>—</td>")
-                continue
-            kid_std = x["kid_std_seeds"] if x["kid_std_seeds"] is not None else x["kid_std_subsets"]
-            kid = _pm(*(None if v is None else v * 1e3 for v in (x["kid_mean"], kid_std)), 2)
-            cells.append(
-                f'<td title="vs {_e(x["dataset"])}">{_e(_pm(x["fd_mean"], x["fd_std"], 2))} · {_e(kid)}'
-                f"<br><small>vs {_e(x['dataset'])}</small></td>"
-            )
-        rows.append(
-            f'<tr><td class="t">{_e(g["group"])}</td><td class="t">{_e(g["family"])}</td>'
-            f'<td class="t">{_e(g["dataset"])}</td><td>{_e(g["n_seeds"])}</td>' + "".join(cells) + "</tr>"
-        )
-    parts.append(
-        '<table><tr><th class="t">run</th><th class="t">family</th><th class="t">dataset</th><th>seeds</th>'
-        + head
-        + "</tr>"
-        + "".join(rows)
-        + "</table>"
-    )
-    parts.append(
-        '<p class="meta">Mean ± standard deviation over seeds (one seed: KID ± its spread over subsets). Lower is '
-        "better. Gold is the set of posts known to be clean on every cleaning task (hand labels, or the synthetic "
-        "booru's truth); gold sets are small, so read KID beside FID.</p>"
-    )
-    if data:
-        drows = "".join(
-            f'<tr><td class="t">{_e(d["dataset"])}</td><td class="t">{_e(d["gold"])}</td>'
-            f"<td>{_e(d['resolution'])}</td><td>{_e(_f(d['fd'], 2))}</td>"
-            f"<td>{_e(_pm(*(None if v is None else v * 1e3 for v in (d['kid_mean'], d['kid_std'])), 2))}</td>"
-            f"<td>{_e(d['n_a'])} / {_e(d['n_b'])}</td></tr>"
-            for d in data
-        )
-        parts.append(
-            "<h3>Data FID: each dataset against gold, no GAN</h3>"
-            '<table><tr><th class="t">dataset</th><th class="t">gold set</th><th>px</th><th>FID</th>'
-            "<th>KID×10³</th><th>n dataset / gold</th></tr>" + drows + "</table>"
-            '<p class="meta">What the cleaning alone did: a dataset closer to gold has fewer of the flaws the '
-            "cleaning targets. Gold posts are part of every dataset that keeps them, which lowers these numbers.</p>"
-        )
-    return "\n".join(parts)
-
-
-def _dataset_study_section(table: dict[str, Any]) -> str:
-    """One run matrix: datasets as rows, families as columns, FID · KID over seeds against the study's reference."""
-    if table["reference"] == "train":
-        against = "each run against its own training set (the seeds' protocol: how well a GAN fits its data)"
-    else:
-        against = f"every run against dataset <b>{_e(table['reference'])}</b>"
-    head = "".join(f"<th>{_e(f)}<br><small>FID · KID×10³</small></th>" for f in table["families"])
-    rows = []
-    for ds in table["datasets"]:
-        cells = []
-        for fam in table["families"]:
-            c = table["cells"].get(ds, {}).get(fam)
-            if not c or c["fd_mean"] is None:
-                cells.append("<td>—</td>")
-                continue
-            kid = _pm(*(None if v is None else v * 1e3 for v in (c["kid_mean"], c["kid_std"])), 2)
-            cells.append(
-                f'<td title="{_e(c["group"])}">{_e(_pm(c["fd_mean"], c["fd_std"], 2))} · {_e(kid)}'
-                f"<br><small>{_e(c['n_seeds'])} seed(s)</small></td>"
-            )
-        rows.append(f'<tr><td class="t">{_e(ds)}</td>' + "".join(cells) + "</tr>")
-    parts = [
-        f"<p>Measured {against}. {'FID' if table['is_fid'] else 'Fréchet distance (not FID)'} "
-        "mean ± standard deviation over seeds (one seed: KID ± its spread over subsets); lower is better.</p>",
-        '<table><tr><th class="t">dataset</th>' + head + "</tr>" + "".join(rows) + "</table>",
-    ]
-    if table["verdicts"]:
-        parts.append(
-            "<ul>"
-            + "".join(
-                f"<li>{_e(v['family'])}: <b>{_e(v['better_dataset'])}</b> beats {_e(v['worse_dataset'])} by "
-                f"{v['difference']:.2f}; that is {_e(v['meaning'])}.</li>"
-                for v in table["verdicts"]
-            )
-            + "</ul>"
-        )
-    if table["missing"]:
-        parts.append(f'<p class="note">Not evaluated: {_e(", ".join(table["missing"]))}.</p>')
-    return "\n".join(parts)
-
-
-def _curves_section(curves: list[tuple[str, str, dict[str, Any] | None]]) -> str:
-    if not curves:
-        return "<p>No training curves (set evaluation.metric_samples above 0 for metric snapshots).</p>"
-    cards = []
-    for run, uri, best in curves:
-        cap = (
-            run
-            if best is None
-            else f"{run}: best snapshot at {best['kimg']:g} kimg ({best['metric']} {best['value']:.2f})"
-        )
-        cards.append(
-            f'<div class="card"><figure><img src="{uri}" alt="curves of {_e(run)}"><figcaption>{_e(cap)}'
-            "</figcaption></figure></div>"
-        )
-    return '<div class="cards">' + "\n".join(cards) + "</div>"
-
-
 def read_data_fid(path: Path) -> dict[str, Any]:
     """One row of the data-FID table from ``results/evaluation/data_<dataset>_<res>.json``."""
     m = _read_json(path, "--data-fid")
@@ -702,15 +308,303 @@ def read_data_fid(path: Path) -> dict[str, Any]:
     }
 
 
-def _grids_section(grids: list[tuple[str, str]]) -> str:
-    if not grids:
-        return "<p>No sample grids given.</p>"
-    cards = [
-        f'<div class="card grid"><figure><img src="{uri}" alt="samples of {_e(run)}">'
-        f"<figcaption>{_e(run)}</figcaption></figure></div>"
-        for run, uri in grids
+# ----------------------------------------------------------------------------------------------------------------------
+# rendering: small functions turn the inputs into plain rows of display strings; the markup lives in
+# templates/*.j2 (autoescaped: names and titles from the config are never trusted as markup).
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=lambda v: "—" if v is None else v,  # a missing value shows as a dash
+    )
+
+
+def _css() -> Markup:
+    """The page's style sheet (a package file, not user data), inlined so the page stays one self-contained file."""
+    return Markup((TEMPLATES / "report.css").read_text(encoding="utf-8").strip())
+
+
+def _s(v: Any) -> str:
+    return "—" if v is None else str(v)
+
+
+def _f(v: float | None, digits: int) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _pm(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def _kid_e3(mean: float | None, std: float | None) -> str:
+    """KID ×10³ as 'mean ± std' with two decimals."""
+    return _pm(*(None if v is None else v * 1e3 for v in (mean, std)), 2)
+
+
+def _fd_label(row: dict[str, Any]) -> str:
+    return "FID" if row["is_fid"] else f"FD in {row['feature_space']} space"
+
+
+def _best_runs(rows: list[dict[str, Any]]) -> dict[tuple[Any, Any], str]:
+    """Lowest Fréchet distance per (feature space, reference set): only those numbers are comparable."""
+    best = {}
+    for group in sorted({(r["feature_space"], r["reference"]) for r in rows}, key=str):
+        scored = [r for r in rows if (r["feature_space"], r["reference"]) == group and r["fd"] is not None]
+        if len(scored) > 1:
+            best[group] = min(scored, key=lambda r: r["fd"])["run"]
+    return best
+
+
+def _runs_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    best = _best_runs(rows)
+    return {
+        "spaces": sorted({r["feature_space"] for r in rows}),
+        "any_fid": any(r["is_fid"] for r in rows),
+        "rows": [
+            {
+                **{k: r[k] for k in ("run", "family", "dataset", "kimg", "reference", "feature_space")},
+                "best": best.get((r["feature_space"], r["reference"])) == r["run"],
+                "fd_label": _fd_label(r),
+                "fd": _f(r["fd"], 2),
+                "fd_short": "FID" if r["is_fid"] else "FD",
+                "kid": "—" if r["kid_mean"] is None else f"{r['kid_mean']:.5f} ± {_f(r['kid_std'], 5)}",
+                "precision": _f(r["precision"], 3),
+                "recall": _f(r["recall"], 3),
+                "n_fake": r["n_fake"],
+                "n_real": r["n_real"],
+            }
+            for r in rows
+        ],
+    }
+
+
+def _confusion_context(caption: str, c: list[list[Any]], classes: list[str] | None) -> dict[str, Any]:
+    names = classes if classes and len(classes) == len(c) else [str(i) for i in range(len(c))]
+    rows = [{"name": name, "values": row} for name, row in zip(names, c, strict=False)]
+    return {"caption": caption, "names": names, "rows": rows}
+
+
+def _classifier_card(c: dict[str, Any]) -> dict[str, Any]:
+    """A classifier's confusion matrices (test, then validation) and its figures (PR curve, confusion plot)."""
+    confusions = []
+    for name, block in (("test (held out)", c["test"]), ("validation (used for epoch and threshold)", c["val"])):
+        if block and block["confusion"]:
+            size = "" if block["n"] is None else f", n={block['n']}"
+            confusions.append(_confusion_context(name + size, block["confusion"], c["classes"]))
+    figures = [
+        {"uri": png_data_uri(img, "classifier figure"), "alt": f"{c['task']} {name}", "caption": name}
+        for name, img in c["images"].items()
+        if img.is_file()
     ]
-    return '<div class="cards">' + "\n".join(cards) + "</div>"
+    return {"task": c["task"], "confusions": confusions, "figures": figures}
+
+
+def _classifiers_context(items: list[dict[str, Any]], counts: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    counts = counts or {}
+    rows = []
+    for c in items:
+        n = counts.get(c["task"])
+        rows.append(
+            {
+                "task": c["task"],
+                "arch": c["arch"],
+                "labelled": "—" if n is None else f"{n['positive']} / {n['negative']}",
+                "sizes": " / ".join(
+                    "—" if c["sizes"][k] is None else str(c["sizes"][k]) for k in ("train", "val", "test")
+                ),
+                "split": "test (held out)" if c["headline"] == "test" else "validation only: no test split",
+                "numbers": [_f(c[k], 3) for k in (*CLASSIFIER_NUMBERS, "threshold")],
+                "val_f1": _f(c["val"]["f1"] if c["val"] else None, 3),
+            }
+        )
+    return {
+        "rows": rows,
+        "notes": [{"task": c["task"], "note": c["test_note"]} for c in items if c["headline"] != "test"],
+        "cards": [_classifier_card(c) for c in items],
+    }
+
+
+def _removed_figures(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """The 'what each filter removed' grids of one dataset, captioned with the count and the score threshold."""
+    figures = []
+    for f, uri in d["removed_grids"].items():
+        thr = d["thresholds"].get(f)
+        how = f", score ≥ {thr:.3f}" if thr is not None else ""
+        caption = f"removed by {f}: {d['removed_by'].get(f, 0)} of {d['n_total']}{how}"
+        figures.append({"uri": uri, "alt": f"{d['dataset']} removed by {f}", "caption": caption})
+    return figures
+
+
+def _removed_cell(n: int | None, total: int) -> str:
+    pct = f" ({100.0 * n / total:.1f}%)" if n is not None and total else ""
+    return "—" if n is None else f"{n}{pct}"
+
+
+def _datasets_context(items: list[dict[str, Any]]) -> dict[str, Any]:
+    filters = sorted({f for d in items for f in d["removed_by"]})
+    rows = [
+        {
+            **{k: d[k] for k in ("dataset", "n_total", "n_kept")},
+            "kept_pct": _f(d["kept_pct"], 1),
+            "removed": [_removed_cell(d["removed_by"].get(f), d["n_total"]) for f in filters],
+        }
+        for d in items
+    ]
+    grids = [{"dataset": d["dataset"], "figures": _removed_figures(d)} for d in items if d["removed_grids"]]
+    return {"filters": filters, "rows": rows, "removed_grids": grids}
+
+
+def _groundtruth_context(gt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Each filter's precision/recall against the synthetic truth, and each flaw's share before → after cleaning."""
+    if not gt:
+        return None
+    datasets = gt.get("datasets") or {}
+    filters = [
+        {
+            "dataset": name,
+            "filter": f,
+            "truth": e.get("truth"),
+            "flagged": e.get("flagged"),
+            "removed": e.get("removed"),
+            "numbers": [_f(_num(e.get(k)), 3) for k in ("precision", "recall", "f1")],
+        }
+        for name, d in datasets.items()
+        for f, e in (d.get("filters") or {}).items()
+    ]
+    flaws = sorted({k for d in datasets.values() for k in (d.get("flaws") or {})})
+
+    def share(v: dict[str, Any], key: str) -> str:
+        x = _num(v.get(key))
+        return "—" if x is None else f"{100 * x:.1f}%"
+
+    flaw_rows = [
+        {"dataset": name, "cells": [f"{share(v, 'all')} → {share(v, 'kept')}" for v in shares]}
+        for name, d in datasets.items()
+        for shares in [[(d.get("flaws") or {}).get(k) or {} for k in flaws]]
+    ]
+    return {"filters": filters, "flaws": flaws, "flaw_rows": flaw_rows}
+
+
+def _queue_rows(queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            **{k: q[k] for k in ("task", "n", "json")},
+            "threshold": _f(q["threshold"], 3),
+            "range": "—" if q["score_min"] is None else f"{q['score_min']:.3f} – {q['score_max']:.3f}",
+        }
+        for q in queues
+    ]
+
+
+def _verdict_lead(verdicts: list[dict[str, Any]]) -> str:
+    """The study's answer in one sentence: gold first, then any other reference, else 'no difference shown'."""
+    shown = [v for v in verdicts if v["significant"]]
+    gold = [v for v in shown if v["reference"] == "gold"]
+    if gold:
+        return "Against the gold set, " + "; ".join(
+            f"{_s(v['better_dataset'])} gives the better {_s(v['family'])} by more than the seeds' spread" for v in gold
+        )
+    if shown:
+        return "A difference larger than the seeds' spread shows against some references (below), not against gold"
+    return (
+        "These runs do not show that one dataset makes a better GAN: every difference is within the spread "
+        "between seeds, or a side has one seed only. Tiny CPU runs are not expected to reproduce the study"
+    )
+
+
+def _reference_cell(x: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One group's score against one reference: FD and KID×10³ over seeds (one seed: KID ± its subsets' spread)."""
+    if not x:
+        return None
+    kid_std = x["kid_std_seeds"] if x["kid_std_seeds"] is not None else x["kid_std_subsets"]
+    vs = f"vs {_s(x['dataset'])}"
+    return {"title": vs, "fd": _pm(x["fd_mean"], x["fd_std"], 2), "kid": _kid_e3(x["kid_mean"], kid_std), "note": vs}
+
+
+def _study_context(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]], data: list[dict[str, Any]]):
+    """The study's question first: which dataset makes the better GAN, per reference, beside the seeds' spread."""
+    refs = [r for r in comparison.REFERENCE_ORDER if any(r in g["references"] for g in groups)]
+    return {
+        "all_fid": all(g["is_fid"] for g in groups),
+        "lead": _verdict_lead(verdicts),
+        "verdicts": [
+            {
+                **v,
+                "reference_title": comparison.REFERENCE_TITLES[v["reference"]],
+                "difference": f"{v['difference']:.2f}",
+            }
+            for v in verdicts
+        ],
+        "references": [comparison.REFERENCE_TITLES[r] for r in refs],
+        "groups": [
+            {
+                **{k: g[k] for k in ("group", "family", "dataset", "n_seeds")},
+                "cells": [_reference_cell(g["references"].get(r)) for r in refs],
+            }
+            for g in groups
+        ],
+        "data_fid": [
+            {
+                **{k: d[k] for k in ("dataset", "gold", "resolution", "n_a", "n_b")},
+                "fd": _f(d["fd"], 2),
+                "kid": _kid_e3(d["kid_mean"], d["kid_std"]),
+            }
+            for d in data
+        ],
+    }
+
+
+def _study_cell(c: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not c or c["fd_mean"] is None:
+        return None
+    fd = _pm(c["fd_mean"], c["fd_std"], 2)
+    return {
+        "title": c["group"],
+        "fd": fd,
+        "kid": _kid_e3(c["kid_mean"], c["kid_std"]),
+        "note": f"{c['n_seeds']} seed(s)",
+    }
+
+
+def _dataset_study_context(table: dict[str, Any]) -> dict[str, Any]:
+    """One run matrix: datasets as rows, families as columns, FID · KID over seeds against the study's reference."""
+    rows = [
+        {"dataset": ds, "cells": [_study_cell(table["cells"].get(ds, {}).get(fam)) for fam in table["families"]]}
+        for ds in table["datasets"]
+    ]
+    return {
+        **{k: table[k] for k in ("study", "reference", "families", "missing")},
+        "metric": "FID" if table["is_fid"] else "Fréchet distance (not FID)",
+        "rows": rows,
+        "verdicts": [{**v, "difference": f"{v['difference']:.2f}"} for v in table["verdicts"]],
+    }
+
+
+def _curve_figures(curves: list[tuple[str, str, dict[str, Any] | None]]) -> list[dict[str, Any]]:
+    figures = []
+    for run, uri, best in curves:
+        caption = (
+            run
+            if best is None
+            else f"{run}: best snapshot at {best['kimg']:g} kimg ({best['metric']} {best['value']:.2f})"
+        )
+        figures.append({"uri": uri, "alt": f"curves of {run}", "caption": caption})
+    return figures
+
+
+def _grid_figures(grids: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [{"uri": uri, "alt": f"samples of {run}", "caption": run} for run, uri in grids]
 
 
 def render_html(
@@ -728,57 +622,174 @@ def render_html(
     directions=(),
     studies=(),
 ) -> str:
+    """The whole page: each section's rows prepared here, the markup from ``templates/report.html.j2``."""
     groups = comparison.aggregate(runs)
-    gt = _groundtruth_section(groundtruth)
-    queue = _queue_section(list(queues))
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
-            f"<h1>{_e(title)}</h1>",
-            f'<p class="meta">Generated {_e(when)} by ganime_steps.report.</p>',
-            "<h2>Does stricter cleaning make a better GAN?</h2>",
-            _study_section(groups, comparison.verdicts(groups), list(data_fid)),
-            *(
-                part
-                for table in studies
-                for part in (f"<h2>Dataset study: {_e(table['study'])}</h2>", _dataset_study_section(table))
-            ),
-            "<h2>Generative models</h2>",
-            _runs_section(runs),
-            "<h2>Training curves</h2>",
-            _curves_section(list(curves)),
-            "<h2>Sample grids</h2>",
-            _grids_section(grids),
-            *(
-                [
-                    "<h2>Latent directions (style studio)</h2>",
-                    '<p class="meta">Each row moves one direction from the same seed: principal components of the '
-                    "sampled latents (GANSpace) and one boundary per cleaning classifier (InterFaceGAN). Explore them "
-                    "with <code>python -m ganime_steps.studio --generator results/runs/&lt;run&gt;/generator.pt</code>"
-                    ".</p>",
-                    _grids_section(list(directions)),
-                ]
-                if directions
-                else []
-            ),
-            "<h2>Cleaning classifiers</h2>",
-            _classifiers_section(classifiers, label_counts),
-            "<h2>Dataset yields</h2>",
-            _datasets_section(datasets),
-            *(["<h2>Filters against the ground truth</h2>", gt] if gt else []),
-            *(["<h2>Label queue</h2>", queue] if queue else []),
-            "</body></html>",
-            "",
-        ]
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            css=_css(),
+            generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            study=_study_context(groups, comparison.verdicts(groups), list(data_fid)),
+            studies=[_dataset_study_context(t) for t in studies],
+            runs=_runs_context(runs),
+            curves=_curve_figures(list(curves)),
+            grids=_grid_figures(list(grids)),
+            directions=_grid_figures(list(directions)),
+            classifiers=_classifiers_context(classifiers, label_counts),
+            datasets=_datasets_context(datasets),
+            groundtruth=_groundtruth_context(groundtruth),
+            queues=_queue_rows(list(queues)),
+        )
     )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # stage
+
+
+@dataclass
+class ReportInputs:
+    """Everything the page and the summary are made from, read and checked."""
+
+    runs: list[dict[str, Any]]
+    studies: list[dict[str, Any]]
+    data_fid: list[dict[str, Any]]
+    directions: list[tuple[str, str]]
+    curves: list[tuple[str, str, dict[str, Any] | None]]
+    classifiers: list[dict[str, Any]]
+    datasets: list[dict[str, Any]]
+    grids: list[tuple[str, str]]
+    n_removed_grids: int
+    groundtruth: dict[str, Any] | None
+    label_counts: dict[str, dict[str, Any]]
+    label_queues: list[dict[str, Any]]
+
+
+def read_curves(run_metrics: list[Path]) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(run, curve plot as a data URI, best snapshot) for each run that logged losses or metric snapshots."""
+    curves = []
+    for p in run_metrics:
+        c = comparison.read_curves(Path(p).parent)
+        png = comparison.curve_png(Path(p).parent.name, c)
+        if png is not None:
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            curves.append((Path(p).parent.name, uri, comparison.best_snapshot(c)))
+    return curves
+
+
+def read_inputs(
+    *,
+    run_metrics: list[Path],
+    classifier_metrics: list[Path],
+    dataset_summaries: list[Path],
+    sample_grids: list[Path],
+    removed_grids: list[Path] = (),
+    groundtruth: Path | None = None,
+    label_counts: list[Path] = (),
+    label_queues: list[Path] = (),
+    groups: dict[str, str] | None = None,
+    data_fid: list[Path] = (),
+    directions: list[Path] = (),
+    studies: dict[str, str] | None = None,
+    study_groups: dict[str, str] | None = None,
+) -> ReportInputs:
+    """Read every input, failing on the first missing or malformed one (see ``run_report`` for the arguments)."""
+    runs = [read_run(Path(p)) for p in run_metrics]
+    for r in runs:
+        r["group"] = (groups or {}).get(r["run"], r["run"])
+    study_specs = {
+        study: {"reference": ref, "groups": [g for g, s in (study_groups or {}).items() if s == study]}
+        for study, ref in (studies or {}).items()
+    }
+    tables = comparison.study_tables(comparison.aggregate(runs), study_specs)
+    data_rows = [read_data_fid(Path(p)) for p in data_fid]
+    direction_figs = [(Path(p).parent.name, png_data_uri(Path(p), "--directions")) for p in directions]
+    curves = read_curves(run_metrics)
+    classifiers = [read_classifier(Path(p)) for p in classifier_metrics]
+    datasets = [read_dataset(Path(p)) for p in dataset_summaries]
+    grids = [(Path(p).parent.name, png_data_uri(Path(p), "--sample-grids")) for p in sample_grids]
+    n_removed = attach_removed_grids(datasets, list(removed_grids))
+    gt = _read_json(Path(groundtruth), "--groundtruth") if groundtruth else None
+    counts = {c["task"]: c for c in (read_label_counts(Path(p)) for p in label_counts)}
+    queues = [read_label_queue(Path(p)) for p in label_queues]
+    return ReportInputs(
+        runs, tables, data_rows, direction_figs, curves, classifiers, datasets, grids, n_removed, gt, counts, queues
+    )
+
+
+def build_page(title: str, inputs: ReportInputs) -> str:
+    return render_html(
+        title,
+        inputs.runs,
+        inputs.classifiers,
+        inputs.datasets,
+        inputs.grids,
+        label_counts=inputs.label_counts,
+        groundtruth=inputs.groundtruth,
+        queues=inputs.label_queues,
+        data_fid=inputs.data_fid,
+        curves=inputs.curves,
+        directions=inputs.directions,
+        studies=inputs.studies,
+    )
+
+
+def metrics_csv(runs: list[dict[str, Any]]) -> str:
+    """The run table (``RUN_COLUMNS``), empty cells for missing values."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if r[k] is None else r[k]) for k in RUN_COLUMNS} for r in runs)
+    return buf.getvalue()
+
+
+def summary_json(title: str, inputs: ReportInputs, removed_grids: list[Path], sample_grids: list[Path]) -> dict:
+    """``report_summary.json``: every number on the page, without the embedded images."""
+    runs = inputs.runs
+    spaces = sorted({r["feature_space"] for r in runs})
+    return {
+        "title": title,
+        "runs": runs,
+        "groups": comparison.aggregate(runs),
+        "verdicts": comparison.verdicts(comparison.aggregate(runs)),
+        "data_fid": inputs.data_fid,
+        "studies": inputs.studies,
+        "best_snapshots": {run: best for run, _, best in inputs.curves},
+        "classifiers": [{k: v for k, v in c.items() if k != "images"} for c in inputs.classifiers],
+        "datasets": [{k: v for k, v in d.items() if k != "removed_grids"} for d in inputs.datasets],
+        "removed_grids": [str(p) for p in removed_grids],
+        "groundtruth": inputs.groundtruth,
+        "label_counts": inputs.label_counts,
+        "label_queues": inputs.label_queues,
+        "sample_grids": [str(p) for p in sample_grids],
+        "feature_spaces": spaces,
+        "comparable": len(spaces) <= 1,
+        "any_fid": any(r["is_fid"] for r in runs),
+    }
+
+
+def write_outputs(
+    out: Path, title: str, inputs: ReportInputs, page: str, removed_grids: list[Path], sample_grids: list[Path]
+) -> ReportSummary:
+    """Write index.html, metrics.csv and report_summary.json under ``out``."""
+    out = Path(out)
+    write_text(out / "index.html", page)
+    write_text(out / "metrics.csv", metrics_csv(inputs.runs))
+    write_json(out / "report_summary.json", summary_json(title, inputs, removed_grids, sample_grids))
+    return ReportSummary(
+        out,
+        out / "index.html",
+        out / "metrics.csv",
+        len(inputs.runs),
+        len(inputs.classifiers),
+        len(inputs.datasets),
+        len(inputs.grids),
+        sorted({r["feature_space"] for r in inputs.runs}),
+        inputs.n_removed_grids,
+        inputs.groundtruth is not None,
+    )
 
 
 def run_report(
@@ -803,90 +814,26 @@ def run_report(
 
     ``groups``: run -> config run name (the seeds of one run share it); ``data_fid``: data-FID JSON files;
     ``studies``: run matrix -> its reference (``train`` or a dataset); ``study_groups``: config run -> its matrix."""
-    runs = [read_run(Path(p)) for p in run_metrics]
-    for r in runs:
-        r["group"] = (groups or {}).get(r["run"], r["run"])
-    study_specs = {
-        study: {"reference": ref, "groups": [g for g, s in (study_groups or {}).items() if s == study]}
-        for study, ref in (studies or {}).items()
-    }
-    tables = comparison.study_tables(comparison.aggregate(runs), study_specs)
-    data_rows = [read_data_fid(Path(p)) for p in data_fid]
-    direction_figs = [(Path(p).parent.name, png_data_uri(Path(p), "--directions")) for p in directions]
-    curves = []
-    for p in run_metrics:
-        c = comparison.read_curves(Path(p).parent)
-        png = comparison.curve_png(Path(p).parent.name, c)
-        if png is not None:
-            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            curves.append((Path(p).parent.name, uri, comparison.best_snapshot(c)))
-    classifiers = [read_classifier(Path(p)) for p in classifier_metrics]
-    datasets = [read_dataset(Path(p)) for p in dataset_summaries]
-    grids = [(Path(p).parent.name, png_data_uri(Path(p), "--sample-grids")) for p in sample_grids]
-    n_removed = attach_removed_grids(datasets, list(removed_grids))
-    gt = _read_json(Path(groundtruth), "--groundtruth") if groundtruth else None
-    counts = {c["task"]: c for c in (read_label_counts(Path(p)) for p in label_counts)}
-    queues = [read_label_queue(Path(p)) for p in label_queues]
-
-    out = Path(out)
-    page = render_html(
-        title,
-        runs,
-        classifiers,
-        datasets,
-        grids,
-        label_counts=counts,
-        groundtruth=gt,
-        queues=queues,
-        data_fid=data_rows,
-        curves=curves,
-        directions=direction_figs,
-        studies=tables,
+    inputs = read_inputs(
+        run_metrics=run_metrics,
+        classifier_metrics=classifier_metrics,
+        dataset_summaries=dataset_summaries,
+        sample_grids=sample_grids,
+        removed_grids=removed_grids,
+        groundtruth=groundtruth,
+        label_counts=label_counts,
+        label_queues=label_queues,
+        groups=groups,
+        data_fid=data_fid,
+        directions=directions,
+        studies=studies,
+        study_groups=study_groups,
     )
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if r[k] is None else r[k]) for k in RUN_COLUMNS} for r in runs)
-    spaces = sorted({r["feature_space"] for r in runs})
-    summary = ReportSummary(
-        out,
-        out / "index.html",
-        out / "metrics.csv",
-        len(runs),
-        len(classifiers),
-        len(datasets),
-        len(grids),
-        spaces,
-        n_removed,
-        gt is not None,
-    )
-    write_text(out / "index.html", page)
-    write_text(out / "metrics.csv", buf.getvalue())
-    write_json(
-        out / "report_summary.json",
-        {
-            "title": title,
-            "runs": runs,
-            "groups": comparison.aggregate(runs),
-            "verdicts": comparison.verdicts(comparison.aggregate(runs)),
-            "data_fid": data_rows,
-            "studies": tables,
-            "best_snapshots": {run: best for run, _, best in curves},
-            "classifiers": [{k: v for k, v in c.items() if k != "images"} for c in classifiers],
-            "datasets": [{k: v for k, v in d.items() if k != "removed_grids"} for d in datasets],
-            "removed_grids": [str(p) for p in removed_grids],
-            "groundtruth": gt,
-            "label_counts": counts,
-            "label_queues": queues,
-            "sample_grids": [str(p) for p in sample_grids],
-            "feature_spaces": spaces,
-            "comparable": len(spaces) <= 1,
-            "any_fid": any(r["is_fid"] for r in runs),
-        },
-    )
+    page = build_page(title, inputs)
+    summary = write_outputs(out, title, inputs, page, removed_grids, sample_grids)
     log.info(
         "report: %d runs, %d classifiers, %d datasets, %d grids → %s",
-        *(len(x) for x in (runs, classifiers, datasets, grids)),
+        *(len(x) for x in (inputs.runs, inputs.classifiers, inputs.datasets, inputs.grids)),
         out,
     )
     return summary

@@ -27,6 +27,11 @@ def _json(path: Path, obj: dict) -> Path:
     return path
 
 
+def _section(page: str, heading: str) -> str:
+    """The markup between ``<h2>heading</h2>`` and the next ``<h2>``."""
+    return page.split(f"<h2>{heading}</h2>", 1)[1].split("<h2>", 1)[0]
+
+
 @pytest.fixture
 def inputs(tmp_path) -> dict[str, list[Path]]:
     res = tmp_path / "results"
@@ -356,7 +361,7 @@ def test_classifier_headline_is_the_test_split(tmp_path):
     assert items[0]["headline"] == "test" and items[0]["f1"] == 0.7641 and items[0]["val"]["f1"] == 0.9243
     assert items[0]["confusion"] == [[28, 3], [5, 4]] and items[0]["sizes"] == {"train": 120, "val": 40, "test": 40}
     assert items[1]["headline"] == "validation" and items[1]["test"] is None and items[1]["f1"] == 0.6667
-    page = rp._classifiers_section(items)
+    page = _section(rp.render_html("t", [], items, [], []), "Cleaning classifiers")
     table = page.split("</table>")[0]
     chibi_row = re.search(r'<tr><td class="t">chibi</td>.*?</tr>', table).group(0)
     for text in ("120 / 40 / 40", "test (held out)", "0.811", "0.722", "0.764", "0.901", "0.420", "0.924"):
@@ -380,4 +385,73 @@ def test_classifier_metrics_without_test_split_read_as_validation(tmp_path):
     c = rp.read_classifier(old)
     assert c["headline"] == "validation" and c["f1"] == 0.9 and c["val"]["f1"] == 0.9 and c["test"] is None
     assert "rerun classifier train" in c["test_note"]
-    assert "validation only: no test split" in rp._classifiers_section([c])
+    page = _section(rp.render_html("t", [], [c], [], []), "Cleaning classifiers")
+    assert "validation only: no test split" in page.split("</table>")[0]
+
+
+def test_page_sections_escaping_and_inlined_css(tmp_path, inputs):
+    """Every section whose input is given, under its heading; user-supplied names escaped; the CSS file inlined."""
+    res = tmp_path / "results"
+    evil = "evil<script>alert(1)"  # a run name is a folder name from the user's config
+    train_ref = {"fd": 12.3456, "kid_mean": 0.002, "kid_std": 0.0005, "reference_data": "results/datasets/B/p.npy"}
+    run = _json(
+        res / "runs" / evil / "metrics.json",
+        {"feature_space": "inception", "is_fid": True, "fd": 12.3456, "references": {"train": train_ref}},
+    )
+    _json(res / "runs" / evil / "train_summary.json", {"family": "dcgan", "dataset": "B", "kimg": 2.0})
+    (res / "runs" / evil / "metrics.jsonl").write_text('{"kimg": 1, "fid": 30.0}\n{"kimg": 2, "fid": 12.5}\n')
+    grid = _png(res / "runs" / evil / "samples.png", (9, 9, 9))
+    directions = _png(res / "runs" / evil / "directions.png", (8, 8, 8))
+    gt = _json(
+        res / "groundtruth" / "groundtruth.json",
+        {"datasets": {"A": {"filters": {"chibi": {"truth": "chibi", "flagged": 61, "removed": 60, "precision": 0.95,
+                                                  "recall": 0.8}}}}},
+    )  # fmt: skip
+    queue = res / "label_queue" / "chibi.csv"
+    queue.parent.mkdir(parents=True)
+    queue.write_text("source,post_id,md5,file,score,threshold,distance\ns,5,a,f,0.39,0.41,0.02\n")
+    out = tmp_path / "rep"
+    rp.run_report(
+        **{**inputs, "run_metrics": [*inputs["run_metrics"], run], "sample_grids": [*inputs["sample_grids"], grid]},
+        out=out,
+        title="T",
+        groundtruth=gt,
+        label_queues=[queue],
+        directions=[directions],
+        groups={evil: "dcgan_B"},
+        studies={"small": "train"},
+        study_groups={"dcgan_B": "small"},
+    )
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r"<h2>(.*?)</h2>", page) == [
+        "Does stricter cleaning make a better GAN?",
+        "Dataset study: small",
+        "Generative models",
+        "Training curves",
+        "Sample grids",
+        "Latent directions (style studio)",
+        "Cleaning classifiers",
+        "Dataset yields",
+        "Filters against the ground truth",
+        "Label queue",
+    ]
+    # known numbers in their rows: the study cell (FD · KID×10³ over seeds), the runs table, yields, ground truth
+    study = _section(page, "Dataset study: small")
+    assert '<td title="dcgan_B">12.35 · 2.00 ± 0.50<br><small>1 seed(s)</small></td>' in study
+    assert "each run against its own training set" in study
+    assert re.search(r'<tr class="best"><td class="t">model_b</td>', _section(page, "Generative models"))
+    assert "<td>60 (15.0%)</td>" in _section(page, "Dataset yields")
+    assert '<td class="t">chibi</td>\n<td>61</td><td>60</td><td>0.950</td><td>0.800</td><td>—</td>' in page
+    assert "<td>0.390 – 0.390</td>" in _section(page, "Label queue")
+    # the run name is text everywhere it shows: table cells, alt text, captions
+    assert "<script" not in page and "alert(1)" in page
+    escaped = "evil&lt;script&gt;alert(1)"
+    assert f'<td class="t">{escaped}</td>' in _section(page, "Generative models")
+    assert f'alt="samples of {escaped}"' in _section(page, "Sample grids")
+    assert f"<figcaption>{escaped}: best snapshot at 2 kimg (fid 12.50)</figcaption>" in page
+    # one self-contained file: the style sheet inlined verbatim, every image a data: URI, nothing linked
+    css = (Path(rp.__file__).parent / "templates" / "report.css").read_text(encoding="utf-8")
+    assert re.search(r"<style>(.*?)</style>", page, re.S).group(1).strip() == css.strip()
+    assert '"Segoe UI"' in page
+    assert not re.search(r'(src|href)="(?!data:)', page) and "<link" not in page
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 7  # 3 grids, 2 classifier, curve, directions

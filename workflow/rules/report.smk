@@ -42,6 +42,8 @@ rule report:
             )
         ),
         code=code("report"),
+        # the page's Jinja2 templates and CSS: data files, so codedeps (imports only) does not list them
+        templates=sorted(str(p) for p in (REPO / "ganime_steps" / "templates").rglob("*") if p.is_file()),
         run_metrics=all_run_outputs("metrics.json"),
         sample_grids=all_run_outputs("samples.png"),
         directions=[f"results/runs/{r}/directions.png" for r, spec in config["runs"].items() if spec["directions"]],
