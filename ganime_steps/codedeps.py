@@ -57,12 +57,15 @@ def stage_module(stage: str) -> str:
 
 def stage_files(stage: str) -> list[str]:
     """Sorted absolute paths of the stage's module (``ganime_steps/<stage>.py`` or a package ``<stage>/``) and of
-    every ``ganime_steps`` module it imports, directly or not, with the ``__init__.py`` files on the way."""
+    every ``ganime_steps`` module it imports, directly or not, with the ``__init__.py`` files on the way.
+
+    ``stage`` may be dotted (``sources.synthetic``: the package ``ganime_steps/sources/synthetic/``)."""
     start = stage_module(stage)
     if module_file(start) is None:
         raise FileNotFoundError(f"no module {start} in {PACKAGE_DIR}")
-    main = PACKAGE_DIR / stage / "__main__.py"  # a package stage runs as `python -m` through its __main__
-    todo = [start, PACKAGE] + ([f"{start}.__main__"] if main.is_file() else [])
+    main = PACKAGE_DIR.joinpath(*stage.split("."), "__main__.py")  # a package stage runs through its __main__
+    parents = [".".join(start.split(".")[:i]) for i in range(1, start.count(".") + 1)]  # run before the stage
+    todo = [start, *parents] + ([f"{start}.__main__"] if main.is_file() else [])
     seen: dict[str, Path] = {}
     while todo:
         module = todo.pop()

@@ -141,7 +141,7 @@ def make_source(
 
         return FolderSource(path, name=name, max_bytes=max_bytes)
     if kind == "synthetic":
-        from ganime_steps.synthetic import SyntheticSource
+        from ganime_steps.sources.synthetic import SyntheticSource
 
         return SyntheticSource(n_posts=n_posts, seed=seed, style=style, name=name)
     if kind in ("dapi", "danbooru"):
@@ -405,13 +405,12 @@ def verify_image(data: bytes, post: PostMeta, *, content_type: str = "", max_pix
         raise StoreFailed("not_an_image", str(exc)) from exc
 
 
-def store_post(source: Source, post: PostMeta, opts: StoreOptions, index: StoreIndex | None = None) -> Outcome:
-    """Fetch to a temporary file, verify, rename into the store. Thread-safe for distinct md5s."""
+def _check_metadata(post: PostMeta, opts: StoreOptions) -> None:
+    """Refuse a post before fetching it: refused by its source, a bad hash or extension, or too many pixels."""
     if post.file_url.startswith(REFUSED):
         reason, _, detail = post.file_url[len(REFUSED) :].partition(":")
         raise StoreFailed(reason or "refused", detail or post.file_url)
-    has_md5 = bool(_MD5.match(post.md5))
-    if not has_md5 and not _BOORU_HASH.match(post.md5):
+    if not _MD5.match(post.md5) and not _BOORU_HASH.match(post.md5):
         raise StoreFailed("bad_metadata", f"refusing to store a post whose booru hash is {post.md5!r}")
     if not _EXT.match(post.ext):
         raise StoreFailed("bad_metadata", f"refusing to store md5={post.md5!r} ext={post.ext!r}")
@@ -419,45 +418,56 @@ def store_post(source: Source, post: PostMeta, opts: StoreOptions, index: StoreI
         raise StoreFailed("unsupported_type", f"{post.file_url}: .{post.ext} is not an image type we store")
     if post.width * post.height > opts.max_pixels:
         raise StoreFailed("oversize", f"booru says {post.width}x{post.height} > the {opts.max_pixels}-pixel limit")
-    if has_md5:
-        rel = image_relpath(post.md5, post.ext)
-        if index is not None:
-            rec = index.verified(rel, post.md5)
-        else:
-            rec = _stored_record(opts.out, rel, post.md5, None)
-    else:  # where it lies is known only once its bytes were hashed: the index remembers it by the booru's hash
-        rec = index.verified_by_booru_hash(post.md5) if index is not None else None
+
+
+def _already_stored(post: PostMeta, opts: StoreOptions, index: StoreIndex | None) -> dict | None:
+    """The store record of the post's image when it is stored and verified already."""
+    if not _MD5.match(post.md5):  # where it lies is known only once its bytes were hashed: the index remembers it
+        return index.verified_by_booru_hash(post.md5) if index is not None else None
+    rel = image_relpath(post.md5, post.ext)
+    if index is not None:
+        return index.verified(rel, post.md5)
+    return _stored_record(opts.out, rel, post.md5, None)
+
+
+def _fetch(source: Source, post: PostMeta, tmp: Path, opts: StoreOptions) -> tuple[bytes, str]:
+    """The post's bytes, written to ``tmp``, and the server's Content-Type ('' for sources that send none)."""
+    download = getattr(source, "download", None)
+    if download is None:
+        try:
+            data = source.fetch(post.file_url)
+        except GanimeError as exc:
+            raise StoreFailed("fetch_failed", str(exc)) from exc
+        if len(data) > opts.max_bytes:
+            raise StoreFailed("oversize", f"{post.file_url}: {len(data)} bytes > the {opts.max_bytes}-byte limit")
+        tmp.write_bytes(data)
+        return data, ""
+    from ganime_steps.sources.http import FetchError
+
+    try:
+        got = download(post.file_url, tmp, opts.max_bytes)
+    except FetchError as exc:
+        raise StoreFailed(exc.reason, exc.detail) from exc
+    if not _MD5.match(post.md5) and got.declared_size is None:
+        raise StoreFailed(
+            "unverifiable",
+            f"{post.file_url}: the booru hash {post.md5!r} is not an md5 and the server sent no "
+            "Content-Length, so neither hash nor size can vouch for the body",
+        )
+    return tmp.read_bytes(), got.content_type
+
+
+def store_post(source: Source, post: PostMeta, opts: StoreOptions, index: StoreIndex | None = None) -> Outcome:
+    """Fetch to a temporary file, verify, rename into the store. Thread-safe for distinct md5s."""
+    _check_metadata(post, opts)
+    rec = _already_stored(post, opts, index)
     if rec is not None:
         return Outcome("present", rec)
-
+    has_md5 = bool(_MD5.match(post.md5))
     tmp = opts.out / TMP_DIR / f"{uuid.uuid4().hex}.part"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        content_type = ""
-        download = getattr(source, "download", None)
-        if download is not None:
-            from ganime_steps.sources.http import FetchError
-
-            try:
-                got = download(post.file_url, tmp, opts.max_bytes)
-            except FetchError as exc:
-                raise StoreFailed(exc.reason, exc.detail) from exc
-            content_type = got.content_type
-            data = tmp.read_bytes()
-            if not has_md5 and got.declared_size is None:
-                raise StoreFailed(
-                    "unverifiable",
-                    f"{post.file_url}: the booru hash {post.md5!r} is not an md5 and the server sent no "
-                    "Content-Length, so neither hash nor size can vouch for the body",
-                )
-        else:
-            try:
-                data = source.fetch(post.file_url)
-            except GanimeError as exc:
-                raise StoreFailed("fetch_failed", str(exc)) from exc
-            if len(data) > opts.max_bytes:
-                raise StoreFailed("oversize", f"{post.file_url}: {len(data)} bytes > the {opts.max_bytes}-byte limit")
-            tmp.write_bytes(data)
+        data, content_type = _fetch(source, post, tmp, opts)
         verify_image(data, post, content_type=content_type, max_pixels=opts.max_pixels)
         md5 = post.md5 if has_md5 else hashlib.md5(data).hexdigest()
         rel = image_relpath(md5, post.ext)
@@ -580,32 +590,21 @@ def run(
     out = Path(out)
     http: dict[str, Any] = {}
     if kind in ("dapi", "danbooru"):
-        from ganime_steps.sources.http import RetryPolicy
-
-        http = {
-            "user_env": user_env,
-            "api_key_env": api_key_env,
-            "burst": burst,
-            "extra_hosts": tuple(image_hosts),
-            "policy": RetryPolicy(
-                retries=retries,
-                backoff=backoff,
-                max_backoff=max_backoff,
-                timeout=timeout,
-                max_retry_after=max_retry_after,
-                time_scale=time_scale,
-            ),
-        }
+        http = _http_options(
+            user_env=user_env,
+            api_key_env=api_key_env,
+            burst=burst,
+            image_hosts=image_hosts,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            timeout=timeout,
+            max_retry_after=max_retry_after,
+            time_scale=time_scale,
+        )
     local = {"n_posts": n_posts, "seed": seed, "style": style, "path": path, "max_bytes": max_bytes}  # local sources
     source = make_source(kind, name=name, base_url=base_url, rate=rate, **local, **http)
-    query = {"kind": kind, "source": name, "base_url": (base_url or "").rstrip("/"), "tags": " ".join(tags.split())}
-    if kind == "synthetic":
-        query.update(n_posts=n_posts, seed=seed)
-        if style != "booru":  # absent for the original look: journals of earlier scrapes stay valid
-            query.update(style=style)
-    if kind == "folder":
-        query.update(path=str(Path(path).resolve()))
-
+    query = _listing_query(kind, name, base_url, tags, n_posts=n_posts, seed=seed, style=style, path=path)
     out.mkdir(parents=True, exist_ok=True)
     lock = _OutLock(out)
     try:
@@ -629,6 +628,35 @@ def run(
         lock.release()
 
 
+def _http_options(
+    *, user_env: str | None, api_key_env: str | None, burst: int, image_hosts: Iterable[str], **policy: Any
+) -> dict[str, Any]:
+    """The HTTP sources' options (see make_http_source); ``policy``: the RetryPolicy's fields."""
+    from ganime_steps.sources.http import RetryPolicy
+
+    return {
+        "user_env": user_env,
+        "api_key_env": api_key_env,
+        "burst": burst,
+        "extra_hosts": tuple(image_hosts),
+        "policy": RetryPolicy(**policy),
+    }
+
+
+def _listing_query(
+    kind: str, name: str, base_url: str | None, tags: str, *, n_posts: int, seed: int, style: str, path: Any
+) -> dict:
+    """What the listing journal is a listing of: another query starts a new journal."""
+    query = {"kind": kind, "source": name, "base_url": (base_url or "").rstrip("/"), "tags": " ".join(tags.split())}
+    if kind == "synthetic":
+        query.update(n_posts=n_posts, seed=seed)
+        if style != "booru":  # absent for the original look: journals of earlier scrapes stay valid
+            query.update(style=style)
+    if kind == "folder":
+        query.update(path=str(Path(path).resolve()))
+    return query
+
+
 def check_limits(**values: float) -> None:
     """Refuse nonsense limits before anything is fetched or written, in one line naming the flag (and config key)."""
     at_least_one = ("limit", "page_size", "workers", "burst", "max_pixels", "max_bytes")
@@ -641,6 +669,103 @@ def check_limits(**values: float) -> None:
             raise GanimeError(f"{flag} {value!r} (config scrape.{key}): must be a finite number > 0")
         if key == "retries" and not (isinstance(value, int) and value >= 0):
             raise GanimeError(f"{flag} {value!r} (config scrape.{key}): must be a whole number >= 0")
+
+
+class _Downloads:
+    """The posts being stored on a thread pool: futures in flight, outcomes by listing position, summary counts."""
+
+    def __init__(
+        self,
+        pool: cf.ThreadPoolExecutor,
+        source: Source,
+        opts: StoreOptions,
+        index: StoreIndex,
+        summary: ScrapeSummary,
+        bar: _Progress,
+    ) -> None:
+        self.pool, self.source, self.opts, self.index, self.summary, self.bar = pool, source, opts, index, summary, bar
+        self.results: dict[int, tuple[PostMeta, Outcome | StoreFailed]] = {}
+        self.pending: dict[cf.Future, tuple[int, PostMeta]] = {}
+
+    def submit(self, posts: list[PostMeta]) -> None:
+        for post in posts:
+            pos = self.summary.listed
+            self.summary.listed += 1
+            self.pending[self.pool.submit(store_post, self.source, post, self.opts, self.index)] = (pos, post)
+
+    def _settle(self, fut: cf.Future) -> None:
+        pos, post = self.pending.pop(fut)
+        summary = self.summary
+        try:
+            outcome: Outcome | StoreFailed = fut.result()
+        except StoreFailed as exc:
+            outcome = exc
+            summary.failed[exc.reason] = summary.failed.get(exc.reason, 0) + 1
+            summary.failed_total += 1
+            log.warning("post %s not stored: %s", post.post_id, exc)
+        else:
+            self.index.add(outcome.record)
+            if outcome.status == "present":
+                summary.already_present += 1
+            else:
+                summary.downloaded += 1
+                summary.bytes += outcome.record["size"]
+        self.results[pos] = (post, outcome)
+
+    def drain(self, block: bool) -> None:
+        """Settle the finished downloads (with ``block``: wait for at least one)."""
+        if not self.pending:
+            return
+        done, _ = cf.wait(list(self.pending), timeout=None if block else 0, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            self._settle(fut)
+        self.bar.update(self.summary)
+
+    def finish(self) -> None:
+        while self.pending:
+            self.drain(block=True)
+
+    def cancel(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+
+
+def _list_and_store(
+    source: Source,
+    journal: ListingJournal,
+    selector: Selector,
+    downloads: _Downloads,
+    *,
+    name: str,
+    tags: str,
+    limit: int,
+    page_size: int,
+) -> GanimeError | None:
+    """Store the posts of the journal's pages, then list further pages until ``limit`` posts are selected or the
+    listing ends, storing each page's posts while the next is listed. Returns the error that stopped the listing."""
+    for page in journal.pages:
+        downloads.submit(selector.add(page))
+    if journal.pages:
+        log.info(
+            "%s: resuming from %d listed page(s), %d post(s) selected",
+            journal.path,
+            len(journal.pages),
+            len(selector.selected),
+        )
+    while not selector.full and not journal.ended:
+        before = journal.before
+        want = page_size if (selector.blacklist or selector.ratings) else limit - len(selector.selected)
+        try:
+            page = source.list_page(tags, before, max(1, min(page_size, want)))
+        except GanimeError as exc:
+            log.error("listing stopped: %s", exc)
+            return exc
+        if page and before is not None and min(p.post_id for p in page) >= before:
+            raise GanimeError(f"source {name}: listing did not advance past id {before}; the server ignores paging")
+        journal.append(before, page)
+        downloads.submit(selector.add(page))
+        downloads.drain(block=False)
+    return None
 
 
 def _scrape(
@@ -663,76 +788,16 @@ def _scrape(
     journal = ListingJournal(out / LISTING_JOURNAL, query, fresh=fresh_listing)
     index = StoreIndex(out, verify=opts.verify)
     summary.listing_resumed = journal.resumed and bool(journal.pages)
-    results: dict[int, tuple[PostMeta, Outcome | StoreFailed]] = {}
-    pending: dict[cf.Future, tuple[int, PostMeta]] = {}
     bar = _Progress(limit, f"scrape {name}")
-    listing_error: GanimeError | None = None
-
-    def settle(fut: cf.Future) -> None:
-        pos, post = pending.pop(fut)
-        try:
-            outcome: Outcome | StoreFailed = fut.result()
-        except StoreFailed as exc:
-            outcome = exc
-            summary.failed[exc.reason] = summary.failed.get(exc.reason, 0) + 1
-            summary.failed_total += 1
-            log.warning("post %s not stored: %s", post.post_id, exc)
-        else:
-            index.add(outcome.record)
-            if outcome.status == "present":
-                summary.already_present += 1
-            else:
-                summary.downloaded += 1
-                summary.bytes += outcome.record["size"]
-        results[pos] = (post, outcome)
-
-    def drain(block: bool) -> None:
-        if not pending:
-            return
-        done, _ = cf.wait(list(pending), timeout=None if block else 0, return_when=cf.FIRST_COMPLETED)
-        for fut in done:
-            settle(fut)
-        bar.update(summary)
-
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scrape") as pool:
-
-        def submit(posts: list[PostMeta]) -> None:
-            for post in posts:
-                pos = summary.listed
-                summary.listed += 1
-                pending[pool.submit(store_post, source, post, opts, index)] = (pos, post)
-
+        downloads = _Downloads(pool, source, opts, index, summary, bar)
         try:
-            for page in journal.pages:
-                submit(selector.add(page))
-            if journal.pages:
-                log.info(
-                    "%s: resuming from %d listed page(s), %d post(s) selected",
-                    journal.path,
-                    len(journal.pages),
-                    len(selector.selected),
-                )
-            while not selector.full and not journal.ended:
-                before = journal.before
-                want = page_size if (selector.blacklist or selector.ratings) else limit - len(selector.selected)
-                try:
-                    page = source.list_page(tags, before, max(1, min(page_size, want)))
-                except GanimeError as exc:
-                    listing_error = exc
-                    log.error("listing stopped: %s", exc)
-                    break
-                if page and before is not None and min(p.post_id for p in page) >= before:
-                    raise GanimeError(
-                        f"source {name}: listing did not advance past id {before}; the server ignores paging"
-                    )
-                journal.append(before, page)
-                submit(selector.add(page))
-                drain(block=False)
-            while pending:
-                drain(block=True)
+            listing_error = _list_and_store(
+                source, journal, selector, downloads, name=name, tags=tags, limit=limit, page_size=page_size
+            )
+            downloads.finish()
         except BaseException:
-            for fut in pending:
-                fut.cancel()
+            downloads.cancel()
             raise
         finally:
             journal.close()
@@ -741,18 +806,36 @@ def _scrape(
             bar.close()
 
     summary.filtered, summary.hidden, summary.duplicates = selector.filtered, selector.hidden, selector.duplicates
-    if listing_error is not None and not results:
+    if listing_error is not None and not downloads.results:
         raise GanimeError(f"source {name}: {_one_line(str(listing_error))}; nothing was listed, no table written")
     summary.listing_pages = len(journal.pages)
     summary.listing_complete = selector.full or journal.ended
-    client = getattr(source, "client", None)
     summary.seconds = round(time.monotonic() - started, 3)
-    if client is not None:
-        stats = client.stats
-        summary.requests, summary.retries = stats.requests, stats.retries
-        summary.listing_requests, summary.image_requests = stats.listing_requests, stats.image_requests
-        summary.request_rate = round(stats.requests / summary.seconds, 3) if summary.seconds > 0 else 0.0
-    _write_outputs(out, name, results, summary)
+    _count_requests(summary, source)
+    _write_outputs(out, name, downloads.results, summary)
+    _log_summary(name, summary)
+    if listing_error is not None:
+        raise GanimeError(f"source {name}: {listing_error}; stored what was listed; rerun to continue the listing")
+    if summary.downloaded + summary.already_present == 0:
+        raise GanimeError(
+            f"source {name}: no post could be stored for tags {tags!r}; see {out}/failures.parquet "
+            "(posts.parquet not written)"
+        )
+    return summary
+
+
+def _count_requests(summary: ScrapeSummary, source: Source) -> None:
+    """The HTTP client's request counters and the achieved request rate (sources without a client: none)."""
+    client = getattr(source, "client", None)
+    if client is None:
+        return
+    stats = client.stats
+    summary.requests, summary.retries = stats.requests, stats.retries
+    summary.listing_requests, summary.image_requests = stats.listing_requests, stats.image_requests
+    summary.request_rate = round(stats.requests / summary.seconds, 3) if summary.seconds > 0 else 0.0
+
+
+def _log_summary(name: str, summary: ScrapeSummary) -> None:
     log.info(
         "%s: listed %d, downloaded %d (%d bytes), already present %d, failed %s, filtered %d, hidden %d, "
         "duplicates %d; %d requests in %.1fs",
@@ -768,14 +851,6 @@ def _scrape(
         summary.requests,
         summary.seconds,
     )
-    if listing_error is not None:
-        raise GanimeError(f"source {name}: {listing_error}; stored what was listed; rerun to continue the listing")
-    if summary.downloaded + summary.already_present == 0:
-        raise GanimeError(
-            f"source {name}: no post could be stored for tags {tags!r}; see {out}/failures.parquet "
-            "(posts.parquet not written)"
-        )
-    return summary
 
 
 def _write_outputs(out: Path, name: str, results: dict, summary: ScrapeSummary) -> None:

@@ -33,12 +33,34 @@ def test_scrape_lists_the_sources_package():
 
 def test_every_stage_of_the_workflow_resolves_to_existing_files():
     rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
-    stages = set(re.findall(r'code\("(\w+)"\)', rules))
-    assert {"scrape", "labels", "classifier", "train", "evaluate", "report"} <= stages
+    stages = set(re.findall(r'code\("([\w.]+)"\)', rules))
+    assert {"scrape", "labels", "classifier", "train", "evaluate", "report", "sources.synthetic"} <= stages
     for stage in stages:
         files = stage_files(stage)
-        assert str(PKG / f"{stage}.py") in files and all(Path(f).is_file() for f in files), stage
+        assert str(codedeps.module_file(f"ganime_steps.{stage}")) in files, stage
+        assert all(Path(f).is_file() for f in files), stage
     assert "imaging.py" in rel(stage_files("faces"))  # faces crops through imaging
+
+
+def test_dotted_stage_is_a_subpackage_run_through_its_main():
+    """``code("sources.synthetic")``: the package's __init__ and __main__, the modules they import, the parents."""
+    files = rel(stage_files("sources.synthetic"))
+    package = {"__init__", "__main__", "cli", "labels", "source", "render", "body", "head", "shapes", "plan"}
+    assert {f"sources/synthetic/{name}.py" for name in package} <= files
+    assert {"__init__.py", "sources/__init__.py", "common.py"} <= files
+    assert "scrape.py" not in files and "sources/http.py" not in files
+
+
+def test_dotted_stage_main_is_found_in_a_fake_package(tmp_path, monkeypatch):
+    """The __main__ of a dotted stage is looked up under its path (a/b/__main__.py), not under 'a.b/'."""
+    pkg = tmp_path / "ganime_steps"
+    (pkg / "a" / "b").mkdir(parents=True)
+    for name in ("__init__.py", "a/__init__.py", "a/b/__init__.py", "only_main_imports.py"):
+        (pkg / name).write_text("")
+    (pkg / "a" / "b" / "__main__.py").write_text("from ganime_steps import only_main_imports\n")
+    monkeypatch.setattr(codedeps, "PACKAGE_DIR", pkg)
+    files = {str(Path(f).relative_to(pkg)) for f in stage_files("a.b")}
+    assert files == {"__init__.py", "a/__init__.py", "a/b/__init__.py", "a/b/__main__.py", "only_main_imports.py"}
 
 
 def test_unknown_stage_is_an_error():

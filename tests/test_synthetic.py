@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ganime_steps import synthetic
 from ganime_steps.common import GanimeError
-from ganime_steps.sources import PostMeta
-from ganime_steps.synthetic import (
+from ganime_steps.sources import PostMeta, synthetic
+from ganime_steps.sources.synthetic import (
     LABEL_FILES,
     STUDY_TAGS,
     SyntheticSource,
@@ -35,7 +34,7 @@ def test_rendering_is_a_pure_function_of_seed_and_post():
     src = SyntheticSource(n_posts=5, seed=3)
     meta = {m.post_id: m for m in src.list_page("", None, 5)}
     first = src.fetch(meta[2].file_url)
-    synthetic._rendered.cache_clear()  # force a fresh render: bytes must not depend on the cache
+    synthetic.render.rendered.cache_clear()  # force a fresh render: bytes must not depend on the cache
     again = SyntheticSource(n_posts=5, seed=3).fetch(meta[2].file_url)
     assert first == again
     assert hashlib.md5(again).hexdigest() == meta[2].md5

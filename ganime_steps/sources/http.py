@@ -84,6 +84,15 @@ class _Retry(Exception):
 
 
 @dataclass(frozen=True)
+class _Failed:
+    """One attempt that failed in a way a retry may mend; ``delay``: the pause the server asked for (scaled)."""
+
+    reason: str
+    detail: str
+    delay: float | None = None
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Retries and timing. ``time_scale`` multiplies every backoff and Retry-After sleep (a test/advanced knob)."""
 
@@ -263,79 +272,92 @@ class HttpClient:
     def _request(self, url: str, params: dict | None, kind: str, consume: Callable[[requests.Response], Any]) -> Any:
         """One logical GET: rate limit, redirects (re-checked), retries with backoff; ``consume`` reads the body."""
         policy = self.policy
-        reason, detail = "", ""
+        failed = _Failed("", "")
         for attempt in range(policy.retries + 1):
-            target, query = url, params
-            delay: float | None = None
-            for _hop in range(MAX_REDIRECTS + 1):
-                problem = self.url_problem(target)
-                if problem:
-                    raise FetchError(*problem)
-                host = urlsplit(target).hostname or ""
-                self.limiter(host).wait()
-                self.stats.count(kind)
-                try:
-                    resp = self._session().get(
-                        target,
-                        params=query,
-                        timeout=policy.timeout,
-                        stream=True,
-                        allow_redirects=False,
-                        headers={"Accept-Encoding": "identity"} if kind == "image" else None,
-                    )
-                except requests.Timeout as exc:
-                    reason, detail = "timeout", self.redact(f"{type(exc).__name__}: {exc}")
-                    break
-                except requests.RequestException as exc:
-                    reason, detail = "connection", self.redact(f"{type(exc).__name__}: {exc}")
-                    break
-                try:
-                    status = resp.status_code
-                    if 300 <= status < 400 and resp.headers.get("Location"):
-                        target, query = urljoin(resp.url, resp.headers["Location"]), None
-                        continue
-                    if status < 300:
-                        try:
-                            return consume(resp)
-                        except _Retry as exc:
-                            reason, detail = exc.reason, self.redact(exc.detail)
-                            break
-                        except requests.Timeout as exc:
-                            reason, detail = "timeout", self.redact(f"{type(exc).__name__}: {exc}")
-                            break
-                        except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
-                            reason, detail = "truncated", self.redact(f"{type(exc).__name__}: {exc}")
-                            break
-                    reason = f"http_{status}"
-                    snippet = _snippet(resp)
-                    detail = self.redact(f"HTTP {status} {resp.reason or ''} {snippet!r}")
-                    if status not in RETRYABLE_STATUS:
-                        raise FetchError(reason, detail)
-                    wanted = _retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
-                    if wanted is not None:
-                        if wanted > policy.max_retry_after:
-                            raise FetchError(reason, f"server asks to wait {wanted:.0f}s (> {policy.max_retry_after}s)")
-                        delay = wanted * policy.time_scale
-                        self.limiter(host).pause(delay)  # the whole host, every thread: that is what it asked
-                    break
-                finally:
-                    resp.close()
-            else:
-                raise FetchError("redirect_loop", f"{url}: more than {MAX_REDIRECTS} redirects")
+            result = self._attempt(url, params, kind, consume)
+            if not isinstance(result, _Failed):
+                return result
+            failed = result
             if attempt == policy.retries:
                 break
-            delay = max(delay or 0.0, policy.backoff_delay(attempt))
+            delay = max(failed.delay or 0.0, policy.backoff_delay(attempt))
             self.stats.retried()
             log.warning(
                 "%s: %s; retry %d/%d in %.2fs",
                 self.redact(url),
-                detail or reason,
+                failed.detail or failed.reason,
                 attempt + 1,
                 policy.retries,
                 delay,
             )
             self._sleep(delay)
-        raise FetchError(reason, f"gave up after {policy.retries} retries: {detail}")
+        raise FetchError(failed.reason, f"gave up after {policy.retries} retries: {failed.detail}")
+
+    def _attempt(self, url: str, params: dict | None, kind: str, consume: Callable[[requests.Response], Any]) -> Any:
+        """One try, following redirects (each target checked again): what ``consume`` returned, or ``_Failed``
+        for a transient failure; a FetchError for one that retrying cannot mend."""
+        target, query = url, params
+        for _hop in range(MAX_REDIRECTS + 1):
+            problem = self.url_problem(target)
+            if problem:
+                raise FetchError(*problem)
+            host = urlsplit(target).hostname or ""
+            self.limiter(host).wait()
+            self.stats.count(kind)
+            try:
+                resp = self._session().get(
+                    target,
+                    params=query,
+                    timeout=self.policy.timeout,
+                    stream=True,
+                    allow_redirects=False,
+                    headers={"Accept-Encoding": "identity"} if kind == "image" else None,
+                )
+            except requests.Timeout as exc:
+                return _Failed("timeout", self._describe(exc))
+            except requests.RequestException as exc:
+                return _Failed("connection", self._describe(exc))
+            try:
+                status = resp.status_code
+                if 300 <= status < 400 and resp.headers.get("Location"):
+                    target, query = urljoin(resp.url, resp.headers["Location"]), None
+                    continue
+                if status < 300:
+                    return self._consume(resp, consume)
+                return self._failed_status(resp, host)
+            finally:
+                resp.close()
+        raise FetchError("redirect_loop", f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    def _consume(self, resp: requests.Response, consume: Callable[[requests.Response], Any]) -> Any:
+        """Read a successful answer's body; a truncated or timed-out body is a transient failure."""
+        try:
+            return consume(resp)
+        except _Retry as exc:
+            return _Failed(exc.reason, self.redact(exc.detail))
+        except requests.Timeout as exc:
+            return _Failed("timeout", self._describe(exc))
+        except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+            return _Failed("truncated", self._describe(exc))
+
+    def _failed_status(self, resp: requests.Response, host: str) -> _Failed:
+        """An error status: retried when it may pass (429, 5xx), pausing the host as long as Retry-After asks."""
+        status = resp.status_code
+        reason = f"http_{status}"
+        detail = self.redact(f"HTTP {status} {resp.reason or ''} {_snippet(resp)!r}")
+        if status not in RETRYABLE_STATUS:
+            raise FetchError(reason, detail)
+        wanted = _retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
+        if wanted is None:
+            return _Failed(reason, detail)
+        if wanted > self.policy.max_retry_after:
+            raise FetchError(reason, f"server asks to wait {wanted:.0f}s (> {self.policy.max_retry_after}s)")
+        delay = wanted * self.policy.time_scale
+        self.limiter(host).pause(delay)  # the whole host, every thread: that is what it asked
+        return _Failed(reason, detail, delay)
+
+    def _describe(self, exc: Exception) -> str:
+        return self.redact(f"{type(exc).__name__}: {exc}")
 
     def get_text(self, url: str, params: dict | None = None) -> str:
         """A listing page's text; any failure is a GanimeError (redacted)."""
@@ -429,19 +451,15 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-class _HttpSource:
-    name: str
-    client: HttpClient
+class HttpBooruSource:
+    """What every HTTP booru shares: a name, optional credentials from the environment and a polite client.
 
-    def fetch(self, url: str) -> bytes:
-        return self.client.get_bytes(url, max_bytes=MAX_LISTING_BYTES)
+    Subclasses name their API (``API``, for messages) and the query parameters the credentials travel in
+    (``CREDENTIAL_PARAMS``: user, key), and implement ``list_page``.
+    """
 
-    def download(self, url: str, dest: Path, max_bytes: int) -> Download:
-        return self.client.download(url, dest, max_bytes)
-
-
-class DapiSource(_HttpSource):
-    """Gelbooru 0.2 ``index.php?page=dapi`` (Safebooru: bare JSON array; Gelbooru: object; either: XML)."""
+    API = "HTTP booru"
+    CREDENTIAL_PARAMS = ("user", "api_key")
 
     def __init__(
         self,
@@ -453,10 +471,27 @@ class DapiSource(_HttpSource):
         api_key_env: str | None = None,
         **client_kwargs: Any,
     ) -> None:
+        """``client_kwargs``: policy, burst, extra_hosts, sleep (see HttpClient)."""
         self.name = name
-        creds = _credentials(user_env, api_key_env, "Gelbooru DAPI")
-        self.credentials = {"user_id": creds[0], "api_key": creds[1]} if creds else {}
+        creds = _credentials(user_env, api_key_env, self.API)
+        self.credentials = dict(zip(self.CREDENTIAL_PARAMS, creds, strict=True)) if creds else {}
         self.client = HttpClient(base_url, rate, secrets=tuple(self.credentials.values()), **client_kwargs)
+
+    def list_page(self, tags: str, before_id: int | None, limit: int) -> list[PostMeta]:
+        raise NotImplementedError
+
+    def fetch(self, url: str) -> bytes:
+        return self.client.get_bytes(url, max_bytes=MAX_LISTING_BYTES)
+
+    def download(self, url: str, dest: Path, max_bytes: int) -> Download:
+        return self.client.download(url, dest, max_bytes)
+
+
+class DapiSource(HttpBooruSource):
+    """Gelbooru 0.2 ``index.php?page=dapi`` (Safebooru: bare JSON array; Gelbooru: object; either: XML)."""
+
+    API = "Gelbooru DAPI"
+    CREDENTIAL_PARAMS = ("user_id", "api_key")
 
     def list_page(self, tags: str, before_id: int | None, limit: int) -> list[PostMeta]:
         query = " ".join(tags.split() + ([f"id:<{before_id}"] if before_id is not None else []))
@@ -522,29 +557,16 @@ def parse_dapi(body: str) -> list[dict]:
     return [d for d in data if isinstance(d, dict)]
 
 
-class DanbooruSource(_HttpSource):
+class DanbooruSource(HttpBooruSource):
     """Danbooru ``/posts.json``, paging with ``page=b<id>`` (no deep-pagination cap), at most 200 per page.
 
     Posts this account cannot see come back without ``file_url``: they are returned with an empty ``file_url``
     so the scrape stage counts them as hidden and pages past them.
     """
 
+    API = "Danbooru"
+    CREDENTIAL_PARAMS = ("login", "api_key")
     MAX_PAGE = 200
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        rate: float,
-        *,
-        user_env: str | None = None,
-        api_key_env: str | None = None,
-        **client_kwargs: Any,
-    ) -> None:
-        self.name = name
-        creds = _credentials(user_env, api_key_env, "Danbooru")
-        self.credentials = {"login": creds[0], "api_key": creds[1]} if creds else {}
-        self.client = HttpClient(base_url, rate, secrets=tuple(self.credentials.values()), **client_kwargs)
 
     def list_page(self, tags: str, before_id: int | None, limit: int) -> list[PostMeta]:
         params: dict[str, Any] = {"tags": " ".join(tags.split()), "limit": max(1, min(limit, self.MAX_PAGE))}

@@ -27,7 +27,7 @@ rule scrape:
 # The synthetic booru's ground truth and its simulated hand labels (demo only; named as synthetic).
 rule synthetic_labels:
     input:
-        code=code("synthetic"),
+        code=code("sources.synthetic"),
         posts=POSTS,
     output:
         truth="results/synthetic/truth.parquet",
@@ -46,7 +46,7 @@ rule synthetic_labels:
     log:
         "logs/scrape/synthetic_labels.log",
     shell:
-        "python -m ganime_steps.synthetic"
+        "python -m ganime_steps.sources.synthetic"
         " --n-posts {params.n_posts}"
         " --seed {params.seed}"
         " --style {params.style}"

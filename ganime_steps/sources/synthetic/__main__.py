@@ -1,0 +1,3 @@
+from ganime_steps.sources.synthetic.cli import main
+
+raise SystemExit(main())
