@@ -81,7 +81,7 @@ def _model_rows(device: str, quick: bool) -> list[dict]:
     import timm
     import torch
 
-    from ganime_steps.classifier import _autocast
+    from ganime_steps.classifier import autocast as _autocast
 
     dev = torch.device(device)
     model = timm.create_model(ARCH, pretrained=False, num_classes=1).eval().to(dev)
@@ -129,7 +129,8 @@ def _end_to_end_rows(device: str, quick: bool) -> list[dict]:
     import torch
 
     from ganime_steps import imaging
-    from ganime_steps.classifier import _to_input, load_classifier, run_score
+    from ganime_steps.classifier import load_classifier, run_score
+    from ganime_steps.classifier import to_input as _to_input
 
     n = 32 if quick else 256
     n_base = 16 if quick else 64

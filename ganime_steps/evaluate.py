@@ -62,7 +62,6 @@ KID_SUBSET_SIZE = 1000
 PR_K = 3
 MIN_SAMPLES = PR_K + 1  # k-NN radii need k other points; covariance needs >= 2
 GEN_CHUNK = 500  # images generated per call: bounds memory independently of --n and --batch-size
-CLASSIFIER_KEYS = ("arch", "image_size", "state_dict", "task")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_REFERENCE_NAME = "reference"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -219,27 +218,6 @@ def fd_label(space: str) -> str:
     return "FID" if space == INCEPTION_SPACE else f"Fréchet distance in {space} feature space"
 
 
-def read_classifier_checkpoint(path: Path) -> dict[str, Any]:
-    """Load and validate a ganime classifier ``model.pt`` (dict with arch, image_size, state_dict, task, ...)."""
-    import torch
-
-    if not path.is_file():
-        raise GanimeError(f"--classifier-model {path}: file not found; run the classifier stage first")
-    try:
-        # Our own artifact; it may hold plain Python objects besides tensors.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        msg = f"--classifier-model {path}: not a readable torch file ({exc}); rerun the classifier stage"
-        raise GanimeError(msg) from exc
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CLASSIFIER_KEYS):
-        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise GanimeError(
-            f"--classifier-model {path}: expected a dict with keys {', '.join(CLASSIFIER_KEYS)}, got {have}; "
-            "rerun the classifier stage"
-        )
-    return ckpt
-
-
 @dataclass
 class FeatureSpec:
     """Which features the flags ask for, resolved without building the network."""
@@ -262,8 +240,10 @@ class FeatureSpec:
 def resolve_features(inception_weights: Path | None, classifier_model: Path | None) -> FeatureSpec:
     """The feature space the flags ask for: Inception wins when given; neither → the standard Inception weights."""
     if inception_weights is None and classifier_model is not None:
+        from ganime_steps.classifier import read_classifier  # lazily: Inception-only runs never import it
+
         path = Path(classifier_model)
-        ckpt = read_classifier_checkpoint(path)
+        ckpt = read_classifier(path)
         space = f"classifier:{ckpt['task']}:{ckpt['arch']}"
         sha = inception.file_sha256(path)
         return FeatureSpec("classifier", path, space, False, sha, sha, source="ganime classifier", ckpt=ckpt)
@@ -305,9 +285,11 @@ class FeatureExtractor:
         if self.kind == "classifier":
             import torch
 
-            cfg = getattr(model, "pretrained_cfg", None) or {}
-            self._mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
-            self._std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
+            from ganime_steps.classifier import norm_stats
+
+            mean, std = norm_stats(model)  # the classifier's own input normalisation
+            self._mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+            self._std = torch.tensor(std, device=device).view(1, 3, 1, 1)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import torch
@@ -349,20 +331,11 @@ def load_extractor(
             ) from exc
         return FeatureExtractor(spec, model.to(dev).eval(), dev)
 
-    import timm
+    from ganime_steps.classifier import classifier_from_checkpoint
 
     ckpt = spec.ckpt
-    try:
-        model = timm.create_model(ckpt["arch"], pretrained=False, num_classes=1)
-        model.load_state_dict(ckpt["state_dict"])
-    except Exception as exc:
-        raise GanimeError(
-            f"--classifier-model {spec.path}: cannot rebuild timm '{ckpt['arch']}' from its state_dict "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); rerun the classifier stage"
-        ) from exc
-    # Normalisation stored by the classifier stage wins over the architecture's defaults.
-    if "mean" in ckpt and "std" in ckpt:
-        model.pretrained_cfg = {**(model.pretrained_cfg or {}), "mean": tuple(ckpt["mean"]), "std": tuple(ckpt["std"])}
+    # the normalisation stored by the classifier stage is in the model's pretrained_cfg, which the extractor reads
+    model = classifier_from_checkpoint(ckpt, spec.path)
     return FeatureExtractor(spec, model.to(dev).eval(), dev, image_size=int(ckpt["image_size"]))
 
 

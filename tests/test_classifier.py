@@ -273,7 +273,7 @@ def test_epoch_and_threshold_never_see_test_labels(data, trained, tmp_path, monk
     labels = pd.read_parquet(data["labels"])
     split = classifier.split_by_post(labels, seed=0, val_fraction=0.25, test_fraction=0.2)
     # the split is stratified by label, so flipping would move posts: pin the original split
-    monkeypatch.setattr(classifier, "split_by_post", lambda *a, **k: split)
+    monkeypatch.setattr(classifier.train, "split_by_post", lambda *a, **k: split)
     flipped = labels.copy()
     flipped.loc[split.test, "label"] = 1 - flipped.loc[split.test, "label"]
     path = tmp_path / "flipped.parquet"
@@ -402,6 +402,24 @@ def test_local_pretrained_missing_or_wrong_arch(tmp_path):
         classifier.build_model("resnet34", str(path))
 
 
+def test_load_classifier_names_the_file_and_the_fix(tmp_path):
+    """One reader, one wording: a missing, foreign or ill-fitting model.pt names itself and the step that makes it."""
+    import timm
+
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(GanimeError, match=r"missing\.pt: classifier model file not found; run the classifier train"):
+        classifier.load_classifier(missing)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"arch": "resnet18"}, foreign)
+    with pytest.raises(GanimeError, match=r"foreign\.pt: not a classifier model file \(missing image_size.*rerun"):
+        classifier.load_classifier(foreign)
+    wrong = tmp_path / "wrong.pt"
+    sd = timm.create_model("resnet34", pretrained=False, num_classes=1).state_dict()
+    torch.save({k: 0 for k in classifier.MODEL_KEYS} | {"arch": "resnet18", "state_dict": sd}, wrong)
+    with pytest.raises(GanimeError, match=r"wrong\.pt: .*resnet18 \(weights do not fit.*rerun the classifier train"):
+        classifier.load_classifier(wrong)
+
+
 def test_unknown_arch():
     with pytest.raises(GanimeError, match="not a timm model"):
         classifier.build_model("resnet_does_not_exist", "none")
@@ -487,8 +505,9 @@ def test_cli_too_few_labels_for_test_split(data, tmp_path, capsys):
     assert classifier.main(args) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "test split" in line]
     assert len(notes) == 1 and notes[0].endswith(
-        "WARNING ganime_steps.classifier: chibi: too few labels for a test split (class 1 has 2 distinct image(s); "
-        "train, val and test need >= 3 per class): no test split, the metrics are validation only; label more posts"
+        "WARNING ganime_steps.classifier.train: chibi: too few labels for a test split "
+        "(class 1 has 2 distinct image(s); train, val and test need >= 3 per class): no test split, "
+        "the metrics are validation only; label more posts"
     )
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["test"] is None and metrics["n_test"] == 0 and "class 1 has 2" in metrics["test_note"]

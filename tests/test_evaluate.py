@@ -350,6 +350,11 @@ def test_cli_bad_inputs_exit_2(tmp_path, clf, capsys, no_standard_weights):
     run = ["run", "--generator", str(tmp_path / "G.pt"), "--n", "8", "--classifier-model", str(clf)]
     assert ev.main([*run, "--reference", str(tmp_path / "none.npz"), "--out", str(tmp_path / "m.json")]) == 2
     assert "none.npz" in capsys.readouterr().err
+    # the classifier stage's own reader: the file and the step that makes it
+    absent = tmp_path / "absent.pt"
+    argv = ["reference", "--data", str(data), "--n", "8", "--classifier-model", str(absent), "--out", str(out)]
+    assert ev.main(argv) == 2
+    assert f"{absent}: classifier model file not found; run the classifier train step" in capsys.readouterr().err
     assert not out.exists()
 
 

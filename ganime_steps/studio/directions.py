@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganime_steps.classifier import load_classifier, norm_stats, read_classifier
 from ganime_steps.common import GanimeError, atomic_path, run_cli, torch_device
 from ganime_steps.gan import load_generator
 from ganime_steps.gan.networks import images_to_uint8
@@ -83,12 +84,9 @@ def score_images(
     model_path: Path, images: np.ndarray, device: torch.device, batch_size: int
 ) -> tuple[np.ndarray, dict]:
     """Sigmoid scores of a classifier model.pt for uint8 images (resized to its input size as it was trained)."""
-    from ganime_steps.classifier import _norm_stats, load_classifier
-
     net, ckpt = load_classifier(model_path)
     net = net.to(device).eval()
-    mean = torch.tensor(ckpt.get("mean") or _norm_stats(net)[0], device=device).view(1, -1, 1, 1)
-    std = torch.tensor(ckpt.get("std") or _norm_stats(net)[1], device=device).view(1, -1, 1, 1)
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in norm_stats(net))
     size = int(ckpt["image_size"])
     out = []
     for i in range(0, len(images), batch_size):
@@ -206,9 +204,8 @@ def run(
         raise GanimeError(f"--fraction {fraction}: must be in (0, 0.5]; InterFaceGAN uses the top/bottom few %")
     if batch_size < 1:
         raise GanimeError(f"--batch-size {batch_size}: must be >= 1")
-    for task, path in classifiers.items():
-        if not Path(path).is_file():
-            raise GanimeError(f"--classifier {task}={path}: file not found; run the classifier train step first")
+    for path in classifiers.values():
+        read_classifier(path)  # a missing or foreign model file fails here, before any rendering
     dev = torch_device(device)
     G = load_generator(generator, device=str(dev))
     space = latent_space(G)

@@ -1,0 +1,39 @@
+"""One reader for the torch files the stages write: a classifier's ``model.pt``, a ``generator.pt`` and a training
+``checkpoint.pt``. A missing, unreadable or foreign file is one GanimeError line with one wording: the file, what
+was expected, and the step that makes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ganime_steps.common import GanimeError
+
+
+def load_torch_file(
+    path: str | Path, *, what: str, made_by: str, required: Iterable[str] = (), weights_only: bool = True
+) -> dict[str, Any]:
+    """The dict saved at ``path`` (tensors on the CPU).
+
+    ``what`` names the file for the user ("classifier model", "generator"); ``made_by`` the step that writes it
+    ("the classifier train step"); ``required``: keys it must hold. ``weights_only=False`` only for files this
+    project wrote itself that hold plain Python objects besides tensors."""
+    import torch  # lazily: stages that never read a torch file do not import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise GanimeError(f"{path}: {what} not found; run {made_by} first")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:
+        detail = (str(exc).splitlines() or [""])[0][:200]
+        raise GanimeError(
+            f"{path}: not a readable {what} ({type(exc).__name__}: {detail}); delete it and rerun {made_by}"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise GanimeError(f"{path}: not a {what} (it holds a {type(obj).__name__}); rerun {made_by}")
+    missing = [key for key in required if key not in obj]
+    if missing:
+        raise GanimeError(f"{path}: not a {what} (missing {', '.join(missing)}); rerun {made_by}")
+    return obj

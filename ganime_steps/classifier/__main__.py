@@ -1,0 +1,3 @@
+from ganime_steps.classifier.cli import main
+
+raise SystemExit(main())

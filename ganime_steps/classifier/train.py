@@ -1,0 +1,441 @@
+"""``train``: fit one binary classifier on the labelled posts, pick its epoch and threshold on validation data, then
+report the held-out test split; writes model.pt, metrics.json, pr_curve.png and confusion.png."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ganime_steps.classifier.data import (
+    Split,
+    check_workers,
+    labelled_posts,
+    load_images,
+    resolve_paths,
+    split_by_post,
+    train_loader,
+)
+from ganime_steps.classifier.metrics import (
+    binary_metrics,
+    choose_threshold,
+    counts,
+    parse_threshold_rule,
+    select_threshold,
+    split_metrics,
+)
+from ganime_steps.classifier.model import (
+    autocast,
+    build_model,
+    check_arch,
+    norm_stats,
+    normalise_pretrained,
+    predict_scores,
+    save_classifier,
+    to_input,
+)
+from ganime_steps.classifier.plots import plot_confusion, plot_pr
+from ganime_steps.common import GanimeError, progress, seed_everything, torch_device, write_json
+
+log = logging.getLogger(__name__)
+
+VAL_SPLIT_NAME = "validation (used for epoch and threshold)"
+TEST_SPLIT_NAME = "test (held out)"
+_SETTINGS_IN_METRICS = ("task", "arch", "pretrained", "image_size", "seed", "val_fraction", "test_fraction")
+
+
+@dataclass
+class TrainSummary:
+    task: str
+    arch: str
+    pretrained: str
+    n_train: int
+    n_val: int
+    n_test: int
+    epochs_run: int
+    best_epoch: int
+    threshold: float
+    val_f1: float  # on the split that chose the epoch and the threshold: optimistic
+    test_precision: float | None  # None: no test split (see metrics.json test_note)
+    test_recall: float | None
+    test_f1: float | None
+    test_roc_auc: float | None
+    seconds_per_epoch: float
+    out: Path
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The knobs of one training run (see :func:`run_train`)."""
+
+    task: str
+    arch: str
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    pretrained: str
+    seed: int
+    val_fraction: float
+    test_fraction: float
+    patience: int
+    threshold_rule: str
+    workers: int
+
+    def check(self) -> None:
+        """Every knob, the threshold rule, the worker count and the arch name, before any work."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.task or ""):
+            raise GanimeError(f"task {self.task!r}: use letters, digits, _ . - only (e.g. chibi, multi, aesthetic)")
+        if self.image_size < 16:
+            raise GanimeError(f"image_size {self.image_size}: must be >= 16 (ResNets downsample 32x)")
+        if self.epochs < 1:
+            raise GanimeError(f"epochs {self.epochs}: must be >= 1")
+        if self.batch_size < 2:
+            raise GanimeError(f"batch_size {self.batch_size}: must be >= 2 (batch norm needs two samples per batch)")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise GanimeError(f"lr {self.lr}: must be a positive number such as 1e-3")
+        val, test = self.val_fraction, self.test_fraction
+        if not 0.0 < val < 1.0:
+            raise GanimeError(f"val_fraction {val}: must be between 0 and 1 (e.g. 0.25)")
+        if not 0.0 <= test < 1.0:
+            raise GanimeError(f"test_fraction {test}: must be >= 0 and below 1 (e.g. 0.2; 0 = no test split)")
+        if val + test >= 1.0:
+            raise GanimeError(f"val_fraction {val} + test_fraction {test}: must leave posts to train on (sum below 1)")
+        if self.patience < 1:
+            raise GanimeError(f"patience {self.patience}: must be >= 1 epoch")
+        parse_threshold_rule(self.threshold_rule)
+        check_workers(self.workers)
+        check_arch(self.arch)
+
+
+@dataclass
+class _Net:
+    """The model being trained, where it runs and how its inputs are normalised."""
+
+    model: Any
+    device: Any
+    mean: list[float]
+    std: list[float]
+    batch_size: int
+
+    @property
+    def channels_last(self) -> bool:
+        return self.device.type == "cuda"
+
+    def scores(self, images) -> np.ndarray:
+        return predict_scores(self.model, images, self.device, self.mean, self.std, self.batch_size)
+
+
+@dataclass
+class _Best:
+    """The best epoch so far: its val F1 and loss, its val scores and a CPU copy of its weights."""
+
+    epoch: int
+    f1: float
+    loss: float
+    scores: np.ndarray
+    state: dict
+
+
+def run_train(
+    *,
+    posts: Path,
+    labels: Path,
+    out: Path,
+    task: str,
+    arch: str = "resnet34",
+    image_size: int = 128,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    pretrained: str = "none",
+    seed: int = 0,
+    val_fraction: float = 0.25,
+    test_fraction: float = 0.2,
+    patience: int = 5,
+    threshold_rule: str = "best_f1",
+    device: str = "auto",
+    workers: int = 0,
+) -> TrainSummary:
+    """Train one binary classifier; write model.pt, metrics.json, pr_curve.png and confusion.png into ``out``."""
+    posts, labels, out = Path(posts), Path(labels), Path(out)
+    s = _Settings(
+        task=task,
+        arch=arch,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        pretrained=normalise_pretrained(pretrained),
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        patience=patience,
+        threshold_rule=threshold_rule,
+        workers=workers,
+    )
+    s.check()
+    dev = torch_device(device)
+
+    d = _prepare(posts, labels, s, dev)
+    best, history = _fit(d.net, d.loader, d.val_images, d.y_val, s, d.pos_weight)
+
+    # epoch and threshold are now fixed from validation data alone; only then score and read the test split
+    threshold, rule_met, val_block = _validation_result(best, d.y_val, s.threshold_rule)
+    test_block = _test_result(d.net, best, d.test_images, d.y_all[d.split.test], threshold, task, val_block)
+    metrics = {
+        **{k: getattr(s, k) for k in _SETTINGS_IN_METRICS},
+        **_split_counts(d.split, d.y_all),
+        "class_balance": "BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)",
+        "pos_weight": d.pos_weight,
+        "epochs_run": len(history),
+        "best_epoch": best.epoch,
+        "threshold": threshold,
+        "threshold_rule": s.threshold_rule,
+        "threshold_rule_met": rule_met,
+        "test": test_block,
+        "test_note": d.split.test_note,
+        "val": val_block,
+        "history": history,
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+        "device": str(dev),
+    }
+    _write_outputs(out, d.net, best, metrics)
+    return _summary(metrics, out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Steps of run_train
+
+
+@dataclass
+class _Prepared:
+    """Everything the training loop and the final scoring need: the network, the split, its images and labels."""
+
+    net: _Net
+    split: Split
+    y_all: np.ndarray  # labels of every labelled post (the test ones are read only after training)
+    loader: Any  # shuffled, augmented training batches
+    val_images: Any
+    test_images: Any
+    pos_weight: float
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self.y_all[self.split.val]
+
+
+def _prepare(posts: Path, labels: Path, s: _Settings, dev) -> _Prepared:
+    """Labels joined to the posts, the split, a seeded new network, the images (decoded once) and the train loader;
+    in this order, so that the seeded random state is used as it always was."""
+    import torch
+
+    data = labelled_posts(posts, labels)
+    y_all = data["label"].to_numpy()
+    split = _split(data, s)
+    seed_everything(s.seed)
+    net = _new_net(s, dev)
+    paths = resolve_paths(posts, data["file"])
+    images = load_images(paths, s.image_size, batch_size=s.batch_size, workers=s.workers, desc=f"{s.task} images")
+    train_images, val_images, test_images = (images[torch.from_numpy(i)] for i in (split.train, split.val, split.test))
+    loader = train_loader(
+        train_images,
+        y_all[split.train],
+        image_size=s.image_size,
+        batch_size=s.batch_size,
+        workers=s.workers,
+        seed=s.seed,
+        device=dev,
+    )
+    return _Prepared(net, split, y_all, loader, val_images, test_images, _pos_weight(y_all[split.train]))
+
+
+def _split(data, s: _Settings) -> Split:
+    """:func:`split_by_post` of the labelled posts, logged (train and val class counts; test only by size)."""
+    split = split_by_post(data, seed=s.seed, val_fraction=s.val_fraction, test_fraction=s.test_fraction)
+    y_all = data["label"].to_numpy()
+    # test labels are read only after the epoch and the threshold are fixed (after the training loop)
+    log.info(
+        "%s: %d labelled posts -> train %s, val %s, test %d posts",
+        s.task,
+        len(data),
+        counts(y_all[split.train]),
+        counts(y_all[split.val]),
+        len(split.test),
+    )
+    if split.test_note:
+        log.warning("%s: %s", s.task, split.test_note)
+    return split
+
+
+def _new_net(s: _Settings, dev) -> _Net:
+    import torch
+
+    model = build_model(s.arch, s.pretrained).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = norm_stats(model)
+    return _Net(model, dev, mean, std, s.batch_size)
+
+
+def _pos_weight(y_train: np.ndarray) -> float:
+    """Class balance: positives weigh n_negative / n_positive, so each class contributes equally to the loss."""
+    n_pos, n_neg = int(y_train.sum()), int(len(y_train) - y_train.sum())
+    return n_neg / n_pos
+
+
+def _fit(net: _Net, loader, val_images, y_val: np.ndarray, s: _Settings, pos_weight: float):
+    """AdamW with cosine decay over all steps; keeps the best epoch by val F1 and stops after ``patience`` epochs
+    without a gain. Returns the best epoch (:class:`_Best`) and the per-epoch history."""
+    import torch
+
+    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=net.device))
+    optimizer = torch.optim.AdamW(net.model.parameters(), lr=s.lr, weight_decay=1e-2)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s.epochs * len(loader)))
+    best: _Best | None = None
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, s.epochs + 1):
+        t0 = time.perf_counter()
+        desc = f"{s.task} epoch {epoch}/{s.epochs}"
+        train_loss = _train_epoch(net, loader, criterion, optimizer, scheduler, desc=desc)
+        val_scores = net.scores(val_images)
+        val_loss = _val_loss(val_scores, y_val, pos_weight)
+        thr, _ = select_threshold(val_scores, y_val, s.threshold_rule)
+        val_f1 = binary_metrics(val_scores, y_val, thr)["f1"]
+        seconds = time.perf_counter() - t0
+        history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_f1": val_f1, "seconds": seconds}
+        )
+        log.info(
+            "%s epoch %d: train loss %.4f, val loss %.4f, val F1 %.3f (%.1fs)",
+            *(s.task, epoch, train_loss, val_loss, val_f1, seconds),
+        )
+        if _better(val_f1, val_loss, best):
+            state = {k: v.detach().to("cpu", copy=True) for k, v in net.model.state_dict().items()}
+            best = _Best(epoch, val_f1, val_loss, val_scores, state)
+        elif epoch - best.epoch >= s.patience:
+            log.info("%s: early stop after epoch %d (no val F1 gain for %d epochs)", s.task, epoch, s.patience)
+            break
+    assert best is not None
+    return best, history
+
+
+def _train_epoch(net: _Net, loader, criterion, optimizer, scheduler, *, desc: str) -> float:
+    """One pass over the shuffled, augmented training batches; the mean training loss."""
+    net.model.train()
+    total, seen = 0.0, 0
+    for x, y in progress(loader, total=len(loader), desc=desc):
+        x = to_input(x, net.device, net.mean, net.std, net.channels_last)
+        y = y.to(net.device, non_blocking=True)
+        with autocast(net.device):
+            logits = net.model(x).squeeze(1)
+        loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+    return total / max(seen, 1)
+
+
+def _val_loss(scores: np.ndarray, labels: np.ndarray, pos_weight: float) -> float:
+    """The training loss (class-weighted binary cross-entropy) of validation scores."""
+    import torch
+
+    y = torch.from_numpy(labels).float().double()
+    p = torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7)
+    return float(torch.nn.functional.binary_cross_entropy(p, y, weight=1 + (pos_weight - 1) * y))
+
+
+def _better(val_f1: float, val_loss: float, best: _Best | None) -> bool:
+    """Best = highest val F1; equal F1 (common on small val sets) is broken by lower val loss."""
+    if best is None or val_f1 > best.f1 + 1e-12:
+        return True
+    return abs(val_f1 - best.f1) <= 1e-12 and val_loss < best.loss
+
+
+def _validation_result(best: _Best, y_val: np.ndarray, threshold_rule: str) -> tuple[float, bool, dict[str, Any]]:
+    """The threshold the rule picks on the best epoch's val scores, whether the rule was met, and the val block."""
+    threshold = choose_threshold(best.scores, y_val, threshold_rule)
+    _, rule_met = select_threshold(best.scores, y_val, threshold_rule)
+    return threshold, rule_met, {"split": VAL_SPLIT_NAME, **split_metrics(best.scores, y_val, threshold)}
+
+
+def _test_result(net: _Net, best: _Best, test_images, y_test: np.ndarray, threshold: float, task: str, val_block):
+    """The held-out test block of the best epoch at ``threshold`` (None without a test split)."""
+    if not len(y_test):
+        return None
+    net.model.load_state_dict(best.state)
+    test_block = {"split": TEST_SPLIT_NAME, **split_metrics(net.scores(test_images), y_test, threshold)}
+    log.info(
+        "%s: test (held out, %d posts) precision %.3f, recall %.3f, F1 %.3f; validation F1 %.3f",
+        task,
+        len(y_test),
+        test_block["precision"],
+        test_block["recall"],
+        test_block["f1"],
+        val_block["f1"],
+    )
+    return test_block
+
+
+def _split_counts(split: Split, y_all: np.ndarray) -> dict[str, Any]:
+    return {
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+        "n_test": len(split.test),
+        "counts": {
+            "all": counts(y_all),
+            "train": counts(y_all[split.train]),
+            "val": counts(y_all[split.val]),
+            "test": counts(y_all[split.test]),
+        },
+    }
+
+
+def _write_outputs(out: Path, net: _Net, best: _Best, metrics: dict[str, Any]) -> None:
+    """model.pt (the best epoch's weights), metrics.json and the two figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_classifier(
+        out / "model.pt",
+        best.state,
+        arch=metrics["arch"],
+        image_size=metrics["image_size"],
+        threshold=metrics["threshold"],
+        task=metrics["task"],
+        mean=net.mean,
+        std=net.std,
+    )
+    write_json(out / "metrics.json", metrics)
+    blocks = [b for b in (metrics["test"], metrics["val"]) if b is not None]
+    plot_pr(out / "pr_curve.png", blocks, metrics["threshold"], metrics["task"])
+    plot_confusion(out / "confusion.png", blocks, metrics["task"], metrics["threshold"])
+
+
+def _summary(metrics: dict[str, Any], out: Path) -> TrainSummary:
+    test_block = metrics["test"] or {}
+    return TrainSummary(
+        task=metrics["task"],
+        arch=metrics["arch"],
+        pretrained=metrics["pretrained"],
+        n_train=metrics["n_train"],
+        n_val=metrics["n_val"],
+        n_test=metrics["n_test"],
+        epochs_run=metrics["epochs_run"],
+        best_epoch=metrics["best_epoch"],
+        threshold=metrics["threshold"],
+        val_f1=metrics["val"]["f1"],
+        test_precision=test_block.get("precision"),
+        test_recall=test_block.get("recall"),
+        test_f1=test_block.get("f1"),
+        test_roc_auc=test_block.get("roc_auc"),
+        seconds_per_epoch=metrics["seconds_per_epoch"],
+        out=out,
+    )
