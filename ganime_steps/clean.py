@@ -27,6 +27,8 @@ import pandas as pd
 from ganime_steps.common import (
     GanimeError,
     atomic_path,
+    call_with_args,
+    parse_assignments,
     progress,
     read_parquet,
     run_cli,
@@ -93,17 +95,6 @@ def filter_from_slug(dataset: str, spec: dict, slug: str) -> str:
     if slug not in names:
         raise GanimeError(f"datasets.{dataset}: no filter {slug!r}; its filters are {', '.join(names) or 'none'}")
     return names[slug]
-
-
-def parse_assignments(items: list[str], flag: str) -> dict[str, str]:
-    """``["chibi=path", ...]`` → dict, order kept (filters apply in the order given)."""
-    result = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise GanimeError(f"{flag} {item!r}: expected NAME=VALUE")
-        result[key] = value
-    return result
 
 
 def _candidates(posts: Path | None, faces: Path | None) -> tuple[pd.DataFrame, str]:
@@ -348,22 +339,10 @@ def _thresholds(items: list[str]) -> dict[str, float | None]:
 
 
 def _dispatch(a: argparse.Namespace):
-    if a.command == "pack":
-        return run_pack(manifest=a.manifest, resolution=a.resolution, out=a.out, preview=a.preview, workers=a.workers)
-    if a.command == "removed-grid":
-        return run_removed_grid(manifest=a.manifest, filter_name=a.filter_name, out=a.out, n=a.n, tile=a.tile)
-    scores = {k: Path(v) for k, v in parse_assignments(a.scores, "--scores").items()}
-    return run_filter(
-        dataset=a.dataset,
-        out=a.out,
-        posts=a.posts,
-        faces=a.faces,
-        posts_tags=a.posts_tags,
-        scores=scores,
-        drop=_thresholds(a.drop),
-        require_tags=a.require_tags,
-        exclude_tags=a.exclude_tags,
-    )
+    if a.command == "filter":
+        scores = {k: Path(v) for k, v in parse_assignments(a.scores, "--scores").items()}
+        return call_with_args(run_filter, a, scores=scores, drop=_thresholds(a.drop))
+    return call_with_args(run_pack if a.command == "pack" else run_removed_grid, a)
 
 
 def main(argv: list[str] | None = None) -> int:

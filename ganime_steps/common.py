@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import dataclasses
 import glob
+import hashlib
+import inspect
 import json
 import logging
 import os
@@ -194,6 +196,42 @@ def run_cli(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespa
     if summary is not None:
         log.info("summary: %s", json.dumps(to_jsonable(summary), sort_keys=True))
     return 0
+
+
+def args_for(func: Callable[..., Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword parameters of ``func`` that ``args`` (parsed CLI flags) holds under the same names."""
+    return {name: getattr(args, name) for name in inspect.signature(func).parameters if hasattr(args, name)}
+
+
+def call_with_args(func: Callable[..., T], args: argparse.Namespace, **overrides: Any) -> T:
+    """Call ``func`` with :func:`args_for` its flags, ``overrides`` added or replacing: a CLI handler's
+    flags-to-keywords plumbing, written once."""
+    return func(**{**args_for(func, args), **overrides})
+
+
+def parse_assignments(items: Iterable[str], flag: str, expected: str = "NAME=VALUE") -> dict[str, str]:
+    """``["chibi=path", ...]`` → dict, order kept; one clear line naming ``flag`` for the first malformed item."""
+    result = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise GanimeError(f"{flag} {item!r}: expected {expected}")
+        result[key] = value
+    return result
+
+
+def add_subcommand(sub, name: str, about: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` description is its one-line summary in the command list."""
+    return sub.add_parser(name, help=about, description=about, **kwargs)
+
+
+def file_digest(path: str | os.PathLike, algorithm: str, block: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes, read ``block`` bytes at a time."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(block), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def torch_device(name: str = "auto"):

@@ -33,6 +33,11 @@ def as_float(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def metric_values(metrics: dict[str, Any], fd: Any) -> dict[str, float | None]:
+    """fd (given: files name it differently), kid_mean, kid_std, precision and recall as finite floats or None."""
+    return {"fd": as_float(fd), **{k: as_float(metrics.get(k)) for k in ("kid_mean", "kid_std", "precision", "recall")}}
+
+
 def run_references(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """NAME -> {fd, kid_mean, kid_std, precision, recall, dataset} from a run's metrics.json (older files: one)."""
     refs = metrics.get("references")
@@ -45,11 +50,7 @@ def run_references(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
         fd = m.get("fd", m.get("fid", m.get(m.get("fd_key", ""))))
         data = m.get("reference_data") or ""
         out[name] = {
-            "fd": as_float(fd),
-            "kid_mean": as_float(m.get("kid_mean")),
-            "kid_std": as_float(m.get("kid_std")),
-            "precision": as_float(m.get("precision")),
-            "recall": as_float(m.get("recall")),
+            **metric_values(m, fd),
             "n_real": m.get("n_real"),
             # results/datasets/<dataset>/pack_<res>.npy -> <dataset>
             "dataset": Path(str(data)).parent.name if data else m.get("dataset"),

@@ -50,7 +50,18 @@ from typing import Any
 import numpy as np
 
 from ganime_steps import inception
-from ganime_steps.common import GanimeError, atomic_path, progress, run_cli, to_jsonable, torch_device, write_json
+from ganime_steps.common import (
+    GanimeError,
+    add_subcommand,
+    atomic_path,
+    call_with_args,
+    file_digest,
+    progress,
+    run_cli,
+    to_jsonable,
+    torch_device,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +256,7 @@ def resolve_features(inception_weights: Path | None, classifier_model: Path | No
         path = Path(classifier_model)
         ckpt = read_classifier(path)
         space = f"classifier:{ckpt['task']}:{ckpt['arch']}"
-        sha = inception.file_sha256(path)
+        sha = file_digest(path, "sha256")
         return FeatureSpec("classifier", path, space, False, sha, sha, source="ganime classifier", ckpt=ckpt)
     path = inception.default_weights() if inception_weights is None else Path(inception_weights)
     info = inception.identify(path)
@@ -747,23 +758,13 @@ class SnapshotMetric:
         spec = resolve_features(inception_weights, classifier_model)
         _check_reference_for(self.reference, spec, flag="--metric-reference")
         self.extractor = load_extractor(None, None, device, spec=spec)
-        self.n, self.seed, self.batch_size, self.pr = n, seed, batch_size, pr
-        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
+        self.options = dict(
+            n=n, seed=seed, batch_size=batch_size, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, pr=pr
+        )
         self.key = fd_key(spec.space)
 
     def __call__(self, G, truncation: float = 1.0) -> dict[str, Any]:
-        return generator_metrics(
-            G,
-            self.reference,
-            self.extractor,
-            n=self.n,
-            seed=self.seed,
-            batch_size=self.batch_size,
-            truncation=truncation,
-            kid_subsets=self.kid_subsets,
-            kid_subset_size=self.kid_subset_size,
-            pr=self.pr,
-        )
+        return generator_metrics(G, self.reference, self.extractor, truncation=truncation, **self.options)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1052,20 +1053,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ganime_steps.evaluate", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="{reference,run,distance,compare}")
-    r = sub.add_parser(
-        "reference",
-        help="cache reference features of a packed dataset (.npz)",
-        description="cache reference features of a packed dataset (.npz)",
-    )
+    r = add_subcommand(sub, "reference", "cache reference features of a packed dataset (.npz)")
     r.add_argument("--data", type=Path, required=True, help="packed dataset: uint8 .npy array (N, H, W, 3)")
     _add_common(r)
     r.add_argument("--out", type=Path, required=True, help="output .npz (mu, sigma, features, feature_space, ...)")
 
-    e = sub.add_parser(
-        "run",
-        help="evaluate a generator against one or more references; writes metrics JSON",
-        description="evaluate a generator against one or more references; writes metrics JSON",
-    )
+    e = add_subcommand(sub, "run", "evaluate a generator against one or more references; writes metrics JSON")
     e.add_argument("--generator", type=Path, required=True, help="generator checkpoint written by the train stage")
     e.add_argument(
         "--reference",
@@ -1080,22 +1073,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--truncation", type=float, default=1.0, help="truncation psi for StyleGAN (1.0 = none, for FID)")
     e.add_argument("--out", type=Path, required=True, help="output metrics .json")
 
-    d = sub.add_parser(
-        "distance",
-        help="metrics between two cached references, no GAN (data FID: dataset vs gold)",
-        description="metrics between two cached references, no GAN (data FID: dataset vs gold)",
-    )
+    d = add_subcommand(sub, "distance", "metrics between two cached references, no GAN (data FID: dataset vs gold)")
     d.add_argument("--a", type=Path, required=True, help="reference .npz in the role of the generated set (a dataset)")
     d.add_argument("--b", type=Path, required=True, help="reference .npz in the role of the real set (e.g. gold)")
     d.add_argument("--seed", type=int, default=0, help="seed of the KID subsets")
     d.add_argument("--device", default="cpu", help="torch device for precision/recall: cpu, cuda, ...")
     d.add_argument("--out", type=Path, required=True, help="output .json")
 
-    c = sub.add_parser(
-        "compare",
-        help="FID/KID/PR of two image sets; prints one JSON object on stdout",
-        description="FID/KID/PR of two image sets; prints one JSON object on stdout",
-    )
+    c = add_subcommand(sub, "compare", "FID/KID/PR of two image sets; prints one JSON object on stdout")
     c.add_argument(
         "--real", type=Path, required=True, help="packed uint8 .npy (N, R, R, 3), a folder of images, or a .zip"
     )
@@ -1128,32 +1113,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _handle(a: argparse.Namespace):
     if getattr(a, "kid_subset_size", KID_SUBSET_SIZE) < 2:
         raise GanimeError(f"--kid-subset-size {a.kid_subset_size}: must be at least 2")
-    if a.command == "distance":
-        return run_distance(a=a.a, b=a.b, out=a.out, seed=a.seed, device=a.device, kid_subset_size=a.kid_subset_size)
-    common = dict(
-        seed=a.seed,
-        batch_size=a.batch_size,
-        device=a.device,
-        inception_weights=a.inception_weights,
-        classifier_model=a.classifier_model,
-    )
     if a.command == "compare":
-        result = run_compare(
-            real=a.real, fake=a.fake, n=a.n, size=a.size, out=a.out, kid_subset_size=a.kid_subset_size, **common
-        )
+        result = call_with_args(run_compare, a)
         print(json.dumps(to_jsonable(result), sort_keys=True), file=sys.stdout, flush=True)
         return None
-    if a.command == "reference":
-        return run_reference(data=a.data, out=a.out, n=a.n, **common)
-    return run_evaluate(
-        generator=a.generator,
-        reference=a.reference,
-        truncation=a.truncation,
-        out=a.out,
-        n=a.n,
-        kid_subset_size=a.kid_subset_size,
-        **common,
-    )
+    return call_with_args({"distance": run_distance, "reference": run_reference, "run": run_evaluate}[a.command], a)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,16 @@ import pandas as pd
 from PIL import Image
 
 from ganime_steps import USER_AGENT
-from ganime_steps.common import GanimeError, progress, read_parquet, run_cli, save_image, write_bytes, write_parquet
+from ganime_steps.common import (
+    GanimeError,
+    call_with_args,
+    progress,
+    read_parquet,
+    run_cli,
+    save_image,
+    write_bytes,
+    write_parquet,
+)
 from ganime_steps.imaging import load_rgb
 
 log = logging.getLogger(__name__)
@@ -231,18 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(a: argparse.Namespace):
-    if a.command == "fetch-cascade":
-        return fetch_cascade(out=a.out, url=a.url)
-    return run(
-        posts=a.posts,
-        out=a.out,
-        detector=a.detector,
-        cascade=a.cascade,
-        size=a.size,
-        margin=a.margin,
-        min_size=a.min_size,
-        workers=a.workers,
-    )
+    return call_with_args(fetch_cascade if a.command == "fetch-cascade" else run, a)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganime_steps.common import GanimeError, run_cli, save_image
+from ganime_steps.common import GanimeError, call_with_args, run_cli, save_image
 from ganime_steps.gan import latents_for_seeds, load_generator, synthesize
 from ganime_steps.gan.networks import NOISE_MODES, images_to_uint8, noise_seeds_for
 from ganime_steps.imaging import make_grid
@@ -193,18 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def handler(args: argparse.Namespace) -> GenerateSummary:
-        return run(
-            checkpoint=args.checkpoint,
-            out=args.out,
-            seeds=args.seeds,
-            truncation=args.truncation,
-            ncol=args.ncol,
-            batch_size=args.batch_size,
-            device=args.device,
-            style_mix=tuple(args.style_mix) if args.style_mix else None,
-            mix_layers=args.mix_layers,
-            noise=args.noise,
-        )
+        return call_with_args(run, args, style_mix=tuple(args.style_mix) if args.style_mix else None)
 
     return run_cli(p, handler, argv)
 

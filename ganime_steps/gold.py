@@ -24,8 +24,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ganime_steps.clean import MANIFEST_COLUMNS, parse_assignments
-from ganime_steps.common import GanimeError, read_parquet, run_cli, write_json, write_parquet
+from ganime_steps.clean import MANIFEST_COLUMNS
+from ganime_steps.common import (
+    GanimeError,
+    call_with_args,
+    parse_assignments,
+    read_parquet,
+    run_cli,
+    write_json,
+    write_parquet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(
-        build_parser(),
-        lambda a: run(
-            posts=a.posts,
-            out=a.out,
-            labels={k: Path(v) for k, v in parse_assignments(a.labels, "--labels").items()},
-            truth=a.truth,
-            faces=a.faces,
-        ),
-        argv,
-    )
+    def handler(a: argparse.Namespace) -> GoldSummary:
+        labels = {k: Path(v) for k, v in parse_assignments(a.labels, "--labels").items()}
+        return call_with_args(run, a, labels=labels)
+
+    return run_cli(build_parser(), handler, argv)
 
 
 if __name__ == "__main__":

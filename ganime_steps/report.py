@@ -34,7 +34,7 @@ import jinja2
 from markupsafe import Markup
 
 from ganime_steps import comparison
-from ganime_steps.common import GanimeError, run_cli, write_json, write_text
+from ganime_steps.common import GanimeError, args_for, parse_assignments, run_cli, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,7 @@ def read_run(path: Path) -> dict[str, Any]:
         "reference": Path(str(m["reference_data"])).parent.name if m.get("reference_data") else None,
         "feature_space": str(space),
         "is_fid": is_fid,
-        "fd": _num(fd),
-        "kid_mean": _num(m.get("kid_mean")),
-        "kid_std": _num(m.get("kid_std")),
-        "precision": _num(m.get("precision")),
-        "recall": _num(m.get("recall")),
+        **comparison.metric_values(m, fd),
         "n_fake": m.get("n_fake"),
         "n_real": m.get("n_real"),
     }
@@ -792,43 +788,14 @@ def write_outputs(
     )
 
 
-def run_report(
-    *,
-    run_metrics: list[Path],
-    classifier_metrics: list[Path],
-    dataset_summaries: list[Path],
-    sample_grids: list[Path],
-    out: Path,
-    title: str,
-    removed_grids: list[Path] = (),
-    groundtruth: Path | None = None,
-    label_counts: list[Path] = (),
-    label_queues: list[Path] = (),
-    groups: dict[str, str] | None = None,
-    data_fid: list[Path] = (),
-    directions: list[Path] = (),
-    studies: dict[str, str] | None = None,
-    study_groups: dict[str, str] | None = None,
-) -> ReportSummary:
+def run_report(*, out: Path, title: str, **sources: Any) -> ReportSummary:
     """Read every input (failing on the first missing one), then write index.html, metrics.csv, report_summary.json.
 
-    ``groups``: run -> config run name (the seeds of one run share it); ``data_fid``: data-FID JSON files;
-    ``studies``: run matrix -> its reference (``train`` or a dataset); ``study_groups``: config run -> its matrix."""
-    inputs = read_inputs(
-        run_metrics=run_metrics,
-        classifier_metrics=classifier_metrics,
-        dataset_summaries=dataset_summaries,
-        sample_grids=sample_grids,
-        removed_grids=removed_grids,
-        groundtruth=groundtruth,
-        label_counts=label_counts,
-        label_queues=label_queues,
-        groups=groups,
-        data_fid=data_fid,
-        directions=directions,
-        studies=studies,
-        study_groups=study_groups,
-    )
+    ``sources``: the keywords of :func:`read_inputs`. ``groups``: run -> config run name (the seeds of one run share
+    it); ``data_fid``: data-FID JSON files; ``studies``: run matrix -> its reference (``train`` or a dataset);
+    ``study_groups``: config run -> its matrix."""
+    inputs = read_inputs(**sources)
+    removed_grids, sample_grids = sources.get("removed_grids", ()), sources["sample_grids"]
     page = build_page(title, inputs)
     summary = write_outputs(out, title, inputs, page, removed_grids, sample_grids)
     log.info(
@@ -871,36 +838,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _assignments(items: list[str], flag: str = "--groups", example: str = "RUN=GROUP, e.g. dcgan_A_s1=dcgan_A"):
-    pairs = [item.partition("=") for item in items]
-    bad = [item for item, (k, sep, v) in zip(items, pairs, strict=True) if not (k and sep and v)]
-    if bad:
-        raise GanimeError(f"{flag} {bad[0]!r}: expected {example}")
-    return {k: v for k, _, v in pairs}
+def _handle(a: argparse.Namespace) -> ReportSummary:
+    sources = args_for(read_inputs, a)
+    sources.update(
+        groups=parse_assignments(a.groups, "--groups", "RUN=GROUP, e.g. dcgan_A_s1=dcgan_A"),
+        studies=parse_assignments(a.studies, "--studies", "STUDY=REFERENCE, e.g. faces=train"),
+        study_groups=parse_assignments(a.study_groups, "--study-groups", "GROUP=STUDY, e.g. dragan_faces=faces"),
+    )
+    return run_report(out=a.out, title=a.title, **sources)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(
-        build_parser(),
-        lambda a: run_report(
-            run_metrics=a.run_metrics,
-            classifier_metrics=a.classifier_metrics,
-            dataset_summaries=a.dataset_summaries,
-            sample_grids=a.sample_grids,
-            out=a.out,
-            title=a.title,
-            removed_grids=a.removed_grids,
-            groundtruth=a.groundtruth,
-            label_counts=a.label_counts,
-            label_queues=a.label_queues,
-            groups=_assignments(a.groups),
-            data_fid=a.data_fid,
-            directions=a.directions,
-            studies=_assignments(a.studies, "--studies", "STUDY=REFERENCE, e.g. faces=train"),
-            study_groups=_assignments(a.study_groups, "--study-groups", "GROUP=STUDY, e.g. dragan_faces=faces"),
-        ),
-        argv,
-    )
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from ganime_steps.common import GanimeError, run_cli, write_json, write_parquet, write_text
+from ganime_steps.common import GanimeError, call_with_args, file_digest, run_cli, write_json, write_parquet, write_text
 from ganime_steps.imaging import MAX_PIXELS, decode_image
 from ganime_steps.sources import PostMeta, Source
 
@@ -298,20 +298,12 @@ def _stored_record(out: Path, rel: str, md5: str, rec: dict | None) -> dict | No
         return None
     if rec and rec["file"] == rel and rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
         return rec
-    if _md5_file(path) != md5:
+    if file_digest(path, "md5") != md5:
         log.warning("%s: stored file does not match its md5; removed, it will be downloaded again", path)
         path.unlink(missing_ok=True)  # a damaged file never stays in the store under a name it does not match
         return None
     fetched = datetime.fromtimestamp(st.st_mtime, UTC).isoformat(timespec="seconds")
     return {"md5": md5, "file": rel, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "fetched_at": fetched}
-
-
-def _md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _now() -> str:
@@ -962,41 +954,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(
-        build_parser(),
-        lambda a: run(
-            out=a.out,
-            kind=a.kind,
-            name=a.name,
-            tags=a.tags,
-            limit=a.limit,
-            page_size=a.page_size,
-            base_url=a.base_url,
-            rate=a.rate,
-            n_posts=a.n_posts,
-            path=a.path,
-            seed=a.seed,
-            style=a.style,
-            workers=a.workers,
-            retries=a.retries,
-            backoff=a.backoff,
-            max_backoff=a.max_backoff,
-            timeout=a.timeout,
-            max_retry_after=a.max_retry_after,
-            time_scale=a.time_scale,
-            burst=a.burst,
-            blacklist=a.blacklist.split(),
-            ratings=a.ratings.split(),
-            image_hosts=a.image_hosts.split(),
-            user_env=a.user_env,
-            api_key_env=a.api_key_env,
-            max_pixels=a.max_pixels,
-            max_bytes=a.max_bytes,
-            fresh_listing=a.fresh_listing,
-            verify=a.verify,
-        ),
-        argv,
-    )
+    def handler(a: argparse.Namespace) -> ScrapeSummary:
+        lists = {name: getattr(a, name).split() for name in ("blacklist", "ratings", "image_hosts")}
+        return call_with_args(run, a, **lists)
+
+    return run_cli(build_parser(), handler, argv)
 
 
 if __name__ == "__main__":

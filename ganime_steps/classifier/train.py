@@ -7,7 +7,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -164,22 +164,10 @@ def run_train(
     workers: int = 0,
 ) -> TrainSummary:
     """Train one binary classifier; write model.pt, metrics.json, pr_curve.png and confusion.png into ``out``."""
+    given = dict(locals())  # the keywords as passed: every _Settings field is one of them
+    knobs = {f.name: given[f.name] for f in fields(_Settings)}
     posts, labels, out = Path(posts), Path(labels), Path(out)
-    s = _Settings(
-        task=task,
-        arch=arch,
-        image_size=image_size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        pretrained=normalise_pretrained(pretrained),
-        seed=seed,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        patience=patience,
-        threshold_rule=threshold_rule,
-        workers=workers,
-    )
+    s = _Settings(**{**knobs, "pretrained": normalise_pretrained(pretrained)})
     s.check()
     dev = torch_device(device)
 

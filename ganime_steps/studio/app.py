@@ -39,25 +39,23 @@ IMMUTABLE = {"Cache-Control": "public, max-age=86400"}  # a URL always renders t
 Seed = Annotated[int, Query(ge=0, le=MAX_SEED, description="latent seed: the same seed always gives the same latent")]
 
 
+def _in_range(bounds: tuple[float, float], description: str):
+    """A finite float query parameter within ``bounds`` (inclusive)."""
+    return Query(ge=bounds[0], le=bounds[1], allow_inf_nan=False, description=description)
+
+
 def common_params(
     truncation: Annotated[
         float,
-        Query(
-            ge=TRUNCATION_RANGE[0],
-            le=TRUNCATION_RANGE[1],
-            allow_inf_nan=False,
-            description="psi: 1 = off, smaller = closer to the mean latent (mean W for StyleGAN, z = 0 for "
-            "DCGAN-style; no effect on ProGAN)",
+        _in_range(
+            TRUNCATION_RANGE,
+            "psi: 1 = off, smaller = closer to the mean latent (mean W for StyleGAN, z = 0 for DCGAN-style; no "
+            "effect on ProGAN)",
         ),
     ] = 1.0,
     noise: Annotated[
         float,
-        Query(
-            ge=NOISE_RANGE[0],
-            le=NOISE_RANGE[1],
-            allow_inf_nan=False,
-            description="StyleGAN noise strength on noise_layers (0 = no stochastic detail, 1 = as trained)",
-        ),
+        _in_range(NOISE_RANGE, "StyleGAN noise strength on noise_layers (0 = no stochastic detail, 1 = as trained)"),
     ] = 1.0,
     noise_seed: Annotated[
         int | None,

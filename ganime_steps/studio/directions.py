@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ganime_steps.classifier import load_classifier, norm_stats, read_classifier
-from ganime_steps.common import GanimeError, atomic_path, run_cli, torch_device
+from ganime_steps.common import GanimeError, atomic_path, call_with_args, run_cli, torch_device
 from ganime_steps.gan import load_generator
 from ganime_steps.gan.networks import images_to_uint8
 from ganime_steps.studio.render import Directions, latent_space, pca_directions, sample_latents
@@ -290,19 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
 
     def handler(args: argparse.Namespace) -> DirectionsSummary:
-        return run(
-            generator=args.generator,
-            out=args.out,
-            figure=args.figure,
-            classifiers=parse_classifier_args(args.classifier),
-            n_samples=args.n_samples,
-            n_components=args.components,
-            fraction=args.fraction,
-            seed=args.seed,
-            figure_seed=args.figure_seed,
-            batch_size=args.batch_size,
-            device=args.device,
-        )
+        classifiers = parse_classifier_args(args.classifier)
+        return call_with_args(run, args, classifiers=classifiers, n_components=args.components)
 
     return run_cli(p, handler, argv)
 

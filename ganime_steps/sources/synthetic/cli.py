@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from ganime_steps.common import run_cli
+from ganime_steps.common import call_with_args, run_cli
 from ganime_steps.sources.synthetic.labels import SyntheticSummary, render_sheet, run
 from ganime_steps.sources.synthetic.palette import STYLE_RATES, Rates
 from ganime_steps.sources.synthetic.source import SOURCE_NAME
@@ -59,17 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def handler(args: argparse.Namespace) -> SyntheticSummary:
         rates = {"chibi": args.chibi, "multiple": args.multiple, "busy": args.busy, "nonstanding": args.nonstanding}
-        summary = run(
-            out=args.out,
-            n_posts=args.n_posts,
-            seed=args.seed,
-            label_fraction=args.label_fraction,
-            label_error_rate=args.label_error_rate,
-            posts=args.posts,
-            style=args.style,
-            name=args.name,
-            **rates,
-        )
+        summary = call_with_args(run, args)
         if args.sheet is not None:
             given = {k: v for k, v in rates.items() if v is not None}
             pages = range(1, min(16, args.n_posts) + 1)

@@ -57,10 +57,9 @@ class CharacterSpec:
 
 
 @dataclass(frozen=True)
-class PostPlan:
-    """A post before drawing: flags, canvas, characters, background and the booru's (noisy) metadata."""
+class PostFlags:
+    """What a post is, shared by its plan and its truth: id, canvas size and the flags the cleaning tasks judge."""
 
-    seed: int
     post_id: int
     width: int
     height: int
@@ -68,6 +67,13 @@ class PostPlan:
     multiple: bool
     busy: bool
     standing: bool
+
+
+@dataclass(frozen=True)
+class PostPlan(PostFlags):
+    """A post before drawing: flags, canvas, characters, background and the booru's (noisy) metadata."""
+
+    seed: int
     characters: tuple[CharacterSpec, ...]
     background: str  # white / solid / gradient
     bg_colors: tuple[RGB, RGB]

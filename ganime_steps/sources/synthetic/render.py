@@ -11,7 +11,7 @@ import hashlib
 import io
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from PIL import Image, ImageDraw
@@ -19,23 +19,16 @@ from PIL import Image, ImageDraw
 from ganime_steps.sources.synthetic.body import build_character
 from ganime_steps.sources.synthetic.clutter import background, clutter
 from ganime_steps.sources.synthetic.palette import TACHIE_PASTEL, WHITE, Box, Rates
-from ganime_steps.sources.synthetic.plan import CharacterSpec, PostPlan, plan_cached, plan_post, post_rng
+from ganime_steps.sources.synthetic.plan import CharacterSpec, PostFlags, PostPlan, plan_cached, plan_post, post_rng
 from ganime_steps.sources.synthetic.shapes import Point, Prim, bbox, draw_prims, rotate
 
 SUPERSAMPLE = 2
 
 
 @dataclass(frozen=True)
-class SyntheticTruth:
+class SyntheticTruth(PostFlags):
     """Ground truth of one rendered post, in output-image pixel coordinates."""
 
-    post_id: int
-    width: int
-    height: int
-    chibi: bool
-    multiple: bool
-    busy: bool
-    standing: bool
     n_characters: int
     face_boxes: tuple[Box, ...]  # (x, y, w, h), square around each head, clipped to the image
     char_boxes: tuple[Box, ...]  # (x, y, w, h), everything drawn for each character
@@ -159,13 +152,7 @@ def render_plan(plan: PostPlan) -> tuple[Image.Image, SyntheticTruth]:
     if plan.style == "tachie":
         image = Image.blend(image, Image.new("RGB", image.size, WHITE), TACHIE_PASTEL)
     truth = SyntheticTruth(
-        post_id=plan.post_id,
-        width=plan.width,
-        height=plan.height,
-        chibi=plan.chibi,
-        multiple=plan.multiple,
-        busy=plan.busy,
-        standing=plan.standing,
+        **{f.name: getattr(plan, f.name) for f in fields(PostFlags)},
         n_characters=plan.n_characters,
         face_boxes=tuple(t.face_box for t in truths),
         char_boxes=tuple(t.char_box for t in truths),
