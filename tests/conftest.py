@@ -1,7 +1,8 @@
-"""Shared fixtures: tiny posts tables with real image files, a local HTTP server."""
+"""Shared fixtures and helpers: tiny posts tables with real image files, packed datasets, tiny training runs."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -10,12 +11,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from ganime_steps.train import TrainSummary
 
 REPO = Path(__file__).resolve().parent.parent
 # External test assets (the upstream example image): ../shared/assets beside the checkout, or $GANIME_ASSETS.
@@ -83,6 +88,49 @@ def write_disc_dataset(path: Path, res: int, n: int = 24) -> Path:
         img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = rng.integers(0, 200, 3)
     save_npy(path, imgs)
     return path
+
+
+# A tiny training run on CPU: a DCGAN at 16 px, 8 channels, 32 images (4 steps of 8), a checkpoint every 2 steps.
+TINY_RUN = {
+    "family": "dcgan",
+    "resolution": 16,
+    "kimg": 0.032,
+    "batch_size": 8,
+    "lr": None,
+    "channels": 8,
+    "z_dim": 16,
+    "seed": 1,
+    "ema_kimg": 0.05,
+    "checkpoint_every": 0.016,
+    "device": "cpu",
+}
+
+
+def train_tiny(data: Path, out: Path, **kw) -> TrainSummary:
+    """``train.run`` of a packed set ``data`` into ``out`` with TINY_RUN's settings; keyword arguments override them."""
+    from ganime_steps import train
+
+    return train.run(**{**TINY_RUN, "data": data, "out": out, **kw})
+
+
+def read_log(out: Path) -> list[dict[str, str]]:
+    """The rows of the log.csv a training run wrote into ``out``."""
+    with open(out / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def without_distribution(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """``importlib.metadata`` answers as if the distribution ``name`` (a wheel) were not installed."""
+    import importlib.metadata as md
+
+    real = md.distribution
+
+    def distribution(dist_name):
+        if dist_name == name:
+            raise md.PackageNotFoundError(dist_name)
+        return real(dist_name)
+
+    monkeypatch.setattr(md, "distribution", distribution)
 
 
 @pytest.fixture

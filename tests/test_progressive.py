@@ -3,7 +3,6 @@ phases, exact resume inside a fade-in, export and the style-mixing grid."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_disc_dataset
+from conftest import read_log, train_tiny, write_disc_dataset
 from PIL import Image
 
 from ganime_steps import generate, train
@@ -306,38 +305,28 @@ def data(tmp_path_factory) -> Path:
     return write_disc_dataset(tmp_path_factory.mktemp("data") / "train_32.npy", RES)
 
 
+# Progressive growth on top of the tiny run: a StyleGAN from 8 to 32 px, 16 images a phase, 32 a fade.
+GROWING = {
+    "family": "stylegan",
+    "resolution": RES,
+    "kimg": 0.096,
+    "channels": 4,
+    "z_dim": 8,
+    "checkpoint_every": 1.0,
+    "start_resolution": 8,
+    "stable_kimg": 0.016,
+    "fade_kimg": 0.032,
+}
+
+
 def _run(data: Path, out: Path, **kw) -> train.TrainSummary:
-    args = dict(
-        data=data,
-        out=out,
-        family="stylegan",
-        resolution=RES,
-        kimg=0.096,
-        batch_size=8,
-        lr=None,
-        channels=4,
-        z_dim=8,
-        seed=1,
-        ema_kimg=0.05,
-        checkpoint_every=1.0,
-        device="cpu",
-        start_resolution=8,
-        stable_kimg=0.016,
-        fade_kimg=0.032,
-    )
-    args.update(kw)
-    return train.run(**args)
-
-
-def _log(out: Path) -> list[dict[str, str]]:
-    with open(out / "log.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return train_tiny(data, out, **{**GROWING, **kw})
 
 
 @pytest.mark.parametrize("family", ["progan", "stylegan"])
 def test_trains_through_every_phase(data: Path, tmp_path: Path, family: str) -> None:
     s = _run(data, tmp_path, family=family, kimg=0.112, batch_schedule="8:16")
-    rows = _log(tmp_path)
+    rows = read_log(tmp_path)
     assert all(math.isfinite(float(r[c])) for r in rows for c in ("loss_g", "loss_d", "penalty"))
     phases = [(r["phase"], int(r["resolution"])) for r in rows]
     # images 0-31 at 8 px (batch 16; alpha 0 at 16 is still the 8 px network), fade to 16 until 48, stable 16,
@@ -375,7 +364,7 @@ def test_resume_inside_a_fade_in_is_exact(data: Path, tmp_path: Path, family: st
     for net in ("G_ema", "G", "D"):
         for key, ta in a[net].items():
             assert torch.equal(ta, b[net][key]), f"{net}.{key} differs after resume"
-    assert [r["loss_d"] for r in _log(full)] == [r["loss_d"] for r in _log(part)]
+    assert [r["loss_d"] for r in read_log(full)] == [r["loss_d"] for r in read_log(part)]
 
 
 def test_cli_progressive_flags_and_style_mix_grid(data: Path, tmp_path: Path, capsys) -> None:
@@ -384,7 +373,7 @@ def test_cli_progressive_flags_and_style_mix_grid(data: Path, tmp_path: Path, ca
     argv += ["--batch-size", "8", "--channels", "4", "--z-dim", "8", "--device", "cpu", "--start-resolution", "16"]
     argv += ["--stable-kimg", "0.016", "--fade-kimg", "0.016", "--batch-schedule", "16:8,32:4"]
     assert train.main(argv) == 0
-    rows = _log(out)
+    rows = read_log(out)
     assert [r["resolution"] for r in rows][:2] == ["16", "16"] and rows[-1]["resolution"] == "32"
     gen = out / "generator.pt"
     grid = tmp_path / "mix.png"

@@ -14,6 +14,8 @@ from PIL import Image
 
 from ganime_steps import report as rp
 
+AESTHETIC = "classifier:aesthetic:resnet34"  # the feature space of most runs here
+
 
 def _png(path: Path, colour: tuple[int, int, int], size: int = 24) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +29,16 @@ def _json(path: Path, obj: dict) -> Path:
     return path
 
 
+def _run_metrics(
+    path: Path, fd, kid_mean, kid_std, precision, recall, *, space=AESTHETIC, n_real=8000, **more_fd
+) -> Path:
+    """A run's metrics.json as the evaluate stage writes it: 10000 generated images, FID where the space is Inception's;
+    ``more_fd`` (the FD under other names) follows ``fd``."""
+    metrics = {"feature_space": space, "is_fid": space == "inception", "fd": fd, **more_fd, "kid_mean": kid_mean}
+    metrics.update(kid_std=kid_std, precision=precision, recall=recall, n_fake=10000, n_real=n_real)
+    return _json(path, metrics)
+
+
 def _section(page: str, heading: str) -> str:
     """The markup between ``<h2>heading</h2>`` and the next ``<h2>``."""
     return page.split(f"<h2>{heading}</h2>", 1)[1].split("<h2>", 1)[0]
@@ -35,39 +47,14 @@ def _section(page: str, heading: str) -> str:
 @pytest.fixture
 def inputs(tmp_path) -> dict[str, list[Path]]:
     res = tmp_path / "results"
-    run_a = _json(
-        res / "runs" / "model_a" / "metrics.json",
-        {
-            "feature_space": "classifier:aesthetic:resnet34",
-            "is_fid": False,
-            "fd": 41.2345,
-            "fd_classifier_aesthetic_resnet34": 41.2345,
-            "kid_mean": 0.03125,
-            "kid_std": 0.0021,
-            "precision": 0.654,
-            "recall": 0.321,
-            "n_fake": 10000,
-            "n_real": 8000,
-        },
-    )
+    run_a = res / "runs" / "model_a" / "metrics.json"
+    _run_metrics(run_a, 41.2345, 0.03125, 0.0021, 0.654, 0.321, fd_classifier_aesthetic_resnet34=41.2345)
     _json(
         res / "runs" / "model_a" / "train_summary.json",
         {"family": "wgan_gp", "data": "results/datasets/A/pack_64.npy", "kimg_target": 1200.0, "images_seen": 1200000},
     )
-    run_b = _json(
-        res / "runs" / "model_b" / "metrics.json",
-        {
-            "feature_space": "classifier:aesthetic:resnet34",
-            "is_fid": False,
-            "fd": 17.5,
-            "kid_mean": 0.0104,
-            "kid_std": 0.0009,
-            "precision": 0.712,
-            "recall": 0.455,
-            "n_fake": 10000,
-            "n_real": 8000,
-        },
-    )
+    run_b = res / "runs" / "model_b" / "metrics.json"
+    _run_metrics(run_b, 17.5, 0.0104, 0.0009, 0.712, 0.455)
     clf = _json(
         res / "classifiers" / "chibi" / "metrics.json",
         {
@@ -161,21 +148,8 @@ def test_run_report_html_csv_summary(tmp_path, inputs):
 
 
 def test_mixed_spaces_warn_and_fid_is_named(tmp_path, inputs):
-    fid_run = _json(
-        tmp_path / "results" / "runs" / "model_c" / "metrics.json",
-        {
-            "feature_space": "inception",
-            "is_fid": True,
-            "fd": 12.0,
-            "fid": 12.0,
-            "kid_mean": 0.01,
-            "kid_std": 0.001,
-            "precision": 0.7,
-            "recall": 0.5,
-            "n_fake": 10000,
-            "n_real": 10000,
-        },
-    )
+    fid_run = tmp_path / "results" / "runs" / "model_c" / "metrics.json"
+    _run_metrics(fid_run, 12.0, 0.01, 0.001, 0.7, 0.5, space="inception", n_real=10000, fid=12.0)
     out = tmp_path / "r"
     s = rp.run_report(**{**inputs, "run_metrics": [*inputs["run_metrics"], fid_run]}, out=out, title="t")
     page = (out / "index.html").read_text(encoding="utf-8")

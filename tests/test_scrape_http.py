@@ -168,17 +168,9 @@ class FakeBooru:
         page = self._page(before, int(query.get("limit", 100)))
         records = []
         for p in page:
-            rec = {
-                "id": p.id,
-                "md5": p.md5,
-                "image": p.image,
-                "directory": p.directory,
-                "width": p.width,
-                "height": p.height,
-                "tags": f" {p.tags} ",
-                "rating": p.rating,
-                "score": p.id % 7,
-            }
+            # FakePost's fields are named after DAPI's; DAPI pads the tags with spaces
+            rec = {k: getattr(p, k) for k in ("id", "md5", "image", "directory", "width", "height")}
+            rec.update(tags=f" {p.tags} ", rating=p.rating, score=p.id % 7)
             if p.file_url:
                 rec["file_url"] = p.file_url
             records.append(rec)

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_disc_dataset
+from conftest import TINY_RUN, train_tiny, write_disc_dataset
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ganime_steps import train
 from ganime_steps.common import torch_save
 from ganime_steps.gan.networks import NetConfig, build_networks, export_generator, recalibrate_batch_norm
 from ganime_steps.studio import directions as directions_stage
@@ -23,29 +22,14 @@ from ganime_steps.studio.app import main as studio_main
 from ganime_steps.studio.render import MAX_FRAMES, MAX_GRID, Directions, Renderer
 
 torch.set_num_threads(2)
-RES = 16
+RES = TINY_RUN["resolution"]
 
 
 def write_stylegan(folder: Path) -> Path:
     """A tiny StyleGAN trained for a few steps; its noise strengths raised "as if learned" (they start at 0 and a
     few steps leave them near 0), so the noise parameters visibly act."""
     data = write_disc_dataset(folder / "train_16.npy", RES)
-    train.run(
-        data=data,
-        out=folder / "run",
-        family="stylegan",
-        resolution=RES,
-        kimg=0.032,
-        batch_size=8,
-        lr=None,
-        channels=8,
-        z_dim=16,
-        seed=1,
-        ema_kimg=0.05,
-        checkpoint_every=0.032,
-        device="cpu",
-        start_resolution=RES,
-    )
+    train_tiny(data, folder / "run", family="stylegan", checkpoint_every=0.032, start_resolution=RES)
     path = folder / "run" / "generator.pt"
     obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in obj["state_dict"]:
@@ -295,50 +279,18 @@ def test_directions_stage_pca_and_classifier(gen: Path, tmp_path: Path) -> None:
     assert hi > lo
 
 
+def _directions_cli(gen: Path, out: Path, *args: str) -> int:
+    """The directions CLI on ``gen``, writing ``out`` (.npz) and its figure beside it (.png)."""
+    figure = out.with_suffix(".png")
+    return directions_stage.main(["--generator", str(gen), "--out", str(out), "--figure", str(figure), *args])
+
+
 def test_directions_cli_and_errors(gen: Path, tmp_path: Path, capsys) -> None:
-    rc = directions_stage.main(
-        [
-            "--generator",
-            str(gen),
-            "--out",
-            str(tmp_path / "d.npz"),
-            "--figure",
-            str(tmp_path / "d.png"),
-            "--n-samples",
-            "64",
-            "--components",
-            "2",
-            "--device",
-            "cpu",
-        ]
-    )
+    rc = _directions_cli(gen, tmp_path / "d.npz", "--n-samples", "64", "--components", "2", "--device", "cpu")
     assert rc == 0 and Directions.load(tmp_path / "d.npz").names == ["pc0", "pc1"]
-    rc = directions_stage.main(
-        [
-            "--generator",
-            str(gen),
-            "--out",
-            str(tmp_path / "x.npz"),
-            "--figure",
-            str(tmp_path / "x.png"),
-            "--classifier",
-            "chibi",
-        ]
-    )
-    assert rc == 2 and "TASK=PATH" in capsys.readouterr().err
-    rc = directions_stage.main(
-        [
-            "--generator",
-            str(gen),
-            "--out",
-            str(tmp_path / "x.npz"),
-            "--figure",
-            str(tmp_path / "x.png"),
-            "--classifier",
-            f"chibi={tmp_path / 'missing.pt'}",
-        ]
-    )
-    assert rc == 2 and "file not found" in capsys.readouterr().err
+    for classifier, error in [("chibi", "TASK=PATH"), (f"chibi={tmp_path / 'missing.pt'}", "file not found")]:
+        rc = _directions_cli(gen, tmp_path / "x.npz", "--classifier", classifier)
+        assert rc == 2 and error in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
     # the studio refuses directions of another latent size
     small = Directions("w", ["a"], ["a"], ["pca"], np.ones((1, 3), np.float32), np.ones(1, np.float32))

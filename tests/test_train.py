@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_disc_dataset
+from conftest import TINY_RUN, read_log, train_tiny, write_disc_dataset
 
 from ganime_steps import train
 from ganime_steps.common import GanimeError, save_npy
@@ -21,7 +20,7 @@ from ganime_steps.gan.networks import images_to_uint8
 
 torch.set_num_threads(1)
 
-RES = 16
+RES = TINY_RUN["resolution"]
 
 
 @pytest.fixture(scope="module")
@@ -29,44 +28,19 @@ def data(tmp_path_factory) -> Path:
     return write_disc_dataset(tmp_path_factory.mktemp("data") / "train_16.npy", RES)
 
 
-def _run(data: Path, out: Path, **kw) -> train.TrainSummary:
-    args = dict(
-        data=data,
-        out=out,
-        family="dcgan",
-        resolution=RES,
-        kimg=0.032,
-        batch_size=8,
-        lr=None,
-        channels=8,
-        z_dim=16,
-        seed=1,
-        ema_kimg=0.05,
-        checkpoint_every=0.016,
-        device="cpu",
-    )
-    args.update(kw)
-    return train.run(**args)
-
-
 def _error_lines(capsys) -> list[str]:
     """The user-facing error lines (stderr also carries log records)."""
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganime error:")]
 
 
-def _log(out: Path) -> list[dict[str, str]]:
-    with open(out / "log.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.mark.parametrize("family", available_families())
 def test_each_family_trains(data: Path, tmp_path: Path, family: str) -> None:
     n_critic = FAMILIES[family].n_critic
-    s = _run(data, tmp_path, family=family, kimg=0.008 * n_critic * 2, diffaug=family == "dcgan")
+    s = train_tiny(data, tmp_path, family=family, kimg=0.008 * n_critic * 2, diffaug=family == "dcgan")
     assert s.step == 2 and s.images_seen == 16 * n_critic
     for name in ("checkpoint.pt", "generator.pt", "samples.png", "log.csv", "train_summary.json"):
         assert (tmp_path / name).is_file(), name
-    rows = _log(tmp_path)
+    rows = read_log(tmp_path)
     assert list(rows[0]) == list(LOG_COLUMNS) and len(rows) == 2
     for row in rows:
         for col in ("loss_g", "loss_d", "penalty", "img_per_s"):
@@ -88,10 +62,10 @@ def test_resume_is_exact(data: Path, tmp_path: Path, family: str) -> None:
     n = FAMILIES[family].n_critic
     full = tmp_path / "full"
     part = tmp_path / "part"
-    _run(data, full, family=family, kimg=0.048 * n, checkpoint_every=1.0, diffaug=True)
-    first = _run(data, part, family=family, kimg=0.024 * n, checkpoint_every=1.0, diffaug=True)
+    train_tiny(data, full, family=family, kimg=0.048 * n, checkpoint_every=1.0, diffaug=True)
+    first = train_tiny(data, part, family=family, kimg=0.024 * n, checkpoint_every=1.0, diffaug=True)
     assert not first.resumed
-    second = _run(data, part, family=family, kimg=0.048 * n, checkpoint_every=1.0, diffaug=True)
+    second = train_tiny(data, part, family=family, kimg=0.048 * n, checkpoint_every=1.0, diffaug=True)
     assert second.resumed and second.images_this_run == 24 * n
     a = torch.load(full / "checkpoint.pt", weights_only=True)
     b = torch.load(part / "checkpoint.pt", weights_only=True)
@@ -99,7 +73,7 @@ def test_resume_is_exact(data: Path, tmp_path: Path, family: str) -> None:
     for net in ("G_ema", "G", "D"):
         for key, ta in a[net].items():
             assert torch.equal(ta, b[net][key]), f"{net}.{key} differs after resume"
-    ra, rb = _log(full), _log(part)
+    ra, rb = read_log(full), read_log(part)
     assert [r["loss_g"] for r in ra] == [r["loss_g"] for r in rb]
 
 
@@ -118,46 +92,46 @@ def test_sample_real_reads_flips_and_scales(data: Path) -> None:
 
 
 def test_config_mismatch_refuses_to_resume(data: Path, tmp_path: Path) -> None:
-    _run(data, tmp_path)
+    train_tiny(data, tmp_path)
     with pytest.raises(GanimeError, match="channels 8 -> 16.*delete"):
-        _run(data, tmp_path, channels=16, kimg=0.064)
+        train_tiny(data, tmp_path, channels=16, kimg=0.064)
     with pytest.raises(GanimeError, match="family 'dcgan' -> 'dragan'"):
-        _run(data, tmp_path, family="dragan", kimg=0.064)
+        train_tiny(data, tmp_path, family="dragan", kimg=0.064)
 
 
 def test_changed_data_starts_over_instead_of_resuming(data: Path, tmp_path: Path) -> None:
     """Model B: new cleaning settings repack the data; the old model must not be continued (or kept as final)."""
-    first = _run(data, tmp_path / "run")
+    first = train_tiny(data, tmp_path / "run")
     assert first.images_seen > 0
     changed = tmp_path / "changed_16.npy"
     save_npy(changed, np.load(data)[:-4])
-    again = _run(changed, tmp_path / "run")
+    again = train_tiny(changed, tmp_path / "run")
     assert not again.resumed and again.images_this_run == again.images_seen > 0
     assert (tmp_path / "run" / "checkpoint.previous-data.pt").is_file()
-    resumed = _run(changed, tmp_path / "run", kimg=0.048)
+    resumed = train_tiny(changed, tmp_path / "run", kimg=0.048)
     assert resumed.resumed  # same data again: resumes as usual
 
 
 def test_finished_run_only_rewrites_artifacts(data: Path, tmp_path: Path) -> None:
-    _run(data, tmp_path)
+    train_tiny(data, tmp_path)
     ckpt = (tmp_path / "checkpoint.pt").read_bytes()
     (tmp_path / "generator.pt").unlink()
     (tmp_path / "samples.png").unlink()
-    s = _run(data, tmp_path)
+    s = train_tiny(data, tmp_path)
     assert s.resumed and s.images_this_run == 0 and s.images_seen == 32
     assert (tmp_path / "checkpoint.pt").read_bytes() == ckpt
     assert (tmp_path / "generator.pt").is_file() and (tmp_path / "samples.png").is_file()
-    assert len(_log(tmp_path)) == 4
+    assert len(read_log(tmp_path)) == 4
 
 
 def test_checkpoint_snapshots(data: Path, tmp_path: Path) -> None:
-    _run(data, tmp_path)
+    train_tiny(data, tmp_path)
     snaps = sorted(p.name for p in tmp_path.glob("samples_*kimg.png"))
     assert snaps == ["samples_000000.016kimg.png", "samples_000000.032kimg.png"]
 
 
 def test_nan_guard_keeps_last_good_checkpoint(data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    _run(data, tmp_path)
+    train_tiny(data, tmp_path)
     good = (tmp_path / "checkpoint.pt").read_bytes()
 
     def nan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -165,7 +139,7 @@ def test_nan_guard_keeps_last_good_checkpoint(data: Path, tmp_path: Path, monkey
 
     monkeypatch.setitem(FAMILIES, "dcgan", dataclasses.replace(FAMILIES["dcgan"], d_loss=nan_loss))
     with pytest.raises(GanimeError, match=r"non-finite loss at step 5; last good checkpoint kept at .*checkpoint\.pt"):
-        _run(data, tmp_path, kimg=0.064)
+        train_tiny(data, tmp_path, kimg=0.064)
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
     # the CLI turns it into exit status 2 and one line
     argv = ["--data", str(data), "--out", str(tmp_path), "--resolution", "16", "--kimg", "0.064", "--batch-size", "8"]
@@ -178,7 +152,7 @@ def test_nan_guard_keeps_last_good_checkpoint(data: Path, tmp_path: Path, monkey
 
 def test_nan_guard_without_checkpoint(data: Path, tmp_path: Path) -> None:
     with pytest.raises(GanimeError, match="non-finite loss at step 1; no checkpoint was written yet"):
-        _run(data, tmp_path, lr=float("inf"))
+        train_tiny(data, tmp_path, lr=float("inf"))
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
