@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ganime_steps.checkpoints import load_torch_file
 from ganime_steps.common import GanimeError, torch_device, torch_save
 
 log = logging.getLogger(__name__)
@@ -233,13 +234,8 @@ def export_generator(path: Path, G: nn.Module, cfg: NetConfig, extra: dict[str, 
 def load_generator(path: str | Path, device: str = "cpu") -> nn.Module:
     """Rebuild a generator from ``generator.pt`` (or the G_ema inside a ``checkpoint.pt``), in eval mode."""
     path = Path(path)
-    if not path.is_file():
-        raise GanimeError(f"{path}: generator file not found; run the train stage first")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise GanimeError(f"{path}: not a readable generator file ({exc}); rerun the train stage") from exc
-    fmt = obj.get("format") if isinstance(obj, dict) else None
+    obj = load_torch_file(path, what="generator file", made_by="the train stage")
+    fmt = obj.get("format")
     if fmt == GENERATOR_FORMAT:
         state = obj.get("state_dict")
     elif fmt == CHECKPOINT_FORMAT:

@@ -313,12 +313,17 @@ class ProGenerator(LodMixin):
             conv0, conv1 = self.blocks[i]
             x = pixel_norm(lrelu(conv0(upsample(x))))
             x = pixel_norm(lrelu(conv1(x)))
-        img = self.to_rgb[n_blocks](x)
-        if prev_rgb is not None:
-            img = torch.lerp(upsample(prev_rgb), img, alpha)
-        if not native and res < self.full_resolution:
-            img = F.interpolate(img, scale_factor=self.full_resolution // res, mode="nearest")
-        return img
+        return fade_in_output(self.to_rgb[n_blocks](x), prev_rgb, alpha, res, self.full_resolution, native)
+
+
+def fade_in_output(img, prev_rgb, alpha: float, res: int, full_resolution: int, native: bool):
+    """A growing generator's image: blended from the upsampled previous resolution's RGB during a fade-in, then
+    (unless ``native``) nearest-upsampled to the full resolution so that D and the metrics always see one size."""
+    if prev_rgb is not None:
+        img = torch.lerp(upsample(prev_rgb), img, alpha)
+    if not native and res < full_resolution:
+        img = F.interpolate(img, scale_factor=full_resolution // res, mode="nearest")
+    return img
 
 
 class ProDiscriminator(LodMixin):

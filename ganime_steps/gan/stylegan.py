@@ -18,7 +18,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ganime_steps.gan.progressive import (
@@ -26,6 +25,7 @@ from ganime_steps.gan.progressive import (
     EqConv2d,
     EqLinear,
     LodMixin,
+    fade_in_output,
     level,
     lrelu,
     pixel_norm,
@@ -190,12 +190,7 @@ class StyleGenerator(LodMixin):
             blk = self.blocks[i]
             x = blk["epi0"](self.blur(blk["conv0"](upsample(x))), ws[:, 2 * i + 2], nz(2 * i + 2))
             x = blk["epi1"](blk["conv1"](x), ws[:, 2 * i + 3], nz(2 * i + 3))
-        img = self.to_rgb[n_blocks](x)
-        if prev_rgb is not None:
-            img = torch.lerp(upsample(prev_rgb), img, alpha)
-        if not native and res < self.full_resolution:
-            img = F.interpolate(img, scale_factor=self.full_resolution // res, mode="nearest")
-        return img
+        return fade_in_output(self.to_rgb[n_blocks](x), prev_rgb, alpha, res, self.full_resolution, native)
 
     def forward(
         self,
