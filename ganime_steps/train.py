@@ -327,10 +327,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# glibc mallopt parameters: keep freed blocks up to this size in the heap (CPU training frees and re-allocates the
+# same large activation and gradient buffers every step; glibc would hand them back to the kernel, so every step
+# page-faults them in again, zero-filled: ~40k faults / 160 MB per 64 px DCGAN step, ~10% of it in the kernel).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MALLOC_KEEP_BYTES = 1 << 30
+
+
+def keep_freed_memory(limit: int = MALLOC_KEEP_BYTES) -> bool:
+    """Process-wide (the CLI's own process only): raise glibc's trim and mmap thresholds so freed tensor memory is
+    reused, not returned to the OS and faulted back in. Memory use stays at the run's peak, which it reaches every
+    step anyway. Results are unchanged (allocation only). False where glibc is not the allocator."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
 
     def handler(args: argparse.Namespace) -> TrainSummary:
+        keep_freed_memory()
         return run(
             data=args.data,
             out=args.out,
