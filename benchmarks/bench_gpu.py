@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganime_steps.common import save_npy
-from ganime_steps.gan import available_families, get_family
-from ganime_steps.gan.loop import TrainConfig, Trainer
+from benchmarks.training import bench_config, random_dataset, sync
+from ganime_steps.gan import available_families
+from ganime_steps.gan.loop import Trainer
 
 log = logging.getLogger(__name__)
 BUDGET_S = 420.0  # measurements stop starting after this; the whole run stays under 8 minutes
@@ -37,14 +37,8 @@ BUDGET_S = 420.0  # measurements stop starting after this; the whole run stays u
 def _data(folder: Path, resolution: int, n: int = 512) -> Path:
     path = folder / f"bench_{resolution}.npy"
     if not path.exists():
-        rng = np.random.default_rng(0)
-        save_npy(path, rng.integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8))
+        random_dataset(path, n, resolution)
     return path
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_training(
@@ -63,19 +57,14 @@ def measure_training(
     max_iters: int = 200,
 ) -> dict:
     """img/s of full training iterations (D steps, penalties, G step, EMA) at the family's full network."""
-    cfg = TrainConfig(
-        family=family,
+    cfg = bench_config(
+        family,
         resolution=resolution,
-        kimg=1e6,
-        batch_size=batch,
-        lr=get_family(family).lr,
+        batch=batch,
         channels=channels,
-        z_dim=128,
-        seed=0,
-        start_resolution=resolution,
         amp=amp,
         channels_last=channels_last,
-        compile=compile_,
+        compile_=compile_,
     )
     data = _data(folder, resolution)
     if device.type == "cuda":
@@ -86,12 +75,12 @@ def measure_training(
     init_s = time.perf_counter() - t_init
     for _ in range(warmup):
         tr._iteration()
-    _sync(device)
+    sync(device)
     start, t0, n = tr.images_seen, time.perf_counter(), 0
     while n < 2 or (time.perf_counter() - t0 < min_s and n < max_iters):
         tr._iteration()
         n += 1
-    _sync(device)
+    sync(device)
     rate = (tr.images_seen - start) / (time.perf_counter() - t0)
     row = {
         "family": family,
@@ -122,12 +111,12 @@ def measure_inception(device: torch.device, *, batch: int, seconds: float) -> di
         return {"family": "inception", "skipped": f"Inception weights not available: {str(exc)[:120]}"}
     images = np.random.default_rng(0).integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8)
     ext(images)
-    _sync(device)
+    sync(device)
     t0, n = time.perf_counter(), 0
     while n < 2 or time.perf_counter() - t0 < seconds:
         ext(images)
         n += 1
-    _sync(device)
+    sync(device)
     rate = n * batch / (time.perf_counter() - t0)
     return {"family": "inception", "resolution": 128, "batch": batch, "img_per_s": round(rate, 1)}
 

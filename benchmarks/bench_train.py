@@ -19,52 +19,38 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ganime_steps.common import save_npy
+from benchmarks.training import bench_config, random_dataset, sync
 from ganime_steps.gan import available_families, get_family
-from ganime_steps.gan.loop import TrainConfig, Trainer
+from ganime_steps.gan.loop import Trainer
 
 log = logging.getLogger(__name__)
 
 
 def _data(folder: Path, resolution: int, n: int = 256) -> Path:
-    rng = np.random.default_rng(0)
-    path = folder / f"bench_{resolution}.npy"
-    save_npy(path, rng.integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8))
-    return path
+    return random_dataset(folder / f"bench_{resolution}.npy", n, resolution)
 
 
 def _trainer(
     family: str, data: Path, out: Path, device: torch.device, *, resolution, batch, channels, optimised, compile_=False
 ):
-    cfg = TrainConfig(
-        family=family,
+    cfg = bench_config(
+        family,
         resolution=resolution,
-        kimg=1e6,
-        batch_size=batch,
-        lr=get_family(family).lr,
+        batch=batch,
         channels=channels,
-        z_dim=128,
-        seed=0,
-        start_resolution=resolution,  # progressive families: the full network
         amp="auto" if optimised else "off",
         channels_last=optimised,
-        compile=compile_,  # the project's --compile path (warm-up, eager fallback with a warning)
+        compile_=compile_,
     )
     return Trainer(cfg, data=data, out=out, device=device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _img_per_s(tr: Trainer, warmup: int, iters: int, min_s: float) -> float:
     for _ in range(warmup):
         tr._iteration()
-    _sync(tr.device)
+    sync(tr.device)
     start_images, t0 = tr.images_seen, time.perf_counter()
     done = 0
     while done < iters or time.perf_counter() - t0 < min_s:
@@ -72,7 +58,7 @@ def _img_per_s(tr: Trainer, warmup: int, iters: int, min_s: float) -> float:
         done += 1
         if done >= 10 * iters:
             break
-    _sync(tr.device)
+    sync(tr.device)
     return (tr.images_seen - start_images) / (time.perf_counter() - t0)
 
 

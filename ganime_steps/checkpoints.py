@@ -32,8 +32,8 @@ def load_torch_file(
             f"{path}: not a readable {what} ({type(exc).__name__}: {detail}); delete it and rerun {made_by}"
         ) from exc
     if not isinstance(obj, dict):
-        raise GanimeError(f"{path}: not a {what} (it holds a {type(obj).__name__}); rerun {made_by}")
+        raise GanimeError(f"{path}: not a {what} (it holds a {type(obj).__name__}); delete it and rerun {made_by}")
     missing = [key for key in required if key not in obj]
     if missing:
-        raise GanimeError(f"{path}: not a {what} (missing {', '.join(missing)}); rerun {made_by}")
+        raise GanimeError(f"{path}: not a {what} (missing {', '.join(missing)}); delete it and rerun {made_by}")
     return obj

@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ganime_steps.common import GanimeError, run_cli, torch_device, write_json
-from ganime_steps.gan.loop import AMP_MODES, LOG_COLUMNS, TrainConfig, Trainer
+from ganime_steps.gan.loop import AMP_MODES, LOG_COLUMNS, TrainConfig, Trainer, TrainResult
 from ganime_steps.gan.losses import available_families, get_family
 
 
@@ -99,20 +100,6 @@ def run(
     batch_schedule, lr_schedule, lr_decay_kimg = resolve_family_defaults(
         fam.name, kimg, batch_schedule, lr_schedule, lr_decay_kimg
     )
-    for name, value, ok in (
-        ("--kimg", kimg, kimg > 0),
-        ("--batch-size", batch_size, batch_size >= 1),
-        ("--checkpoint-every", checkpoint_every, checkpoint_every > 0),
-        ("--ema-kimg", ema_kimg, ema_kimg >= 0),
-        ("--lr", lr, lr is None or lr > 0),
-        ("--ema-rampup", ema_rampup, ema_rampup is None or ema_rampup > 0),
-        ("--log-every", log_every, log_every is None or log_every > 0),
-        ("--stable-kimg", stable_kimg, stable_kimg is None or stable_kimg >= 0),
-        ("--fade-kimg", fade_kimg, fade_kimg is None or fade_kimg >= 0),
-        ("--lr-decay-kimg", lr_decay_kimg, lr_decay_kimg is None or lr_decay_kimg > 0),
-    ):
-        if not ok:
-            raise GanimeError(f"{name} {value}: out of range; see python -m ganime_steps.train --help")
     cfg = TrainConfig(
         family=fam.name,
         resolution=resolution,
@@ -137,19 +124,13 @@ def run(
         compile=compile,
         data_on_device=data_on_device,
     )
+    check_ranges(cfg)
     out = Path(out)
-    snapshot_metric = None
-    if metric_reference is not None and metric_samples > 0:
-        from ganime_steps.evaluate import SnapshotMetric  # Inception / classifier loading only when asked for
-
-        snapshot_metric = SnapshotMetric(
-            Path(metric_reference),
-            n=metric_samples,
-            inception_weights=inception_weights,
-            classifier_model=classifier_model,
-            device=device,
-            seed=metric_seed,
-        )
+    snapshot_metric = (
+        make_snapshot_metric(metric_reference, metric_samples, metric_seed, inception_weights, classifier_model, device)
+        if metric_reference is not None and metric_samples > 0
+        else None
+    )
     trainer = Trainer(
         cfg,
         data=Path(data),
@@ -159,43 +140,88 @@ def run(
         metric_key=snapshot_metric.key if snapshot_metric else "fid",
         metrics_every=metrics_every,
     )
-    res = trainer.train()
-    last = res.last_log
-    summary = TrainSummary(
-        family=fam.name,
-        resolution=resolution,
-        data=str(data),
-        out=str(out),
-        kimg_target=kimg,
-        images_seen=res.images_seen,
-        images_this_run=res.images_this_run,
-        step=res.step,
-        resumed=res.resumed,
-        lr=cfg.lr,
-        betas=fam.betas,
-        n_critic=fam.n_critic,
-        device=res.device,
-        amp=res.amp,
-        diffaug=diffaug,
-        seconds_total=res.seconds_total,
-        seconds_this_run=res.seconds_this_run,
-        img_per_s=res.img_per_s,
-        n_params_g=res.n_params_g,
-        n_params_d=res.n_params_d,
-        loss_g=last.get("loss_g"),
-        loss_d=last.get("loss_d"),
-        penalty=last.get("penalty"),
-        phase=res.phase["name"],
-        current_resolution=res.phase["resolution"],
-        alpha=res.phase["alpha"],
-        lod=res.phase["lod"],
-        best_kimg=res.best_kimg,
-        best_metric=res.best_metric,
-        metric_key=res.metric_key,
-    )
+    summary = train_summary(trainer.train(), cfg, data=data, out=out)
     if trainer.main:  # data parallel: rank 0 alone writes files
         write_json(out / "train_summary.json", summary)
     return summary
+
+
+def make_snapshot_metric(
+    reference: Path, samples: int, seed: int, inception_weights: Path | None, classifier_model: Path | None, device: str
+):
+    """The metric over training: FID (or the classifier's labelled distance) and KID against ``reference``."""
+    from ganime_steps.evaluate import SnapshotMetric  # Inception / classifier loading only when asked for
+
+    return SnapshotMetric(
+        Path(reference),
+        n=samples,
+        inception_weights=inception_weights,
+        classifier_model=classifier_model,
+        device=device,
+        seed=seed,
+    )
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """One GanimeError line for the first setting out of its range (before any data is read)."""
+    for name, value, ok in (
+        ("--kimg", cfg.kimg, cfg.kimg > 0),
+        ("--batch-size", cfg.batch_size, cfg.batch_size >= 1),
+        ("--checkpoint-every", cfg.checkpoint_every, cfg.checkpoint_every > 0),
+        ("--ema-kimg", cfg.ema_kimg, cfg.ema_kimg >= 0),
+        ("--lr", cfg.lr, cfg.lr > 0),
+        ("--ema-rampup", cfg.ema_rampup, cfg.ema_rampup is None or cfg.ema_rampup > 0),
+        ("--log-every", cfg.log_every, cfg.log_every is None or cfg.log_every > 0),
+        ("--stable-kimg", cfg.stable_kimg, cfg.stable_kimg is None or cfg.stable_kimg >= 0),
+        ("--fade-kimg", cfg.fade_kimg, cfg.fade_kimg is None or cfg.fade_kimg >= 0),
+        ("--lr-decay-kimg", cfg.lr_decay_kimg, cfg.lr_decay_kimg is None or cfg.lr_decay_kimg > 0),
+    ):
+        if not ok:
+            raise GanimeError(f"{name} {value}: out of range; see python -m ganime_steps.train --help")
+
+
+# TrainSummary fields that are TrainResult's under the same name
+RESULT_FIELDS = (
+    "images_seen",
+    "images_this_run",
+    "step",
+    "resumed",
+    "device",
+    "amp",
+    "seconds_total",
+    "seconds_this_run",
+    "img_per_s",
+    "n_params_g",
+    "n_params_d",
+    "best_kimg",
+    "best_metric",
+    "metric_key",
+)
+
+
+def train_summary(res: TrainResult, cfg: TrainConfig, *, data: Path, out: Path) -> TrainSummary:
+    """train_summary.json: the run's settings, where training stands and the last log row's losses."""
+    fam = get_family(cfg.family)
+    last, phase = res.last_log, res.phase
+    return TrainSummary(
+        family=fam.name,
+        resolution=cfg.resolution,
+        data=str(data),
+        out=str(out),
+        kimg_target=cfg.kimg,
+        lr=cfg.lr,
+        betas=fam.betas,
+        n_critic=fam.n_critic,
+        diffaug=cfg.diffaug,
+        loss_g=last.get("loss_g"),
+        loss_d=last.get("loss_d"),
+        penalty=last.get("penalty"),
+        phase=phase["name"],
+        current_resolution=phase["resolution"],
+        alpha=phase["alpha"],
+        lod=phase["lod"],
+        **{name: getattr(res, name) for name in RESULT_FIELDS},
+    )
 
 
 def resolve_family_defaults(
@@ -239,92 +265,171 @@ def build_parser() -> argparse.ArgumentParser:
         f"Outputs: checkpoint.pt, generator.pt, samples.png, samples_<kimg>kimg.png, log.csv "
         f"({', '.join(LOG_COLUMNS)}), train_summary.json.",
     )
-    p.add_argument("--data", type=Path, required=True, help="packed dataset: .npy uint8 array (N, R, R, 3)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (created; resumed from if it has a checkpoint)")
-    p.add_argument("--family", default="dcgan", help=f"GAN family: {', '.join(available_families())} (default dcgan)")
-    p.add_argument("--resolution", type=int, default=64, help="image size, power of two 16..256; must match --data")
-    p.add_argument("--kimg", type=float, default=100.0, help="training length in thousands of real images shown to D")
-    p.add_argument("--batch-size", type=int, default=64, help="images per D step (default 64)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate for G and D (default: the family's)")
-    p.add_argument(
-        "--channels", type=int, default=64, help="width of the highest-resolution layer; x2 toward 4x4, cap x8"
-    )
-    p.add_argument("--z-dim", type=int, default=100, help="latent size (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch, numpy and python RNGs and the sample-grid latents")
-    p.add_argument("--ema-kimg", type=float, default=10.0, help="half-life of the generator EMA in kimg; 0 = no EMA")
-    p.add_argument(
-        "--ema-rampup",
-        type=_optional_float,
-        default=0.05,
-        help="cap the EMA half-life at this fraction of images seen (helps short runs); 'none' to disable",
-    )
-    p.add_argument(
-        "--checkpoint-every", type=float, default=10.0, help="save checkpoint + sample snapshot every N kimg"
-    )
-    p.add_argument("--log-every", type=float, default=None, help="log.csv row every N kimg (default min(1, kimg/100))")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument(
-        "--amp",
-        default="auto",
-        choices=AMP_MODES,
-        help="CUDA mixed precision: auto = bf16 on native-bf16 GPUs, else fp16",
-    )
-    p.add_argument(
-        "--lr-decay-kimg",
-        default="auto",
-        help="linear lr decay to 0 at N kimg; auto = --kimg for families whose reference decays (sngan); none = off",
-    )
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile G and D (non-progressive families; eager if it fails)"
-    )
-    p.add_argument(
-        "--data-on-device",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="hold the packed set on the device (auto: on CUDA when it takes <= 25%% of free memory)",
-    )
-    p.add_argument("--diffaug", action="store_true", help="DiffAugment (colour, translation, cutout) before D")
-    g = p.add_argument_group("progressive growing (progan, stylegan; ignored by the other families)")
-    g.add_argument(
-        "--start-resolution",
-        type=_optional_int,
-        default=None,
-        help="first resolution, 4 or 8 .. --resolution (default: the family's, ProGAN 4, StyleGAN 8)",
-    )
-    g.add_argument(
-        "--stable-kimg",
-        type=_optional_float,
-        default=None,
-        help="kimg per resolution at full strength before the next fade-in (default 600, as published)",
-    )
-    g.add_argument(
-        "--fade-kimg",
-        type=_optional_float,
-        default=None,
-        help="kimg of each fade-in, alpha 0 -> 1 (default 600, as published)",
-    )
-    g.add_argument(
-        "--batch-schedule",
-        default="auto",
-        help="batch size per resolution as RES:BATCH pairs, e.g. 8:128,16:64 (others use --batch-size); "
-        "auto = the family's published table (StyleGAN: the official one-GPU table), '' = --batch-size throughout",
-    )
-    g.add_argument(
-        "--lr-schedule",
-        default="auto",
-        help="lr per resolution as RES:LR pairs, e.g. 128:0.0015,256:0.002 (others use --lr); "
-        "auto = the family's published table (StyleGAN: 128:0.0015,256:0.002), '' = --lr throughout",
-    )
-    m = p.add_argument_group("metrics over training (metrics.jsonl, generator_best.pt)")
-    m.add_argument("--metric-reference", type=Path, help="reference .npz from `evaluate reference` to measure against")
-    m.add_argument("--metric-samples", type=int, default=0, help="generated images per snapshot; 0 = no metrics")
-    m.add_argument(
-        "--metrics-every", type=_optional_float, default=None, help="kimg between snapshots (default: every checkpoint)"
-    )
-    m.add_argument("--metric-seed", type=int, default=0, help="seed of the snapshot latents and KID subsets")
-    m.add_argument("--inception-weights", type=Path, help="Inception weights for FID (as `evaluate`)")
-    m.add_argument("--classifier-model", type=Path, help="classifier model.pt for a labelled non-FID distance")
+    for title, options in argument_groups():
+        group = p if title is None else p.add_argument_group(title)
+        for flag, settings in options:
+            group.add_argument(flag, **settings)
     return p
+
+
+Options = list[tuple[str, dict[str, Any]]]  # (flag, add_argument's keyword arguments), in --help order
+
+
+def argument_groups() -> list[tuple[str | None, Options]]:
+    """The CLI's options by --help section (None: the main options), each a table of flags."""
+    return [
+        (None, [*run_options(), *runtime_options()]),
+        ("progressive growing (progan, stylegan; ignored by the other families)", progressive_options()),
+        ("metrics over training (metrics.jsonl, generator_best.pt)", metric_options()),
+    ]
+
+
+def run_options() -> Options:
+    """What is trained: data, run folder, family, network size, length, batch, lr, seed, EMA, checkpoints, log."""
+    families = ", ".join(available_families())
+    return [
+        ("--data", {"type": Path, "required": True, "help": "packed dataset: .npy uint8 array (N, R, R, 3)"}),
+        (
+            "--out",
+            {"type": Path, "required": True, "help": "run folder (created; resumed from if it has a checkpoint)"},
+        ),
+        ("--family", {"default": "dcgan", "help": f"GAN family: {families} (default dcgan)"}),
+        ("--resolution", {"type": int, "default": 64, "help": "image size, power of two 16..256; must match --data"}),
+        (
+            "--kimg",
+            {"type": float, "default": 100.0, "help": "training length in thousands of real images shown to D"},
+        ),
+        ("--batch-size", {"type": int, "default": 64, "help": "images per D step (default 64)"}),
+        ("--lr", {"type": float, "default": None, "help": "Adam learning rate for G and D (default: the family's)"}),
+        (
+            "--channels",
+            {"type": int, "default": 64, "help": "width of the highest-resolution layer; x2 toward 4x4, cap x8"},
+        ),
+        ("--z-dim", {"type": int, "default": 100, "help": "latent size (default 100)"}),
+        (
+            "--seed",
+            {"type": int, "default": 0, "help": "seeds torch, numpy and python RNGs and the sample-grid latents"},
+        ),
+        (
+            "--ema-kimg",
+            {"type": float, "default": 10.0, "help": "half-life of the generator EMA in kimg; 0 = no EMA"},
+        ),
+        (
+            "--ema-rampup",
+            {
+                "type": _optional_float,
+                "default": 0.05,
+                "help": "cap the EMA half-life at this fraction of images seen (helps short runs); 'none' to disable",
+            },
+        ),
+        (
+            "--checkpoint-every",
+            {"type": float, "default": 10.0, "help": "save checkpoint + sample snapshot every N kimg"},
+        ),
+        (
+            "--log-every",
+            {"type": float, "default": None, "help": "log.csv row every N kimg (default min(1, kimg/100))"},
+        ),
+    ]
+
+
+def runtime_options() -> Options:
+    """Where and how fast it runs: device, precision, data placement (and the lr decay, DiffAugment)."""
+    return [
+        ("--device", {"default": "auto", "help": "auto (CUDA if present), cpu, cuda, cuda:N"}),
+        (
+            "--amp",
+            {
+                "default": "auto",
+                "choices": AMP_MODES,
+                "help": "CUDA mixed precision: auto = bf16 on native-bf16 GPUs, else fp16",
+            },
+        ),
+        (
+            "--lr-decay-kimg",
+            {
+                "default": "auto",
+                "help": "linear lr decay to 0 at N kimg; auto = --kimg for families whose reference decays (sngan); "
+                "none = off",
+            },
+        ),
+        (
+            "--compile",
+            {"action": "store_true", "help": "torch.compile G and D (non-progressive families; eager if it fails)"},
+        ),
+        (
+            "--data-on-device",
+            {
+                "choices": ("auto", "on", "off"),
+                "default": "auto",
+                "help": "hold the packed set on the device (auto: on CUDA when it takes <= 25%% of free memory)",
+            },
+        ),
+        ("--diffaug", {"action": "store_true", "help": "DiffAugment (colour, translation, cutout) before D"}),
+    ]
+
+
+def progressive_options() -> Options:
+    return [
+        (
+            "--start-resolution",
+            {
+                "type": _optional_int,
+                "default": None,
+                "help": "first resolution, 4 or 8 .. --resolution (default: the family's, ProGAN 4, StyleGAN 8)",
+            },
+        ),
+        (
+            "--stable-kimg",
+            {
+                "type": _optional_float,
+                "default": None,
+                "help": "kimg per resolution at full strength before the next fade-in (default 600, as published)",
+            },
+        ),
+        (
+            "--fade-kimg",
+            {
+                "type": _optional_float,
+                "default": None,
+                "help": "kimg of each fade-in, alpha 0 -> 1 (default 600, as published)",
+            },
+        ),
+        (
+            "--batch-schedule",
+            {
+                "default": "auto",
+                "help": "batch size per resolution as RES:BATCH pairs, e.g. 8:128,16:64 (others use --batch-size); "
+                "auto = the family's published table (StyleGAN: the official one-GPU table), '' = --batch-size "
+                "throughout",
+            },
+        ),
+        (
+            "--lr-schedule",
+            {
+                "default": "auto",
+                "help": "lr per resolution as RES:LR pairs, e.g. 128:0.0015,256:0.002 (others use --lr); "
+                "auto = the family's published table (StyleGAN: 128:0.0015,256:0.002), '' = --lr throughout",
+            },
+        ),
+    ]
+
+
+def metric_options() -> Options:
+    return [
+        (
+            "--metric-reference",
+            {"type": Path, "help": "reference .npz from `evaluate reference` to measure against"},
+        ),
+        ("--metric-samples", {"type": int, "default": 0, "help": "generated images per snapshot; 0 = no metrics"}),
+        (
+            "--metrics-every",
+            {"type": _optional_float, "default": None, "help": "kimg between snapshots (default: every checkpoint)"},
+        ),
+        ("--metric-seed", {"type": int, "default": 0, "help": "seed of the snapshot latents and KID subsets"}),
+        ("--inception-weights", {"type": Path, "help": "Inception weights for FID (as `evaluate`)"}),
+        ("--classifier-model", {"type": Path, "help": "classifier model.pt for a labelled non-FID distance"}),
+    ]
 
 
 # glibc mallopt parameters: keep freed blocks up to this size in the heap (CPU training frees and re-allocates the

@@ -20,6 +20,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
+    from ganime_steps.gan.loop import TrainConfig
     from ganime_steps.train import TrainSummary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,6 +112,16 @@ def train_tiny(data: Path, out: Path, **kw) -> TrainSummary:
     from ganime_steps import train
 
     return train.run(**{**TINY_RUN, "data": data, "out": out, **kw})
+
+
+def tiny_train_config(family: str = "dcgan", **kw) -> TrainConfig:
+    """A ``TrainConfig`` with TINY_RUN's settings for ``family`` at its published lr (as ``train.run`` resolves
+    TINY_RUN's ``lr=None``); keyword arguments override them. For tests that drive a ``Trainer`` directly."""
+    from ganime_steps.gan.loop import TrainConfig
+    from ganime_steps.gan.losses import get_family
+
+    settings = {k: v for k, v in TINY_RUN.items() if k != "device"}
+    return TrainConfig(**{**settings, "family": family, "lr": get_family(family).lr, **kw})
 
 
 def read_log(out: Path) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_disc_dataset
+from conftest import tiny_train_config, train_tiny, write_disc_dataset
 from torch import nn
 
 from ganime_steps import train
@@ -43,21 +43,10 @@ def data32(tmp_path_factory) -> Path:
     return write_disc_dataset(tmp_path_factory.mktemp("data") / "train_32.npy", 32)
 
 
-def _cfg(family: str, resolution: int = 16, **kw) -> TrainConfig:
-    args = dict(
-        family=family,
-        resolution=resolution,
-        kimg=0.032,
-        batch_size=8,
-        lr=FAMILIES[family].lr,
-        channels=8 if not FAMILIES[family].progressive else 4,
-        z_dim=8,
-        seed=1,
-        ema_kimg=0.05,
-        checkpoint_every=1.0,
-    )
-    args.update(kw)
-    return TrainConfig(**args)
+def _cfg(family: str, **kw) -> TrainConfig:
+    """TINY_RUN's settings for a Trainer: z_dim 8, no checkpoint inside the run, progressive families 4 channels."""
+    channels = 4 if FAMILIES[family].progressive else 8
+    return tiny_train_config(family, **{"channels": channels, "z_dim": 8, "checkpoint_every": 1.0, **kw})
 
 
 # --- 1. penalties under fp16 loss scaling ----------------------------------------------------------------------
@@ -313,23 +302,10 @@ def test_device_dataset_batches_equal_the_memmap_path(data16: Path) -> None:
 
 
 def test_training_on_device_data_is_identical_and_resumes_exactly(data16: Path, tmp_path: Path) -> None:
-    base = dict(
-        data=data16,
-        family="dcgan",
-        resolution=16,
-        batch_size=8,
-        lr=None,
-        channels=8,
-        z_dim=8,
-        seed=2,
-        ema_kimg=0.05,
-        checkpoint_every=1.0,
-        device="cpu",
-        diffaug=True,
-    )
-    train.run(out=tmp_path / "memmap", kimg=0.048, data_on_device=False, **base)
-    train.run(out=tmp_path / "device", kimg=0.024, data_on_device=True, **base)
-    second = train.run(out=tmp_path / "device", kimg=0.048, data_on_device=True, **base)
+    base = {"z_dim": 8, "seed": 2, "checkpoint_every": 1.0, "diffaug": True}  # otherwise TINY_RUN
+    train_tiny(data16, tmp_path / "memmap", kimg=0.048, data_on_device=False, **base)
+    train_tiny(data16, tmp_path / "device", kimg=0.024, data_on_device=True, **base)
+    second = train_tiny(data16, tmp_path / "device", kimg=0.048, data_on_device=True, **base)
     assert second.resumed
     a = torch.load(tmp_path / "memmap" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "device" / "checkpoint.pt", weights_only=True)

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train_config
 
 from ganime_steps.common import GanimeError, save_npy
-from ganime_steps.gan import FAMILIES, generate_images, get_family, load_generator
+from ganime_steps.gan import FAMILIES, generate_images, load_generator
 from ganime_steps.gan.loop import BEST_FILE, BN_SEED_STREAM, METRICS_FILE, TrainConfig, Trainer
 from ganime_steps.gan.networks import batch_norm_layers, recalibrate_batch_norm
 from ganime_steps.gan.pixel_metrics import PixelFD, pixel_fd
@@ -55,22 +56,12 @@ def held_out() -> np.ndarray:
     return disks(512, seed=1)
 
 
+# A toy run of 4 kimg at RES px, batch 16; otherwise TINY_RUN's settings (conftest)
+TOY_RUN = {"resolution": RES, "kimg": 4.0, "batch_size": 16, "seed": 0, "ema_kimg": 0.1, "checkpoint_every": 100.0}
+
+
 def _cfg(family: str, **kw) -> TrainConfig:
-    fam = get_family(family)
-    args = dict(
-        family=family,
-        resolution=RES,
-        kimg=4.0,
-        batch_size=16,
-        lr=fam.lr,
-        channels=8,
-        z_dim=16,
-        seed=0,
-        ema_kimg=0.1,
-        checkpoint_every=100.0,
-    )
-    args.update(kw)
-    return TrainConfig(**args)
+    return tiny_train_config(family, **{**TOY_RUN, **kw})
 
 
 # --- every family learns ------------------------------------------------------------------------------------------

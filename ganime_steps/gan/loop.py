@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.deterministic
 
+from ganime_steps.checkpoints import load_torch_file
 from ganime_steps.common import GanimeError, progress, save_image, seed_everything, torch_save, write_text
 from ganime_steps.gan.losses import Family, data_parallel_shard, get_family, per_sample, r1_from_logits
 from ganime_steps.gan.networks import (
@@ -482,6 +483,21 @@ def dataset_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+def metrics_every_images(cfg: TrainConfig, metrics_every: float | None) -> int:
+    """Images between metric snapshots: every checkpoint unless ``metrics_every`` (kimg, a positive multiple of
+    ``cfg.checkpoint_every``: metrics are computed at checkpoints) says otherwise."""
+    ckpt_images = max(1, round(cfg.checkpoint_every * 1000))
+    if metrics_every is None:
+        return ckpt_images
+    every = round(metrics_every * 1000)
+    if metrics_every <= 0 or every % ckpt_images:
+        raise GanimeError(
+            f"--metrics-every {metrics_every:g}: must be a positive multiple of --checkpoint-every "
+            f"{cfg.checkpoint_every:g} (metrics are computed at checkpoints)"
+        )
+    return every
+
+
 def dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) in a plain process."""
     return (
@@ -520,16 +536,26 @@ class Trainer:
         self.cfg = cfg
         self.snapshot_metric = snapshot_metric
         self.metric_key = metric_key
-        ckpt_images = max(1, round(cfg.checkpoint_every * 1000))
-        if metrics_every is not None:
-            every = round(metrics_every * 1000)
-            if metrics_every <= 0 or every % ckpt_images:
-                raise GanimeError(
-                    f"--metrics-every {metrics_every:g}: must be a positive multiple of --checkpoint-every "
-                    f"{cfg.checkpoint_every:g} (metrics are computed at checkpoints)"
-                )
-        self.metrics_every_images = round(metrics_every * 1000) if metrics_every is not None else ckpt_images
+        self.metrics_every_images = metrics_every_images(cfg, metrics_every)
         self.family: Family = get_family(cfg.family)
+        device = self._join_processes(device)
+        self.images = load_dataset(data, cfg.resolution)
+        self.data_id = dataset_fingerprint(Path(data))
+        self.out = Path(out)
+        self.ckpt_path = self.out / "checkpoint.pt"
+        self._setup_device(device)
+        self._setup_schedule()
+        self._setup_batches()
+        self._seed_and_determinism()
+        self._build_networks_and_optimisers()
+        self._reset_run_state()
+        self._resume_or_start()
+
+    # -- set-up steps (in this order: __init__) ------------------------------------------------------------------
+
+    def _join_processes(self, device: torch.device) -> torch.device:
+        """Rank and world size from torchrun's environment; under data parallel, this rank's GPU and the process
+        group. Returns the device this process trains on."""
         self.rank, self.world, local_rank = dist_env()
         self.main = self.rank == 0
         if self.world > 1:
@@ -541,25 +567,29 @@ class Trainer:
             if not dist.is_initialized():
                 dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         self.shard = (self.rank, self.world) if self.world > 1 else None
-        self.images = load_dataset(data, cfg.resolution)
-        self.data_id = dataset_fingerprint(Path(data))
-        self.out = Path(out)
-        self.ckpt_path = self.out / "checkpoint.pt"
+        return device
+
+    def _setup_device(self, device: torch.device) -> None:
+        """The device, the mixed-precision mode and the memory format."""
         self.device = device
         self.cuda = device.type == "cuda"
-        self.amp = resolve_amp(cfg.amp, device)
+        self.amp = resolve_amp(self.cfg.amp, device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        self.channels_last = self.cuda if cfg.channels_last is None else cfg.channels_last
+        self.channels_last = self.cuda if self.cfg.channels_last is None else self.cfg.channels_last
+
+    def _setup_schedule(self) -> None:
+        """The network config and the growth schedule (one stable phase at full resolution unless progressive),
+        the per-resolution lr table and the phase training starts in."""
+        cfg, fam = self.cfg, self.family
         self.net_cfg = NetConfig(
             resolution=cfg.resolution,
             z_dim=cfg.z_dim,
             channels=cfg.channels,
-            g_norm=self.family.g_norm,
-            d_norm=self.family.d_norm,
-            arch=self.family.arch,
+            g_norm=fam.g_norm,
+            d_norm=fam.d_norm,
+            arch=fam.arch,
         )
-        self.progressive = self.family.arch in PROGRESSIVE_ARCHS
-        fam = self.family
+        self.progressive = fam.arch in PROGRESSIVE_ARCHS
         self.schedule = GrowthSchedule(
             resolution=cfg.resolution,
             # a non-progressive family is one stable phase at full resolution
@@ -580,22 +610,31 @@ class Trainer:
                 raise GanimeError(
                     f"batch sizes {sorted(sizes)}: each must be a multiple of the {self.world} GPUs (global batch)"
                 )
+
+    def _setup_batches(self) -> None:
+        """Where real batches come from: the set on the device, a read-ahead thread, or the plain memmap."""
+        cfg, device = self.cfg, self.device
         on_device = DeviceDataset.fits(self.images, device) if cfg.data_on_device is None else cfg.data_on_device
         self.device_data = DeviceDataset(self.images, device) if on_device else None
         # CUDA, set too large for the device: read ahead on a thread (CPU: the plain memmap path, bit-identical)
         self.prefetch = PrefetchLoader(self.images, device) if self.cuda and not on_device else None
 
-        seed_everything(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
+    def _seed_and_determinism(self) -> None:
+        """Every RNG from the run's seed (before the networks are built); deterministic kernels on the CPU."""
+        seed_everything(self.cfg.seed)
+        self.rng = np.random.default_rng(self.cfg.seed)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
         else:
             deterministic_algorithms()
 
+    def _build_networks_and_optimisers(self) -> None:
+        """G, D and G_ema on the device, Adam and a grad scaler for each, the sample-grid latents, --compile."""
+        cfg = self.cfg
         G, D = build_networks(self.net_cfg)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.G = G.to(device, memory_format=fmt)
-        self.D = D.to(device, memory_format=fmt)
+        self.G = G.to(self.device, memory_format=fmt)
+        self.D = D.to(self.device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self._set_phase(self.phase)
         betas = self.family.betas
@@ -612,6 +651,8 @@ class Trainer:
         self.d_fwd: Callable[[torch.Tensor], torch.Tensor] = self.D
         self.compiled = cfg.compile and self._try_compile()
 
+    def _reset_run_state(self) -> None:
+        """The state of a run that starts from scratch (a resume overwrites it from the checkpoint)."""
         self.step = 0
         self.images_seen = 0
         self.elapsed_s = 0.0
@@ -623,6 +664,9 @@ class Trainer:
         self._best_pending = False  # the current snapshot is the new best: export it after the checkpoint
         self._calibrated_at: int | None = None  # images_seen at which G_ema's BN statistics were re-estimated
         self._grid_cache: tuple[tuple[int, int], Any] | None = None  # ((images_seen, step), sample grid)
+
+    def _resume_or_start(self) -> None:
+        """Resume from the run folder's checkpoint when there is one made from the same data; else start over."""
         if self.ckpt_path.exists():
             ck = self._load_checkpoint()
             if self._same_data(ck):
@@ -707,11 +751,8 @@ class Trainer:
 
     def _load_checkpoint(self) -> dict[str, Any]:
         path = self.ckpt_path
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise GanimeError(f"{path}: unreadable checkpoint ({exc}); delete it to start the run over") from exc
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        ck = load_torch_file(path, what="GAN checkpoint", made_by="the train stage to start the run over")
+        if ck.get("format") != CHECKPOINT_FORMAT:
             raise GanimeError(f"{path}: not a ganime GAN checkpoint; delete it or use a new run folder")
         return ck
 
@@ -1143,11 +1184,87 @@ class Trainer:
         return GanimeError(f"non-finite loss at step {step}; {kept}; lower --lr (now {self.cfg.lr:g})")
 
     def train(self) -> TrainResult:
-        cfg, fam = self.cfg, self.family
-        target = max(1, round(cfg.kimg * 1000))
+        """Train to ``cfg.kimg`` (from where a resumed run left off), then write the final artifacts."""
+        target = max(1, round(self.cfg.kimg * 1000))
+        n_iters = self.schedule.iterations(self.images_seen, target, self.family.n_critic)
+        self._warn_if_growth_unfinished(n_iters, target)
+        start_images = self.images_seen
+        session_start = time.perf_counter()
+        self._prepare_metric_files()
+        if n_iters == 0:
+            log.info(
+                "%s already at %.3f kimg >= target %.3f: rewriting final artifacts only",
+                self.out,
+                self.images_seen / 1000,
+                self.cfg.kimg,
+            )
+            train_s = 0.0
+        else:
+            train_s = self._train_loop(n_iters)
+        if self.main:
+            self.write_final()
+        return self._result(start_images, session_start, train_s)
+
+    def _train_loop(self, n_iters: int) -> float:
+        """``n_iters`` iterations with the log rows, NaN guard and checkpoints due among them; returns the seconds
+        spent training (checkpoints and metrics excluded)."""
+        cfg = self.cfg
+        log.info(
+            "training %s %dpx from %.3f to %.3f kimg (%d iterations) on %s, amp %s",
+            cfg.family,
+            cfg.resolution,
+            self.images_seen / 1000,
+            cfg.kimg,
+            n_iters,
+            self.device,
+            self.amp,
+        )
+        self.G.train()
+        self.D.train()
         ckpt_every = max(1, round(cfg.checkpoint_every * 1000))
         log_every = max(1, round((cfg.log_every if cfg.log_every else min(1.0, cfg.kimg / 100)) * 1000))
-        n_iters = self.schedule.iterations(self.images_seen, target, fam.n_critic)
+        metric_every = self.metrics_every_images
+        next_ckpt = next_multiple(self.images_seen, ckpt_every)
+        next_metric = next_multiple(self.images_seen, metric_every)
+        next_log = next_multiple(self.images_seen, log_every)
+        # Running sums stay on the device; the CPU syncs only at log/checkpoint points (or every step on CPU).
+        window = LossWindow(self.device)
+        log_written = window.t0
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        step_t = torch.full((), self.step, dtype=torch.long, device=self.device)
+        train_s = 0.0
+        for i in progress(range(n_iters), total=n_iters, desc=f"train {cfg.family}"):
+            before = self.images_seen
+            losses = torch.stack(self._iteration())
+            step_t += 1
+            bad = ~torch.isfinite(losses).all()
+            first_bad = torch.where(bad & (first_bad < 0), step_t, first_bad)
+            window.add(losses, self.images_seen - before)
+            last = i == n_iters - 1
+            due_log, due_ckpt = self.images_seen >= next_log, self.images_seen >= next_ckpt
+            if self.cuda and not (due_log or due_ckpt or last):
+                continue
+            self._raise_if_nonfinite(first_bad)
+            if due_log or last:
+                now = time.perf_counter()
+                train_s += self._append_log_row(window, now)
+                if self.main and (due_ckpt or last or now - log_written >= LOG_WRITE_S):
+                    write_text(self.out / "log.csv", log_csv_text(self.log_rows))
+                    log_written = now
+                window.reset()
+                next_log = next_multiple(self.images_seen, log_every)
+            if due_ckpt or last:
+                t0 = time.perf_counter()
+                # metrics_every is a multiple of checkpoint_every, so a due metric is always at a checkpoint
+                if self.main:
+                    self.checkpoint_event(evaluate=self.images_seen >= next_metric or last)
+                next_ckpt = next_multiple(self.images_seen, ckpt_every)
+                next_metric = next_multiple(self.images_seen, metric_every)
+                window.t0 += time.perf_counter() - t0  # do not bill checkpoint I/O or metrics to throughput
+        return train_s
+
+    def _warn_if_growth_unfinished(self, n_iters: int, target: int) -> None:
+        cfg = self.cfg
         if self.progressive and n_iters and self.schedule.full_resolution_at_kimg() > cfg.kimg:
             log.warning(
                 "%s: --kimg %g ends before growth reaches %dpx (at %g kimg); the generator renders at %dpx, upsampled",
@@ -1157,109 +1274,52 @@ class Trainer:
                 self.schedule.full_resolution_at_kimg(),
                 self.schedule.at(target).resolution,
             )
-        start_images = self.images_seen
-        session_start = time.perf_counter()
-        session_train_s = 0.0
+
+    def _prepare_metric_files(self) -> None:
+        """metrics.jsonl and generator_best.pt as the run starts: a resume trims them to its checkpoint, a fresh
+        start removes another run's."""
         if not self.main:
-            pass  # data parallel: rank 0 alone writes files
-        elif self.resumed:
+            return  # data parallel: rank 0 alone writes files
+        if self.resumed:
             self.write_metrics()  # exactly the checkpoint's rows: drops any a killed run wrote after it
             self._sync_best_file()
         else:
             self._clear_stale_metrics()
 
-        if n_iters == 0:
-            log.info(
-                "%s already at %.3f kimg >= target %.3f: rewriting final artifacts only",
-                self.out,
-                self.images_seen / 1000,
-                cfg.kimg,
-            )
-        else:
-            log.info(
-                "training %s %dpx from %.3f to %.3f kimg (%d iterations) on %s, amp %s",
-                cfg.family,
-                cfg.resolution,
-                self.images_seen / 1000,
-                cfg.kimg,
-                n_iters,
-                self.device,
-                self.amp,
-            )
-            self.G.train()
-            self.D.train()
-            next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every
-            metric_every = self.metrics_every_images
-            next_metric = (self.images_seen // metric_every + 1) * metric_every
-            next_log = (self.images_seen // log_every + 1) * log_every
-            # Running sums stay on the device; the CPU syncs only at log/checkpoint points (or every step on CPU).
-            acc = torch.zeros(3, device=self.device)
-            acc_n, win_images, win_t0 = 0, 0, time.perf_counter()
-            log_written = win_t0
-            first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-            step_t = torch.full((), self.step, dtype=torch.long, device=self.device)
-            for i in progress(range(n_iters), total=n_iters, desc=f"train {cfg.family}"):
-                before = self.images_seen
-                losses = torch.stack(self._iteration())
-                step_t += 1
-                bad = ~torch.isfinite(losses).all()
-                first_bad = torch.where(bad & (first_bad < 0), step_t, first_bad)
-                acc += losses
-                acc_n += 1
-                win_images += self.images_seen - before
-                last = i == n_iters - 1
-                due_log, due_ckpt = self.images_seen >= next_log, self.images_seen >= next_ckpt
-                if self.cuda and not (due_log or due_ckpt or last):
-                    continue
-                if self.world > 1:  # every rank reaches the same sync points: agree on the loss means and NaNs
-                    import torch.distributed as dist
+    def _raise_if_nonfinite(self, first_bad: torch.Tensor) -> None:
+        """The NaN guard, at a sync point: ``first_bad`` is the first step with a non-finite loss, or -1."""
+        if self.world > 1:  # every rank reaches the same sync points: agree on the NaNs
+            import torch.distributed as dist
 
-                    dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
-                bad_step = int(first_bad.item())
-                if bad_step >= 0:
-                    raise self._nonfinite_error(bad_step)
-                if due_log or last:
-                    now = time.perf_counter()
-                    dt = now - win_t0
-                    session_train_s += dt
-                    self.elapsed_s += dt
-                    if self.world > 1:
-                        dist.all_reduce(acc)
-                        acc /= self.world
-                    mean = (acc / acc_n).tolist()
-                    self.log_rows.append(
-                        {
-                            "step": self.step,
-                            "kimg": self.images_seen / 1000,
-                            "phase": self.phase.name,
-                            "resolution": self.phase.resolution,
-                            "alpha": round(self.phase.alpha, 6),
-                            "lod": round(self.phase.lod, 6),
-                            "loss_g": mean[0],
-                            "loss_d": mean[1],
-                            "penalty": mean[2],
-                            "seconds": round(self.elapsed_s, 3),
-                            "img_per_s": round(win_images / dt, 2) if dt > 0 else 0.0,
-                            "max_mem_mb": round(max_memory_mb(self.device), 1),
-                        }
-                    )
-                    if self.main and (due_ckpt or last or now - log_written >= LOG_WRITE_S):
-                        write_text(self.out / "log.csv", log_csv_text(self.log_rows))
-                        log_written = now
-                    acc.zero_()
-                    acc_n, win_images, win_t0 = 0, 0, time.perf_counter()
-                    next_log = (self.images_seen // log_every + 1) * log_every
-                if due_ckpt or last:
-                    t0 = time.perf_counter()
-                    # metrics_every is a multiple of checkpoint_every, so a due metric is always at a checkpoint
-                    if self.main:
-                        self.checkpoint_event(evaluate=self.images_seen >= next_metric or last)
-                    next_ckpt = (self.images_seen // ckpt_every + 1) * ckpt_every
-                    next_metric = (self.images_seen // metric_every + 1) * metric_every
-                    win_t0 += time.perf_counter() - t0  # do not bill checkpoint I/O or metrics to throughput
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
+        bad_step = int(first_bad.item())
+        if bad_step >= 0:
+            raise self._nonfinite_error(bad_step)
 
-        if self.main:
-            self.write_final()
+    def _append_log_row(self, window: LossWindow, now: float) -> float:
+        """One log row from the window's loss means (averaged over ranks); returns the window's seconds."""
+        dt = now - window.t0
+        self.elapsed_s += dt
+        mean = window.means(self.world)
+        self.log_rows.append(
+            {
+                "step": self.step,
+                "kimg": self.images_seen / 1000,
+                "phase": self.phase.name,
+                "resolution": self.phase.resolution,
+                "alpha": round(self.phase.alpha, 6),
+                "lod": round(self.phase.lod, 6),
+                "loss_g": mean[0],
+                "loss_d": mean[1],
+                "penalty": mean[2],
+                "seconds": round(self.elapsed_s, 3),
+                "img_per_s": round(window.images / dt, 2) if dt > 0 else 0.0,
+                "max_mem_mb": round(max_memory_mb(self.device), 1),
+            }
+        )
+        return dt
+
+    def _result(self, start_images: int, session_start: float, train_s: float) -> TrainResult:
         trained = self.images_seen - start_images
         return TrainResult(
             step=self.step,
@@ -1267,7 +1327,7 @@ class Trainer:
             images_this_run=trained,
             seconds_total=round(self.elapsed_s, 3),
             seconds_this_run=round(time.perf_counter() - session_start, 3),
-            img_per_s=round(trained / session_train_s, 2) if session_train_s > 0 else 0.0,
+            img_per_s=round(trained / train_s, 2) if train_s > 0 else 0.0,
             resumed=self.resumed,
             device=str(self.device),
             amp=self.amp,
@@ -1280,6 +1340,37 @@ class Trainer:
             best_metric=self.best["metric"] if self.best else None,
             metric_rows=len(self.metric_rows),
         )
+
+
+def next_multiple(images: int, every: int) -> int:
+    """The first multiple of ``every`` after ``images``: when the next log row, checkpoint or metric is due."""
+    return (images // every + 1) * every
+
+
+class LossWindow:
+    """The loss sums (G, D, penalty) of one log window, kept on the device: the host reads them at log points."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(3, device=device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.n, self.images, self.t0 = 0, 0, time.perf_counter()
+
+    def add(self, losses: torch.Tensor, images: int) -> None:
+        self.sums += losses
+        self.n += 1
+        self.images += images
+
+    def means(self, world: int) -> list[float]:
+        """The window's mean losses; under data parallel, averaged over the ranks."""
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(self.sums)
+            self.sums /= world
+        return (self.sums / self.n).tolist()
 
 
 def _as_tuple(state: Any) -> Any:

@@ -31,6 +31,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -203,6 +204,17 @@ class Family:
         return self.arch in ("progan", "stylegan")
 
 
+# What the progressive families (Karras et al.) share: Adam(0, 0.99) at 1e-3, no normalisation layers from
+# NetConfig (their networks bring their own: pixel norm, AdaIN), penalty weight 10, optimiser reset per resolution.
+PROGRESSIVE_SETUP: dict[str, Any] = {
+    "lr": 1e-3,
+    "betas": (0.0, 0.99),
+    "g_norm": "none",
+    "d_norm": "none",
+    "penalty_weight": 10.0,
+    "reset_opt_per_phase": True,
+}
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -254,29 +266,19 @@ FAMILIES: dict[str, Family] = {
             "progan",
             wasserstein_drift_d_loss,
             wasserstein_g_loss,
-            lr=1e-3,
-            betas=(0.0, 0.99),
-            g_norm="none",
-            d_norm="none",
             penalty=wgan_gp_penalty,
-            penalty_weight=10.0,
             reference="Karras et al. 2018",
             arch="progan",
-            reset_opt_per_phase=True,
+            **PROGRESSIVE_SETUP,
         ),
         Family(
             "stylegan",
             nonsat_d_loss,
             nonsat_g_loss,
-            lr=1e-3,
-            betas=(0.0, 0.99),
-            g_norm="none",
-            d_norm="none",
             penalty=r1_penalty,
-            penalty_weight=10.0,
             reference="Karras et al. 2019",
             arch="stylegan",
-            reset_opt_per_phase=True,
+            **PROGRESSIVE_SETUP,
             start_resolution=8,
             lr_schedule=STYLEGAN_LR_SCHEDULE,
             batch_schedule=STYLEGAN_BATCH_SCHEDULE,
