@@ -175,6 +175,7 @@ def tiny_config(tmp_path: Path) -> Path:
     for spec in config["classifiers"].values():
         spec.update(image_size=32, epochs=1, batch_size=16, arch="resnet18")
     config["sources"]["tachie"]["synthetic"]["n_posts"] = 24
+    config["matrix"]["families"] = ["dragan"]  # the 2x2 study as 2x1: each run is several jobs of startup time
     for spec in [*config["runs"].values(), config["matrix"]]:  # the demo's matrix: one unnamed study
         spec.update(resolution=16, kimg=0.064, batch_size=16, channels=8, checkpoint_every=0.032)
     # real FID (Inception, ~5 images/s here): few images, and snapshots of 4 images (the minimum for the metrics)

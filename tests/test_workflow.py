@@ -144,7 +144,7 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     assert set(tachie_faces["post_id"]) <= set(tachie["post_id"])
     (study,) = summary["studies"]
     assert (study["study"], study["reference"]) == ("study", "train")
-    assert study["datasets"] == ["faces", "faces_tachie"] and study["families"] == ["dragan", "sngan"]
+    assert study["datasets"] == ["faces", "faces_tachie"] and study["families"] == ["dragan"]
     for dataset in study["datasets"]:
         for family in study["families"]:
             cell = study["cells"][dataset][family]
