@@ -100,7 +100,10 @@ def test_config_error_names_the_key(tmp_path):
 def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     config_path = tiny_config(tmp_path)
     work = tmp_path / "work"
-    result = snakemake("--cores", "2", "--configfile", str(config_path), "--directory", str(work))
+    # tiny CPU jobs, mostly start-up: two torch jobs at a time (the profile's gpu=1 would run them one by one)
+    result = snakemake(
+        "--cores", "2", "--resources", "gpu=2", "--configfile", str(config_path), "--directory", str(work)
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     results = work / "results"
     posts = pd.read_parquet(results / "scrape" / "synthetic" / "posts.parquet")
