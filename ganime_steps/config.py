@@ -124,7 +124,7 @@ HTTP_KINDS = ("dapi", "danbooru")
 
 
 def _check_names(config: dict) -> None:
-    for section in ("runs", "datasets", "classifiers", "labels"):
+    for section in ("runs", "datasets", "classifiers", "labels", "sources"):
         for name in config[section]:
             if not NAME_PATTERN.fullmatch(str(name)):
                 raise GanimeError(
@@ -144,8 +144,6 @@ def _check_sources(config: dict) -> None:
         key = f"sources.{name}"
         if name == main:
             raise GanimeError(f"config key {key}: {name!r} is already scrape.source (the main source); rename it")
-        if not NAME_PATTERN.fullmatch(str(name)):
-            raise GanimeError(f"config key {key}: the name {name!r} is used in paths; use letters, digits, '_', '-'")
         if "source" in spec:
             raise GanimeError(f"config key {key}.source: a sources entry is named by its key ({name!r}); remove it")
         _check_scrape(spec, key)

@@ -41,21 +41,25 @@ def posts_of(source):
 
 # The main source keeps the paths of a one-source config (results/faces/, scores.parquet); another source's faces
 # and classifier scores carry its name: results/faces_<source>/, scores_<source>.parquet.
-def faces_of(source):
-    return "results/faces/faces.parquet" if source == MAIN_SOURCE else f"results/faces_{source}/faces.parquet"
-
-
-def scores_of(task, source):
-    suffix = "" if source == MAIN_SOURCE else f"_{source}"
-    return f"results/classifiers/{task}/scores{suffix}.parquet"
+def suffix_of(source):
+    """The main source -> ''; another -> '_<name>' (the {suffix} wildcard of its faces and scores)."""
+    return "" if source == MAIN_SOURCE else f"_{source}"
 
 
 def source_of_suffix(suffix):
-    """'' -> the main source; '_<name>' -> name (the inverse of the suffixes above)."""
+    """The inverse of suffix_of."""
     return suffix[1:] if suffix else MAIN_SOURCE
 
 
-SOURCE_SUFFIX = "|".join(["", *(f"_{name}" for name in SOURCES if name != MAIN_SOURCE)])  # a {suffix} wildcard
+def faces_of(source):
+    return f"results/faces{suffix_of(source)}/faces.parquet"
+
+
+def scores_of(task, source):
+    return f"results/classifiers/{task}/scores{suffix_of(source)}.parquet"
+
+
+SOURCE_SUFFIX = "|".join(suffix_of(name) for name in SOURCES)  # the {suffix} wildcard's values
 
 
 POSTS = posts_of(MAIN_SOURCE)
