@@ -20,13 +20,13 @@ biases: the example has none, the project keeps them where no BN follows (G's la
 layers: 64 + 1), so G has 3 and D 65 parameters more (see ``params_*`` in the row): no extra layers, no
 measurable cost. The project's D emits logits and takes BCE as softplus (the same loss, no Sigmoid layer).
 
-Where the work differs: the project draws fresh latents for the G step (one extra no-grad G forward per
-iteration, the StyleGAN convention) but skips D's weight gradients in the G step (the example computes and
-discards them); it also updates G_ema every iteration, re-estimates its BN statistics before the final save and
-writes a ~90 MB checkpoint. What keeps it at parity (all bit-identical in results): foreach Adam on CPU, no NaN-fill
-of uninitialised memory under deterministic mode, freed tensor memory kept by glibc (``train.keep_freed_memory``:
-no page faults re-zeroing activations every step), one sample-grid render for the last checkpoint and the final
-artifacts.
+Where the work differs: both train G on the D step's fakes (the dcgan family's ``g_step_reuses_fakes``, DCGAN's
+reference loop: one G forward per iteration); the project skips D's weight gradients in the G step (the example
+computes and discards them); it also updates G_ema every iteration, re-estimates its BN statistics before the final
+save and writes a ~90 MB checkpoint. What else keeps it fast (all bit-identical in results): foreach Adam on CPU, no
+NaN-fill of uninitialised memory under deterministic mode, that mode set without importing Inductor, freed tensor
+memory kept by glibc (``train.keep_freed_memory``: no page faults re-zeroing activations every step), one
+sample-grid render for the last checkpoint and the final artifacts.
 
 Order alternates (baseline first on even repetitions, project first on odd), after one untimed ``import torch``
 to warm the file cache; each side's best (shortest) wall time is reported (other jobs on the machine only ever add

@@ -4,6 +4,7 @@ penalties at full resolution, the on-device dataset and the --compile option wit
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from pathlib import Path
@@ -132,6 +133,28 @@ def test_r1_d_step_has_two_d_forwards_and_the_same_penalty(data32: Path, tmp_pat
     fused = r1_from_logits(tr.D(points), points, 10.0)
     alone = r1_penalty(tr.D, real, real, 10.0)
     assert fused.item() == pytest.approx(alone.item(), rel=1e-6)
+
+
+def _g_forwards_and_grads(family: str, data: Path, out: Path) -> tuple[int, bool]:
+    """(G forwards in one iteration, whether G got gradients from its G step)."""
+    tr = Trainer(_cfg(family, resolution=16, kimg=0.016), data=data, out=out, device=CPU)
+    calls = []
+    handle = tr.G.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    before = [p.detach().clone() for p in tr.G.parameters()]
+    tr._iteration()
+    handle.remove()
+    moved = any(not torch.equal(a, p) for a, p in zip(before, tr.G.parameters(), strict=True))
+    return len(calls), moved
+
+
+def test_dcgan_g_step_reuses_the_d_steps_fakes(data16: Path, tmp_path: Path) -> None:
+    """DCGAN's reference loop: one G forward per iteration (its graph kept from the D step for the G step); the
+    other one-critic-step families draw fresh latents for the G step (two forwards)."""
+    assert _g_forwards_and_grads("dcgan", data16, tmp_path / "dcgan") == (1, True)
+    assert _g_forwards_and_grads("dragan", data16, tmp_path / "dragan") == (2, True)
+    assert [f for f in FAMILIES if FAMILIES[f].g_step_reuses_fakes] == ["dcgan"]
+    with pytest.raises(ValueError, match="n_critic 1"):
+        dataclasses.replace(FAMILIES["dcgan"], n_critic=2)
 
 
 # --- 4. foreach EMA -----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """One training loop for every GAN family: kimg schedule, G EMA, AMP, checkpoints with exact resume, NaN guard.
 
 Time is counted in images shown to D (kimg, as in ProGAN/StyleGAN): one iteration is ``n_critic`` D steps of
-``batch_size`` real images each, then one G step. Training stops at the first iteration boundary at or past
+``batch_size`` real images each, then one G step (on fresh latents, or on the D step's fakes where the family
+says so: DCGAN). Training stops at the first iteration boundary at or past
 the target, so a run stopped at N/2 kimg and resumed to N passes through exactly the same iterations.
 
 Progressive families (ProGAN, StyleGAN) follow a :class:`GrowthSchedule`: the phase (resolution, fade-in alpha,
@@ -49,6 +50,7 @@ import math
 import os
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -380,12 +382,18 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         torch._foreach_copy_(b_ema, b_model)
 
 
-def deterministic_algorithms() -> None:
+def deterministic_algorithms(compiling: bool) -> None:
     """Deterministic kernels for eager CPU training (``warn_only``: an op without one warns, it does not fail), but
     without ``fill_uninitialized_memory``: that debugging aid NaN-fills every ``torch.empty`` output (hundreds of
     fills per iteration, ~4% of a DCGAN step on CPU). It changes nothing a correct op computes (every kernel writes
-    its output before anything reads it), so results are bit for bit those with the fill."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    its output before anything reads it), so results are bit for bit those with the fill.
+
+    Eager runs set only the kernels' flag: ``torch.use_deterministic_algorithms`` also sets Inductor's flag, and
+    importing Inductor (and Dynamo with it) costs ~1.5 s of every run's start-up on this machine's CPUs."""
+    if compiling or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
@@ -626,7 +634,7 @@ class Trainer:
         if self.cuda:
             torch.backends.cudnn.benchmark = True
         else:
-            deterministic_algorithms()
+            deterministic_algorithms(self.cfg.compile)
 
     def _build_networks_and_optimisers(self) -> None:
         """G, D and G_ema on the device, Adam and a grad scaler for each, the sample-grid latents, --compile."""
@@ -1133,8 +1141,13 @@ class Trainer:
         for _ in range(fam.n_critic):
             real = self._real(bs)
             z = self._latents(bs)
-            with torch.no_grad(), self._autocast():
-                fake = self._g(z).float()
+            if fam.g_step_reuses_fakes:  # G's graph is kept for the G step below
+                with self._autocast():
+                    fake_for_g = self._g(z).float()
+                fake = fake_for_g.detach()
+            else:
+                with torch.no_grad(), self._autocast():
+                    fake = self._g(z).float()
             if fam.penalty is not None and fam.penalty_on_reals:
                 real = real.detach().requires_grad_(True)
                 with self._penalty_autocast():
@@ -1160,9 +1173,10 @@ class Trainer:
             self.images_seen += bs
 
         self.D.requires_grad_(False)  # G step: no D parameter grads needed
-        z = self._latents(bs * fam.g_batch_mul)
         with self._autocast():
-            loss_g = fam.g_loss(self._d(self._g(z)))
+            if not fam.g_step_reuses_fakes:
+                fake_for_g = self._g(self._latents(bs * fam.g_batch_mul)).float()
+            loss_g = fam.g_loss(self._d(fake_for_g))
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss_g).backward()
         self._all_reduce_grads(self.G)

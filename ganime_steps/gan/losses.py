@@ -5,7 +5,8 @@ penalty ``penalty(D, real, fake, weight, scale, res_factor)`` receives D as a ca
 its inner gradient is unscaled fp32 (``scale`` is ignored, see :func:`gradient_norm_penalty`).
 
 Published defaults:
-- dcgan   Radford et al. 2016: non-saturating BCE, BN in G and D, Adam 2e-4 (0.5, 0.999).
+- dcgan   Radford et al. 2016: non-saturating BCE, BN in G and D, Adam 2e-4 (0.5, 0.999); the G step trains on
+          the D step's fakes, as the reference loops (one G forward per iteration; ``g_step_reuses_fakes``).
 - wgan-gp Gulrajani et al. 2017: Wasserstein loss + GP (lambda 10) on real/fake interpolates, n_critic 5,
           Adam 1e-4 (0.0, 0.9); no batch-norm in the critic (layer norm instead, as the paper recommends).
 - dragan  Kodali et al. 2017: non-saturating BCE + GP (lambda 10) around real samples perturbed by
@@ -198,6 +199,13 @@ class Family:
     lr_schedule: str = ""  # published per-resolution lr table, "RES:LR,..." (the CLI's --lr-schedule auto)
     batch_schedule: str = ""  # published per-resolution batch table (the CLI's --batch-schedule auto)
     penalty_on_reals: bool = False  # R1: the penalty reuses D's forward on the reals (one D forward fewer)
+    # The G step trains on the D step's fakes (DCGAN's reference loop): one G forward per iteration, not two.
+    # Only where one D step and one G batch of the same size make an iteration (n_critic 1, g_batch_mul 1).
+    g_step_reuses_fakes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.g_step_reuses_fakes and (self.n_critic != 1 or self.g_batch_mul != 1):
+            raise ValueError(f"family {self.name}: g_step_reuses_fakes needs n_critic 1 and g_batch_mul 1")
 
     @property
     def progressive(self) -> bool:
@@ -226,6 +234,7 @@ FAMILIES: dict[str, Family] = {
             betas=(0.5, 0.999),
             d_norm="batch",
             reference="Radford et al. 2016",
+            g_step_reuses_fakes=True,
         ),
         Family(
             "wgan-gp",
