@@ -10,6 +10,7 @@ the way, which Python executes before the module itself.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -32,6 +33,14 @@ def module_file(module: str) -> Path | None:
 def imported_modules(path: Path, module: str) -> set[str]:
     """Every module name ``path`` (the file of ``module``) may import, including ``pkg.name`` for each
     ``from pkg import name`` (``name`` may be a submodule) and the parent packages of each."""
+    stat = path.stat()
+    return set(_imported_modules(path, module, stat.st_mtime_ns, stat.st_size))
+
+
+# The workflow asks for every rule's stage (two dozen), and the stages share most modules: each file is parsed once
+# per process (keyed by its mtime and size, so an edited file is read again).
+@functools.lru_cache(maxsize=1024)
+def _imported_modules(path: Path, module: str, mtime_ns: int, size: int) -> frozenset[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
@@ -48,7 +57,7 @@ def imported_modules(path: Path, module: str) -> set[str]:
             names.add(source)
             names.update(f"{source}.{alias.name}" for alias in node.names if alias.name != "*")
     parents = {".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 1)}
-    return names | parents
+    return frozenset(names | parents)
 
 
 def stage_module(stage: str) -> str:

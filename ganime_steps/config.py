@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
+import importlib.metadata
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from ganime_steps.common import GanimeError
+from ganime_steps.common import GanimeError, write_text
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -113,6 +116,9 @@ def expand_seeds(runs: dict[str, dict]) -> dict[str, dict]:
 
 # Names used in file paths and as wildcards: runs, datasets, label/classifier tasks (the scrape source: schema).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+# The GAN families (ganime_steps.gan.available_families(); a test keeps the two equal): the workflow checks run
+# families by name without importing torch.
+FAMILY_NAMES = ("dcgan", "dragan", "progan", "sngan", "stylegan", "wgan-gp")
 # Progressive families and their published first resolution (ganime_steps.gan.losses.FAMILIES; a test keeps the
 # two in step without importing torch here).
 PROGRESSIVE_START = {"progan": 4, "stylegan": 8}
@@ -243,17 +249,41 @@ def _check_evaluation(evaluation: dict) -> None:
             )
 
 
-def _check_archs(classifiers: dict) -> None:
-    if not classifiers:
-        return
+def timm_model_names() -> list[str] | None:
+    """timm's architecture names (``timm.list_models()``), or None where timm is not installed. Importing timm
+    imports torch and torchvision, ~3 s of every dry run on 2 cores, so the list is kept per timm version in
+    ``$XDG_CACHE_HOME/ganime/`` (default ``~/.cache``), made on first use; an unwritable cache only costs the time."""
+    try:
+        version = importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganime" / f"timm-{version}-models.txt"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        names = cache.read_text(encoding="utf-8").split()
+        if names:
+            return names
     try:
         import timm  # lazily: a config without classifiers, or a scrape-only environment, never imports it
     except ImportError:
+        return None
+    names = timm.list_models()
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_text(cache, "\n".join(names) + "\n")
+    return names
+
+
+def _check_archs(classifiers: dict) -> None:
+    if not classifiers:
         return
+    names = timm_model_names()
+    if names is None:
+        return
+    known = set(names)
     for task, spec in classifiers.items():
         arch = spec["arch"]
-        if not timm.is_model(arch):
-            near = timm.list_models(f"*{arch.split('.')[0][:6]}*")[:5]
+        if arch.split(".", 1)[0] not in known:  # timm.is_model: the name without its pretrained tag
+            near = difflib.get_close_matches(arch.split(".", 1)[0], names, n=5)
             hint = f" (similar: {', '.join(near)})" if near else ""
             raise GanimeError(
                 f"config key classifiers.{task}.arch: {arch!r} is not a timm model name{hint}; see timm.list_models()"

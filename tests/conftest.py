@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -10,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from ganime_steps.train import TrainSummary
 
 REPO = Path(__file__).resolve().parent.parent
+# The config check's timm name cache (ganime_steps.config.timm_model_names) in a folder of this test session, shared
+# by the Snakemake runs it starts, never the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ganime-test-cache-")
 # External test assets (the upstream example image): ../shared/assets beside the checkout, or $GANIME_ASSETS.
 # A fresh clone may lack them; the tests that need them skip, naming the file. The cascade itself is vendored.
 ASSETS = Path(os.environ.get("GANIME_ASSETS", REPO.parent / "shared" / "assets"))
@@ -152,8 +157,22 @@ def posts(tmp_path: Path) -> Path:
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
+@functools.cache
+def no_slurm_controller_path() -> Path:
+    """A folder whose ``scontrol`` fails at once, put first on the PATH of the local Snakemake runs. Importing
+    Snakemake's SLURM executor plugin (the ``cluster`` extra) runs ``scontrol show config``; on a machine with
+    SLURM's client tools but no controller running (this one after ``make test-slurm``) that call waits ~9 s in
+    every Snakemake process, all of which run locally here. The SLURM test (tests/test_slurm.py) uses the real one."""
+    folder = Path(tempfile.mkdtemp(prefix="ganime-no-slurm-"))
+    shim = folder / "scontrol"
+    shim.write_text("#!/bin/sh\necho 'scontrol: no SLURM controller for the local test runs' >&2\nexit 1\n")
+    shim.chmod(0o755)
+    return folder
+
+
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    path = f"{no_slurm_controller_path()}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path}
     return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

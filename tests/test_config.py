@@ -43,6 +43,7 @@ def test_constants_match_the_code_they_mirror():
     """config.py avoids importing torch: its copies of the family table and the evaluator's minimum must agree."""
     progressive = {name: fam.start_resolution for name, fam in GAN_FAMILIES.items() if fam.progressive}
     assert config_module.PROGRESSIVE_START == progressive
+    assert config_module.FAMILY_NAMES == FAMILIES
     from ganime_steps.evaluate import MIN_SAMPLES
 
     assert config_module.MIN_SAMPLES == MIN_SAMPLES
@@ -222,3 +223,27 @@ def test_matrix_and_source_errors_name_the_key(edit, message):
     edit(config)
     with pytest.raises(GanimeError, match=re.escape(message)):
         validate_config(config, families=FAMILIES)
+
+
+def test_classifier_arch_is_checked_against_timm_through_a_per_version_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    config = load("configs/demo.yaml")
+    config["classifiers"]["chibi"]["arch"] = "resnet_34"
+    with pytest.raises(
+        GanimeError, match=r"config key classifiers\.chibi\.arch: 'resnet_34' is not a timm model .*resnet34"
+    ):
+        validate_config(copy.deepcopy(config), families=FAMILIES)
+    cached = list(tmp_path.glob("ganime/timm-*-models.txt"))
+    assert len(cached) == 1 and "resnet34" in cached[0].read_text().split()
+    # the next check reads the cache, not timm: a name only the cache knows passes (with a pretrained tag), and a
+    # real timm name the cache lacks is refused
+    cached[0].write_text("only_in_cache\n")
+    for spec in config["classifiers"].values():
+        spec["arch"] = "only_in_cache.some_tag"
+    validate_config(copy.deepcopy(config), families=FAMILIES)
+    config["classifiers"]["chibi"]["arch"] = "resnet34"
+    with pytest.raises(GanimeError, match=r"classifiers\.chibi\.arch: 'resnet34' is not a timm model"):
+        validate_config(copy.deepcopy(config), families=FAMILIES)
+    cached[0].write_text("")  # an empty (damaged) cache is made again
+    validate_config(load("configs/demo.yaml"), families=FAMILIES)
+    assert "resnet34" in cached[0].read_text().split()

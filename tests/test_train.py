@@ -112,6 +112,42 @@ def test_changed_data_starts_over_instead_of_resuming(data: Path, tmp_path: Path
     assert resumed.resumed  # same data again: resumes as usual
 
 
+def test_changed_training_code_starts_over_instead_of_resuming(data: Path, tmp_path: Path, monkeypatch) -> None:
+    """Snakemake reruns train when a module it imports changes (the rule's code inputs); a finished run must then
+    train again with the new code, not re-export the old model."""
+    from ganime_steps.gan import loop
+
+    first = train_tiny(data, tmp_path / "run")
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["code"] == loop.training_code_fingerprint()
+    monkeypatch.setattr(loop, "training_code_fingerprint", lambda: "edited")
+    again = train_tiny(data, tmp_path / "run")
+    assert not again.resumed and again.images_this_run == again.images_seen == first.images_seen > 0
+    assert (tmp_path / "run" / "checkpoint.previous-code.pt").is_file()
+    assert train_tiny(data, tmp_path / "run", kimg=0.048).resumed  # the same code again: resumes as usual
+
+
+def test_training_code_fingerprint_follows_every_module_train_imports(tmp_path: Path, monkeypatch) -> None:
+    from ganime_steps.codedeps import stage_files
+    from ganime_steps.gan import loop
+
+    files = {Path(f).name for f in stage_files("train")}
+    assert {"loop.py", "losses.py", "networks.py", "train.py", "common.py"} <= files
+    # one byte of any listed module changes it (a copy of the package, so the real files stay untouched)
+    package = tmp_path / "ganime_steps"
+    copies = []
+    for name in stage_files("train"):
+        copy = package / Path(name).relative_to(loop.PACKAGE_DIR)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(Path(name).read_bytes())
+        copies.append(str(copy))
+    monkeypatch.setattr(loop, "PACKAGE_DIR", package)
+    monkeypatch.setattr(loop, "stage_files", lambda stage: copies)
+    before = loop.training_code_fingerprint()
+    edited = next(c for c in copies if c.endswith("losses.py"))
+    Path(edited).write_text(Path(edited).read_text() + "# edited\n")
+    assert loop.training_code_fingerprint() != before
+
+
 def test_finished_run_only_rewrites_artifacts(data: Path, tmp_path: Path) -> None:
     train_tiny(data, tmp_path)
     ckpt = (tmp_path / "checkpoint.pt").read_bytes()

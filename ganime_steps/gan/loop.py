@@ -63,7 +63,16 @@ import torch.nn.functional as F
 import torch.utils.deterministic
 
 from ganime_steps.checkpoints import load_torch_file
-from ganime_steps.common import GanimeError, progress, save_image, seed_everything, torch_save, write_text
+from ganime_steps.codedeps import PACKAGE_DIR, stage_files
+from ganime_steps.common import (
+    GanimeError,
+    file_digest,
+    progress,
+    save_image,
+    seed_everything,
+    torch_save,
+    write_text,
+)
 from ganime_steps.gan.losses import Family, data_parallel_shard, get_family, per_sample, r1_from_logits
 from ganime_steps.gan.networks import (
     CHECKPOINT_FORMAT,
@@ -484,10 +493,16 @@ def snapshot_name(images_seen: int) -> str:
 
 def dataset_fingerprint(path: Path) -> str:
     """sha256 of the packed array file: identifies the exact training data a checkpoint was made from."""
+    return file_digest(path, "sha256")
+
+
+def training_code_fingerprint() -> str:
+    """sha256 over the source of every ganime_steps module the train stage runs (the files the workflow lists as
+    the train rule's code inputs): identifies the training code a checkpoint was made by."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
+    for name in stage_files("train"):
+        path = Path(name)
+        digest.update(f"{path.relative_to(PACKAGE_DIR).as_posix()}\0{file_digest(path, 'sha256')}\0".encode())
     return digest.hexdigest()
 
 
@@ -549,6 +564,7 @@ class Trainer:
         device = self._join_processes(device)
         self.images = load_dataset(data, cfg.resolution)
         self.data_id = dataset_fingerprint(Path(data))
+        self.code_id = training_code_fingerprint()
         self.out = Path(out)
         self.ckpt_path = self.out / "checkpoint.pt"
         self._setup_device(device)
@@ -677,7 +693,7 @@ class Trainer:
         """Resume from the run folder's checkpoint when there is one made from the same data; else start over."""
         if self.ckpt_path.exists():
             ck = self._load_checkpoint()
-            if self._same_data(ck):
+            if self._same_data_and_code(ck):
                 self._resume(ck)
 
     def _grid_latents(self, seed: int) -> torch.Tensor:
@@ -727,6 +743,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
             "data": self.data_id,
+            "code": self.code_id,
             "net": self.net_cfg.to_dict(),
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
@@ -764,17 +781,29 @@ class Trainer:
             raise GanimeError(f"{path}: not a ganime GAN checkpoint; delete it or use a new run folder")
         return ck
 
-    def _same_data(self, ck: dict[str, Any]) -> bool:
-        """A checkpoint trained on other data (e.g. the dataset's cleaning settings changed) is set aside, not resumed:
-        Snakemake reruns the job because its input changed, and continuing the old model would be wrong."""
-        old = ck.get("data")
-        if old is None or old == self.data_id:
+    def _same_data_and_code(self, ck: dict[str, Any]) -> bool:
+        """A checkpoint trained on other data (e.g. the dataset's cleaning settings changed) or by other training
+        code (a module the train stage imports was edited) is set aside, not resumed: Snakemake reruns the job
+        because an input changed, and continuing (or, for a finished run, re-exporting) the old model would be
+        wrong. Checkpoints written before a field existed are taken as matching it."""
+        changed = [
+            what
+            for what, key, now in (("training data", "data", self.data_id), ("training code", "code", self.code_id))
+            if ck.get(key) not in (None, now)
+        ]
+        if not changed:
             return True
         if not self.main:  # data parallel: rank 0 sets the old checkpoint aside; every rank starts over
             return False
-        stale = self.ckpt_path.with_name("checkpoint.previous-data.pt")
+        tag = "data" if changed[0] == "training data" else "code"
+        stale = self.ckpt_path.with_name(f"checkpoint.previous-{tag}.pt")
         os.replace(self.ckpt_path, stale)
-        log.warning("training data changed since %s; starting over (old checkpoint kept as %s)", self.ckpt_path, stale)
+        log.warning(
+            "%s changed since %s; starting over (old checkpoint kept as %s)",
+            " and ".join(changed),
+            self.ckpt_path,
+            stale,
+        )
         return False
 
     def _resume(self, ck: dict[str, Any]) -> None:

@@ -7,8 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from ganime_steps.codedeps import stage_files
 from ganime_steps.common import GanimeError
-from ganime_steps.config import GOLD_DATASETS, all_sources, validate_config
-from ganime_steps.gan import available_families
+from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, all_sources, validate_config
 from ganime_steps.labels import source_files
 
 REPO = Path(workflow.basedir).parent
@@ -17,7 +16,7 @@ REPO = Path(workflow.basedir).parent
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 try:
-    for _warning in validate_config(config, families=tuple(available_families())):
+    for _warning in validate_config(config, families=FAMILY_NAMES):
         print(f"ganime: {_warning}", file=sys.stderr)
 except GanimeError as _exc:
     raise WorkflowError(f"ganime config error: {_exc}") from None
