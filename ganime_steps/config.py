@@ -182,61 +182,68 @@ def _check_datasets(datasets: dict, sources: dict) -> None:
                 )
 
 
+def _run_error(name: str, run: dict, key: str, message: str) -> GanimeError:
+    """An error about one run's setting, naming the key the user wrote: ``runs.<run>.<key>``, or for a run a matrix
+    made ``matrix.<study>.<key>`` (``families``/``datasets`` for its lists) followed by the run's name."""
+    study = run.get("study")
+    if not study:
+        return GanimeError(f"config key runs.{name}.{key}: {message}")
+    listed = {"family": "families", "dataset": "datasets"}.get(key, key)
+    return GanimeError(f"config key matrix.{study}.{listed}: {message} (run {name})")
+
+
 def _check_run(name: str, run: dict, families: tuple[str, ...] | None) -> None:
     _check_metrics_every(name, run)
     family = run["family"]
     if families is not None and family not in families:
-        raise GanimeError(
-            f"config key runs.{name}.family: {family!r} is not a GAN family; available: {', '.join(families)}"
-        )
+        raise _run_error(name, run, "family", f"{family!r} is not a GAN family; available: {', '.join(families)}")
     if family not in PROGRESSIVE_START:
         for key in PROGRESSIVE_KEYS:
             if run[key] not in (None, ""):
-                raise GanimeError(
-                    f"config key runs.{name}.{key}: only the progressive families "
-                    f"({', '.join(PROGRESSIVE_START)}) use it, not {family}; remove it"
+                raise _run_error(
+                    name,
+                    run,
+                    key,
+                    f"only the progressive families ({', '.join(PROGRESSIVE_START)}) use it, not {family}; remove it",
                 )
         return
     resolution = run["resolution"]
     start = run["start_resolution"]
     if start is not None and start > resolution:
-        raise GanimeError(
-            f"config key runs.{name}.start_resolution: {start} is above the run's resolution ({resolution})"
-        )
+        raise _run_error(name, run, "start_resolution", f"{start} is above the run's resolution ({resolution})")
     start = start or PROGRESSIVE_START[family]
     for part in filter(None, run["batch_schedule"].split(",")):
         res, batch = (int(v) for v in part.split(":"))  # the schema's pattern guarantees RES:BATCH
         if res & (res - 1) or not start <= res <= resolution:
-            raise GanimeError(
-                f"config key runs.{name}.batch_schedule: resolution {res} in {part!r} is not one this run trains "
-                f"at (powers of two from {start} to {resolution})"
+            raise _run_error(
+                name,
+                run,
+                "batch_schedule",
+                f"resolution {res} in {part!r} is not one this run trains at (powers of two from {start} to "
+                f"{resolution})",
             )
         if batch < 1:
-            raise GanimeError(f"config key runs.{name}.batch_schedule: batch size {batch} in {part!r} is below 1")
+            raise _run_error(name, run, "batch_schedule", f"batch size {batch} in {part!r} is below 1")
 
 
 def _check_metrics_every(name: str, run: dict) -> None:
     every = run.get("metrics_every")
     if every is not None and abs(every / run["checkpoint_every"] - round(every / run["checkpoint_every"])) > 1e-9:
-        raise GanimeError(
-            f"config key runs.{name}.metrics_every: {every} is not a multiple of checkpoint_every "
-            f"({run['checkpoint_every']}); metrics are taken at checkpoints"
+        raise _run_error(
+            name,
+            run,
+            "metrics_every",
+            f"{every} is not a multiple of checkpoint_every ({run['checkpoint_every']}); metrics are taken at "
+            "checkpoints",
         )
 
 
-@contextlib.contextmanager
-def _named_by_matrix(name: str, run: dict):
-    """Errors about a run a matrix made name the matrix key the user wrote (matrix.<study>.<key>, run <name>)."""
-    try:
-        yield
-    except GanimeError as exc:
-        study = run.get("study")
-        if not study:
-            raise
-        text = str(exc).replace(f"config key runs.{name}.", f"config key matrix.{study}.", 1)
-        for key, listed in (("family", "families"), ("dataset", "datasets")):  # the names of the matrix's lists
-            text = text.replace(f"config key matrix.{study}.{key}:", f"config key matrix.{study}.{listed}:", 1)
-        raise GanimeError(f"{text} (run {name})") from None
+def _check_run_datasets(name: str, run: dict, datasets: dict, default_reference: str | None) -> None:
+    if run["dataset"] not in datasets:
+        raise _run_error(name, run, "dataset", f"{run['dataset']!r} is not a dataset in datasets")
+    ref = run["reference"] or default_reference or run["dataset"]
+    if ref not in datasets:
+        raise _run_error(name, run, "reference", f"{ref!r} is not a dataset in datasets")
 
 
 def _check_evaluation(evaluation: dict) -> None:
@@ -302,8 +309,7 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
             )
     _check_datasets(datasets, all_sources(config))
     for name, run in config["runs"].items():
-        with _named_by_matrix(name, run):
-            _check_run(name, run, families)
+        _check_run(name, run, families)
     for task in classifiers:
         if task not in labels:
             raise GanimeError(f"config key classifiers.{task}: no labels.{task} entry lists its hand-label CSVs")
@@ -317,12 +323,7 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     evaluation = config["evaluation"]
     _check_evaluation(evaluation)
     for name, run in config["runs"].items():
-        with _named_by_matrix(name, run):
-            if run["dataset"] not in datasets:
-                raise GanimeError(f"config key runs.{name}.dataset: {run['dataset']!r} is not a dataset in datasets")
-            ref = run["reference"] or evaluation["reference"] or run["dataset"]
-            if ref not in datasets:
-                raise GanimeError(f"config key runs.{name}.reference: {ref!r} is not a dataset in datasets")
+        _check_run_datasets(name, run, datasets, evaluation["reference"])
     if evaluation["reference"] is not None and evaluation["reference"] not in datasets:
         raise GanimeError(f"config key evaluation.reference: {evaluation['reference']!r} is not a dataset")
     fallback = evaluation["fallback_classifier"]

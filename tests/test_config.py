@@ -207,6 +207,11 @@ def test_named_matrices_and_reference_train():
         (lambda c: c["matrix"].update(kimg=-1), "config key matrix.study.kimg: -1 is less than"),
         (lambda c: c["matrix"].update(datasets=["faces", "nope"]), "config key matrix.study.datasets: 'nope' is not"),
         (lambda c: c["matrix"].update(families=["dcgann"]), "config key matrix.study.families: 'dcgann' is not a GAN"),
+        (
+            lambda c: c["matrix"].update(reference="gone"),
+            "matrix.study.reference: 'gone' is not a dataset in datasets (run",
+        ),
+        (lambda c: c["matrix"].update(start_resolution=8), "matrix.study.start_resolution: only the progressive"),
         (lambda c: c["matrix"].update(metrics_every=3, checkpoint_every=2), "config key matrix.study.metrics_every"),
         (lambda c: c["matrix"].update(families=["dcgan"], datasets=["A"]), "matrix.study: its run 'dcgan_A'"),
         (lambda c: c["matrix"].pop("datasets"), "config key matrix.study: 'datasets' is a required property"),
