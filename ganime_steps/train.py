@@ -92,6 +92,7 @@ def run(
     lr_decay_kimg: float | str | None = None,
     compile: bool = False,
     data_on_device: bool | None = None,
+    resume_other_code: bool = False,
 ) -> TrainSummary:
     """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
     (or the labelled Fréchet distance of the feature flags) and KID against that cached reference to
@@ -123,6 +124,7 @@ def run(
         lr_decay_kimg=lr_decay_kimg,
         compile=compile,
         data_on_device=data_on_device,
+        resume_other_code=resume_other_code,
     )
     check_ranges(cfg)
     out = Path(out)
@@ -358,6 +360,14 @@ def runtime_options() -> Options:
             {"action": "store_true", "help": "torch.compile G and D (non-progressive families; eager if it fails)"},
         ),
         (
+            "--resume-other-code",
+            {
+                "action": "store_true",
+                "help": "resume the run's checkpoint even if other training code wrote it (default: set it aside as "
+                "checkpoint.previous-code.pt and start over)",
+            },
+        ),
+        (
             "--data-on-device",
             {
                 "choices": ("auto", "on", "off"),
@@ -491,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
             lr_decay_kimg=args.lr_decay_kimg,
             compile=args.compile,
             data_on_device={"auto": None, "on": True, "off": False}[args.data_on_device],
+            resume_other_code=args.resume_other_code,
         )
 
     return run_cli(parser, handler, argv)

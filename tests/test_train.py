@@ -124,6 +124,10 @@ def test_changed_training_code_starts_over_instead_of_resuming(data: Path, tmp_p
     assert not again.resumed and again.images_this_run == again.images_seen == first.images_seen > 0
     assert (tmp_path / "run" / "checkpoint.previous-code.pt").is_file()
     assert train_tiny(data, tmp_path / "run", kimg=0.048).resumed  # the same code again: resumes as usual
+    # asked to (the run's resume_other_code: a long run continued after a deliberate edit), it resumes
+    monkeypatch.setattr(loop, "training_code_fingerprint", lambda: "edited again")
+    kept = train_tiny(data, tmp_path / "run", kimg=0.064, resume_other_code=True)
+    assert kept.resumed and kept.images_this_run < kept.images_seen
 
 
 def test_training_code_fingerprint_follows_every_module_train_imports(tmp_path: Path, monkeypatch) -> None:

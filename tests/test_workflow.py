@@ -235,3 +235,16 @@ def test_code_edits_rerun_the_stages_that_import_them(tmp_path):
     assert f"{REPO}/ganime_steps/gan/loop.py" not in scrape
     for module in ("gan/loop.py", "gan/losses.py", "common.py", "evaluate.py"):
         assert f"{REPO}/ganime_steps/{module}" in train, module
+
+
+def test_run_setting_resume_other_code_reaches_the_train_command(tmp_path):
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["runs"]["dcgan_A"]["resume_other_code"] = True
+    targets = ("results/runs/dcgan_A_s0/train_summary.json", "results/runs/stylegan_A/train_summary.json")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "-p", "--configfile", str(tmp_path / "run.yaml"), "--directory", str(tmp_path), *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if "-m ganime_steps.train" in line]
+    dcgan, stylegan = sorted(commands, key=lambda c: "stylegan_A" in c)
+    assert "--out results/runs/dcgan_A_s0" in dcgan and "--resume-other-code" in dcgan
+    assert "--out results/runs/stylegan_A" in stylegan and "--resume-other-code" not in stylegan

@@ -147,6 +147,7 @@ class TrainConfig:
     lr_decay_kimg: float | None = None  # linear lr decay to 0 at this many kimg (SNGAN: the run's kimg); None: off
     compile: bool = False  # torch.compile G and D (non-progressive families); falls back to eager on failure
     data_on_device: bool | None = None  # packed set as one tensor on the device; None: on CUDA when it fits
+    resume_other_code: bool = False  # resume a checkpoint written by other training code (else: set aside, start over)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -791,6 +792,11 @@ class Trainer:
             for what, key, now in (("training data", "data", self.data_id), ("training code", "code", self.code_id))
             if ck.get(key) not in (None, now)
         ]
+        if changed == ["training code"] and self.cfg.resume_other_code:
+            log.warning(
+                "%s was written by other training code; resuming it as asked (resume_other_code)", self.ckpt_path
+            )
+            return True
         if not changed:
             return True
         if not self.main:  # data parallel: rank 0 sets the old checkpoint aside; every rank starts over
