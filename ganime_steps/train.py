@@ -92,6 +92,7 @@ def run(
     lr_decay_kimg: float | str | None = None,
     compile: bool = False,
     data_on_device: bool | None = None,
+    channels_last: bool | None = None,
     resume_other_code: bool = False,
 ) -> TrainSummary:
     """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
@@ -124,6 +125,7 @@ def run(
         lr_decay_kimg=lr_decay_kimg,
         compile=compile,
         data_on_device=data_on_device,
+        channels_last=channels_last,
         resume_other_code=resume_other_code,
     )
     check_ranges(cfg)
@@ -368,6 +370,14 @@ def runtime_options() -> Options:
             },
         ),
         (
+            "--channels-last",
+            {
+                "choices": ("auto", "on", "off"),
+                "default": "auto",
+                "help": "channels_last memory format for G, D and batches (auto: on; measured faster on CUDA and CPU)",
+            },
+        ),
+        (
             "--data-on-device",
             {
                 "choices": ("auto", "on", "off"),
@@ -501,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             lr_decay_kimg=args.lr_decay_kimg,
             compile=args.compile,
             data_on_device={"auto": None, "on": True, "off": False}[args.data_on_device],
+            channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
             resume_other_code=args.resume_other_code,
         )
 

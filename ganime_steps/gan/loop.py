@@ -142,7 +142,7 @@ class TrainConfig:
     stable_kimg: float | None = None
     fade_kimg: float | None = None
     batch_schedule: str = ""  # "RES:BATCH,..." batch size per resolution; others use batch_size
-    channels_last: bool | None = None  # None: on CUDA only
+    channels_last: bool | None = None  # None: on (faster on CUDA, and measured faster on CPU too: README)
     lr_schedule: str = ""  # "RES:LR,..." lr per resolution (progressive families); others use lr
     lr_decay_kimg: float | None = None  # linear lr decay to 0 at this many kimg (SNGAN: the run's kimg); None: off
     compile: bool = False  # torch.compile G and D (non-progressive families); falls back to eager on failure
@@ -600,7 +600,7 @@ class Trainer:
         self.cuda = device.type == "cuda"
         self.amp = resolve_amp(self.cfg.amp, device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        self.channels_last = self.cuda if self.cfg.channels_last is None else self.cfg.channels_last
+        self.channels_last = True if self.cfg.channels_last is None else self.cfg.channels_last
 
     def _setup_schedule(self) -> None:
         """The network config and the growth schedule (one stable phase at full resolution unless progressive),
