@@ -23,7 +23,8 @@ measurable cost. The project's D emits logits and takes BCE as softplus (the sam
 Where the work differs: both train G on the D step's fakes (the dcgan family's ``g_step_reuses_fakes``, DCGAN's
 reference loop: one G forward per iteration); the project skips D's weight gradients in the G step (the example
 computes and discards them); it also updates G_ema every iteration, re-estimates its BN statistics before the final
-save and writes a ~90 MB checkpoint. What else keeps it fast (all bit-identical in results): foreach Adam on CPU, no
+save and writes a ~90 MB checkpoint. It runs G and D in channels_last (the default; the example is contiguous).
+What else keeps it fast (all bit-identical in results): foreach Adam on CPU, no
 NaN-fill of uninitialised memory under deterministic mode, that mode set without importing Inductor, freed tensor
 memory kept by glibc (``train.keep_freed_memory``: no page faults re-zeroing activations every step), one
 sample-grid render for the last checkpoint and the final artifacts.
