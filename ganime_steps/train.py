@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 Options = list[tuple[str, dict[str, Any]]]  # (flag, add_argument's keyword arguments), in --help order
+AUTO_ON_OFF = {"auto": None, "on": True, "off": False}  # the choices of --channels-last and --data-on-device
 
 
 def argument_groups() -> list[tuple[str | None, Options]]:
@@ -510,8 +511,8 @@ def main(argv: list[str] | None = None) -> int:
             lr_schedule=args.lr_schedule,
             lr_decay_kimg=args.lr_decay_kimg,
             compile=args.compile,
-            data_on_device={"auto": None, "on": True, "off": False}[args.data_on_device],
-            channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+            data_on_device=AUTO_ON_OFF[args.data_on_device],
+            channels_last=AUTO_ON_OFF[args.channels_last],
             resume_other_code=args.resume_other_code,
         )
 

@@ -241,8 +241,7 @@ def test_run_setting_resume_other_code_reaches_the_train_command(tmp_path):
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     config["runs"]["dcgan_A"]["resume_other_code"] = True
     targets = ("results/runs/dcgan_A_s0/train_summary.json", "results/runs/stylegan_A/train_summary.json")
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake("-n", "-p", "--configfile", str(tmp_path / "run.yaml"), "--directory", str(tmp_path), *targets)
+    result = _dry_run(tmp_path, config, "-p", *targets)
     assert result.returncode == 0, result.stderr[-3000:]
     commands = [line for line in result.stdout.splitlines() if "-m ganime_steps.train" in line]
     dcgan, stylegan = sorted(commands, key=lambda c: "stylegan_A" in c)

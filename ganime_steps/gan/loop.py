@@ -788,11 +788,9 @@ class Trainer:
         because an input changed, and continuing (or, for a finished run, re-exporting) the old model would be
         wrong. Checkpoints written before a field existed are taken as matching it."""
         changed = [
-            what
-            for what, key, now in (("training data", "data", self.data_id), ("training code", "code", self.code_id))
-            if ck.get(key) not in (None, now)
+            key for key, now in (("data", self.data_id), ("code", self.code_id)) if ck.get(key) not in (None, now)
         ]
-        if changed == ["training code"] and self.cfg.resume_other_code:
+        if changed == ["code"] and self.cfg.resume_other_code:
             log.warning(
                 "%s was written by other training code; resuming it as asked (resume_other_code)", self.ckpt_path
             )
@@ -801,12 +799,11 @@ class Trainer:
             return True
         if not self.main:  # data parallel: rank 0 sets the old checkpoint aside; every rank starts over
             return False
-        tag = "data" if changed[0] == "training data" else "code"
-        stale = self.ckpt_path.with_name(f"checkpoint.previous-{tag}.pt")
+        stale = self.ckpt_path.with_name(f"checkpoint.previous-{changed[0]}.pt")
         os.replace(self.ckpt_path, stale)
         log.warning(
             "%s changed since %s; starting over (old checkpoint kept as %s)",
-            " and ".join(changed),
+            " and ".join(f"training {key}" for key in changed),
             self.ckpt_path,
             stale,
         )
