@@ -93,7 +93,7 @@ class ScrapeSummary:
     listing_requests: int = 0
     image_requests: int = 0
     retries: int = 0
-    request_rate: float = 0.0  # achieved HTTP requests per second over the run
+    request_rate: float = 0.0  # achieved HTTP requests per second: (requests - 1) / their span
     rate_limit: float | None = None
     listing_pages: int = 0  # pages in the listing journal
     listing_resumed: bool = False  # continued from a journal of an earlier run
@@ -824,7 +824,7 @@ def _count_requests(summary: ScrapeSummary, source: Source) -> None:
     stats = client.stats
     summary.requests, summary.retries = stats.requests, stats.retries
     summary.listing_requests, summary.image_requests = stats.listing_requests, stats.image_requests
-    summary.request_rate = round(stats.requests / summary.seconds, 3) if summary.seconds > 0 else 0.0
+    summary.request_rate = round(stats.request_rate(), 3)
 
 
 def _log_summary(name: str, summary: ScrapeSummary) -> None:

@@ -154,16 +154,26 @@ class RateLimiter:
 
 @dataclass
 class HttpStats:
-    """Request counters (thread-safe): what the summary reports as the achieved request rate."""
+    """Request counters (thread-safe) and the span they were sent over: the achieved request rate."""
 
     requests: int = 0
     listing_requests: int = 0
     image_requests: int = 0
     retries: int = 0
+    first_asked: float | None = None  # monotonic time the first request asked its rate limiter
+    last_sent: float | None = None  # monotonic time the last request was sent (after its limiter wait)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def asking(self) -> None:
+        """A request is about to wait for its rate limiter: the achieved rate's span starts at the first one."""
+        with self._lock:
+            if self.first_asked is None:
+                self.first_asked = self.clock()
 
     def count(self, kind: str) -> None:
         with self._lock:
+            self.last_sent = self.clock()
             self.requests += 1
             if kind == "listing":
                 self.listing_requests += 1
@@ -173,6 +183,15 @@ class HttpStats:
     def retried(self) -> None:
         with self._lock:
             self.retries += 1
+
+    def request_rate(self) -> float:
+        """Requests per second over the gaps between them: (n - 1) / span. A limiter at its limit gives exactly
+        the limit (n requests over n - 1 gaps), never more: the span starts when the first request asked the
+        limiter, so a late first send cannot shorten it. Fewer than two requests: 0."""
+        if self.requests < 2 or self.first_asked is None or self.last_sent is None:
+            return 0.0
+        span = self.last_sent - self.first_asked
+        return (self.requests - 1) / span if span > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -302,6 +321,7 @@ class HttpClient:
             if problem:
                 raise FetchError(*problem)
             host = urlsplit(target).hostname or ""
+            self.stats.asking()
             self.limiter(host).wait()
             self.stats.count(kind)
             try:
