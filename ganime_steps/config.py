@@ -238,12 +238,49 @@ def _check_metrics_every(name: str, run: dict) -> None:
         )
 
 
-def _check_run_datasets(name: str, run: dict, datasets: dict, default_reference: str | None) -> None:
+def _unit(datasets: dict, name: str) -> str:
+    """'posts' or 'faces': what a dataset is made of (a face run is only ever measured against faces)."""
+    return datasets[name]["from"]
+
+
+def _check_evaluation_references(evaluation: dict, datasets: dict) -> None:
+    for key, unit in (("reference", None), ("face_reference", "faces")):
+        ref = evaluation[key]
+        if ref is None:
+            continue
+        if ref not in datasets:
+            raise GanimeError(f"config key evaluation.{key}: {ref!r} is not a dataset")
+        if unit is not None and _unit(datasets, ref) != unit:
+            raise GanimeError(
+                f"config key evaluation.{key}: {ref!r} is a dataset of {_unit(datasets, ref)}, not {unit}; "
+                "name a 'from: faces' dataset"
+            )
+
+
+def resolve_reference(name: str, run: dict, datasets: dict, evaluation: dict) -> str:
+    """The run's shared reference, always of its own dataset's kind (posts or faces): the run's ``reference``
+    (refused when of the other kind), else ``evaluation.reference`` or ``evaluation.face_reference``, whichever is
+    of the run's kind, else the run's own training set."""
     if run["dataset"] not in datasets:
         raise _run_error(name, run, "dataset", f"{run['dataset']!r} is not a dataset in datasets")
-    ref = run["reference"] or default_reference or run["dataset"]
-    if ref not in datasets:
-        raise _run_error(name, run, "reference", f"{ref!r} is not a dataset in datasets")
+    unit = _unit(datasets, run["dataset"])
+    ref = run["reference"]
+    if ref is not None:
+        if ref not in datasets:
+            raise _run_error(name, run, "reference", f"{ref!r} is not a dataset in datasets")
+        if _unit(datasets, ref) != unit:
+            raise _run_error(
+                name,
+                run,
+                "reference",
+                f"{ref!r} is a dataset of {_unit(datasets, ref)} but the run trains on {run['dataset']!r}, a dataset "
+                f"of {unit}; a run is only measured against its own kind: name a dataset of {unit}",
+            )
+        return ref
+    for default in (evaluation["reference"], evaluation["face_reference"]):
+        if default is not None and _unit(datasets, default) == unit:
+            return default
+    return run["dataset"]
 
 
 def _check_evaluation(evaluation: dict) -> None:
@@ -322,10 +359,9 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
                 )
     evaluation = config["evaluation"]
     _check_evaluation(evaluation)
+    _check_evaluation_references(evaluation, datasets)
     for name, run in config["runs"].items():
-        _check_run_datasets(name, run, datasets, evaluation["reference"])
-    if evaluation["reference"] is not None and evaluation["reference"] not in datasets:
-        raise GanimeError(f"config key evaluation.reference: {evaluation['reference']!r} is not a dataset")
+        run["reference"] = resolve_reference(name, run, datasets, evaluation)
     fallback = evaluation["fallback_classifier"]
     if fallback is not None and fallback not in classifiers:
         raise GanimeError(f"config key evaluation.fallback_classifier: {fallback!r} is not a classifier")

@@ -197,8 +197,47 @@ def test_named_matrices_and_reference_train():
     }
     validate_config(config, families=FAMILIES)
     assert config["runs"]["dragan_faces_other"]["study"] == "faces"
-    assert config["runs"]["dragan_faces_other"]["reference"] is None  # train: each run against its own set
+    # train: a face run's shared reference is a face set, never evaluation.reference (A, full-body posts)
+    assert config["runs"]["dragan_faces_other"]["reference"] == "faces_other"
     assert config["runs"]["wgan-gp_B_s4"]["study"] == "posts" and config["matrix"]["posts"]["reference"] == "train"
+    assert config["runs"]["wgan-gp_B_s4"]["reference"] == "A"  # posts runs: evaluation.reference
+
+
+def test_every_run_is_measured_against_its_own_kind():
+    """The demo's face runs once fell back to evaluation.reference (A: full-body posts) as their shared reference."""
+    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config["matrix"] = {"families": ["dragan"], "datasets": ["faces", "faces_other"]}
+    config["evaluation"]["face_reference"] = "faces"
+    validate_config(config, families=FAMILIES)
+    units = {name: ds["from"] for name, ds in config["datasets"].items()}
+    for name, run in config["runs"].items():
+        assert units[run["reference"]] == units[run["dataset"]], name
+    assert config["runs"]["dragan_faces_other"]["reference"] == "faces"  # evaluation.face_reference
+    assert config["runs"]["dcgan_B_s0"]["reference"] == "A"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["runs"]["dcgan_A"].update(reference="faces"),
+            "config key runs.dcgan_A.reference: 'faces' is a dataset of faces but the run trains on 'A', a dataset of "
+            "posts",
+        ),
+        (
+            lambda c: c["matrix"].update(reference="A"),
+            "config key matrix.study.reference: 'A' is a dataset of posts but the run trains on 'faces'",
+        ),
+        (lambda c: c["evaluation"].update(face_reference="B"), "config key evaluation.face_reference: 'B' is a dat"),
+        (lambda c: c["evaluation"].update(face_reference="x"), "config key evaluation.face_reference: 'x' is not a da"),
+        (lambda c: c["evaluation"].update(reference="x"), "config key evaluation.reference: 'x' is not a dataset"),
+    ],
+)
+def test_a_reference_of_the_other_kind_is_refused(edit, message):
+    config = copy.deepcopy(load("configs/demo.yaml"))
+    edit(config)
+    with pytest.raises(GanimeError, match=re.escape(message)):
+        validate_config(config, families=FAMILIES)
 
 
 @pytest.mark.parametrize(

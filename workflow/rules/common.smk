@@ -160,8 +160,8 @@ def get_run(name):
 
 
 def shared_reference(run):
-    """The dataset every comparable run is measured against (evaluation.reference, or the run's own override)."""
-    return run["reference"] or config["evaluation"]["reference"] or run["dataset"]
+    """The dataset comparable runs are measured against, of the run's own kind (resolved by validate_config)."""
+    return run["reference"]
 
 
 def get_reference(run_name):
