@@ -9,6 +9,10 @@ did. Known clean means:
 - synthetic booru: the generator's true flags are all clean (``--truth truth.parquet``: not chibi, not multiple,
   not busy, standing), whatever the (noisy) hand labels say.
 
+Gold must be a random sample of the clean posts, not every post that happens to be labelled: later label queues pick
+posts near a classifier's threshold, so "all posts labelled clean" over-represents the hard cases. With ``--sample``
+(the uniform draw of ``label_queue gold``, ``results/label_queue/gold/sample.csv``) only posts of that draw can be gold.
+
 Writes ``manifest.parquet`` in the dataset manifest format (``kept`` marks gold rows, ``removed_by`` says why a post
 is not gold) and ``summary.json``; ``clean pack`` packs it like any dataset. With ``--faces`` it writes the gold face
 set instead: the face crops of gold posts, the reference for face runs.
@@ -83,6 +87,20 @@ def _from_truth(posts: pd.DataFrame, truth: Path) -> pd.Series:
     return reason
 
 
+def _outside_sample(posts: pd.DataFrame, sample: Path, reason: pd.Series) -> pd.Series:
+    """Posts not in the uniform gold draw are not gold, whatever their labels say."""
+    try:
+        drawn = pd.read_csv(sample, usecols=["source", "post_id"])  # sample.csv of label_queue gold
+    except (OSError, ValueError) as exc:  # missing file, or no source/post_id columns
+        raise GanimeError(f"{sample}: not a gold sample table ({exc}); rerun rule gold_queue to draw it") from exc
+    drawn = drawn.assign(_drawn=True).drop_duplicates(["source", "post_id"])
+    joined = posts[["source", "post_id"]].merge(drawn, on=["source", "post_id"], how="left")
+    outside = ~joined["_drawn"].fillna(False).astype(bool).to_numpy()
+    reason = reason.copy()
+    reason[outside] = "not in the gold sample"
+    return reason
+
+
 def _manifest(table: pd.DataFrame, reason: pd.Series, base: Path) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -104,9 +122,10 @@ def run(
     labels: dict[str, Path] | None = None,
     truth: Path | None = None,
     faces: Path | None = None,
+    sample: Path | None = None,
 ) -> GoldSummary:
     """Select the gold posts; write manifest.parquet + summary.json under ``out``. With ``faces``: the gold face
-    set instead (the face crops of gold posts)."""
+    set instead (the face crops of gold posts). With ``sample``: only posts of that uniform draw can be gold."""
     if (truth is None) == (not labels):
         raise GanimeError("gold: give either --truth truth.parquet (synthetic) or --labels TASK=labels.parquet ...")
     table = read_parquet(posts, ["source", "post_id", "md5", "file"])
@@ -116,6 +135,13 @@ def run(
     else:
         basis, tasks, reason = "hand labels", sorted(labels), _from_labels(table, labels)
         how = "label more posts negative on every task, or set evaluation.gold: false"
+    if sample is not None:
+        reason = _outside_sample(table, Path(sample), reason)
+        if truth is None:
+            how = (
+                f"label every post of the gold queue (next to {sample}: one .json per task) on every task and list "
+                "the exports under labels.<task>, draw more (evaluation.gold_queue.size), or set evaluation.gold: false"
+            )
     manifest = _manifest(table, reason, Path(posts).parent)
     n_gold_posts = int(manifest["kept"].sum())
     unit = "post"
@@ -148,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", nargs="*", default=[], help="TASK=results/labels/<task>.parquet for every cleaning task")
     p.add_argument("--truth", type=Path, help="results/synthetic/truth.parquet (synthetic source: the true flags)")
     p.add_argument("--faces", type=Path, help="faces.parquet: write the gold face set (the faces of gold posts)")
+    p.add_argument("--sample", type=Path, help="sample.csv of label_queue gold: only posts of this uniform draw")
     p.add_argument("--out", type=Path, required=True, help="folder: manifest.parquet, summary.json")
     return p
 

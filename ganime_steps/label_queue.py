@@ -10,6 +10,11 @@ threshold (the posts where one more label moves the decision most) and exports t
 
 Label Studio's JSON, JSON-MIN and CSV exports of those tasks are read back by the labels stage.
 
+The gold sample (``python -m ganime_steps.label_queue gold --posts posts.parquet --tasks chibi multi aesthetic --n 600
+--seed 1 --out results/label_queue/gold``) draws ``n`` posts uniformly at random, never near a threshold, and exports
+the same posts for every task (``<task>.json/.csv/.xml``) plus ``sample.csv``, the draw itself: the gold reference
+is the posts of that sample labelled clean on every task, a random sample of the clean posts.
+
 The first round has no classifier yet: ``python -m ganime_steps.label_queue first-round --posts posts.parquet
 --task chibi --n 200 --seed 0 --out results/label_queue/first/chibi`` exports ``n`` scraped posts drawn at random
 (reproducibly from ``--seed``; one task per image) in the same three files, without scores or guesses.
@@ -202,14 +207,53 @@ def first_round(
     return QueueSummary(task, len(candidates), len(queue), float("nan"), None, json_path, csv_path)
 
 
-def _add_url_prefix_and_out(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The last two flags of both commands."""
+SAMPLE_COLUMNS = ["source", "post_id", "md5", "file"]
+
+
+@dataclass
+class GoldQueueSummary:
+    tasks: list[str]
+    n_posts: int
+    n_drawn: int
+    seed: int
+    sample: Path
+
+
+def gold_queue(
+    *,
+    posts: Path,
+    out: Path,
+    tasks: list[str],
+    n: int = 600,
+    seed: int = 1,
+    url_prefix: str = DEFAULT_URL_PREFIX,
+) -> GoldQueueSummary:
+    """The gold sample: ``n`` posts drawn uniformly (the first round's draw, ignoring existing labels so the sample
+    does not depend on what was labelled before), exported for labelling on every task, and ``sample.csv``."""
+    if not tasks:
+        raise GanimeError("gold queue: no --tasks; the gold sample is labelled on every cleaning task")
+    out = Path(out)
+    queues = [
+        first_round(posts=posts, out=out / task, task=task, n=n, seed=seed, url_prefix=url_prefix) for task in tasks
+    ]
+    drawn = pd.read_csv(queues[0].csv)[SAMPLE_COLUMNS]
+    sample = out / "sample.csv"
+    write_text(sample, drawn.to_csv(index=False, lineterminator="\n"))
+    log.info("gold sample: %d of %d posts drawn uniformly (seed %d), queued on %s", len(drawn), queues[0].n_unlabelled,
+             seed, ", ".join(tasks))  # fmt: skip
+    return GoldQueueSummary(list(tasks), queues[0].n_unlabelled, len(drawn), seed, sample)
+
+
+def _add_url_prefix_and_out(
+    p: argparse.ArgumentParser, out_help: str = "output path without suffix: writes .json, .csv, .xml"
+) -> argparse.ArgumentParser:
+    """The last two flags of every command."""
     p.add_argument(
         "--url-prefix",
         default=DEFAULT_URL_PREFIX,
         help="prepended to each image path in the Label Studio tasks (default: %(default)s, local file serving)",
     )
-    p.add_argument("--out", type=Path, required=True, help="output path without suffix: writes .json, .csv, .xml")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
     return p
 
 
@@ -226,11 +270,24 @@ def build_first_round_parser() -> argparse.ArgumentParser:
     return _add_url_prefix_and_out(p)
 
 
+def build_gold_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ganime_steps.label_queue gold",
+        description="The gold sample: N posts drawn uniformly, as Label Studio tasks for every task, and sample.csv.",
+    )
+    p.add_argument("--posts", type=Path, required=True, help="posts.parquet (image paths relative to its folder)")
+    p.add_argument("--tasks", nargs="+", required=True, help="every cleaning task, e.g. chibi multi aesthetic")
+    p.add_argument("--n", type=int, default=600, help="posts to draw (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="random draw seed (default: %(default)s)")
+    return _add_url_prefix_and_out(p, "folder: sample.csv and <task>.json/.csv/.xml")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ganime_steps.label_queue",
         description=__doc__.split("\n\n")[0],
-        epilog="The first round (no classifier yet): python -m ganime_steps.label_queue first-round --help",
+        epilog="The first round (no classifier yet): python -m ganime_steps.label_queue first-round --help; the gold "
+        "sample: python -m ganime_steps.label_queue gold --help",
     )
     p.add_argument("--posts", type=Path, required=True, help="posts.parquet (image paths relative to its folder)")
     p.add_argument("--scores", type=Path, required=True, help="scores.parquet of the classifier")
@@ -245,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["first-round"]:
         return run_cli(build_first_round_parser(), lambda a: call_with_args(first_round, a), argv[1:])
+    if argv[:1] == ["gold"]:
+        return run_cli(build_gold_parser(), lambda a: call_with_args(gold_queue, a), argv[1:])
     return run_cli(build_parser(), lambda a: call_with_args(run, a), argv)
 
 

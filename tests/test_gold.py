@@ -72,3 +72,21 @@ def test_cli(tmp_path, posts, capsys):
     assert gold.main(["--posts", str(posts), "--labels", f"chibi={chibi}", "--out", str(tmp_path / "g")]) == 0
     assert gold.main(["--posts", str(posts), "--out", str(tmp_path / "g")]) == 2
     assert "either --truth" in capsys.readouterr().err
+
+
+def test_only_posts_of_the_uniform_sample_are_gold(tmp_path, posts):
+    """Posts labelled clean outside the gold draw (e.g. queued near a threshold) never enter gold."""
+    chibi = _labels(tmp_path, "chibi", dict.fromkeys(range(1, 9), 0))
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({"source": "test", "post_id": [2, 3, 5, 7, 8], "md5": "x", "file": "f"}).to_csv(sample, index=False)
+    s = gold.run(posts=posts, out=tmp_path / "gold", labels={"chibi": chibi}, sample=sample)
+    manifest = pd.read_parquet(tmp_path / "gold" / "manifest.parquet")
+    assert sorted(manifest.loc[manifest["kept"], "post_id"]) == [2, 3, 5, 7, 8] and s.n_kept == 5
+    assert set(manifest.loc[~manifest["kept"], "removed_by"]) == {"not in the gold sample"}
+    pd.DataFrame({"post_id": [1]}).to_csv(sample, index=False)
+    with pytest.raises(GanimeError, match="not a gold sample table .* rerun rule gold_queue"):
+        gold.run(posts=posts, out=tmp_path / "gold2", labels={"chibi": chibi}, sample=sample)
+    few = tmp_path / "few.csv"
+    pd.DataFrame({"source": "test", "post_id": [2, 3]}).to_csv(few, index=False)
+    with pytest.raises(GanimeError, match="label every post of the gold queue"):
+        gold.run(posts=posts, out=tmp_path / "gold3", labels={"chibi": chibi}, sample=few)

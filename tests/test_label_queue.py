@@ -161,3 +161,20 @@ def test_first_label_queues_target_needs_no_labels(tmp_path):
         assert tasks and all(t["data"]["image"].startswith("/data/local-files/?d=results/scrape/") for t in tasks)
         assert (work / "results" / "label_queue" / "first" / f"{task}.xml").is_file()
     assert not (work / "results" / "labels").exists() and not (work / "results" / "classifiers").exists()
+
+
+def test_gold_queue_draws_one_uniform_sample_for_every_task(posts, tmp_path):
+    """The same posts for every task, drawn without regard to labels or scores, and sample.csv is that draw."""
+    out = tmp_path / "gold"
+    summary = label_queue.gold_queue(posts=posts, out=out, tasks=["chibi", "multi"], n=5, seed=3)
+    sample = pd.read_csv(out / "sample.csv")
+    assert summary.n_drawn == len(sample) == 5 and list(sample.columns) == label_queue.SAMPLE_COLUMNS
+    for task in ("chibi", "multi"):
+        queued = pd.read_csv(out / f"{task}.csv")
+        assert list(queued["post_id"]) == list(sample["post_id"])
+        assert (out / f"{task}.json").is_file() and task in (out / f"{task}.xml").read_text()
+    again = label_queue.gold_queue(posts=posts, out=tmp_path / "again", tasks=["chibi"], n=5, seed=3)
+    assert list(pd.read_csv(again.sample)["post_id"]) == list(sample["post_id"])  # reproducible
+    other = label_queue.gold_queue(posts=posts, out=tmp_path / "other", tasks=["chibi"], n=5, seed=4)
+    assert list(pd.read_csv(other.sample)["post_id"]) != list(sample["post_id"])
+    assert label_queue.main(["gold", "--posts", str(posts), "--tasks", "chibi", "--n", "2", "--out", str(out)]) == 0

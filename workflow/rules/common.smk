@@ -62,6 +62,7 @@ SOURCE_SUFFIX = "|".join(suffix_of(name) for name in SOURCES)  # the {suffix} wi
 
 
 POSTS = posts_of(MAIN_SOURCE)
+GOLD_SAMPLE = "results/label_queue/gold/sample.csv"  # the uniform draw gold is chosen from (rule gold_queue)
 FACES = faces_of(MAIN_SOURCE)
 INCEPTION = "resources/inception-2015-12-05-fidhelper.pth"  # made by rule fetch_inception
 
@@ -135,7 +136,7 @@ def gold_of(dataset):
 
 def get_gold_inputs(wildcards):
     """Synthetic source: the generator's true flags; real pipeline: the hand labels of every task."""
-    inputs = {"posts": POSTS}
+    inputs = {"posts": POSTS, "sample": GOLD_SAMPLE}
     if is_synthetic():
         inputs["truth"] = "results/synthetic/truth.parquet"
     else:

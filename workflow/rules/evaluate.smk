@@ -3,6 +3,7 @@
 # set (posts known clean on every task). Data FID: every dataset against gold, with no GAN at all.
 localrules:
     fetch_inception,
+    gold_queue,
 
 
 rule fetch_inception:
@@ -16,6 +17,35 @@ rule fetch_inception:
         "logs/evaluate/fetch_inception.log",
     shell:
         "python -m ganime_steps.inception convert --out {output:q} 2> {log:q}"
+
+
+# The gold sample: evaluation.gold_queue.size posts drawn uniformly, queued for labelling on every task
+# (results/label_queue/gold/<task>.json); gold is the drawn posts labelled clean on all of them.
+rule gold_queue:
+    input:
+        code=code("label_queue"),
+        posts=POSTS,
+    output:
+        sample=GOLD_SAMPLE,
+        tasks=expand("results/label_queue/gold/{task}.json", task=config["classifiers"]),
+    params:
+        tasks=" ".join(config["classifiers"]) or "gold",
+        n=config["evaluation"]["gold_queue"]["size"],
+        seed=config["evaluation"]["gold_queue"]["seed"],
+        url_prefix=config["evaluation"]["gold_queue"]["url_prefix"],
+    conda:
+        "../../envs/scrape.yaml"
+    log:
+        "logs/label_queue/gold.log",
+    shell:
+        "python -m ganime_steps.label_queue gold"
+        " --posts {input.posts:q}"
+        " --tasks {params.tasks}"
+        " --n {params.n}"
+        " --seed {params.seed}"
+        " --url-prefix {params.url_prefix:q}"
+        " --out results/label_queue/gold"
+        " 2> {log:q}"
 
 
 rule gold:
@@ -43,6 +73,7 @@ rule gold:
         " --posts {input.posts:q}"
         " {params.basis}"
         " {params.faces}"
+        " --sample {input.sample:q}"
         " --out results/datasets/{wildcards.gold}"
         " 2> {log:q}"
 
