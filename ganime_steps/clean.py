@@ -110,6 +110,21 @@ def _candidates(posts: Path | None, faces: Path | None) -> tuple[pd.DataFrame, s
     return table, unit
 
 
+HOLDOUT_FILTER = "gold sample"  # the uniform draw gold comes from: held out of every dataset
+
+
+def in_sample(table: pd.DataFrame, sample: Path) -> np.ndarray:
+    """Which rows of ``table`` (keyed by source, post_id) are posts of a drawn sample (``label_queue gold``'s
+    sample.csv)."""
+    try:
+        drawn = pd.read_csv(sample, usecols=["source", "post_id"])
+    except (OSError, ValueError) as exc:  # missing file, or no source/post_id columns
+        raise GanimeError(f"{sample}: not a gold sample table ({exc}); rerun rule gold_queue to draw it") from exc
+    drawn = drawn.astype({"source": str}).drop_duplicates().assign(_drawn=True)
+    keys = table[["source", "post_id"]].astype({"source": str})
+    return keys.merge(drawn, on=["source", "post_id"], how="left")["_drawn"].fillna(False).to_numpy(dtype=bool)
+
+
 def run_filter(
     *,
     dataset: str,
@@ -121,8 +136,12 @@ def run_filter(
     drop: dict[str, float | None] | None = None,
     require_tags: list[str] = (),
     exclude_tags: list[str] = (),
+    holdout: Path | None = None,
 ) -> CleanSummary:
-    """Drop rows by tag rules, then by each classifier in ``drop`` (threshold None = the classifier's own)."""
+    """Drop the held-out gold sample's posts (``holdout``: its sample.csv), then rows by tag rules, then by each
+    classifier in ``drop`` (threshold None = the classifier's own). Holding the whole uniform draw out (clean or
+    not) keeps every dataset a uniform sample of what it filters while no GAN trains on the gold images it is
+    judged against, and no data-FID sample shares an image with gold."""
     scores, drop = scores or {}, drop or {}
     table, unit = _candidates(posts, faces)
     if (require_tags or exclude_tags) and "tags" not in table:
@@ -144,6 +163,9 @@ def run_filter(
         if score is not None:
             removed_score[fresh] = score[fresh]
 
+    if holdout is not None:
+        apply(HOLDOUT_FILTER, pd.Series(in_sample(table, Path(holdout))))
+        filters[HOLDOUT_FILTER] = "held out: gold is drawn from it"
     tag_sets = table["tags"].fillna("").str.split() if (require_tags or exclude_tags) else None
     for tag in require_tags:
         apply(f"require:{tag}", ~tag_sets.apply(lambda ts, t=tag: t in ts))
@@ -312,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--drop", nargs="*", default=[], help="TASK=THRESHOLD or TASK=auto (the classifier's own)")
     f.add_argument("--require-tags", nargs="*", default=[], help="keep only posts with all these tags")
     f.add_argument("--exclude-tags", nargs="*", default=[], help="drop posts with any of these tags")
+    f.add_argument("--holdout", type=Path, help="sample.csv of label_queue gold: its posts are held out of the dataset")
     f.add_argument("--out", type=Path, required=True, help="dataset folder")
     g = sub.add_parser("removed-grid", help="draw a sample of the images one filter removed (PNG)")
     g.add_argument("--manifest", type=Path, required=True, help="manifest.parquet from `filter`")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ganime_steps.clean import MANIFEST_COLUMNS
+from ganime_steps.clean import MANIFEST_COLUMNS, in_sample
 from ganime_steps.common import (
     GanimeError,
     call_with_args,
@@ -89,15 +89,8 @@ def _from_truth(posts: pd.DataFrame, truth: Path) -> pd.Series:
 
 def _outside_sample(posts: pd.DataFrame, sample: Path, reason: pd.Series) -> pd.Series:
     """Posts not in the uniform gold draw are not gold, whatever their labels say."""
-    try:
-        drawn = pd.read_csv(sample, usecols=["source", "post_id"])  # sample.csv of label_queue gold
-    except (OSError, ValueError) as exc:  # missing file, or no source/post_id columns
-        raise GanimeError(f"{sample}: not a gold sample table ({exc}); rerun rule gold_queue to draw it") from exc
-    drawn = drawn.assign(_drawn=True).drop_duplicates(["source", "post_id"])
-    joined = posts[["source", "post_id"]].merge(drawn, on=["source", "post_id"], how="left")
-    outside = ~joined["_drawn"].fillna(False).astype(bool).to_numpy()
     reason = reason.copy()
-    reason[outside] = "not in the gold sample"
+    reason[~in_sample(posts, sample)] = "not in the gold sample"
     return reason
 
 

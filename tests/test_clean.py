@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pandas as pd
+from conftest import write_posts
 from PIL import Image
 
 from ganime_steps import clean
@@ -181,3 +182,14 @@ def test_pack_with_workers_writes_identical_bytes(posts, tmp_path):
     assert (
         clean.main(["pack", "--manifest", str(manifest), "--resolution", "16", "--out", "x.npy", "--workers", "0"]) == 2
     )
+
+
+def test_the_gold_sample_is_held_out_of_a_dataset(tmp_path):
+    """Every post of the uniform gold draw leaves the dataset, clean or not, before any other filter."""
+    posts = write_posts(tmp_path / "scrape", 8)
+    sample = tmp_path / "sample.csv"
+    pd.DataFrame({"source": "test", "post_id": [2, 5], "md5": "x", "file": "f"}).to_csv(sample, index=False)
+    s = clean.run_filter(dataset="A", out=tmp_path / "A", posts=posts, holdout=sample)
+    manifest = pd.read_parquet(tmp_path / "A" / "manifest.parquet")
+    assert sorted(manifest.loc[~manifest["kept"], "post_id"]) == [2, 5]
+    assert s.removed_by == {clean.HOLDOUT_FILTER: 2} and s.n_kept == 6

@@ -7,7 +7,7 @@ from ganime_steps.clean import filter_from_slug, removed_grid_paths
 
 rule clean_filter:
     input:
-        unpack(lambda wildcards: {"code": code("clean"), "table": get_dataset_table(wildcards)}),
+        unpack(lambda wildcards: {"code": code("clean"), "table": get_dataset_table(wildcards), **get_holdout(wildcards)}),
         scores=lambda wildcards: list(get_dataset_scores(wildcards).values()),
     output:
         manifest="results/datasets/{dataset}/manifest.parquet",
@@ -24,6 +24,7 @@ rule clean_filter:
         drop=lambda wildcards: [f"{t}={v}" for t, v in get_dataset(wildcards.dataset)["drop"].items()],
         require=lambda wildcards: get_dataset(wildcards.dataset)["require_tags"],
         exclude=lambda wildcards: get_dataset(wildcards.dataset)["exclude_tags"],
+        holdout=lambda wildcards, input: f"--holdout {input.holdout}" if "holdout" in input.keys() else "",
         out=lambda wildcards: f"results/datasets/{wildcards.dataset}",
     wildcard_constraints:
         # the gold sets come from rule gold ('/' follows the name in every path of this rule)
@@ -40,6 +41,7 @@ rule clean_filter:
         " --drop {params.drop:q}"
         " --require-tags {params.require:q}"
         " --exclude-tags {params.exclude:q}"
+        " {params.holdout}"
         " --out {params.out:q}"
         " 2> {log:q}"
 

@@ -151,6 +151,13 @@ def get_dataset_table(wildcards):
     return faces_of(ds["source"]) if ds["from"] == "faces" else posts_of(ds["source"])
 
 
+def get_holdout(wildcards):
+    """The gold draw is held out of every dataset of the main source (gold is judged on images no GAN trained on)."""
+    if not config["evaluation"]["gold"] or get_dataset(wildcards.dataset)["source"] != MAIN_SOURCE:
+        return {}
+    return {"holdout": GOLD_SAMPLE}
+
+
 def get_dataset_scores(wildcards):
     ds = get_dataset(wildcards.dataset)
     return {task: scores_of(task, ds["source"]) for task in ds["drop"]}
