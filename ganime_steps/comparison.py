@@ -222,6 +222,8 @@ def verdicts(
                 rows.append(
                     {
                         "family": a["family"],
+                        "feature_space": a["feature_space"],
+                        "is_fid": bool(a["is_fid"] and b["is_fid"]),
                         "reference": ref,
                         "reference_dataset": ra["dataset"] if ref != "train" else None,
                         "a": a["group"],

@@ -53,7 +53,14 @@ RUN_COLUMNS = [
     "recall",
     "n_fake",
     "n_real",
+    "fd_ci_low",
+    "fd_ci_high",
+    "fd_inf",
+    "kid_ci_low",
+    "kid_ci_high",
 ]
+# evaluation.gold_min's default in workflow/schemas/config.schema.yaml; the report rule passes the config's value
+GOLD_MIN = 200
 DATASET_KEYS = ("dataset", "n_total", "n_kept", "removed_by")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -132,6 +139,7 @@ def read_run(path: Path) -> dict[str, Any]:
         **comparison.metric_values(m, fd),
         "n_fake": m.get("n_fake"),
         "n_real": m.get("n_real"),
+        "reference_sha256": m.get("reference_sha256"),
     }
 
 
@@ -296,6 +304,8 @@ def read_data_fid(path: Path) -> dict[str, Any]:
         "resolution": res,
         "gold": Path(str(gold)).stem.removeprefix("reference_").rsplit("_", 1)[0] if gold else "gold",
         "fd": _num(fd),
+        "fd_ci": comparison.interval(m.get("fd_ci")),
+        "fd_inf": _num(m.get("fd_inf")),
         "kid_mean": _num(m.get("kid_mean")),
         "kid_std": _num(m.get("kid_std")),
         "n_a": m.get("n_a", m.get("n_fake")),
@@ -343,6 +353,13 @@ def _pm(mean: float | None, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
+def _ci(value: float | None, ci: tuple[float, float] | None, digits: int = 2) -> str:
+    """A value with its 95% interval where one exists: '41.23 [39.80, 42.90]'."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" + ("" if ci is None else f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]")
+
+
 def _kid_e3(mean: float | None, std: float | None) -> str:
     """KID ×10³ as 'mean ± std' with two decimals."""
     return _pm(*(None if v is None else v * 1e3 for v in (mean, std)), 2)
@@ -367,14 +384,19 @@ def _runs_context(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "spaces": sorted({r["feature_space"] for r in rows}),
         "any_fid": any(r["is_fid"] for r in rows),
+        "any_ci": any(r["fd_ci"] is not None for r in rows),
         "rows": [
             {
                 **{k: r[k] for k in ("run", "family", "dataset", "kimg", "reference", "feature_space")},
                 "best": best.get((r["feature_space"], r["reference"])) == r["run"],
                 "fd_label": _fd_label(r),
-                "fd": _f(r["fd"], 2),
+                "fd": _ci(r["fd"], r["fd_ci"]),
+                "fd_inf": _f(r["fd_inf"], 2),
                 "fd_short": "FID" if r["is_fid"] else "FD",
-                "kid": "—" if r["kid_mean"] is None else f"{r['kid_mean']:.5f} ± {_f(r['kid_std'], 5)}",
+                "kid": "—"
+                if r["kid_mean"] is None
+                else f"{r['kid_mean']:.5f} ± {_f(r['kid_std'], 5)}"
+                + ("" if r["kid_ci"] is None else f" [{r['kid_ci'][0]:.5f}, {r['kid_ci'][1]:.5f}]"),
                 "precision": _f(r["precision"], 3),
                 "recall": _f(r["recall"], 3),
                 "n_fake": r["n_fake"],
@@ -503,46 +525,82 @@ def _queue_rows(queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _verdict_lead(verdicts: list[dict[str, Any]]) -> str:
-    """The study's answer in one sentence: gold first, then any other reference, else 'no difference shown'."""
-    shown = [v for v in verdicts if v["significant"]]
-    gold = [v for v in shown if v["reference"] == "gold"]
-    if gold:
-        return "Against the gold set, " + "; ".join(
-            f"{_s(v['better_dataset'])} gives the better {_s(v['family'])} by more than the seeds' spread" for v in gold
-        )
-    if shown:
-        return "A difference larger than the seeds' spread shows against some references (below), not against gold"
-    return (
-        "These runs do not show that one dataset makes a better GAN: every difference is within the spread "
-        "between seeds, or a side has one seed only. Tiny CPU runs are not expected to reproduce the study"
-    )
+GOLD_NOTE = (
+    "The answer uses the gold set (posts known clean on every cleaning task): a neutral reference. The shared "
+    "reference is usually dataset A itself, so it favours A by construction; each run's own training set mixes how "
+    "hard the dataset is with how good the GAN is, so those numbers carry no verdict"
+)
+
+
+def _fd_name(v: dict[str, Any]) -> str:
+    return "FID" if v["is_fid"] else f"FD in {v['feature_space']} space"
+
+
+def _where(v: dict[str, Any]) -> str:
+    if v["reference"] == "train":
+        return "each against its own training set"
+    title = comparison.REFERENCE_TITLES.get(v["reference"], v["reference"])
+    return f"against {title}" + ("" if v["reference_dataset"] == v["reference"] else f" {_s(v['reference_dataset'])}")
+
+
+def _side_numbers(v: dict[str, Any], metric: str) -> str:
+    """'A 20.00 ± 1.00 (3 seeds), B 41.00 ± 1.00 (3 seeds)': the numbers behind a pair, verdict or not."""
+    c = v[metric]
+    pm = _kid_e3 if metric == "kid" else functools.partial(_pm, digits=2)
+    sides = [(v["a_dataset"], c["mean_a"], c["sd_a"], c["n_a"]), (v["b_dataset"], c["mean_b"], c["sd_b"], c["n_b"])]
+    return ", ".join(f"{_s(ds)} {pm(mean, sd)} ({n} seed{'s' * (n != 1)})" for ds, mean, sd, n in sides)
+
+
+def _verdict_item(v: dict[str, Any]) -> dict[str, Any]:
+    """One pair against one reference: a sentence per metric, or why there is no verdict beside the numbers."""
+    fd = _fd_name(v)
+    if v["status"] == "tested":
+        lines = [f"{fd}: {v['fd']['sentence']}", f"KID: {v['kid']['sentence']}"]
+    else:
+        lines = [f"{v['note']}. {fd} {_side_numbers(v, 'fd')}; KID×10³ {_side_numbers(v, 'kid')}"]
+    return {
+        "family": v["family"],
+        "where": _where(v),
+        "pair": f"{_s(v['a_dataset'])} ({v['a']}) vs {_s(v['b_dataset'])} ({v['b']})",
+        "lines": lines,
+        "verdict": v["status"] == "tested",
+    }
+
+
+def _headline(verdicts: list[dict[str, Any]]) -> list[str]:
+    """The study's answer: one sentence per family against gold (FID over seeds), never against another reference."""
+    gold = [v for v in verdicts if v["reference"] == "gold"]
+    if not gold:
+        return [
+            "No pair of run groups was measured against a gold set (evaluation.gold off, or no two groups differ only "
+            "in their dataset): there is no neutral answer. The comparisons below use references that favour one side"
+        ]
+    return [f"{v['family']}, {_s(v['a_dataset'])} vs {_s(v['b_dataset'])} against gold: {v['meaning']}" for v in gold]
 
 
 def _reference_cell(x: dict[str, Any] | None) -> dict[str, Any] | None:
-    """One group's score against one reference: FD and KID×10³ over seeds (one seed: KID ± its subsets' spread)."""
+    """One group's score against one reference: FD and KID×10³ over seeds (one seed: FD with its bootstrap interval,
+    KID ± its subsets' spread), FD∞ in the small line where evaluate extrapolated it."""
     if not x:
         return None
     kid_std = x["kid_std_seeds"] if x["kid_std_seeds"] is not None else x["kid_std_subsets"]
     vs = f"vs {_s(x['dataset'])}"
-    return {"title": vs, "fd": _pm(x["fd_mean"], x["fd_std"], 2), "kid": _kid_e3(x["kid_mean"], kid_std), "note": vs}
+    fd = _pm(x["fd_mean"], x["fd_std"], 2) if x["n"] > 1 else _ci(x["fd_mean"], x["fd_ci"])
+    note = vs if x["fd_inf_mean"] is None else f"{vs}; ∞: {_pm(x['fd_inf_mean'], x['fd_inf_std'], 2)}"
+    return {"title": vs, "fd": fd, "kid": _kid_e3(x["kid_mean"], kid_std), "note": note}
 
 
 def _study_context(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]], data: list[dict[str, Any]]):
-    """The study's question first: which dataset makes the better GAN, per reference, beside the seeds' spread."""
+    """The study's question first: which dataset makes the better GAN, answered against gold, then every pair."""
     refs = [r for r in comparison.REFERENCE_ORDER if any(r in g["references"] for g in groups)]
     return {
         "all_fid": all(g["is_fid"] for g in groups),
-        "lead": _verdict_lead(verdicts),
-        "verdicts": [
-            {
-                **v,
-                "reference_title": comparison.REFERENCE_TITLES[v["reference"]],
-                "difference": f"{v['difference']:.2f}",
-            }
-            for v in verdicts
-        ],
-        "references": [comparison.REFERENCE_TITLES[r] for r in refs],
+        "headline": _headline(verdicts),
+        "gold_note": GOLD_NOTE,
+        "n_tests": max([v[m]["n_tests"] for v in verdicts for m in comparison.METRICS if v[m].get("n_tests")] or [0]),
+        "any_fd_inf": any((g["references"][r].get("fd_inf_mean") is not None) for g in groups for r in g["references"]),
+        "verdicts": [_verdict_item(v) for v in verdicts],
+        "references": [comparison.REFERENCE_TITLES.get(r, r) for r in refs],
         "groups": [
             {
                 **{k: g[k] for k in ("group", "family", "dataset", "n_seeds")},
@@ -553,7 +611,8 @@ def _study_context(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]],
         "data_fid": [
             {
                 **{k: d[k] for k in ("dataset", "gold", "resolution", "n_a", "n_b")},
-                "fd": _f(d["fd"], 2),
+                "fd": _ci(d["fd"], d["fd_ci"]),
+                "fd_inf": _f(d["fd_inf"], 2),
                 "kid": _kid_e3(d["kid_mean"], d["kid_std"]),
             }
             for d in data
@@ -564,13 +623,9 @@ def _study_context(groups: list[dict[str, Any]], verdicts: list[dict[str, Any]],
 def _study_cell(c: dict[str, Any] | None) -> dict[str, Any] | None:
     if not c or c["fd_mean"] is None:
         return None
-    fd = _pm(c["fd_mean"], c["fd_std"], 2)
-    return {
-        "title": c["group"],
-        "fd": fd,
-        "kid": _kid_e3(c["kid_mean"], c["kid_std"]),
-        "note": f"{c['n_seeds']} seed(s)",
-    }
+    fd = _pm(c["fd_mean"], c["fd_std"], 2) if c["n_seeds"] > 1 else _ci(c["fd_mean"], c["fd_ci"])
+    note = f"{c['n_seeds']} seed(s)" + ("" if c["fd_inf_mean"] is None else f"; ∞: {c['fd_inf_mean']:.2f}")
+    return {"title": c["group"], "fd": fd, "kid": _kid_e3(c["kid_mean"], c["kid_std"]), "note": note}
 
 
 def _dataset_study_context(table: dict[str, Any]) -> dict[str, Any]:
@@ -583,7 +638,7 @@ def _dataset_study_context(table: dict[str, Any]) -> dict[str, Any]:
         **{k: table[k] for k in ("study", "reference", "families", "missing")},
         "metric": "FID" if table["is_fid"] else "Fréchet distance (not FID)",
         "rows": rows,
-        "verdicts": [{**v, "difference": f"{v['difference']:.2f}"} for v in table["verdicts"]],
+        "verdicts": [_verdict_item(v) for v in table["verdicts"]],
     }
 
 
@@ -617,9 +672,13 @@ def render_html(
     curves=(),
     directions=(),
     studies=(),
+    verdicts=None,
 ) -> str:
-    """The whole page: each section's rows prepared here, the markup from ``templates/report.html.j2``."""
+    """The whole page: each section's rows prepared here, the markup from ``templates/report.html.j2``.
+    ``verdicts``: :func:`comparison.verdicts` of the runs (default: computed with no gold minimum)."""
     groups = comparison.aggregate(runs)
+    if verdicts is None:
+        verdicts = comparison.verdicts(groups)
     return (
         _environment()
         .get_template("report.html.j2")
@@ -627,7 +686,7 @@ def render_html(
             title=title,
             css=_css(),
             generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            study=_study_context(groups, comparison.verdicts(groups), list(data_fid)),
+            study=_study_context(groups, verdicts, list(data_fid)),
             studies=[_dataset_study_context(t) for t in studies],
             runs=_runs_context(runs),
             curves=_curve_figures(list(curves)),
@@ -661,6 +720,9 @@ class ReportInputs:
     groundtruth: dict[str, Any] | None
     label_counts: dict[str, dict[str, Any]]
     label_queues: list[dict[str, Any]]
+    groups: list[dict[str, Any]]
+    verdicts: list[dict[str, Any]]
+    gold_min: int
 
 
 def read_curves(run_metrics: list[Path]) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -690,8 +752,11 @@ def read_inputs(
     directions: list[Path] = (),
     studies: dict[str, str] | None = None,
     study_groups: dict[str, str] | None = None,
+    gold_min: int = GOLD_MIN,
 ) -> ReportInputs:
     """Read every input, failing on the first missing or malformed one (see ``run_report`` for the arguments)."""
+    if gold_min < 0:
+        raise GanimeError(f"--gold-min {gold_min}: must be 0 or more (config key evaluation.gold_min)")
     runs = [read_run(Path(p)) for p in run_metrics]
     for r in runs:
         r["group"] = (groups or {}).get(r["run"], r["run"])
@@ -699,8 +764,12 @@ def read_inputs(
         study: {"reference": ref, "groups": [g for g, s in (study_groups or {}).items() if s == study]}
         for study, ref in (studies or {}).items()
     }
-    tables = comparison.study_tables(comparison.aggregate(runs), study_specs)
     data_rows = [read_data_fid(Path(p)) for p in data_fid]
+    # a gold reference without n_real (older metrics.json): the gold set's size from its data-FID file
+    gold_sizes = {d["gold"]: int(d["n_b"]) for d in data_rows if _num(d["n_b"]) is not None}
+    group_rows = comparison.aggregate(runs)
+    verdicts = comparison.verdicts(group_rows, gold_min=gold_min, gold_sizes=gold_sizes)
+    tables = comparison.study_tables(group_rows, study_specs, verdicts)
     direction_figs = [(Path(p).parent.name, png_data_uri(Path(p), "--directions")) for p in directions]
     curves = read_curves(run_metrics)
     classifiers = [read_classifier(Path(p)) for p in classifier_metrics]
@@ -711,7 +780,21 @@ def read_inputs(
     counts = {c["task"]: c for c in (read_label_counts(Path(p)) for p in label_counts)}
     queues = [read_label_queue(Path(p)) for p in label_queues]
     return ReportInputs(
-        runs, tables, data_rows, direction_figs, curves, classifiers, datasets, grids, n_removed, gt, counts, queues
+        runs,
+        tables,
+        data_rows,
+        direction_figs,
+        curves,
+        classifiers,
+        datasets,
+        grids,
+        n_removed,
+        gt,
+        counts,
+        queues,
+        group_rows,
+        verdicts,
+        gold_min,
     )
 
 
@@ -729,7 +812,16 @@ def build_page(title: str, inputs: ReportInputs) -> str:
         curves=inputs.curves,
         directions=inputs.directions,
         studies=inputs.studies,
+        verdicts=inputs.verdicts,
     )
+
+
+def _csv_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A run-table row with its intervals split into low/high columns."""
+    flat = {**r}
+    for key in ("fd_ci", "kid_ci"):
+        flat[f"{key}_low"], flat[f"{key}_high"] = r.get(key) or (None, None)
+    return flat
 
 
 def metrics_csv(runs: list[dict[str, Any]]) -> str:
@@ -737,7 +829,7 @@ def metrics_csv(runs: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: ("" if r[k] is None else r[k]) for k in RUN_COLUMNS} for r in runs)
+    writer.writerows({k: ("" if r[k] is None else r[k]) for k in RUN_COLUMNS} for r in map(_csv_row, runs))
     return buf.getvalue()
 
 
@@ -748,8 +840,9 @@ def summary_json(title: str, inputs: ReportInputs, removed_grids: list[Path], sa
     return {
         "title": title,
         "runs": runs,
-        "groups": comparison.aggregate(runs),
-        "verdicts": comparison.verdicts(comparison.aggregate(runs)),
+        "groups": inputs.groups,
+        "verdicts": inputs.verdicts,
+        "gold_min": inputs.gold_min,
         "data_fid": inputs.data_fid,
         "studies": inputs.studies,
         "best_snapshots": {run: best for run, _, best in inputs.curves},
@@ -831,6 +924,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-groups", nargs="*", default=[], help="GROUP=STUDY: the run matrix each config run is from")
     p.add_argument("--data-fid", type=Path, nargs="*", default=[], help="results/evaluation/data_<dataset>_<res>.json")
     p.add_argument("--directions", type=Path, nargs="*", default=[], help="results/runs/<run>/directions.png")
+    p.add_argument(
+        "--gold-min",
+        type=int,
+        default=GOLD_MIN,
+        help=f"fewest gold images a verdict against gold needs (config key evaluation.gold_min; default {GOLD_MIN}); "
+        "below it the report says the gold set is too small to judge",
+    )
     p.add_argument("--title", default="ganime report", help="page title")
     p.add_argument(
         "--out", type=Path, required=True, help="output folder: index.html, metrics.csv, report_summary.json"

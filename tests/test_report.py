@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import json
 import re
 from pathlib import Path
@@ -301,6 +302,7 @@ def test_best_run_is_chosen_per_reference_set(tmp_path, inputs):
 
 
 VAL = "validation (used for epoch and threshold)"
+HEADLINE = "Does stricter cleaning make a better GAN?"
 
 
 def _clf_block(split: str, n: int, p: float, r: float, f1: float, auc: float, confusion) -> dict:
@@ -429,3 +431,119 @@ def test_page_sections_escaping_and_inlined_css(tmp_path, inputs):
     assert '"Segoe UI"' in page
     assert not re.search(r'(src|href)="(?!data:)', page) and "<link" not in page
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 7  # 3 grids, 2 classifier, curve, directions
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the study's answer: seeds, references, verdicts
+
+
+def _ref_block(fd: float, data: str, kid: float, n_real: int = 8000, extras: bool = True) -> dict:
+    """One reference's block of a run's metrics.json; ``extras``: the within-run intervals and FID∞."""
+    more = {"fd_ci": [fd - 1.5, fd + 1.25], "kid_ci": [kid - 0.001, kid + 0.001], "fd_inf": fd - 7} if extras else {}
+    block = {"fd": fd, "kid_mean": kid, "kid_std": 0.0005, "n_fake": 10000, "n_real": n_real}
+    return {**block, "reference_data": f"results/datasets/{data}/pack_64.npy", **more}
+
+
+def _seed_runs(root: Path, *, gold_n: int = 500, extras: bool = True) -> list[Path]:
+    """Three seeds of dcgan on A and on B, each measured against the shared set (A), its own set and gold. Gold: B
+    lower by 10 (seed sd 1); shared: A lower by 10 (A is the shared set); own sets: B 20 higher, each its own set."""
+    paths = []
+    for dataset, shared, train, gold in (("A", 20.0, 30.0, 60.0), ("B", 30.0, 50.0, 50.0)):
+        for seed, jitter in enumerate((-1.0, 0.0, 1.0)):
+            run = root / "runs" / f"dcgan_{dataset}_s{seed}"
+            block = functools.partial(_ref_block, extras=extras)
+            refs = {
+                "shared": block(shared + jitter, "A", 0.010 + jitter / 1000),
+                "train": block(train + jitter, dataset, 0.020 + jitter / 1000),
+                "gold": block(gold + jitter, "gold", 0.030 + jitter / 1000 - (dataset == "B") * 0.005, n_real=gold_n),
+            }
+            metrics = {"feature_space": "inception", "is_fid": True, **refs["shared"], "references": refs}
+            paths.append(_json(run / "metrics.json", metrics))
+            _json(run / "train_summary.json", {"family": "dcgan", "dataset": dataset, "resolution": 64, "kimg": 1.0})
+    return paths
+
+
+def _groups(paths: list[Path]) -> dict[str, str]:
+    return {p.parent.name: p.parent.name.rsplit("_s", 1)[0] for p in paths}
+
+
+def test_headline_answers_against_gold_with_welch_and_holm(tmp_path):
+    paths = _seed_runs(tmp_path)
+    out = tmp_path / "rep"
+    rp.run_report(run_metrics=paths, classifier_metrics=[], dataset_summaries=[], sample_grids=[], out=out,
+                  title="t", groups=_groups(paths), gold_min=200)  # fmt: skip
+    page = (out / "index.html").read_text(encoding="utf-8")
+    study = _section(page, "Does stricter cleaning make a better GAN?")
+    headline = re.search(r'<div class="note">(.*?)</div>', study, re.S).group(1)
+    # gold, not the shared set (A itself, where A wins): B better, with its interval, Holm's p and the seeds
+    assert "dcgan, A vs B against gold: B better than A by 10.00 (95% CI " in headline
+    assert "after Holm over 4 comparisons, n = 3+3 seeds)" in headline and "A better" not in headline
+    assert "shared reference is usually dataset A itself, so it favours A by construction" in study
+    assert "FID: A better than B by 10.00" in study  # the shared set's own verdict, listed below the headline
+    assert "KID: B better than A by 5.00×10⁻³" in study  # KID over seeds too (against gold)
+    summary = json.loads((out / "report_summary.json").read_text())
+    assert summary["gold_min"] == 200
+    gold = next(v for v in summary["verdicts"] if v["reference"] == "gold")
+    assert gold["fd"]["verdict"] == "b_better" and gold["fd"]["n_tests"] == 4 and gold["fd"]["p_adjusted"] < 0.05
+
+
+def test_no_verdict_on_own_training_sets_across_datasets(tmp_path):
+    """B is 20 worse on its own training set, far beyond the seeds' spread: the numbers show, a verdict never does."""
+    paths = _seed_runs(tmp_path)
+    out = tmp_path / "rep"
+    rp.run_report(run_metrics=paths, classifier_metrics=[], dataset_summaries=[], sample_grids=[], out=out,
+                  title="t", groups=_groups(paths), studies={"ab": "train"},
+                  study_groups={"dcgan_A": "ab", "dcgan_B": "ab"})  # fmt: skip
+    page = (out / "index.html").read_text(encoding="utf-8")
+    train_items = re.findall(r"<li[^>]*>dcgan, each against its own training set.*?</ul></li>", page, re.S)
+    assert len(train_items) == 2  # the study section's list and the dataset study's
+    for item in train_items:
+        assert "better than" not in item and "no difference detected" not in item
+        assert "no verdict: own training sets differ" in item and "A 30.00 ± 1.00 (3 seeds), B 50.00 ± 1.00" in item
+    assert "these comparisons carry no verdict" in _section(page, "Dataset study: ab")
+    summary = json.loads((out / "report_summary.json").read_text())
+    train = [v for v in summary["verdicts"] if v["reference"] == "train"]
+    assert train and all(v["status"] == "no_verdict" and v["fd"]["verdict"] is None for v in train)
+    (table,) = summary["studies"]
+    assert [v["status"] for v in table["verdicts"]] == ["no_verdict"]
+
+
+def test_gold_too_small_to_judge(tmp_path, capsys):
+    paths = _seed_runs(tmp_path, gold_n=120)
+    out = tmp_path / "rep"
+    argv = ["--run-metrics", *map(str, paths), "--groups", *(f"{r}={g}" for r, g in _groups(paths).items())]
+    assert rp.main([*argv, "--gold-min", "200", "--out", str(out)]) == 0
+    study = _section((out / "index.html").read_text(encoding="utf-8"), "Does stricter cleaning make a better GAN?")
+    headline = re.search(r'<div class="note">(.*?)</div>', study, re.S).group(1)
+    assert "against gold: gold too small to judge (n = 120, need ≥ 200)" in headline and "better" not in headline
+    assert rp.main([*argv, "--gold-min", "100", "--out", str(out)]) == 0  # enough gold: judged again
+    assert "B better than A" in _section((out / "index.html").read_text(encoding="utf-8"), HEADLINE)
+    assert rp.main([*argv, "--gold-min", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "--gold-min -1: must be 0 or more" in capsys.readouterr().err
+
+
+def test_within_run_intervals_and_fid_infinity_are_shown(tmp_path):
+    paths = _seed_runs(tmp_path)
+    out = tmp_path / "rep"
+    one_seed = {p.parent.name: p.parent.name for p in paths}  # every run its own group: one seed each
+    rp.run_report(run_metrics=paths, classifier_metrics=[], dataset_summaries=[], sample_grids=[], out=out,
+                  title="t", groups=one_seed)  # fmt: skip
+    page = (out / "index.html").read_text(encoding="utf-8")
+    runs = _section(page, "Generative models")
+    row = re.search(r'<td class="t">dcgan_A_s0</td>.*?</tr>', runs, re.S).group(0)
+    assert "19.00 [17.50, 20.25] <small>FID</small></td>\n<td>12.00</td>" in row  # FID [interval], then FID∞
+    assert "0.00900 ± 0.00050 [0.00800, 0.01000]" in row
+    assert "FID at small N is mostly bias" in runs and "Chong &amp; Forsyth 2020" in runs
+    # one seed a group: the study table shows that seed's interval, never a bare FID
+    study = _section(page, "Does stricter cleaning make a better GAN?")
+    assert '<td title="vs gold">59.00 [57.50, 60.25] · 29.00 ± 0.50<br><small>vs gold; ∞: 52.00</small></td>' in study
+    assert "one seed on a side: not a result (n = 1+1 seeds)" in study
+    with open(out / "metrics.csv", newline="") as fh:
+        first = next(csv.DictReader(fh))
+    assert (first["fd_ci_low"], first["fd_ci_high"], first["fd_inf"]) == ("17.5", "20.25", "12.0")
+    # older metrics.json files (no intervals): the numbers alone, nothing breaks
+    old = _seed_runs(tmp_path / "old", extras=False)
+    rp.run_report(run_metrics=old, classifier_metrics=[], dataset_summaries=[], sample_grids=[], out=tmp_path / "o",
+                  title="t", groups=_groups(old))  # fmt: skip
+    old_runs = _section((tmp_path / "o" / "index.html").read_text(encoding="utf-8"), "Generative models")
+    assert "19.00 <small>FID</small></td>\n<td>—</td>" in old_runs and "[95% interval]" not in old_runs

@@ -59,6 +59,7 @@ rule report:
         table="results/report/metrics.csv",
     params:
         title=config["report"]["title"],
+        gold_min=config["evaluation"]["gold_min"],
         groups=[f"{name}={run['group']}" for name, run in config["runs"].items()],
         studies=[f"{study}={spec['reference']}" for study, spec in config["matrix"].items()],
         study_groups=list(dict.fromkeys(f"{r['group']}={r['study']}" for r in config["runs"].values() if r["study"])),
@@ -82,6 +83,7 @@ rule report:
         " --groups {params.groups:q}"
         " --studies {params.studies:q}"
         " --study-groups {params.study_groups:q}"
+        " --gold-min {params.gold_min}"
         " --title {params.title:q}"
         " --out results/report"
         " 2> {log:q}"
