@@ -82,13 +82,15 @@ class CascadeDetector:
 
 
 def crop_face(image: Image.Image, box: tuple[int, int, int, int], size: int, margin: float) -> Image.Image:
-    """Square crop around the box, enlarged by ``margin`` (fraction of the side), clamped, resized with Lanczos."""
+    """Square crop around the box, enlarged by ``margin`` (fraction of the side), resized with Lanczos. Near an edge
+    the square moves inside the image (and shrinks to the image's shorter side if larger): cutting it at the edge
+    instead would stretch a non-square region to a square face, and Pillow pads a crop that leaves the image."""
     x, y, w, h = box
-    side = max(w, h) * (1 + margin)
+    side = min(round(max(w, h) * (1 + margin)), image.width, image.height)
     cx, cy = x + w / 2, y + h / 2
-    left, top = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
-    right, bottom = min(image.width, round(cx + side / 2)), min(image.height, round(cy + side / 2))
-    return image.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.LANCZOS)
+    left = min(max(0, round(cx - side / 2)), image.width - side)
+    top = min(max(0, round(cy - side / 2)), image.height - side)
+    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
 
 
 def run(

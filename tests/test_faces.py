@@ -1,6 +1,7 @@
 """Faces stage: the upstream lbpcascade recipe on the real example image, and crops from source annotations.
 
-The cascade is vendored (resources/); the example image is not: the tests that need it skip where it is absent.
+The cascade is vendored (resources/); the example image is not: the tests that need it skip where it is absent
+(and fail under CI=true).
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import json
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import CASCADE, REPO, SAMPLE_IMAGE
+from conftest import CASCADE, REPO, SAMPLE_IMAGE, requires
 from PIL import Image
 
 from ganime_steps import faces
 
-needs_sample = pytest.mark.skipif(
-    not SAMPLE_IMAGE.is_file(),
+needs_sample = requires(
+    SAMPLE_IMAGE.is_file(),
     reason=f"external asset {SAMPLE_IMAGE} is absent (set GANIME_ASSETS to the folder holding anime_faces_sample.png)",
 )
 
@@ -92,9 +94,33 @@ def test_annotations_detector_crops_source_boxes(posts, tmp_path):
     assert Image.open(tmp_path / "f" / table["file"][0]).size == (32, 32)
 
 
-def test_crop_is_square_and_clamped():
-    img = Image.new("RGB", (100, 50), "white")
-    assert faces.crop_face(img, (90, 40, 20, 20), 16, margin=0.5).size == (16, 16)
+def _numbered(width: int, height: int) -> Image.Image:
+    """An image whose every pixel names its own place (R = x, G = y, B = 255): a crop's pixels give its box, and
+    Pillow's padding outside the image (black, B = 0) shows."""
+    yy, xx = np.mgrid[:height, :width]
+    return Image.fromarray(np.dstack([xx, yy, np.full_like(xx, 255)]).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("box", "margin", "expected"),
+    [
+        ((30, 10, 20, 20), 0.0, (30, 10, 50, 30)),  # inside: the box itself
+        ((30, 10, 20, 10), 0.5, (25, 0, 55, 30)),  # the longer side, enlarged by half, centred
+        ((90, 40, 20, 20), 0.5, (70, 20, 100, 50)),  # past the bottom-right corner: moved inside, still 30 px
+        ((-5, -8, 20, 20), 0.0, (0, 0, 20, 20)),  # past the top-left corner
+        ((40, 10, 40, 40), 1.0, (35, 0, 85, 50)),  # larger than the image: its height, centred on the box
+    ],
+)
+def test_crop_is_square_and_clamped(box, margin, expected):
+    """The crop is the expected square box inside the image: no padding and no stretched (non-square) region."""
+    img = _numbered(100, 50)
+    left, top, right, bottom = expected
+    assert right - left == bottom - top
+    crop = faces.crop_face(img, box, right - left, margin=margin)  # resize to its own size: the pixels themselves
+    assert np.array_equal(np.asarray(crop), np.asarray(img)[top:bottom, left:right])
+    small = faces.crop_face(img, box, 16, margin=margin)
+    assert small.size == (16, 16)
+    assert np.array_equal(np.asarray(small), np.asarray(img.crop(expected).resize((16, 16), Image.Resampling.LANCZOS)))
 
 
 def test_cli_missing_cascade_is_one_clear_line(posts, tmp_path, capsys):
