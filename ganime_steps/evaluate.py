@@ -30,15 +30,29 @@ torch-fidelity's own functions on our feature arrays; so is the Fréchet distanc
 fewer samples than feature dimensions the Fréchet distance is computed exactly from the features (the trace of
 sqrt(S1 S2) equals the nuclear norm of the centred cross-product), which is fast and stable on singular covariances;
 a test checks it against torch-fidelity to 1e-6 relative.
+
+Uncertainty within a run, from the features already computed (no extra Inception pass; seeded, so the same inputs
+give the same numbers): ``fd_ci`` and ``kid_ci`` are 95% basic bootstrap intervals from resampling both feature sets
+(``bootstrap_resamples``: 200 when a set is smaller than the dimension, 20 otherwise, see :class:`FrechetParts`), and
+where a set is smaller than the dimension ``fd_inf`` is FID∞ (Chong & Forsyth 2020): the Fréchet distance of random
+subsets of 50%, 60%, ..., 100% of both sets (``fd_inf_sizes``: [n_fake, n_real] each; 10 subsets per fraction),
+fitted linearly in 1/N and extrapolated to 1/N → 0. ``n_fake`` and ``n_real`` say which N the numbers are for.
+
+Nothing stale: a reference records the sha256 of the pack it was built from and is refused when that pack has changed
+since; training snapshots record the reference's content hash (``reference_sha256``) and both N. Metric computation
+runs with TF32 off (:func:`full_precision_matmul`), so CUDA and CPU numbers agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import logging
 import math
 import re
+import statistics
 import sys
 import zipfile
 from collections import Counter
@@ -76,6 +90,19 @@ GEN_CHUNK = 500  # images generated per call: bounds memory independently of --n
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_REFERENCE_NAME = "reference"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Uncertainty within a run (no extra feature passes): bootstrap resamples of both feature sets. Fewer samples than
+# dimensions (the demo): 200, each a small eigenproblem. Otherwise (10k vs 10k) each resample is two d×d covariances
+# and a d×d eigenproblem, seconds on a CPU: 20, and a normal interval from their spread (see centred_interval).
+CI_LEVEL = 0.95
+BOOTSTRAP_RESAMPLES = 200
+BOOTSTRAP_RESAMPLES_LARGE = 20
+QUANTILE_MIN_RESAMPLES = 100  # fewer: the interval's ends come from the replicates' standard deviation
+# FID∞ (Chong & Forsyth 2020) from subsets of 50%, 60%, ..., 100% of both sets, FD_INF_DRAWS subsets per fraction
+FD_INF_FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+FD_INF_DRAWS = 10
+BOOTSTRAP_STREAM, FD_INF_STREAM = 0xB007, 0xF1D  # seed streams beside --seed's, so the KID subsets are unchanged
+KID_BLOCK = 1024  # kernel rows at a time in the bootstrap KID: memory O(block × n)
+GRAM_CHUNK = 1 << 22  # elements of the stacked cross-products per batch of resamples (32 MiB)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -188,11 +215,15 @@ def feature_metrics(
     kid_subset_size: int = KID_SUBSET_SIZE,
     device: str = "cpu",
     pr: bool = True,
+    bootstrap: int | None = None,
+    fd_inf: bool | None = None,
 ) -> dict[str, Any]:
-    """Fréchet distance, KID and (optionally) precision/recall of ``fake`` against ``real`` features.
+    """Fréchet distance, KID and (optionally) precision/recall of ``fake`` against ``real`` features, with their sizes.
 
     The KID subset size is capped by both set sizes; when a set is no larger than it, every subset is that whole set
     and ``kid_std`` is ~0 (it measures subset sampling only): pass a smaller ``kid_subset_size`` for a spread.
+    ``bootstrap``: resamples for ``fd_ci``/``kid_ci`` (None: :func:`bootstrap_resamples_for`; 0: none). ``fd_inf``:
+    FID∞ from subsets (None: when the sets are smaller than the dimension, where the bias is large and it is cheap).
     """
     if fake.shape[1] != real.shape[1]:
         raise ValueError(f"feature dimensions differ: {fake.shape[1]} vs {real.shape[1]}")
@@ -209,7 +240,183 @@ def feature_metrics(
     if pr:
         out["precision"], out["recall"] = precision_recall(fake, real, device=device)
         out["pr_k"] = PR_K
+    n1, n2, dim = len(fake), len(real), fake.shape[1]
+    out["n_fake"], out["n_real"] = n1, n2
+    if bootstrap is None:
+        bootstrap = bootstrap_resamples_for(n1, n2, dim)
+    if bootstrap:
+        out.update(bootstrap_intervals(fake, real, fd=out["fd"], kid=kid_mean, resamples=bootstrap, seed=seed))
+    if fd_inf if fd_inf is not None else min(n1, n2) < dim:
+        out["fd_inf"], out["fd_inf_sizes"] = frechet_distance_inf(fake, real, seed=seed)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# uncertainty within a run: bootstrap intervals and FID∞ from the features already computed
+
+
+class FrechetParts:
+    """The Fréchet distance of weighted versions of two fixed feature sets: ``fd(w1, w2)`` for weight columns
+    (n1, R) and (n2, R), integer multiplicities (bootstrap resamples) or 0/1 (subsets), one distance per column.
+
+    Two routes, one result. With fewer samples than dimensions (the demo's 100 vs 400 in 2048-d) Tr sqrt(S1 S2) is
+    the nuclear norm of the weighted, centred cross-product (A1 A2ᵀ / sqrt((n1-1)(n2-1)): the non-zero eigenvalues of
+    S1 S2 are its squared singular values), from Gram matrices computed once: per resample an eigenproblem of at most
+    min(n1, n2)², batched, and no d-dimensional work. Otherwise the resample's d×d covariances and the eigenvalues of
+    L1ᵀ S2 L1 (S1 = L1 L1ᵀ). Features are centred on their pooled mean first (the distance does not change; the Gram
+    sums stay exact in float64).
+    """
+
+    def __init__(self, fake: np.ndarray, real: np.ndarray):
+        x, y = np.asarray(fake, np.float64), np.asarray(real, np.float64)
+        centre = np.concatenate([x, y]).mean(axis=0)
+        self.x, self.y = x - centre, y - centre
+        self.gram = min(len(x), len(y)) < x.shape[1]
+        if self.gram:
+            self.kxx, self.kyy, self.kxy = self.x @ self.x.T, self.y @ self.y.T, self.x @ self.y.T
+
+    def fd(self, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
+        w1, w2 = np.asarray(w1, np.float64), np.asarray(w2, np.float64)
+        if not self.gram:
+            return np.array([self._fd_cov(w1[:, r], w2[:, r]) for r in range(w1.shape[1])])
+        step = max(1, GRAM_CHUNK // (len(w1) * len(w2)))  # resamples per batch: bounded memory
+        batches = [self._fd_gram(w1[:, i : i + step], w2[:, i : i + step]) for i in range(0, w1.shape[1], step)]
+        return np.concatenate(batches)
+
+    def _fd_gram(self, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
+        n1, n2 = w1.sum(axis=0), w2.sum(axis=0)
+        m11 = np.einsum("ir,ir->r", w1, self.kxx @ w1) / n1**2  # m1·m1
+        m22 = np.einsum("ir,ir->r", w2, self.kyy @ w2) / n2**2
+        rows, cols = (self.kxy @ w2) / n2, (self.kxy.T @ w1) / n1  # x_a·m2, m1·y_b
+        m12 = np.einsum("ir,ir->r", w1, rows) / n1
+        tr1 = (np.diag(self.kxx) @ w1 - n1 * m11) / (n1 - 1)
+        tr2 = (np.diag(self.kyy) @ w2 - n2 * m22) / (n2 - 1)
+        # (x_a - m1)·(y_b - m2) with rows and columns scaled by the square roots of their multiplicities: the same
+        # singular values as the resample's centred cross-product with its repeated rows written out
+        c = self.kxy[None] - rows.T[:, :, None] - cols.T[:, None, :] + m12[:, None, None]
+        c *= np.sqrt(w1.T)[:, :, None] * np.sqrt(w2.T)[:, None, :]
+        g = c @ c.transpose(0, 2, 1) if c.shape[1] <= c.shape[2] else c.transpose(0, 2, 1) @ c
+        nuclear = np.sqrt(np.clip(np.linalg.eigvalsh(g), 0, None)).sum(axis=1)
+        return m11 + m22 - 2 * m12 + tr1 + tr2 - 2 * nuclear / np.sqrt((n1 - 1) * (n2 - 1))
+
+    def _fd_cov(self, w1: np.ndarray, w2: np.ndarray) -> float:
+        from scipy import linalg
+
+        n1, n2 = w1.sum(), w2.sum()
+        m1, m2 = (w1 @ self.x) / n1, (w2 @ self.y) / n2
+        s1 = ((self.x.T * w1) @ self.x - n1 * np.outer(m1, m1)) / (n1 - 1)
+        s2 = ((self.y.T * w2) @ self.y - n2 * np.outer(m2, m2)) / (n2 - 1)
+        try:
+            factor = linalg.cholesky(s1, lower=True, check_finite=False)
+        except linalg.LinAlgError:  # a singular covariance (repeated or constant features): a PSD square root
+            vals, vecs = linalg.eigh(s1, check_finite=False)
+            factor = vecs * np.sqrt(np.clip(vals, 0, None))
+        eig = linalg.eigvalsh(factor.T @ s2 @ factor, check_finite=False)  # the eigenvalues of S1 S2
+        diff = m1 - m2
+        return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+def _kernel_sums(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """Σ_ij wa[i, r] k(a_i, b_j) wb[j, r] for every column r, KID's cubic kernel built KID_BLOCK rows at a time."""
+    out = np.zeros(wa.shape[1])
+    for i in range(0, len(a), KID_BLOCK):
+        k = (a[i : i + KID_BLOCK] @ b.T / a.shape[1] + 1.0) ** 3
+        out += np.einsum("ir,ir->r", wa[i : i + KID_BLOCK], k @ wb)
+    return out
+
+
+def kid_weighted(fake: np.ndarray, real: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
+    """Unbiased MMD² with KID's kernel for weight columns (n1, R), (n2, R): one value per resample. Pairs of copies
+    of one sample are left out of the within-set sums (they would make a resample look tighter than its set); all-ones
+    weights give the full-set estimate whose expectation KID's subset mean shares."""
+    x, y = np.asarray(fake, np.float64), np.asarray(real, np.float64)
+    w1, w2 = np.asarray(w1, np.float64), np.asarray(w2, np.float64)
+    d = x.shape[1]
+    self_x, self_y = (np.einsum("ij,ij->i", x, x) / d + 1.0) ** 3, (np.einsum("ij,ij->i", y, y) / d + 1.0) ** 3
+    n1, n2, sq1, sq2 = w1.sum(axis=0), w2.sum(axis=0), (w1**2).sum(axis=0), (w2**2).sum(axis=0)
+    xx = (_kernel_sums(x, x, w1, w1) - self_x @ w1**2) / (n1**2 - sq1)
+    yy = (_kernel_sums(y, y, w2, w2) - self_y @ w2**2) / (n2**2 - sq2)
+    return xx + yy - 2.0 * _kernel_sums(x, y, w1, w2) / (n1 * n2)
+
+
+def resample_weights(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
+    """(n, count) multiplicities of ``count`` bootstrap resamples of n items (each column sums to n)."""
+    draws = rng.integers(0, n, size=(count, n))
+    return np.stack([np.bincount(row, minlength=n) for row in draws], axis=1).astype(np.float64)
+
+
+def centred_interval(point: float, replicates: np.ndarray, level: float = CI_LEVEL) -> list[float]:
+    """The basic (pivotal) bootstrap interval around ``point``: the replicates' spread about their own mean, reflected.
+    Resampling with replacement shifts a small-N FID upwards (fewer distinct samples: at 40 vs 40 in 64-d the plain
+    percentile interval covered the estimator's mean 0 times in 40, this one 40); measuring the spread about the
+    replicates' mean keeps the shift out. Under QUANTILE_MIN_RESAMPLES replicates, the normal interval of their
+    standard deviation (tail quantiles of a few dozen values are their extremes)."""
+    reps = np.asarray(replicates, np.float64)
+    centre = float(reps.mean())
+    if len(reps) < QUANTILE_MIN_RESAMPLES:
+        half = statistics.NormalDist().inv_cdf((1 + level) / 2) * float(reps.std(ddof=1))
+        return [float(point - half), float(point + half)]
+    lo_q, hi_q = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
+    return [float(point - (hi_q - centre)), float(point + (centre - lo_q))]
+
+
+def bootstrap_resamples_for(n_fake: int, n_real: int, dim: int) -> int:
+    """The resample count for these sizes: BOOTSTRAP_RESAMPLES where the Gram route applies, else the fewer
+    BOOTSTRAP_RESAMPLES_LARGE. A function of the sizes only, so the same inputs give the same numbers."""
+    return BOOTSTRAP_RESAMPLES if min(n_fake, n_real) < dim else BOOTSTRAP_RESAMPLES_LARGE
+
+
+def bootstrap_intervals(
+    fake: np.ndarray,
+    real: np.ndarray,
+    *,
+    fd: float,
+    kid: float,
+    resamples: int,
+    seed: int = 0,
+    level: float = CI_LEVEL,
+) -> dict[str, Any]:
+    """``fd_ci`` and ``kid_ci``: intervals around the point estimates ``fd`` and ``kid`` from ``resamples`` resamples
+    (with replacement) of both feature sets, seeded by ``seed``; no new features."""
+    if resamples < 2:
+        raise ValueError(f"bootstrap needs at least 2 resamples, got {resamples}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, BOOTSTRAP_STREAM]))
+    w1, w2 = resample_weights(rng, len(fake), resamples), resample_weights(rng, len(real), resamples)
+    return {
+        "fd_ci": centred_interval(fd, FrechetParts(fake, real).fd(w1, w2), level),
+        "kid_ci": centred_interval(kid, kid_weighted(fake, real, w1, w2), level),
+        "bootstrap_resamples": resamples,
+    }
+
+
+def frechet_distance_inf(
+    fake: np.ndarray,
+    real: np.ndarray,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, ...] = FD_INF_FRACTIONS,
+    draws: int = FD_INF_DRAWS,
+) -> tuple[float, list[list[int]]]:
+    """FID∞ (Chong & Forsyth 2020): the Fréchet distance of random subsets holding ``fraction`` of each set (the mean
+    of ``draws`` subsets; the whole sets once), fitted as a + b/N and extrapolated to 1/N → 0. Its bias is about
+    c1/n1 + c2/n2, so both sets shrink together and 1/fraction stands for 1/N. Returns (a, [[n_fake, n_real], ...])."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, FD_INF_STREAM]))
+    n1, n2 = len(fake), len(real)
+    which, cols1, cols2, sizes = [], [], [], []
+    for j, f in enumerate(fractions):
+        k1, k2 = max(2, round(f * n1)), max(2, round(f * n2))
+        for _ in range(1 if (k1, k2) == (n1, n2) else draws):
+            w1, w2 = np.zeros(n1), np.zeros(n2)
+            w1[rng.choice(n1, k1, replace=False)] = 1.0
+            w2[rng.choice(n2, k2, replace=False)] = 1.0
+            cols1.append(w1)
+            cols2.append(w2)
+            which.append(j)
+        sizes.append([k1, k2])
+    values = FrechetParts(fake, real).fd(np.stack(cols1, axis=1), np.stack(cols2, axis=1))
+    means = np.bincount(which, weights=values) / np.bincount(which)
+    _, intercept = np.polyfit([1.0 / f for f in fractions], means, 1)
+    return float(intercept), sizes
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -279,6 +486,21 @@ def resolve_features(inception_weights: Path | None, classifier_model: Path | No
     )
 
 
+@contextlib.contextmanager
+def full_precision_matmul():
+    """TF32 off for metric computation (torch.backends.cuda.matmul and cudnn), as stylegan2-ada's metrics do, so
+    CUDA features match CPU ones to float32 rounding (TF32 keeps 10 mantissa bits); the previous flags come back
+    after, so training keeps its own settings."""
+    import torch
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 class FeatureExtractor:
     """uint8 (B, H, W, 3) images → float32 (B, D) features in one named space."""
 
@@ -308,7 +530,7 @@ class FeatureExtractor:
 
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).to(self.device)
         x = x.permute(0, 3, 1, 2).contiguous()
-        with torch.inference_mode():
+        with torch.inference_mode(), full_precision_matmul():
             if self.kind == "inception":
                 feats = self.model(x)[0]  # torch-fidelity takes uint8 NCHW and resizes to 299 itself (TF1 bilinear)
             else:
@@ -573,6 +795,8 @@ def run_reference(
                 seed=np.array(seed),
                 data=np.array(str(data)),
                 data_shape=np.array(images.shape, dtype=np.int64),
+                # the pack's content: a reference from a pack that changed since is refused (load_reference)
+                data_sha256=np.array(file_digest(data, "sha256")),
             )
     log.info("reference: %d images of %s in %s space → %s", take, data, extractor.space, out)
     return ReferenceSummary(Path(out), Path(data), extractor.space, extractor.is_fid, take, len(images), feats.shape[1])
@@ -581,8 +805,10 @@ def run_reference(
 REFERENCE_KEYS = ("mu", "sigma", "features", "feature_space", "is_fid", "extractor_sha256", "n", "data", "data_shape")
 
 
-def load_reference(path: Path, flag: str = "--reference") -> dict[str, Any]:
-    """Read a reference .npz written by :func:`run_reference`; plain Python values for the scalar fields."""
+def load_reference(path: Path, flag: str = "--reference", *, check_data: bool = True) -> dict[str, Any]:
+    """Read a reference .npz written by :func:`run_reference`; plain Python values for the scalar fields, and
+    ``content_sha256`` (:func:`reference_content_hash`). ``check_data``: refuse it if its pack changed since
+    (:func:`check_reference_pack`)."""
     rerun = "rebuild it with `python -m ganime_steps.evaluate reference`"
     path = Path(path)
     if not path.is_file():
@@ -595,7 +821,8 @@ def load_reference(path: Path, flag: str = "--reference") -> dict[str, Any]:
     missing = [k for k in REFERENCE_KEYS if k not in ref]
     if missing:
         raise GanimeError(f"{flag} {path}: missing {', '.join(missing)}; {rerun}")
-    for key in ("feature_space", "extractor_sha256", "data", "extractor_id", "extractor_source", "extractor_path"):
+    text = ("feature_space", "extractor_sha256", "data", "extractor_id", "extractor_source", "extractor_path")
+    for key in (*text, "data_sha256"):
         if key in ref:
             ref[key] = str(ref[key])
     # References from before weights identities: the file hash was the identity.
@@ -604,7 +831,40 @@ def load_reference(path: Path, flag: str = "--reference") -> dict[str, Any]:
     ref["n"] = int(ref["n"])
     ref["data_shape"] = tuple(int(v) for v in ref["data_shape"])
     ref["path"] = str(path)
+    ref["content_sha256"] = reference_content_hash(ref)
+    if check_data:
+        check_reference_pack(ref, flag)
     return ref
+
+
+def reference_content_hash(ref: Mapping[str, Any]) -> str:
+    """sha256 of what a metric against this reference depends on: its features and the weights' identity (not the
+    file's bytes, which hold a timestamp). Snapshot rows record it, so rows measured against another reference are
+    recognised on resume."""
+    feats = np.ascontiguousarray(ref["features"], dtype=np.float32)
+    digest = hashlib.sha256(f"{ref['feature_space']}\0{ref['extractor_id']}\0{feats.shape}\0".encode())
+    digest.update(feats.tobytes())
+    return digest.hexdigest()
+
+
+def check_reference_pack(ref: Mapping[str, Any], flag: str = "--reference") -> None:
+    """Refuse a reference whose packed dataset changed since it was built (when the pack is there to check): its
+    features describe images that are gone. Always hashed (as the train stage hashes its pack): a size and mtime
+    check could miss a rewrite within one timestamp tick."""
+    path, data = ref["path"], Path(ref["data"])
+    if "data_sha256" not in ref:
+        log.warning(
+            "%s %s: predates pack hashes, so it cannot be checked against %s; rebuild it to be sure", flag, path, data
+        )
+        return
+    if not data.is_file():
+        log.debug("%s %s: its pack %s is not here to check", flag, path, data)
+        return
+    if file_digest(data, "sha256") != ref["data_sha256"]:
+        raise GanimeError(
+            f"{flag} {path}: built from {data}, which has changed since; delete {path} and rerun the reference rule "
+            f"(python -m ganime_steps.evaluate reference --data {data} --out {path})"
+        )
 
 
 def check_same_space(ref: Mapping[str, Any], spec_space: str, spec_identity: str, what: str, fix: str) -> None:
@@ -659,7 +919,9 @@ def generated_features(
     for i in progress(chunks, total=n_chunks, desc=desc) if desc else chunks:
         count = min(GEN_CHUNK, n - i * GEN_CHUNK)
         chunk_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        images = np.asarray(gan.generate_images(G, count, chunk_seed, batch_size=batch_size, truncation=truncation))
+        with full_precision_matmul():  # the generator's images too, not only the features
+            images = gan.generate_images(G, count, chunk_seed, batch_size=batch_size, truncation=truncation)
+        images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise GanimeError(f"{what}: produced {images.dtype} {images.shape}, not uint8 NHWC RGB")
         for s in sizes:
@@ -669,20 +931,19 @@ def generated_features(
     return {s: np.concatenate(v) for s, v in feats.items()}
 
 
-def _reference_block(fake: np.ndarray, ref: Mapping[str, Any], *, seed: int, device: str, pr=True, **kid):
+def _reference_block(fake: np.ndarray, ref: Mapping[str, Any], *, seed: int, device: str, pr=True, **options):
     real = ref["features"]
     if fake.shape[1] != real.shape[1]:
         raise GanimeError(
             f"--reference {ref['path']}: {real.shape[1]}-d features, but the extractor gives {fake.shape[1]}"
         )
-    m = feature_metrics(fake, real, seed=seed, device=device, pr=pr, **kid)
+    m = feature_metrics(fake, real, seed=seed, device=device, pr=pr, **options)
     key = fd_key(ref["feature_space"])
     return {
         key: m["fd"],
         **m,
-        "n_fake": len(fake),
-        "n_real": len(real),
         "reference": ref["path"],
+        "reference_sha256": ref["content_sha256"],
         "reference_data": ref["data"],
         "image_size": list(ref["data_shape"][1:3]),
     }
@@ -700,12 +961,15 @@ def generator_metrics(
     kid_subsets: int = KID_SUBSETS,
     kid_subset_size: int = KID_SUBSET_SIZE,
     pr: bool = True,
+    bootstrap: int | None = 0,
+    fd_inf: bool | None = False,
 ) -> dict[str, Any]:
     """Metrics of an in-memory generator against a loaded reference (:func:`load_reference`), for training.
 
     G is used as given (the caller picks G_ema and its mode). The same ``n`` and ``seed`` give the same numbers as
     ``evaluate run``. Returns {``fid`` or ``fd_<space>``, fd, kid_mean, kid_std, precision, recall, n_fake, n_real,
-    feature_space, is_fid, fd_key}.
+    reference_sha256, feature_space, is_fid, fd_key}; the bootstrap intervals and FID∞ only when asked for (see
+    :func:`feature_metrics`: off by default, snapshots are compared along one run).
     """
     if n < MIN_SAMPLES:
         raise GanimeError(f"metric samples {n}: need at least {MIN_SAMPLES} generated images")
@@ -722,8 +986,8 @@ def generator_metrics(
         what="generator",
         desc="",
     )[size]
-    kid = dict(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
-    block = _reference_block(fake, reference, seed=seed, device=str(extractor.device), pr=pr, **kid)
+    options = dict(kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, bootstrap=bootstrap, fd_inf=fd_inf)
+    block = _reference_block(fake, reference, seed=seed, device=str(extractor.device), pr=pr, **options)
     return {
         "feature_space": extractor.space,
         "is_fid": extractor.is_fid,
@@ -735,7 +999,9 @@ def generator_metrics(
 class SnapshotMetric:
     """Training-time metric: load the reference and the extractor once, then ``metric(G) -> dict`` per checkpoint.
 
-    ``metric.key`` is the value to minimise (``fid`` in the standard space, ``fd_<space>`` otherwise).
+    ``metric.key`` is the value to minimise (``fid`` in the standard space, ``fd_<space>`` otherwise);
+    ``metric.identity`` what makes its values comparable: the reference's content hash and both sample counts. The
+    training loop records it in every row and in the checkpoint, and drops rows of another identity on resume.
     """
 
     def __init__(
@@ -762,6 +1028,11 @@ class SnapshotMetric:
             n=n, seed=seed, batch_size=batch_size, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, pr=pr
         )
         self.key = fd_key(spec.space)
+        self.identity = {
+            "reference_sha256": self.reference["content_sha256"],
+            "n_fake": n,
+            "n_real": self.reference["n"],
+        }
 
     def __call__(self, G, truncation: float = 1.0) -> dict[str, Any]:
         return generator_metrics(G, self.reference, self.extractor, truncation=truncation, **self.options)
