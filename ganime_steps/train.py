@@ -97,7 +97,9 @@ def run(
 ) -> TrainSummary:
     """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
     (or the labelled Fréchet distance of the feature flags) and KID against that cached reference to
-    ``<out>/metrics.jsonl`` and the best snapshot is exported as ``generator_best.pt``."""
+    ``<out>/metrics.jsonl``, from a kimg-0 row (the untrained G_ema) on, and the best snapshot is exported as
+    ``generator_best.pt``. Rows record the reference's content hash and both N; a resume with another reference or
+    sample count drops the rows measured otherwise (see :mod:`ganime_steps.gan.loop`)."""
     fam = get_family(family)  # unknown family: one line listing the available ones
     batch_schedule, lr_schedule, lr_decay_kimg = resolve_family_defaults(
         fam.name, kimg, batch_schedule, lr_schedule, lr_decay_kimg
@@ -143,6 +145,7 @@ def run(
         snapshot_metric=snapshot_metric,
         metric_key=snapshot_metric.key if snapshot_metric else "fid",
         metrics_every=metrics_every,
+        metric_at_start=True,  # the curve starts at the untrained generator (kimg 0)
     )
     summary = train_summary(trainer.train(), cfg, data=data, out=out)
     if trainer.main:  # data parallel: rank 0 alone writes files

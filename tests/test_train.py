@@ -270,3 +270,84 @@ def test_cli_help_documents_every_flag(capsys) -> None:
         "--batch-schedule",
     ):
         assert flag in text
+
+
+# --- metrics over training through the train stage: kimg-0 row, reference identity --------------------------------
+
+
+@pytest.fixture(scope="module")
+def metric_refs(tmp_path_factory, data: Path) -> dict[str, Path]:
+    """A small classifier as the feature space (fast on CPU) and two references of it: the training set (A) and
+    another set (B, the same discs in another order and count)."""
+    import timm
+
+    from ganime_steps import evaluate
+
+    folder = tmp_path_factory.mktemp("metric")
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=1)
+    clf = folder / "model.pt"
+    ckpt = {"arch": "resnet18", "image_size": 32, "state_dict": model.state_dict(), "threshold": 0.5}
+    torch.save({**ckpt, "task": "chibi", "classes": ["other", "chibi"]}, clf)
+    other = folder / "other_16.npy"
+    save_npy(other, np.load(data)[::-1][:20].copy())
+    refs = {"clf": clf}
+    for name, pack in (("A", data), ("B", other)):
+        refs[name] = folder / f"ref_{name}.npz"
+        evaluate.run_reference(data=pack, out=refs[name], n=24, classifier_model=clf, device="cpu")
+    return refs
+
+
+def _metric_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _best_is_lowest(out: Path, rows: list[dict]) -> dict:
+    key = rows[0]["metric_key"]
+    best = torch.load(out / "generator_best.pt", weights_only=True)
+    lowest = min(rows, key=lambda r: r[key])
+    assert best["images_seen"] == lowest["images_seen"] and best["metric"] == lowest[key]
+    return best
+
+
+def test_metrics_start_at_kimg_0_and_a_new_reference_drops_old_rows(data: Path, tmp_path: Path, metric_refs, caplog):
+    from ganime_steps import evaluate
+
+    hashes = {name: evaluate.load_reference(metric_refs[name])["content_sha256"] for name in ("A", "B")}
+    metric = dict(metric_samples=8, classifier_model=metric_refs["clf"])
+    s = train_tiny(data, tmp_path, metric_reference=metric_refs["A"], **metric)
+    rows = _metric_rows(tmp_path)
+    assert [r["images_seen"] for r in rows] == [0, 16, 32] and rows[0]["kimg"] == 0 and rows[0]["step"] == 0
+    assert all((r["reference_sha256"], r["n_fake"], r["n_real"]) == (hashes["A"], 8, 24) for r in rows)
+    best = _best_is_lowest(tmp_path, rows)  # the kimg-0 row may be the best of a tiny run: fine
+    assert s.best_kimg == best["kimg"] and best["metric_identity"]["reference_sha256"] == hashes["A"]
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ck["metric_rows"] == rows and ck["metric_identity"]["reference_sha256"] == hashes["A"]
+
+    # the same reference, more kimg: the rows are kept, no second start row
+    train_tiny(data, tmp_path, kimg=0.048, metric_reference=metric_refs["A"], **metric)
+    assert [r["images_seen"] for r in _metric_rows(tmp_path)] == [0, 16, 32, 48]
+
+    # another reference: the old rows go (one line says why), the curve restarts at the checkpoint, best re-picked
+    with caplog.at_level("WARNING", logger="ganime_steps.gan.loop"):
+        s = train_tiny(data, tmp_path, kimg=0.08, metric_reference=metric_refs["B"], **metric)
+    assert "4 metric rows were measured with another reference_sha256, n_real; dropped (0 kept)" in caplog.text
+    rows = _metric_rows(tmp_path)
+    assert s.resumed and [r["images_seen"] for r in rows] == [48, 64, 80]
+    assert all((r["reference_sha256"], r["n_fake"], r["n_real"]) == (hashes["B"], 8, 20) for r in rows)
+    best = _best_is_lowest(tmp_path, rows)
+    assert s.best_kimg == best["kimg"] and best["metric_identity"]["reference_sha256"] == hashes["B"]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["metric_rows"] == rows
+
+
+def test_resume_with_another_metric_sample_count_remeasures_a_finished_run(data: Path, tmp_path: Path, metric_refs):
+    train_tiny(data, tmp_path, metric_reference=metric_refs["A"], metric_samples=8, classifier_model=metric_refs["clf"])
+    s = train_tiny(
+        data, tmp_path, metric_reference=metric_refs["A"], metric_samples=6, classifier_model=metric_refs["clf"]
+    )
+    rows = _metric_rows(tmp_path)
+    assert s.images_this_run == 0 and [(r["images_seen"], r["n_fake"]) for r in rows] == [(32, 6)]
+    assert _best_is_lowest(tmp_path, rows)["metric_identity"]["n_fake"] == 6 and s.best_kimg == 0.032
+    # without a metric now: the rows and the best file stay as they are
+    train_tiny(data, tmp_path)
+    assert _metric_rows(tmp_path) == rows and (tmp_path / "generator_best.pt").is_file()

@@ -35,6 +35,11 @@ G_ema in eval mode and every global RNG state saved and restored around it. One 
 metrics, ``seconds``, ``metric_seconds``, ``timestamp``); the rows are also in the checkpoint, so a resumed run
 rewrites the file with exactly the rows up to its checkpoint. The snapshot with the lowest ``metric_key`` is
 exported as ``generator_best.pt`` (generator.pt's format plus ``kimg``, ``metric_key``, ``metric``, ``metrics``).
+With ``metric_at_start`` (the train stage's setting) a fresh run measures the untrained G_ema first: the curve starts
+with a kimg-0 row. The metric's ``identity`` (``evaluate.SnapshotMetric``: the reference's content hash, n_fake,
+n_real) goes into every row, the checkpoint and generator_best.pt; a resume with another identity drops the rows
+measured otherwise (one log line), re-picks the best among those left (removing generator_best.pt if it belonged to a
+dropped row), and, with no rows left, measures the checkpoint's G_ema before training on.
 """
 
 from __future__ import annotations
@@ -553,13 +558,18 @@ class Trainer:
         snapshot_metric: SnapshotMetricFn | None = None,
         metric_key: str = "fid",
         metrics_every: float | None = None,
+        metric_at_start: bool = False,
     ) -> None:
         """``snapshot_metric(G_ema) -> {name: value}``: run at checkpoints (every ``metrics_every`` kimg, a multiple
         of ``cfg.checkpoint_every``; None = every checkpoint) and at the end; rows go to ``metrics.jsonl`` and the
-        snapshot with the lowest ``metrics[metric_key]`` is exported as ``generator_best.pt``."""
+        snapshot with the lowest ``metrics[metric_key]`` is exported as ``generator_best.pt``. Its optional
+        ``identity`` attribute ({name: value}) says which rows are comparable. ``metric_at_start``: also measure
+        G_ema before the first step of a run with no rows (a kimg-0 row for a fresh run)."""
         self.cfg = cfg
         self.snapshot_metric = snapshot_metric
         self.metric_key = metric_key
+        self.metric_identity = dict(getattr(snapshot_metric, "identity", None) or {}) if snapshot_metric else {}
+        self.metric_at_start = metric_at_start
         self.metrics_every_images = metrics_every_images(cfg, metrics_every)
         self.family: Family = get_family(cfg.family)
         device = self._join_processes(device)
@@ -687,6 +697,7 @@ class Trainer:
         self.metric_rows: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None  # {"images_seen", "kimg", "step", "metric_key", "metric"}
         self._best_pending = False  # the current snapshot is the new best: export it after the checkpoint
+        self._rows_dropped = False  # a resume dropped rows of another metric identity
         self._calibrated_at: int | None = None  # images_seen at which G_ema's BN statistics were re-estimated
         self._grid_cache: tuple[tuple[int, int], Any] | None = None  # ((images_seen, step), sample grid)
 
@@ -760,6 +771,7 @@ class Trainer:
             "elapsed_s": self.elapsed_s,
             "log_rows": self.log_rows,
             "metric_rows": self.metric_rows,
+            "metric_identity": self.metric_identity,
             "best": self.best,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -885,6 +897,49 @@ class Trainer:
             )
             best = None
         self.best = dict(best) if best is not None else None
+        self._drop_rows_of_another_metric(ck.get("metric_identity") or {})
+
+    def _drop_rows_of_another_metric(self, ck_identity: dict[str, Any]) -> None:
+        """Rows measured against another reference or with other sample counts are not comparable with this run's:
+        drop them and re-pick the best among the rest. A row without a key (written before it was recorded) is
+        taken to have the checkpoint's value; with neither, it is kept."""
+        if self.snapshot_metric is None or not self.metric_identity:
+            return
+
+        def differs(row: dict[str, Any]) -> list[str]:
+            return [
+                key
+                for key, now in self.metric_identity.items()
+                if row.get(key, ck_identity.get(key)) not in (None, now)
+            ]
+
+        stale = [differs(r) for r in self.metric_rows]
+        if not any(stale):
+            return
+        keys = [k for k in self.metric_identity if any(k in keys for keys in stale)]
+        kept = [r for r, keys in zip(self.metric_rows, stale, strict=True) if not keys]
+        log.warning(
+            "%s: %d metric rows were measured with another %s; dropped (%d kept), best snapshot re-picked",
+            self.out / METRICS_FILE,
+            len(self.metric_rows) - len(kept),
+            ", ".join(keys),
+            len(kept),
+        )
+        self.metric_rows = kept
+        self._rows_dropped = True
+        ranked = [r for r in kept if isinstance(r.get(self.metric_key), (int, float))]
+        best = min(ranked, key=lambda r: r[self.metric_key], default=None)
+        self.best = (
+            None
+            if best is None
+            else {
+                "images_seen": best["images_seen"],
+                "kimg": best["kimg"],
+                "step": best.get("step"),
+                "metric_key": self.metric_key,
+                "metric": float(best[self.metric_key]),
+            }
+        )
 
     # -- artifacts ---------------------------------------------------------------------------------------------
 
@@ -927,7 +982,7 @@ class Trainer:
             "loss_d": last.get("loss_d"),
             "penalty": last.get("penalty"),
         }
-        for k, v in metrics.items():
+        for k, v in {**self.metric_identity, **metrics}.items():
             if k in row:
                 log.warning("snapshot metric key %r clashes with a metrics.jsonl column; dropped", k)
             else:
@@ -989,6 +1044,7 @@ class Trainer:
                 "metric_key": best["metric_key"],
                 "metric": best["metric"],
                 "metrics": metrics,
+                "metric_identity": self.metric_identity,
             },
         )
         self._best_pending = False
@@ -1002,15 +1058,24 @@ class Trainer:
 
     def _sync_best_file(self) -> None:
         """After a resume: re-export generator_best.pt if the checkpoint is the best snapshot and the file is not
-        (a run killed between checkpoint and export); warn if an older best's file is missing."""
+        (a run killed between checkpoint and export); remove a file that is no longer the best of the rows kept
+        (chosen with another metric identity, or its row was dropped); warn if an older best's file is missing."""
         best, path = self.best, self.out / BEST_FILE
-        if best is None:
-            return
         on_disk = None
         if path.is_file():
             with contextlib.suppress(Exception):
-                on_disk = torch.load(path, map_location="cpu", weights_only=True).get("images_seen")
-        if on_disk == best["images_seen"]:
+                on_disk = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(on_disk, dict):
+            other = self._other_metric(on_disk.get("metric_identity"))
+            dropped = self._rows_dropped and (best is None or on_disk.get("images_seen") != best["images_seen"])
+            if other or dropped:
+                why = f"chosen with another {other}" if other else "its snapshot's metric row was dropped"
+                log.warning("%s: %s; removed", path, why)
+                path.unlink()
+                on_disk = None
+        if best is None:
+            return
+        if isinstance(on_disk, dict) and on_disk.get("images_seen") == best["images_seen"]:
             return
         if best["images_seen"] == self.images_seen:
             self.export_best()
@@ -1021,6 +1086,12 @@ class Trainer:
                 best["kimg"],
                 path.name,
             )
+
+    def _other_metric(self, identity: Any) -> str:
+        """The keys in which a recorded metric identity differs from this run's ('' if none or unknown)."""
+        if self.snapshot_metric is None or not isinstance(identity, dict):
+            return ""
+        return ", ".join(k for k, v in self.metric_identity.items() if identity.get(k, v) != v)
 
     def _clear_stale_metrics(self) -> None:
         """A run that starts from scratch must not keep another run's metrics or best generator."""
@@ -1237,6 +1308,7 @@ class Trainer:
         start_images = self.images_seen
         session_start = time.perf_counter()
         self._prepare_metric_files()
+        self._metric_at_start()
         if n_iters == 0:
             log.info(
                 "%s already at %.3f kimg >= target %.3f: rewriting final artifacts only",
@@ -1331,6 +1403,21 @@ class Trainer:
             self._sync_best_file()
         else:
             self._clear_stale_metrics()
+
+    def _metric_at_start(self) -> None:
+        """With ``metric_at_start``, a run with no rows (fresh: kimg 0; resumed after its rows were dropped: the
+        checkpoint's kimg) measures G_ema before training, so its curve starts where its training does. A resumed
+        run saves its checkpoint again to keep the row (the same state otherwise: the metric leaves every RNG as it
+        was)."""
+        if not (self.main and self.metric_at_start and self.snapshot_metric is not None) or self.metric_rows:
+            return
+        self.calibrate_ema()
+        self.evaluate_snapshot()
+        if self.resumed:
+            self.save_checkpoint()
+        self.write_metrics()
+        if self._best_pending:
+            self.export_best()
 
     def _raise_if_nonfinite(self, first_bad: torch.Tensor) -> None:
         """The NaN guard, at a sync point: ``first_bad`` is the first step with a non-finite loss, or -1."""
