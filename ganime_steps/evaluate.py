@@ -261,8 +261,8 @@ class FrechetParts:
 
     Two routes, one result. With fewer samples than dimensions (the demo's 100 vs 400 in 2048-d) Tr sqrt(S1 S2) is
     the nuclear norm of the weighted, centred cross-product (A1 A2ᵀ / sqrt((n1-1)(n2-1)): the non-zero eigenvalues of
-    S1 S2 are its squared singular values), from Gram matrices computed once: per resample an eigenproblem of at most
-    min(n1, n2)², batched, and no d-dimensional work. Otherwise the resample's d×d covariances and the eigenvalues of
+    S1 S2 are its squared singular values), from the cross Gram matrix computed once: per resample an eigenproblem of
+    at most min(n1, n2)², batched, and the means. Otherwise the resample's d×d covariances and the eigenvalues of
     L1ᵀ S2 L1 (S1 = L1 L1ᵀ). Features are centred on their pooled mean first (the distance does not change; the Gram
     sums stay exact in float64).
     """
@@ -272,8 +272,9 @@ class FrechetParts:
         centre = np.concatenate([x, y]).mean(axis=0)
         self.x, self.y = x - centre, y - centre
         self.gram = min(len(x), len(y)) < x.shape[1]
-        if self.gram:
-            self.kxx, self.kyy, self.kxy = self.x @ self.x.T, self.y @ self.y.T, self.x @ self.y.T
+        if self.gram:  # n1×n2 only: a 10k set against a small gold set needs no 10k×10k matrix
+            self.kxy = self.x @ self.y.T
+            self.sq_x, self.sq_y = np.einsum("ij,ij->i", self.x, self.x), np.einsum("ij,ij->i", self.y, self.y)
 
     def fd(self, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
         w1, w2 = np.asarray(w1, np.float64), np.asarray(w2, np.float64)
@@ -285,12 +286,11 @@ class FrechetParts:
 
     def _fd_gram(self, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
         n1, n2 = w1.sum(axis=0), w2.sum(axis=0)
-        m11 = np.einsum("ir,ir->r", w1, self.kxx @ w1) / n1**2  # m1·m1
-        m22 = np.einsum("ir,ir->r", w2, self.kyy @ w2) / n2**2
+        m1, m2 = (w1.T @ self.x) / n1[:, None], (w2.T @ self.y) / n2[:, None]  # the resamples' means, (R, d)
+        m11, m22, m12 = (m1 * m1).sum(axis=1), (m2 * m2).sum(axis=1), (m1 * m2).sum(axis=1)
         rows, cols = (self.kxy @ w2) / n2, (self.kxy.T @ w1) / n1  # x_a·m2, m1·y_b
-        m12 = np.einsum("ir,ir->r", w1, rows) / n1
-        tr1 = (np.diag(self.kxx) @ w1 - n1 * m11) / (n1 - 1)
-        tr2 = (np.diag(self.kyy) @ w2 - n2 * m22) / (n2 - 1)
+        tr1 = (self.sq_x @ w1 - n1 * m11) / (n1 - 1)
+        tr2 = (self.sq_y @ w2 - n2 * m22) / (n2 - 1)
         # (x_a - m1)·(y_b - m2) with rows and columns scaled by the square roots of their multiplicities: the same
         # singular values as the resample's centred cross-product with its repeated rows written out
         c = self.kxy[None] - rows.T[:, :, None] - cols.T[:, None, :] + m12[:, None, None]
