@@ -4,19 +4,27 @@ limits), the z-space families, the directions stage (PCA + a classifier boundary
 from __future__ import annotations
 
 import io
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN, train_tiny, write_disc_dataset
+from conftest import REPO, TINY_RUN, train_tiny, write_disc_dataset
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from ganime_steps.common import torch_save
 from ganime_steps.gan.networks import NetConfig, build_networks, export_generator, recalibrate_batch_norm
 from ganime_steps.studio import directions as directions_stage
+from ganime_steps.studio import render
 from ganime_steps.studio.app import create_app
 from ganime_steps.studio.app import main as studio_main
 from ganime_steps.studio.render import MAX_FRAMES, MAX_GRID, Directions, Renderer
@@ -121,58 +129,92 @@ def test_noise_zero_removes_stochastic_detail(client: TestClient) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        "seed=abc",
-        "seed=1.5",
-        "seed=-1",
-        "seed=4294967296",
-        "",
-        "seed=1&truncation=nan",
-        "seed=1&truncation=inf",
-        "seed=1&truncation=-0.5",
-        "seed=1&truncation=9",
-        "seed=1&noise=NaN",
-        "seed=1&noise=-1",
-        "seed=1&mix_seed=x",
-        "seed=1&mix_seed=2&mix_layers=fine",  # 16 px: no fine layers
-        "seed=1&mix_seed=2&mix_layers=0-99",
-        "seed=1&mix_seed=2&mix_layers=bogus",
-        "seed=1&noise_layers=7",
-        "seed=1&directions=nope:1",
-        "seed=1&directions=pc0:nan",
-        "seed=1&directions=pc0:1e9",
-        "seed=1&directions=pc0",
-        "seed=1&directions=" + ",".join(["pc0:1"] * 17),
-    ],
-)
-def test_bad_generate_parameters_get_4xx_json(client: TestClient, query: str) -> None:
-    resp = client.get("/api/generate?" + query)
-    assert 400 <= resp.status_code < 500, (query, resp.status_code)
-    assert resp.headers["content-type"] == "application/json" and resp.json()["detail"]
+# 422: malformed or out of range, decidable from the request alone (the limits in /api/info, a list's syntax)
+MALFORMED = [
+    "/api/generate?seed=abc",
+    "/api/generate?seed=1.5",
+    "/api/generate?seed=-1",
+    "/api/generate?seed=4294967296",
+    "/api/generate",
+    "/api/generate?seed=1&truncation=nan",
+    "/api/generate?seed=1&truncation=inf",
+    "/api/generate?seed=1&truncation=-inf",
+    "/api/generate?seed=1&truncation=-0.5",
+    "/api/generate?seed=1&truncation=9",
+    "/api/generate?seed=1&noise=NaN",
+    "/api/generate?seed=1&noise=Infinity",
+    "/api/generate?seed=1&noise=-1",
+    "/api/generate?seed=1&noise_seed=-2",
+    "/api/generate?seed=1&mix_seed=x",
+    "/api/generate?seed=1&mix_seed=2&mix_layers=bogus",
+    "/api/generate?seed=1&mix_seed=2&mix_layers=3-1",
+    "/api/generate?seed=1&noise_layers=0-x",
+    "/api/generate?seed=1&directions=pc0:nan",
+    "/api/generate?seed=1&directions=pc0:inf",
+    "/api/generate?seed=1&directions=pc0:1e9",
+    "/api/generate?seed=1&directions=pc0:abc",
+    "/api/generate?seed=1&directions=pc0",
+    "/api/generate?seed=1&directions=" + ",".join(["pc0:1"] * 17),
+    f"/api/grid?seeds=0-{MAX_GRID}",
+    "/api/grid?seeds=" + ",".join(["1"] * (MAX_GRID + 1)),
+    "/api/grid?seeds=5-1",
+    "/api/grid?seeds=a-b",
+    "/api/grid?seeds=",
+    "/api/grid?seeds=0-3&cols=0",
+    "/api/grid?seeds=0-99999999999",
+    "/api/grid?seeds=4294967296",
+    f"/api/interpolate?seed=1&seed2=2&frames={MAX_FRAMES + 1}",
+    "/api/interpolate?seed=1&seed2=2&frames=1",
+    "/api/interpolate?seed=1&seed2=2&format=bmp",
+    "/api/interpolate?seed=1&seed2=2&format=gif&ms=1",
+    "/api/interpolate?seed=1",
+]
+# 400: well-formed, but this generator cannot use it (16 px, 6 style layers, PCA directions pc0..pc7)
+UNUSABLE = [
+    "/api/generate?seed=1&mix_seed=2&mix_layers=fine",  # 16 px: no fine layers
+    "/api/generate?seed=1&mix_seed=2&mix_layers=0-99",
+    "/api/generate?seed=1&noise_layers=7",
+    "/api/generate?seed=1&directions=nope:1",
+    "/api/generate?seed=1&directions=pc0:1,chibi:2",
+    "/api/grid?seeds=0-3&directions=nope:1",
+    "/api/interpolate?seed=1&seed2=2&directions=nope:1",
+]
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        f"/api/grid?seeds=0-{MAX_GRID}",
-        "/api/grid?seeds=" + ",".join(["1"] * (MAX_GRID + 1)),
-        "/api/grid?seeds=5-1",
-        "/api/grid?seeds=a-b",
-        "/api/grid?seeds=0-3&cols=0",
-        "/api/grid?seeds=0-99999999999",
-        f"/api/interpolate?seed=1&seed2=2&frames={MAX_FRAMES + 1}",
-        "/api/interpolate?seed=1&seed2=2&frames=1",
-        "/api/interpolate?seed=1&seed2=2&format=bmp",
-        "/api/interpolate?seed=1&seed2=2&format=gif&ms=1",
-        "/api/interpolate?seed=1",
-    ],
-)
-def test_limits_get_4xx(client: TestClient, url: str) -> None:
+@pytest.mark.parametrize("url", MALFORMED)
+def test_malformed_or_out_of_range_is_422(client: TestClient, url: str) -> None:
+    """README: 422 for malformed or out-of-range parameters, NaN and inf included; FastAPI's detail shape (a list
+    naming the query parameter) whether FastAPI or the studio's own parsing refused it."""
     resp = client.get(url)
-    assert 400 <= resp.status_code < 500, (url, resp.status_code)
-    assert resp.json()["detail"]
+    assert resp.status_code == 422, (url, resp.status_code, resp.text)
+    assert resp.headers["content-type"] == "application/json"
+    detail = resp.json()["detail"]
+    assert isinstance(detail, list) and detail and all(d["loc"][0] == "query" and d["msg"] for d in detail), detail
+
+
+@pytest.mark.parametrize("url", UNUSABLE)
+def test_unusable_for_this_generator_is_400(client: TestClient, url: str) -> None:
+    """README: 400 for a well-formed parameter this generator cannot use, with a sentence saying why."""
+    resp = client.get(url)
+    assert resp.status_code == 400, (url, resp.status_code, resp.text)
+    assert resp.headers["content-type"] == "application/json"
+    assert isinstance(resp.json()["detail"], str) and resp.json()["detail"]
+
+
+def test_pixel_cap_is_400(gen: Path, monkeypatch) -> None:
+    """The pixel cap depends on the generator's resolution: 400 (shown at a lowered cap; at 16 px the real one,
+    64 images of 256 px, is out of reach of the 64-image and 32-frame limits)."""
+    c = TestClient(create_app(Renderer(gen)))
+    monkeypatch.setattr(render, "MAX_PIXELS", 4 * RES * RES)
+    assert c.get("/api/grid?seeds=0-3").status_code == 200
+    for url in ("/api/grid?seeds=0-4", "/api/interpolate?seed=1&seed2=2&frames=5"):
+        resp = c.get(url)
+        assert resp.status_code == 400 and "pixels" in resp.json()["detail"], (url, resp.text)
+
+
+def test_health(client: TestClient) -> None:
+    resp = client.get("/api/health")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
 
 
 def test_grid_and_interpolation(client: TestClient) -> None:
@@ -209,6 +251,7 @@ def test_saturated_renderer_answers_429(gen: Path) -> None:
     with r._lock:  # a render in progress
         resp = c.get("/api/generate?seed=123")
     assert resp.status_code == 429 and "retry" in resp.json()["detail"]
+    assert int(resp.headers["Retry-After"]) >= 1  # RFC 9110: delay-seconds, a non-negative integer
     assert c.get("/api/generate?seed=123").status_code == 200
     # concurrent requests serialise behind the lock and all succeed
     c2 = TestClient(create_app(Renderer(gen, max_waiting=8, wait_s=30)))
@@ -238,9 +281,12 @@ def test_z_space_family(tmp_path: Path) -> None:
     base = _png(c.get("/api/generate?seed=1"))
     assert not np.array_equal(base, _png(c.get("/api/generate?seed=1&truncation=0.5")))
     assert not np.array_equal(base, _png(c.get("/api/generate?seed=1&directions=pc0:3")))
-    for q in ("mix_seed=2", "noise=0", "noise_seed=3"):
+    for q in ("mix_seed=2", "noise=0", "noise_seed=3", "noise_layers=coarse", "mix_seed=2&mix_layers=0-1"):
         resp = c.get("/api/generate?seed=1&" + q)
         assert resp.status_code == 400 and "drop" in resp.json()["detail"], q
+    # malformed stays 422 on any family: the syntax is judged before what the generator supports
+    for q in ("mix_seed=2&mix_layers=bogus", "noise=nan", "noise_layers=x-y"):
+        assert c.get("/api/generate?seed=1&" + q).status_code == 422, q
     assert c.get("/api/interpolate?seed=1&seed2=2&frames=4").status_code == 200
 
 
@@ -306,3 +352,102 @@ def test_studio_cli_errors(tmp_path: Path, capsys) -> None:
         studio_main(["--help"])
     assert exc.value.code == 0
     assert "127.0.0.1" in capsys.readouterr().out
+
+
+# --- the real server: `python -m ganime_steps.studio` as a process, over HTTP -------------------------------------
+
+STARTUP_DEADLINE_S = 300  # torch import + PCA at start-up: seconds on an idle machine, far more under CPU contention
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+class Server:
+    """``python -m ganime_steps.studio`` in its own process on a free port, its output in a log file."""
+
+    def __init__(self, gen: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with open(log, "wb") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ganime_steps.studio", "--generator", str(gen), "--port", str(self.port)],
+                cwd=REPO,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_healthy(self) -> None:
+        """Poll /api/health until it answers; fail early if the process exits, late only past the deadline."""
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            rc = self.proc.poll()
+            assert rc is None, f"the studio exited with {rc} before answering:\n{self.log.read_text()}"
+            try:
+                status, _, body = _http_get(self.url + "/api/health")
+                if status == 200:
+                    assert body == b'{"status":"ok"}', body
+                    return
+            except (ConnectionError, urllib.error.URLError, TimeoutError):
+                pass  # not listening yet
+            assert time.monotonic() < deadline, f"no /api/health in {STARTUP_DEADLINE_S} s:\n{self.log.read_text()}"
+            time.sleep(0.2)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it hangs; the exit status after the SIGTERM, or None if it had to be killed."""
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+
+def test_two_server_processes_serve_the_same_bytes(gen: Path, tmp_path: Path) -> None:
+    """Two separate `python -m ganime_steps.studio` processes (PCA directions computed at each one's start-up, no
+    shared cache) answer the same URLs with the same bytes over real HTTP, and the error codes hold there too."""
+    urls = [
+        "/api/generate?seed=7&truncation=0.7&directions=pc0:1.5",
+        "/api/generate?seed=11&mix_seed=3&noise_seed=5&noise=2",
+        "/api/grid?seeds=0-3&cols=2",
+        "/api/interpolate?seed=1&seed2=2&frames=3&format=gif",
+    ]
+    servers = [Server(gen, tmp_path / f"server{i}.log") for i in range(2)]  # started together: one wait for both
+    try:
+        for server in servers:
+            server.wait_healthy()
+        bodies = []
+        for server in servers:
+            got = []
+            for url in urls:
+                status, ctype, body = _http_get(server.url + url)
+                assert status == 200, (url, status, body[:300])
+                assert ctype == ("image/gif" if "format=gif" in url else "image/png"), (url, ctype)
+                got.append(body)
+            bodies.append(got)
+        assert np.asarray(Image.open(io.BytesIO(bodies[0][0])).convert("RGB")).shape == (RES, RES, 3)
+        for url, a, b in zip(urls, *bodies, strict=True):
+            assert a == b, f"{url}: the two processes returned different bytes"
+        status, ctype, body = _http_get(servers[0].url + "/api/generate?seed=1&truncation=nan")
+        assert status == 422 and ctype == "application/json", (status, body)
+        status, ctype, body = _http_get(servers[0].url + "/api/generate?seed=1&directions=nope:1")
+        assert status == 400 and ctype == "application/json", (status, body)
+        for server in servers:  # uvicorn shuts down gracefully on SIGTERM, then re-raises it (exit status -15)
+            assert server.stop() in (0, -signal.SIGTERM), server.log.read_text()
+    finally:
+        for server in servers:
+            server.stop()

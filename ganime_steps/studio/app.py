@@ -2,8 +2,10 @@
 
 Every image endpoint is a GET whose query string is the whole recipe, so a URL is a permalink and the same URL
 always returns the same bytes. Bad input answers 4xx with a JSON ``detail``: 422 for a malformed or out-of-range
-parameter (FastAPI's validation), 400 for a well-formed but unusable one (unknown direction, mixing on a family
-without style layers, too many pixels), 429 when the renderer is saturated (one render at a time, a short queue).
+parameter, decidable without the generator (FastAPI's validation, and :class:`BadParameter` from parsing the list
+parameters, with FastAPI's detail shape), 400 for a well-formed one this generator cannot use (unknown direction,
+layers it lacks, mixing or noise on a family without style layers, too many pixels at its resolution), 429 with
+``Retry-After`` when the renderer is saturated (one render at a time, a short queue).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from ganime_steps.studio.render import (
     MAX_SEED,
     NOISE_RANGE,
     TRUNCATION_RANGE,
+    BadParameter,
     Busy,
     Params,
     Renderer,
+    layer_spec,
     parse_directions,
     parse_seed_list,
 )
@@ -79,6 +83,8 @@ def common_params(
         ),
     ] = None,
 ) -> Params:
+    layer_spec(noise_layers, "noise_layers")  # the syntax is checked here (422); the layers' range per generator (400)
+    layer_spec(mix_layers, "mix_layers")
     return Params(
         truncation=truncation,
         noise=noise,
@@ -105,6 +111,11 @@ def create_app(renderer: Renderer) -> FastAPI:
     @app.exception_handler(GanimeError)
     async def _bad_request(request: Request, exc: GanimeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(BadParameter)
+    async def _unprocessable(request: Request, exc: BadParameter) -> JSONResponse:
+        detail = [{"type": "value_error", "loc": ["query", exc.param], "msg": str(exc)}]  # FastAPI's 422 shape
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy) -> JSONResponse:

@@ -45,6 +45,17 @@ PCA_COMPONENTS = 8
 CACHE_ITEMS = 256
 
 
+class BadParameter(GanimeError):
+    """A malformed or out-of-range parameter, judged without the generator: the limits in ``info()["limits"]`` and
+    the syntax of a list (HTTP 422, as FastAPI's own validation). A plain :class:`GanimeError` from the renderer is a
+    well-formed parameter this generator cannot use: an unknown direction, layers it lacks, mixing or noise on a
+    family without styles, more pixels than the cap at its resolution (HTTP 400)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def layer_groups(num_layers: int) -> dict[str, list[int]]:
     """StyleGAN's style layers by resolution: coarse 4-8 px (0-3), middle 16-32 px (4-7), fine 64 px and up (8-)."""
     return {
@@ -55,14 +66,15 @@ def layer_groups(num_layers: int) -> dict[str, list[int]]:
     }
 
 
-def parse_layers(text: str, num_layers: int, what: str = "mix_layers") -> list[int]:
-    """'coarse' | 'middle' | 'fine' | 'all' | '2-5' | '0,3,4' -> sorted layer indices, each < num_layers."""
+GROUP_NAMES = ("coarse", "middle", "fine", "all")
+
+
+def layer_spec(text: str, what: str = "mix_layers") -> str | list[int]:
+    """The syntax of a layer list, without a generator: a group name, or sorted layer indices from '2-5' | '0,3,4'.
+    Malformed: :class:`BadParameter`."""
     text = text.strip().lower()
-    groups = layer_groups(num_layers)
-    if text in groups:
-        if not groups[text]:
-            raise GanimeError(f"{what}={text}: this {num_layers}-layer generator has no {text} layers")
-        return groups[text]
+    if text in GROUP_NAMES:
+        return text
     out: set[int] = set()
     try:
         for part in text.split(","):
@@ -75,23 +87,38 @@ def parse_layers(text: str, num_layers: int, what: str = "mix_layers") -> list[i
             else:
                 out.add(int(part))
     except ValueError:
-        raise GanimeError(
-            f"{what}={text!r}: use coarse, middle, fine, all, a range like 0-3 or a list like 0,2,5"
+        raise BadParameter(
+            what, f"{what}={text!r}: use coarse, middle, fine, all, a range like 0-3 or a list like 0,2,5"
         ) from None
-    if not out or min(out) < 0 or max(out) >= num_layers:
-        raise GanimeError(f"{what}={text!r}: layers must be between 0 and {num_layers - 1}")
     return sorted(out)
+
+
+def parse_layers(text: str, num_layers: int, what: str = "mix_layers") -> list[int]:
+    """'coarse' | 'middle' | 'fine' | 'all' | '2-5' | '0,3,4' -> sorted layer indices, each < num_layers. Malformed:
+    :class:`BadParameter`; layers this generator lacks: :class:`GanimeError`."""
+    spec = layer_spec(text, what)
+    if isinstance(spec, str):
+        layers = layer_groups(num_layers)[spec]
+        if not layers:
+            raise GanimeError(f"{what}={spec}: this {num_layers}-layer generator has no {spec} layers")
+        return layers
+    if max(spec) >= num_layers:
+        raise GanimeError(f"{what}={text.strip()!r}: this generator's layers are 0 to {num_layers - 1}")
+    return spec
 
 
 def parse_seed_list(text: str, limit: int = MAX_GRID) -> list[int]:
     """'0-15' or '1,5,9' -> seeds (order kept), at most ``limit`` of them, each in [0, MAX_SEED]."""
-    return parse_seeds(text, limit=limit, max_seed=MAX_SEED, what="seeds=")
+    try:
+        return parse_seeds(text, limit=limit, max_seed=MAX_SEED, what="seeds=")
+    except GanimeError as exc:  # every failure here is the syntax or a fixed limit
+        raise BadParameter("seeds", str(exc)) from None
 
 
-def _finite_in(value: float, lo: float, hi: float, what: str) -> float:
+def _finite_in(value: float, lo: float, hi: float, what: str, param: str | None = None) -> float:
     value = float(value)
     if not math.isfinite(value) or not lo <= value <= hi:
-        raise GanimeError(f"{what}={value}: must be a finite number from {lo:g} to {hi:g}")
+        raise BadParameter(param or what, f"{what}={value}: must be a finite number from {lo:g} to {hi:g}")
     return value
 
 
@@ -220,14 +247,16 @@ def parse_directions(text: str | None) -> tuple[tuple[str, float], ...]:
             continue
         name, sep, value = part.partition(":")
         if not sep or not name.strip():
-            raise GanimeError(f"directions={text!r}: use name:strength pairs like pc0:1.5,chibi:-2")
+            raise BadParameter("directions", f"directions={text!r}: use name:strength pairs like pc0:1.5,chibi:-2")
         try:
             strength = float(value)
         except ValueError:
-            raise GanimeError(f"directions={text!r}: strength {value!r} of {name!r} is not a number") from None
-        out.append((name.strip(), _finite_in(strength, *STRENGTH_RANGE, f"strength of {name.strip()}")))
+            raise BadParameter(
+                "directions", f"directions={text!r}: strength {value!r} of {name!r} is not a number"
+            ) from None
+        out.append((name.strip(), _finite_in(strength, *STRENGTH_RANGE, f"strength of {name.strip()}", "directions")))
     if len(out) > MAX_DIRECTIONS:
-        raise GanimeError(f"directions={text!r}: at most {MAX_DIRECTIONS} directions per request")
+        raise BadParameter("directions", f"directions={text!r}: at most {MAX_DIRECTIONS} directions per request")
     return tuple(out)
 
 
@@ -313,7 +342,7 @@ class Renderer:
 
     def check_seed(self, seed: int, what: str = "seed") -> int:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise GanimeError(f"{what}={seed}: must be an integer from 0 to {MAX_SEED}")
+            raise BadParameter(what, f"{what}={seed}: must be an integer from 0 to {MAX_SEED}")
         return seed
 
     def check(self, p: Params) -> Params:
@@ -413,9 +442,9 @@ class Renderer:
 
     def grid(self, seeds: list[int], p: Params, cols: int | None = None) -> bytes:
         if not seeds or len(seeds) > MAX_GRID:
-            raise GanimeError(f"grid: give 1 to {MAX_GRID} seeds")
+            raise BadParameter("seeds", f"grid: give 1 to {MAX_GRID} seeds")
         if cols is not None and not 1 <= cols <= MAX_GRID:
-            raise GanimeError(f"cols={cols}: must be from 1 to {MAX_GRID}")
+            raise BadParameter("cols", f"cols={cols}: must be from 1 to {MAX_GRID}")
         for s in seeds:
             self.check_seed(s)
         self._check_pixels(len(seeds))
@@ -433,11 +462,11 @@ class Renderer:
         self.check_seed(seed)
         self.check_seed(seed2, "seed2")
         if not 2 <= frames <= MAX_FRAMES:
-            raise GanimeError(f"frames={frames}: must be from 2 to {MAX_FRAMES}")
+            raise BadParameter("frames", f"frames={frames}: must be from 2 to {MAX_FRAMES}")
         if fmt not in ("png", "gif"):
-            raise GanimeError(f"format={fmt!r}: use png (a strip) or gif (an animation)")
+            raise BadParameter("format", f"format={fmt!r}: use png (a strip) or gif (an animation)")
         if not GIF_MS_RANGE[0] <= ms <= GIF_MS_RANGE[1]:
-            raise GanimeError(f"ms={ms}: frame duration must be from {GIF_MS_RANGE[0]} to {GIF_MS_RANGE[1]} ms")
+            raise BadParameter("ms", f"ms={ms}: frame duration must be from {GIF_MS_RANGE[0]} to {GIF_MS_RANGE[1]} ms")
         self._check_pixels(frames)
         self.check(p)
 
