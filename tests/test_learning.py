@@ -1,7 +1,15 @@
-"""Does training work, and can its numbers be trusted: every family learns a toy distribution (the metric after
-training beats the one at initialisation by a clear margin), G_ema's batch-norm statistics are its own (G_ema no
-worse than G, the old copied statistics worse), and the metrics-over-training hook (metrics.jsonl, the best
-snapshot, exact resume with a metric that draws random numbers).
+"""Does training work, and can its numbers be trusted: the families learn a toy distribution, G_ema's batch-norm
+statistics are its own (G_ema no worse than G, the old copied statistics worse), and the metrics-over-training hook
+(metrics.jsonl, the best snapshot, exact resume with a metric that draws random numbers).
+
+Learning means beating every trivial baseline (all white, the mean image repeated, one training image repeated, one
+fixed disk, four training images in turn), computed here with the same metric: the samples' 8 x 8 pixel FD at most
+0.7x the best baseline's (the mean image, 8.25), and their structure (one disk of one palette colour per sample, at
+least two colours, spread-out centres), which no baseline but the four repeated images meets. Measured: dcgan FD
+1.93-2.23 (seeds 0-2), dragan 4.54-4.70 (0-1), sngan 2.98-3.55 (0-1), each with 2-4 colours and 53-87 % disks;
+wgan-gp, progan and stylegan fail it (strict xfail, see NOT_YET). The guard: DCGAN with G's loss negated, G never
+stepped or G_ema frozen fails it (FD 62.86, 39.20, 39.20; no disk). The details and the other figures are at
+LEARN and FD_MARGIN.
 
 The toy: 16 px coloured disks on white. The metric: a Fréchet distance on 8 x 8 (learning) or 4 x 4 pixels
 (:mod:`ganime_steps.gan.pixel_metrics`), cheap enough for CPU tests; never called FID.
@@ -10,6 +18,7 @@ The toy: 16 px coloured disks on white. The metric: a Fréchet distance on 8 x 8
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -21,9 +30,10 @@ from conftest import tiny_train_config
 
 from ganime_steps.common import GanimeError, save_npy
 from ganime_steps.gan import FAMILIES, generate_images, load_generator
+from ganime_steps.gan import loop as gan_loop
 from ganime_steps.gan.loop import BEST_FILE, BN_SEED_STREAM, METRICS_FILE, TrainConfig, Trainer
 from ganime_steps.gan.networks import batch_norm_layers, recalibrate_batch_norm
-from ganime_steps.gan.pixel_metrics import PixelFD, pixel_fd
+from ganime_steps.gan.pixel_metrics import pixel_fd
 
 torch.set_num_threads(1)
 
@@ -66,44 +76,183 @@ def _cfg(family: str, **kw) -> TrainConfig:
 
 # --- every family learns ------------------------------------------------------------------------------------------
 
-# Short CPU schedules (a few seconds each), at learning rates that learn this toy within them: the n_critic = 5
-# families take 1e-3 and the DCGAN-setup ones 5e-4 (their published rates would need several times as many
-# iterations); the progressive ones grow 8 -> 16 px inside the run. Ratios after / before measured over seeds
-# (this test uses seed 0; channels_last, the default): dcgan 0.16-0.22 (seeds 0-3), dragan 0.18-0.25 (0-3),
-# wgan-gp 0.13-0.14 (0-2), sngan 0.19-0.29 (0-2), stylegan 0.21-0.35 (0-4), progan 0.11-0.21 (0-3; seed 4 diverges
-# at this size: 1.16). Sabotaged (G loss sign flipped, G never stepped, EMA frozen; seed 0, channels_last) every
-# family ends at 0.70-3.56 (sign flipped 1.08-3.56, G never stepped and EMA frozen 0.70-1.45): the test fails.
+# The learning check, on N_SAMPLES images (seed 5) of the exported generator.pt; both parts are required.
+#
+# 1. Pixel FD (8 x 8, against the held-out draws) at most FD_MARGIN x the best trivial baseline's. The baselines
+#    (N_SAMPLES images each; `test_trivial_baselines_fail_the_learning_check`) score: all white 12.43, the
+#    training set's mean image repeated 8.25, one training image repeated 17.19, one fixed disk 14.44, four
+#    training images (one per colour) in turn 9.25; fresh draws of the toy 0.25. The best baseline, the mean
+#    image, sits 1 / FD_MARGIN = 1.43x above the mark (5.78), the worst learning run (dragan, 4.70) 1.23x below.
+# 2. The structure (:func:`disk_census`): at least DISKS_MIN of the samples are one compact disk-sized blob of one
+#    palette colour on white; among those disks at least COLOURS_MIN colours have a share of >= COLOUR_SHARE, and
+#    the disks' centres spread (std, the smaller of y and x) at least SPREAD_MIN px. Blank, mean-image and
+#    washed-out generators draw no disk; a repeated image or a fixed disk has one colour and no spread (the four
+#    repeated training images pass this part and fail part 1). Fresh draws: 100 % disks, 4 colours, spread 2.29.
+#
+# The old mark (FD under half of the untrained G_ema's, 40-74) let all the baselines pass, and so did every family:
+# their old 3-8 kimg runs at 8 channels drew grey or washed-out blobs (seeds 0-3: no family above 2 % disks except
+# one dcgan seed's yellow-only 16 %; FD 5.3-24.6, most above the mean image's 8.25).
+FD_MARGIN = 0.7
+DISKS_MIN = 0.25
+COLOURS_MIN = 2
+COLOUR_SHARE = 0.1
+SPREAD_MIN = 1.0
+N_SAMPLES = 256
+INK_TOLERANCE = 80.0  # RGB distance to a palette colour: half that of the closest two disk colours (160)
+PALETTE = np.vstack([[[255, 255, 255]], COLOURS]).astype(np.float64)  # the white ground, then the disk colours
+
+
+def one_disk(colour: int = 0) -> np.ndarray:
+    """A disk of radius 4 in COLOURS[colour] at the centre."""
+    yy, xx = np.mgrid[:RES, :RES]
+    img = np.full((RES, RES, 3), 255, dtype=np.uint8)
+    img[(yy - RES // 2) ** 2 + (xx - RES // 2) ** 2 <= 16] = COLOURS[colour]
+    return img
+
+
+def trivial_baselines(train: np.ndarray, n: int = N_SAMPLES) -> dict[str, np.ndarray]:
+    """n images each from generators that learned nothing, or only one corner of the toy."""
+    return {
+        "all white": np.full((n, RES, RES, 3), 255, dtype=np.uint8),
+        "mean image": np.repeat(train.mean(0).round().astype(np.uint8)[None], n, axis=0),
+        "one training image": np.repeat(train[:1], n, axis=0),
+        "one fixed disk": np.repeat(one_disk()[None], n, axis=0),
+        "four training images": train[np.arange(n) % len(COLOURS)],  # disks(): image i has colour i % 4
+    }
+
+
+def disk_census(images: np.ndarray) -> dict[str, float]:
+    """Pixels within INK_TOLERANCE of a palette colour are that colour's ink; an image's dominant colour's ink is
+    its blob. The image is a disk when its blob has 12-90 px (a radius-4 disk 49; trained generators' soft edges
+    fall outside the tolerance), at least 70 % of the image's ink and an RMS radius of at most 3.5 px (a disk's is
+    2.8; specks scattered over the image are wider), and at least half the image is white. Returns the share of
+    disks, the number of colours with >= COLOUR_SHARE of the disks and the spread of the disks' centres (px)."""
+    x = images.astype(np.float64)
+    dist = np.linalg.norm(x[..., None, :] - PALETTE, axis=-1)  # (N, H, W, 1 + colours)
+    near, close = dist.argmin(-1), dist.min(-1) < INK_TOLERANCE
+    counts = np.stack([(close & (near == k)).sum((1, 2)) for k in range(1, len(PALETTE))], axis=1)
+    dominant, area = counts.argmax(1), counts.max(1)
+    purity = area / np.maximum(counts.sum(1), 1)
+    blob = close & (near == dominant[:, None, None] + 1)
+    yy, xx = np.mgrid[: x.shape[1], : x.shape[2]]
+    size = np.maximum(area, 1)
+    cy, cx = (blob * yy).sum((1, 2)) / size, (blob * xx).sum((1, 2)) / size
+    r2 = (yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2
+    rms = np.sqrt((blob * r2).sum((1, 2)) / size)
+    white = (close & (near == 0)).sum((1, 2))
+    disk = (area >= 12) & (area <= 90) & (purity >= 0.7) & (rms <= 3.5) & (white >= x.shape[1] * x.shape[2] / 2)
+    shares = np.bincount(dominant[disk], minlength=len(COLOURS)) / max(int(disk.sum()), 1)
+    spread = float(min(cy[disk].std(), cx[disk].std())) if disk.sum() > 1 else 0.0
+    return {"disks": float(disk.mean()), "colours": int((shares >= COLOUR_SHARE).sum()), "spread": spread}
+
+
+def learning_check(images: np.ndarray, held_out: np.ndarray, baseline_fd: float) -> tuple[dict, list[str]]:
+    """(scores, the parts that failed): no failure means the samples beat every trivial baseline."""
+    s = {"pixel_fd": pixel_fd(held_out, images, size=8), **disk_census(images)}
+    checks = [
+        (s["pixel_fd"] <= FD_MARGIN * baseline_fd, f"pixel FD {s['pixel_fd']:.2f} > {FD_MARGIN} x {baseline_fd:.2f}"),
+        (s["disks"] >= DISKS_MIN, f"disks {s['disks']:.3f} < {DISKS_MIN}"),
+        (s["colours"] >= COLOURS_MIN, f"colours {s['colours']} < {COLOURS_MIN}"),
+        (s["spread"] >= SPREAD_MIN, f"spread {s['spread']:.2f} px < {SPREAD_MIN}"),
+    ]
+    return s, [why for ok, why in checks if not ok]
+
+
+@pytest.fixture(scope="module")
+def baseline_fd(held_out: np.ndarray) -> float:
+    """The best (lowest) pixel FD of the trivial baselines, from the training images themselves."""
+    return min(pixel_fd(held_out, imgs, size=8) for imgs in trivial_baselines(disks(64, seed=0)).values())
+
+
+def test_trivial_baselines_fail_the_learning_check(held_out: np.ndarray, baseline_fd: float) -> None:
+    """Every baseline fails the FD part (by construction, FD_MARGIN < 1, it is measured against the best of them)
+    and all but the four repeated training images fail the structure part too; fresh draws of the toy pass."""
+    for name, imgs in trivial_baselines(disks(64, seed=0)).items():
+        scores, failed = learning_check(imgs, held_out, baseline_fd)
+        assert any(f.startswith("pixel FD") for f in failed), (name, scores)
+        if name != "four training images":
+            assert any(not f.startswith("pixel FD") for f in failed), (name, scores)
+    scores, failed = learning_check(disks(N_SAMPLES, seed=7), held_out, baseline_fd)
+    assert not failed, scores
+
+
+# Short CPU schedules at 16 channels (TINY_RUN's 8 learn no colour in any run this test can afford). Measured
+# (this test uses seed 0), pixel FD / disks / colours / spread:
+#   dcgan   8 kimg, lr 1e-3:  seeds 0-2  FD 1.93-2.23, disks 0.54-0.62, 4 colours, spread 1.36-1.64
+#   dragan 12 kimg, lr 5e-4:  seeds 0-1  FD 4.54-4.70, disks 0.77-0.78, 2 colours, spread 1.50-1.61 (at 8 kimg
+#                             seed 1 collapses onto one colour at FD 6.26)
+#   sngan  16 kimg, lr 1e-3:  seeds 0-1  FD 2.98-3.55, disks 0.53-0.79, 2 colours, spread 1.73-1.83
+# The other three fail the check in every run tried (seed 0), so their test is a strict xfail: it fails today and
+# goes red when the family starts passing. They run the old cheap schedules (8 channels; FD, disks):
+# wgan-gp 8 kimg lr 1e-3 5.25, 0; progan 3 kimg 13.08, 0; stylegan 3 kimg 15.55, 0.008. The best runs tried:
+# wgan-gp 16 kimg at 16 channels FD 2.78, disks 0.36, one colour, spread 0.98; progan 6 kimg at 16 channels 4.43,
+# 0.30, one colour; stylegan 6 kimg at 16 channels 7.19, 0.05 (24-29 s of CPU each, for progan and stylegan).
 GROW = dict(start_resolution=8, stable_kimg=0.25, fade_kimg=0.25)
 LEARN = {
-    "dcgan": dict(kimg=4.0, lr=5e-4),
+    "dcgan": dict(kimg=8.0, lr=1e-3, channels=16),
     "wgan-gp": dict(kimg=8.0, lr=1e-3),
-    "dragan": dict(kimg=4.0, lr=5e-4),
-    "sngan": dict(kimg=8.0, lr=1e-3),
+    "dragan": dict(kimg=12.0, lr=5e-4, channels=16),
+    "sngan": dict(kimg=16.0, lr=1e-3, channels=16),
     "progan": dict(kimg=3.0, **GROW),
     "stylegan": dict(kimg=3.0, **GROW),
 }
-LEARNED = 0.5  # the trained G_ema's pixel FD must be at most this fraction of the untrained one's
+NOT_YET = {  # family -> why its learning test is a strict xfail (measured, seed 0)
+    "wgan-gp": "draws grey blobs: pixel FD 5.25, no disk (16 kimg at 16 channels: one colour)",
+    "progan": "draws washed-out blobs: pixel FD 13.08, no disk (6 kimg at 16 channels: one colour)",
+    "stylegan": "draws washed-out blobs: pixel FD 15.55, disks 0.008 (6 kimg at 16 channels: disks 0.05)",
+}
+SABOTAGES = ("g_loss_sign_flipped", "g_never_stepped", "ema_frozen")
 
 
-def learning_margin(toy: Path, out: Path, held_out: np.ndarray, family: str) -> tuple[float, float]:
-    """(pixel FD of G_ema at initialisation, pixel FD of the exported generator.pt after training)."""
-    metric = PixelFD(held_out, n=256, seed=5, size=8)
+def trained_samples(toy: Path, out: Path, family: str, sabotage: str | None = None, monkeypatch=None) -> np.ndarray:
+    """N_SAMPLES images of the generator.pt that a LEARN run exports, optionally with training broken (the sabotage
+    is checked to have taken effect)."""
+    if sabotage == "g_loss_sign_flipped":  # the loop reads its losses from the family table
+        fam = FAMILIES[family]
+        monkeypatch.setitem(FAMILIES, family, dataclasses.replace(fam, g_loss=lambda logits: -fam.g_loss(logits)))
+    elif sabotage == "ema_frozen":
+        monkeypatch.setattr(gan_loop, "update_ema", lambda ema, model, beta: None)
     trainer = Trainer(_cfg(family, **LEARN[family]), data=toy, out=out, device=CPU)
-    trainer.calibrate_ema()
-    before = metric(trainer.G_ema)["pixel_fd"]
+    init = {k: v.clone() for k, v in trainer.G.state_dict().items()}
+    init_ema = {k: p.clone() for k, p in trainer.G_ema.named_parameters()}
+    if sabotage == "g_never_stepped":
+        monkeypatch.setattr(trainer.opt_g, "step", lambda *args, **kwargs: None)
     trainer.train()
-    after = metric(load_generator(out / "generator.pt"))["pixel_fd"]
-    return before, after
+    if sabotage == "g_never_stepped":
+        assert all(torch.equal(p, init[k]) for k, p in trainer.G.named_parameters())
+    if sabotage == "ema_frozen":
+        assert all(torch.equal(p, init_ema[k]) for k, p in trainer.G_ema.named_parameters())
+    if sabotage == "g_loss_sign_flipped":
+        assert all(row["loss_g"] < 0 for row in trainer.log_rows)  # -softplus(-D(G(z))): the flipped sign
+    return generate_images(load_generator(out / "generator.pt"), N_SAMPLES, seed=5)
 
 
 def test_learning_covers_every_family() -> None:
-    assert sorted(LEARN) == sorted(FAMILIES)
+    assert sorted(LEARN) == sorted(FAMILIES) and set(NOT_YET) <= set(LEARN)
 
 
-@pytest.mark.parametrize("family", sorted(LEARN))
-def test_family_learns_the_toy(toy: Path, tmp_path: Path, held_out: np.ndarray, family: str) -> None:
-    before, after = learning_margin(toy, tmp_path, held_out, family)
-    assert after < LEARNED * before, f"{family}: pixel FD {before:.3f} at init -> {after:.3f} after training"
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[f])) if f in NOT_YET else f for f in LEARN],
+)
+def test_family_learns_the_toy(toy: Path, tmp_path: Path, held_out: np.ndarray, baseline_fd: float, family) -> None:
+    scores, failed = learning_check(trained_samples(toy, tmp_path, family), held_out, baseline_fd)
+    print(f"LEARN {family} {scores}")
+    assert not failed, f"{family}: {failed} ({scores})"
+
+
+@pytest.mark.parametrize("sabotage", SABOTAGES)
+def test_sabotaged_training_fails_the_learning_check(
+    toy: Path, tmp_path: Path, held_out: np.ndarray, baseline_fd: float, monkeypatch, sabotage: str
+) -> None:
+    """The learning check can fail: DCGAN (it passes at 8 kimg, seeds 0-2) with G's loss negated, G's optimiser
+    never stepping, or G_ema never updated fails every part of it. Measured (seed 0): G's loss negated pixel FD
+    62.86, G never stepped and G_ema frozen 39.20 (G_ema stays at its initialisation); no disk in any of them."""
+    scores, failed = learning_check(
+        trained_samples(toy, tmp_path, "dcgan", sabotage, monkeypatch), held_out, baseline_fd
+    )
+    print(f"SABOTAGE {sabotage} {scores}")
+    assert failed, scores
 
 
 # --- G_ema's batch-norm statistics --------------------------------------------------------------------------------
