@@ -1097,6 +1097,7 @@ def run_evaluate(
     classifier_model: Path | None = None,
     truncation: float = 1.0,
     kid_subset_size: int = KID_SUBSET_SIZE,
+    bootstrap: int | None = None,
 ) -> EvaluateSummary:
     """Generate ``n`` images once, extract features in the references' space, write metrics JSON to ``out``.
 
@@ -1123,7 +1124,12 @@ def run_evaluate(
     dev = str(extractor.device)
     blocks = {
         name: _reference_block(
-            fake_by_size[tuple(ref["data_shape"][1:3])], ref, seed=seed, device=dev, kid_subset_size=kid_subset_size
+            fake_by_size[tuple(ref["data_shape"][1:3])],
+            ref,
+            seed=seed,
+            device=dev,
+            kid_subset_size=kid_subset_size,
+            bootstrap=bootstrap,
         )
         for name, ref in refs.items()
     }
@@ -1183,7 +1189,14 @@ def run_evaluate(
 
 
 def run_distance(
-    *, a: Path, b: Path, out: Path, seed: int = 0, device: str = "cpu", kid_subset_size: int = KID_SUBSET_SIZE
+    *,
+    a: Path,
+    b: Path,
+    out: Path,
+    seed: int = 0,
+    device: str = "cpu",
+    kid_subset_size: int = KID_SUBSET_SIZE,
+    bootstrap: int | None = None,
 ) -> dict[str, Any]:
     """Metrics of reference ``a`` (in the role of the generated set) against reference ``b`` (e.g. gold)."""
     ref_a, ref_b = load_reference(Path(a), flag="--a"), load_reference(Path(b), flag="--b")
@@ -1200,6 +1213,7 @@ def run_distance(
         seed=seed,
         device=str(torch_device(device)),
         kid_subset_size=kid_subset_size,
+        bootstrap=bootstrap,
     )
     space = ref_a["feature_space"]
     result = {
@@ -1244,6 +1258,7 @@ def run_compare(
     size: int | None = None,
     out: Path | None = None,
     kid_subset_size: int = KID_SUBSET_SIZE,
+    bootstrap: int | None = None,
 ) -> dict[str, Any]:
     """FID (or labelled Fréchet distance), KID and precision/recall of two image sets; returns the JSON object."""
     if n is not None and n < MIN_SAMPLES:
@@ -1262,7 +1277,12 @@ def run_compare(
         idx = _subset(len(s), n, seed)
         feats[role] = extract_features(extractor, s, batch_size=batch_size, indices=idx, desc=f"{role} features")
     m = feature_metrics(
-        feats["fake"], feats["real"], seed=seed, device=str(extractor.device), kid_subset_size=kid_subset_size
+        feats["fake"],
+        feats["real"],
+        seed=seed,
+        device=str(extractor.device),
+        kid_subset_size=kid_subset_size,
+        bootstrap=bootstrap,
     )
     space = extractor.space
     result = {
@@ -1376,6 +1396,14 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"KID subset size (default {KID_SUBSET_SIZE}, capped by both set sizes; a set no larger than it gives "
             "kid_std ~0, so pass about half the smaller set for a spread)",
         )
+        sp.add_argument(
+            "--bootstrap",
+            type=int,
+            default=None,
+            help=f"resamples for the 95%% intervals fd_ci/kid_ci (default: {BOOTSTRAP_RESAMPLES} when a set is "
+            f"smaller than the feature dimension, else {BOOTSTRAP_RESAMPLES_LARGE}: each is then two d×d covariances; "
+            "0 = none)",
+        )
     for sp in (r, e, d, c):  # also accept -v after the subcommand; SUPPRESS keeps a top-level -v from being reset
         sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
     return p
@@ -1384,6 +1412,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _handle(a: argparse.Namespace):
     if getattr(a, "kid_subset_size", KID_SUBSET_SIZE) < 2:
         raise GanimeError(f"--kid-subset-size {a.kid_subset_size}: must be at least 2")
+    if getattr(a, "bootstrap", None) is not None and a.bootstrap != 0 and a.bootstrap < 2:
+        raise GanimeError(f"--bootstrap {a.bootstrap}: use 0 (no intervals) or at least 2 resamples")
     if a.command == "compare":
         result = call_with_args(run_compare, a)
         print(json.dumps(to_jsonable(result), sort_keys=True), file=sys.stdout, flush=True)

@@ -724,6 +724,12 @@ def test_metrics_json_has_intervals_fd_inf_and_sizes_per_reference(tmp_path, clf
     # the same inputs give the same numbers
     assert ev.main([*argv, *base, "--out", str(tmp_path / "again.json")]) == 0
     assert json.loads((tmp_path / "again.json").read_text())["references"] == m["references"]
+    # --bootstrap sets the resample count; 0 leaves the intervals out
+    assert ev.main([*argv, *base, "--bootstrap", "50", "--out", str(tmp_path / "b50.json")]) == 0
+    assert json.loads((tmp_path / "b50.json").read_text())["bootstrap_resamples"] == 50
+    assert ev.main([*argv, *base, "--bootstrap", "0", "--out", str(tmp_path / "b0.json")]) == 0
+    assert "fd_ci" not in json.loads((tmp_path / "b0.json").read_text())
+    assert ev.main([*argv, *base, "--bootstrap", "1", "--out", str(tmp_path / "b1.json")]) == 2
 
 
 def test_reference_from_a_changed_pack_is_refused(tmp_path, clf, fake_gan, capsys, caplog):
