@@ -7,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, STYLEGAN_RUN, with_face_study
 
 from ganime_steps import config as config_module
 from ganime_steps.common import GanimeError
@@ -20,6 +20,13 @@ FAMILIES = tuple(available_families())
 
 def load(name):
     return yaml.safe_load((REPO / name).read_text())
+
+
+def demo():
+    """The demo config plus a progressive run and a face study, to check their settings (the demo has neither)."""
+    config = with_face_study(load("configs/demo.yaml"))
+    config["runs"]["stylegan_A"] = dict(STYLEGAN_RUN)
+    return config
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/demo.yaml"])
@@ -110,7 +117,7 @@ def test_constants_match_the_code_they_mirror():
     ],
 )
 def test_errors_name_the_key(edit, key):
-    config = copy.deepcopy(load("configs/demo.yaml"))
+    config = demo()
     edit(config)
     with pytest.raises(GanimeError, match=rf"^config key {re.escape(key)}"):
         validate_config(config, families=FAMILIES)
@@ -129,14 +136,14 @@ def test_errors_name_the_key(edit, key):
 )
 def test_valid_edits_pass(edit):
     """The checks above refuse only what is wrong: their valid neighbours pass."""
-    config = copy.deepcopy(load("configs/demo.yaml"))
+    config = demo()
     edit(config)
     validate_config(config, families=FAMILIES)
     validate_config(config, families=FAMILIES)  # idempotent on the validated (seed-expanded) config
 
 
 def test_seeds_expand_into_one_run_each_and_revalidate_unchanged():
-    config = copy.deepcopy(load("configs/demo.yaml"))
+    config = demo()
     config["runs"]["dcgan_A"]["seeds"] = [3, 7]
     validate_config(config, families=FAMILIES)
     assert [r for r in config["runs"] if r.startswith("dcgan_A")] == ["dcgan_A_s3", "dcgan_A_s7"]
@@ -157,7 +164,7 @@ def test_seeds_expand_into_one_run_each_and_revalidate_unchanged():
     ],
 )
 def test_gold_metric_and_seed_errors_name_the_key(edit, message):
-    config = copy.deepcopy(load("configs/demo.yaml"))
+    config = demo()
     edit(config)
     with pytest.raises(GanimeError, match=re.escape(message)):
         validate_config(config, families=FAMILIES)
@@ -170,7 +177,7 @@ def _two_sources(config):
 
 
 def test_matrix_expands_into_runs_per_family_dataset_and_seed():
-    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config = _two_sources(demo())
     config["matrix"] = {
         "families": ["dragan", "sngan"], "datasets": ["faces", "faces_other"], "seeds": [0, 1, 2],
         "resolution": 32, "kimg": 4, "reference": "faces",
@@ -190,7 +197,7 @@ def test_matrix_expands_into_runs_per_family_dataset_and_seed():
 
 
 def test_named_matrices_and_reference_train():
-    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config = _two_sources(demo())
     config["matrix"] = {
         "faces": {"families": ["dragan"], "datasets": ["faces", "faces_other"]},
         "posts": {"families": ["wgan-gp"], "datasets": ["A", "B"], "seeds": [4]},
@@ -205,7 +212,7 @@ def test_named_matrices_and_reference_train():
 
 def test_every_run_is_measured_against_its_own_kind():
     """The demo's face runs once fell back to evaluation.reference (A: full-body posts) as their shared reference."""
-    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config = _two_sources(demo())
     config["matrix"] = {"families": ["dragan"], "datasets": ["faces", "faces_other"]}
     config["evaluation"]["face_reference"] = "faces"
     validate_config(config, families=FAMILIES)
@@ -234,7 +241,7 @@ def test_every_run_is_measured_against_its_own_kind():
     ],
 )
 def test_a_reference_of_the_other_kind_is_refused(edit, message):
-    config = copy.deepcopy(load("configs/demo.yaml"))
+    config = demo()
     edit(config)
     with pytest.raises(GanimeError, match=re.escape(message)):
         validate_config(config, families=FAMILIES)
@@ -262,7 +269,7 @@ def test_a_reference_of_the_other_kind_is_refused(edit, message):
     ],
 )
 def test_matrix_and_source_errors_name_the_key(edit, message):
-    config = _two_sources(copy.deepcopy(load("configs/demo.yaml")))
+    config = _two_sources(demo())
     config["matrix"] = {"families": ["dragan", "sngan"], "datasets": ["faces", "faces_other"]}
     edit(config)
     with pytest.raises(GanimeError, match=re.escape(message)):

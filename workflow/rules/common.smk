@@ -58,7 +58,7 @@ def scores_of(task, source):
     return f"results/classifiers/{task}/scores{suffix_of(source)}.parquet"
 
 
-SOURCE_SUFFIX = "|".join(suffix_of(name) for name in SOURCES)  # the {suffix} wildcard's values
+SOURCE_SUFFIX = "(?:" + "|".join(suffix_of(name) for name in SOURCES) + ")"  # {suffix} values; "" for the main source
 
 
 POSTS = posts_of(MAIN_SOURCE)
