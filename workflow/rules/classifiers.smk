@@ -1,5 +1,4 @@
 # Stage 4: timm classifiers trained (or fine-tuned from ImageNet weights) from the labels, then every post scored.
-from ganime_steps.backbones import OFFLINE_ARCHS
 
 
 localrules:
@@ -22,19 +21,6 @@ rule fetch_backbone:
         "logs/classifiers/fetch_backbone_{arch}.log",
     shell:
         "python -m ganime_steps.backbones convert --arch {wildcards.arch} --out {output.weights:q} 2> {log:q}"
-
-
-def backbone_weights(wildcards):
-    """classifiers.<task>.pretrained offline: the converted weights of its arch (rule fetch_backbone); else none."""
-    spec = config["classifiers"][wildcards.task]
-    if str(spec["pretrained"]).strip().lower() != "offline":
-        return []
-    if spec["arch"] not in OFFLINE_ARCHS:
-        raise WorkflowError(
-            f"ganime config error: config key classifiers.{wildcards.task}.arch: {spec['arch']!r} has no offline "
-            f"weights; with pretrained: offline use one of {', '.join(OFFLINE_ARCHS)} (or pretrained: hub / a path)"
-        )
-    return f"resources/backbones/{spec['arch']}.pth"
 
 
 rule classifier_train:

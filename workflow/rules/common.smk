@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from ganime_steps.backbones import OFFLINE_ARCHS
 from ganime_steps.codedeps import stage_files
 from ganime_steps.common import GanimeError
 from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, all_sources, validate_config
@@ -229,3 +230,16 @@ def feature_flags(input):
 
 def all_run_outputs(name):
     return [f"results/runs/{r}/{name}" for r in config["runs"]]
+
+
+def backbone_weights(wildcards):
+    """classifiers.<task>.pretrained offline: the converted weights of its arch (rule fetch_backbone); else none."""
+    spec = config["classifiers"][wildcards.task]
+    if str(spec["pretrained"]).strip().lower() != "offline":
+        return []
+    if spec["arch"] not in OFFLINE_ARCHS:
+        raise WorkflowError(
+            f"ganime config error: config key classifiers.{wildcards.task}.arch: {spec['arch']!r} has no offline "
+            f"weights; with pretrained: offline use one of {', '.join(OFFLINE_ARCHS)} (or pretrained: hub / a path)"
+        )
+    return f"resources/backbones/{spec['arch']}.pth"
