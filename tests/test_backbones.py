@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import os
 import shutil
 
 import pytest
 import torch
-from conftest import without_distribution
+from conftest import require_or_skip, requires, without_distribution
 
 from ganime_steps import backbones as bb
 from ganime_steps.common import GanimeError
@@ -27,18 +26,16 @@ def _installed(arch: str) -> bool:
 
 
 def needs(arch: str):
+    """A missing wheel (an external asset `make venv` installs) skips, naming it; under CI=true it fails."""
     b = bb.BACKBONES[arch]
-    # a missing wheel is an external asset `make venv` installs: skip, never under CI
-    return pytest.mark.skipif(
-        not _installed(arch) and os.environ.get("CI") != "true", reason=f"{b.wheel} not installed ({b.install_hint})"
-    )
+    return requires(_installed(arch), f"{b.wheel} not installed ({b.install_hint})")
 
 
 @pytest.fixture(scope="module")
 def lite0(tmp_path_factory):
     """lite0 as a user without flags gets it: converted once from the wheel into the cache."""
-    if not _installed("tf_efficientnet_lite0") and os.environ.get("CI") != "true":
-        pytest.skip(bb.BACKBONES["tf_efficientnet_lite0"].install_hint)
+    b = bb.BACKBONES["tf_efficientnet_lite0"]
+    require_or_skip(_installed(b.arch), f"{b.wheel} not installed ({b.install_hint})")
     root = tmp_path_factory.mktemp("backbones")
     with pytest.MonkeyPatch.context() as m:
         m.setenv("XDG_CACHE_HOME", str(root / "cache"))
