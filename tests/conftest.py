@@ -218,7 +218,7 @@ def tiny_config(tmp_path: Path) -> Path:
         config["runs"][name].update(seeds=[0, 1], directions=False)
     config["scrape"].update(limit=60, synthetic={**config["scrape"]["synthetic"], "n_posts": 64, "label_fraction": 0.6})
     for spec in config["classifiers"].values():
-        spec.update(image_size=32, epochs=1, batch_size=16, arch="resnet18")
+        spec.update(image_size=32, epochs=1, batch_size=16, arch="resnet18", pretrained="none")
     config["sources"]["tachie"]["synthetic"]["n_posts"] = 24
     for spec in [*config["runs"].values(), config["matrix"]]:  # the demo's matrix: one unnamed study
         spec.update(resolution=16, kimg=0.064, batch_size=16, channels=8, checkpoint_every=0.032)

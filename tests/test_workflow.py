@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, planned_jobs, snakemake, tiny_config
+from conftest import REPO, STYLEGAN_RUN, planned_jobs, snakemake, tiny_config, with_face_study
 
 
 def test_lint_is_clean():
@@ -63,7 +63,7 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
 
 
 def test_each_source_crops_faces_with_its_own_detector(tmp_path):
-    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config = with_face_study(yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()))
     config["sources"]["tachie"]["face_detector"] = "lbpcascade"  # e.g. a folder of Getchu images
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
     targets = ("results/faces/faces.parquet", "results/faces_tachie/faces.parquet")
@@ -156,7 +156,8 @@ def test_end_to_end_then_model_b_reruns_only_b(tmp_path):
             cell = study["cells"][dataset][family]
             assert cell["group"] == f"{family}_{dataset}" and cell["fd_mean"] > 0, cell
             assert cell["reference_dataset"] == dataset  # each run against its own training set
-            shared = json.loads((results / "runs" / cell["group"] / "metrics.json").read_text())["references"]["shared"]
+            run_metrics = results / "runs" / f"{cell['group']}_s0" / "metrics.json"
+            shared = json.loads(run_metrics.read_text())["references"]["shared"]
             assert shared["reference_data"].endswith(f"datasets/{dataset}/pack_16.npy")  # faces, never posts A
     assert "Dataset study: study" in html
 
@@ -244,6 +245,7 @@ def test_code_edits_rerun_the_stages_that_import_them(tmp_path):
 
 def test_run_setting_resume_other_code_reaches_the_train_command(tmp_path):
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["runs"]["stylegan_A"] = dict(STYLEGAN_RUN)
     config["runs"]["dcgan_A"]["resume_other_code"] = True
     targets = ("results/runs/dcgan_A_s0/train_summary.json", "results/runs/stylegan_A/train_summary.json")
     result = _dry_run(tmp_path, config, "-p", *targets)
