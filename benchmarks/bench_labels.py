@@ -186,10 +186,12 @@ def table(results: list[dict], recipes) -> list[dict]:
         for recipe in recipes:
             f1 = np.array([r["f1"] for r in group if r["recipe"] == recipe])
             secs = np.array([r["seconds"] for r in group if r["recipe"] == recipe])
+            if len(f1) > 1:
+                row[f"{recipe} F1"] = f"{f1.mean():.3f} ± {f1.std(ddof=1):.3f} ({len(f1)} seeds)"
+            elif len(f1):
+                row[f"{recipe} F1"] = f"{f1[0]:.3f} (1 seed)"
             if len(f1):
-                row[f"{recipe} F1"] = f"{f1.mean():.3f} ± {f1.std(ddof=1) if len(f1) > 1 else 0.0:.3f}"
                 row[f"{recipe} s"] = round(float(secs.mean()), 1)
-        row["seeds"] = len({r["seed"] for r in group})
         rows.append(row)
     return rows
 
