@@ -34,7 +34,6 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ganime_steps.checkpoints import state_dict_hash
 from ganime_steps.common import GanimeError, add_subcommand, file_digest, run_cli, torch_save, write_json
 
 log = logging.getLogger(__name__)
@@ -168,19 +168,7 @@ def spec(arch: str, what: str = "arch") -> Backbone:
 
 def content_hash(state_dict) -> str:
     """sha256 over sorted keys + dtype + shape + bytes of every tensor (BN's ``num_batches_tracked`` excluded)."""
-    import torch
-
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        if key.endswith("num_batches_tracked"):
-            continue
-        t = state_dict[key]
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{key} is a {type(t).__name__}, not a tensor")
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return state_dict_hash(state_dict)
 
 
 def _load_state_dict(path: Path, what: str) -> dict:

@@ -4,6 +4,7 @@ was expected, and the step that makes it."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -37,3 +38,21 @@ def load_torch_file(
     if missing:
         raise GanimeError(f"{path}: not a {what} (missing {', '.join(missing)}); delete it and rerun {made_by}")
     return obj
+
+
+def state_dict_hash(state_dict: dict, skip_prefixes: tuple[str, ...] = ()) -> str:
+    """sha256 over sorted keys + dtype + shape + bytes of every tensor: a weights file's identity by content. Skips
+    keys starting with ``skip_prefixes`` and BN's ``num_batches_tracked`` counters (bookkeeping, not weights)."""
+    import torch
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        if key.startswith(skip_prefixes) or key.endswith("num_batches_tracked"):
+            continue
+        t = state_dict[key]
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{key} is a {type(t).__name__}, not a tensor")
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

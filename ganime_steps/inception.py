@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ganime_steps.checkpoints import state_dict_hash
 from ganime_steps.common import GanimeError, add_subcommand, file_digest, run_cli, torch_save
 
 log = logging.getLogger(__name__)
@@ -82,19 +83,7 @@ def content_hash(state_dict) -> str:
     Excludes the classification head (``fc.*``: not used by FID/KID/PR) and BN's ``num_batches_tracked`` counters
     (bookkeeping), so a file differing only there has the same features and the same hash.
     """
-    import torch
-
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
-            continue
-        t = state_dict[key]
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{key} is a {type(t).__name__}, not a tensor")
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return state_dict_hash(state_dict, skip_prefixes=("fc.",))
 
 
 @dataclass(frozen=True)
