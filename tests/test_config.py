@@ -113,6 +113,7 @@ def test_constants_match_the_code_they_mirror():
         (lambda c: c["datasets"]["faces"].update(require_tags=["smile"]), "datasets.faces.require_tags: tag rules"),
         (lambda c: c["datasets"]["faces"].update(exclude_tags=["hat"]), "datasets.faces.exclude_tags: tag rules"),
         (lambda c: c["classifiers"]["multi"].update(arch="resnet343"), "classifiers.multi.arch: 'resnet343' is not"),
+        (lambda c: c["classifiers"]["multi"].update(arch="resnet34"), "classifiers.multi.arch: 'resnet34' has no"),
         (lambda c: c["scrape"].update(kind="folder"), "scrape.path: required for kind 'folder'"),
     ],
 )
@@ -290,7 +291,7 @@ def test_classifier_arch_is_checked_against_timm_through_a_per_version_cache(tmp
     # real timm name the cache lacks is refused
     cached[0].write_text("only_in_cache\n")
     for spec in config["classifiers"].values():
-        spec["arch"] = "only_in_cache.some_tag"
+        spec.update(arch="only_in_cache.some_tag", pretrained="none")  # no offline weights for a made-up arch
     validate_config(copy.deepcopy(config), families=FAMILIES)
     config["classifiers"]["chibi"]["arch"] = "resnet34"
     with pytest.raises(GanimeError, match=r"classifiers\.chibi\.arch: 'resnet34' is not a timm model"):
