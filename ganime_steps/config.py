@@ -119,7 +119,7 @@ def expand_seeds(runs: dict[str, dict]) -> dict[str, dict]:
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 # The GAN families (ganime_steps.gan.available_families(); a test keeps the two equal): the workflow checks run
 # families by name without importing torch.
-FAMILY_NAMES = ("dcgan", "dragan", "progan", "sngan", "stylegan", "wgan-gp")
+FAMILY_NAMES = ("dcgan", "dragan", "progan", "projected", "sngan", "stylegan", "wgan-gp")
 # Progressive families and their published first resolution (ganime_steps.gan.losses.FAMILIES; a test keeps the
 # two in step without importing torch here).
 PROGRESSIVE_START = {"progan": 4, "stylegan": 8}

@@ -57,7 +57,7 @@ def test_each_family_trains(data: Path, tmp_path: Path, family: str) -> None:
     assert [r["resolution"] for r in rows] == [str(summary["current_resolution"])] * 2
 
 
-@pytest.mark.parametrize("family", ["dcgan", "sngan"])
+@pytest.mark.parametrize("family", ["dcgan", "sngan", "projected"])
 def test_resume_is_exact(data: Path, tmp_path: Path, family: str) -> None:
     n = FAMILIES[family].n_critic
     full = tmp_path / "full"
@@ -214,7 +214,7 @@ def base_argv(data: Path, tmp_path: Path) -> list[str]:
 def test_cli_unknown_family(data: Path, base_argv, capsys) -> None:
     assert train.main(base_argv + ["--data", str(data), "--resolution", "16", "--family", "biggan"]) == 2
     err = _error_lines(capsys)
-    assert len(err) == 1 and "available: dcgan, dragan, progan, sngan, stylegan, wgan-gp" in err[0]
+    assert len(err) == 1 and "available: dcgan, dragan, progan, projected, sngan, stylegan, wgan-gp" in err[0]
 
 
 def test_cli_wrong_resolution(data: Path, base_argv, capsys) -> None:

@@ -153,6 +153,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile G and D (non-progressive families); falls back to eager on failure
     data_on_device: bool | None = None  # packed set as one tensor on the device; None: on CUDA when it fits
     resume_other_code: bool = False  # resume a checkpoint written by other training code (else: set aside, start over)
+    # projected family only: D's feature-network input size, and its converted EfficientNet-Lite0 weights file
+    # (None: resources/backbones/, then the cache; see ganime_steps.backbones.verified_weights)
+    feature_resolution: int = 64
+    feature_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -623,7 +627,9 @@ class Trainer:
             g_norm=fam.g_norm,
             d_norm=fam.d_norm,
             arch=fam.arch,
+            feature_resolution=cfg.feature_resolution,
         )
+        self.diffaug = cfg.diffaug or fam.diffaug
         self.progressive = fam.arch in PROGRESSIVE_ARCHS
         self.schedule = GrowthSchedule(
             resolution=cfg.resolution,
@@ -666,18 +672,20 @@ class Trainer:
     def _build_networks_and_optimisers(self) -> None:
         """G, D and G_ema on the device, Adam and a grad scaler for each, the sample-grid latents, --compile."""
         cfg = self.cfg
-        G, D = build_networks(self.net_cfg)
+        G, D = build_networks(self.net_cfg, self.cfg.feature_weights)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.G = G.to(self.device, memory_format=fmt)
         self.D = D.to(self.device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        # D's trainable parameters (a projected D's pretrained features and random projections stay frozen)
+        self.d_params = [p for p in self.D.parameters() if p.requires_grad]
         self._set_phase(self.phase)
         betas = self.family.betas
         # CUDA: fused Adam (one kernel; GradScaler hands it found_inf on the device, so step() never syncs).
         # CPU: the foreach implementation (half the time of the per-parameter loop, bit-identical results).
         kind = {"fused": True} if self.cuda else {"foreach": True}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas, eps=1e-8, **kind)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas, eps=1e-8, **kind)
+        self.opt_d = torch.optim.Adam(self.d_params, lr=cfg.lr, betas=betas, eps=1e-8, **kind)
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         # Fixed latents for the sample grid, from their own generator so they never touch the training RNG.
@@ -1150,13 +1158,13 @@ class Trainer:
 
     def _d(self, x: torch.Tensor) -> torch.Tensor:
         """D for the losses (compiled when --compile is on)."""
-        if self.cfg.diffaug:
+        if self.diffaug:
             x = diff_augment(x)
         return self.d_fwd(x).float()  # losses in fp32 even under autocast
 
     def _d_eager(self, x: torch.Tensor) -> torch.Tensor:
         """D for gradient penalties (double backward: never compiled)."""
-        if self.cfg.diffaug:
+        if self.diffaug:
             x = diff_augment(x)
         return self.D(x).float()
 
@@ -1275,7 +1283,8 @@ class Trainer:
             pen_sum += pen.detach()
             self.images_seen += bs
 
-        self.D.requires_grad_(False)  # G step: no D parameter grads needed
+        for p in self.d_params:  # G step: no D parameter grads needed
+            p.requires_grad_(False)
         with self._autocast():
             if not fam.g_step_reuses_fakes:
                 fake_for_g = self._g(self._latents(bs * fam.g_batch_mul)).float()
@@ -1285,7 +1294,8 @@ class Trainer:
         self._all_reduce_grads(self.G)
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
-        self.D.requires_grad_(True)
+        for p in self.d_params:
+            p.requires_grad_(True)
 
         per_iter = bs * fam.n_critic
         update_ema(self.G_ema, self.G, ema_beta(per_iter, cfg.ema_kimg, self.images_seen, cfg.ema_rampup))

@@ -23,6 +23,9 @@ Published defaults:
           Adam 1e-3 (0.0, 0.99), eps 1e-8, optimiser reset per phase, style mixing 0.9, 600 + 600 kimg per
           resolution, the official per-resolution lr and one-GPU minibatch tables (``STYLEGAN_LR_SCHEDULE``,
           ``STYLEGAN_BATCH_SCHEDULE``: NVlabs/stylegan train.py ``sched.G_lrate_dict`` / ``minibatch_dict``).
+- projected Sauer et al. 2021 (autonomousvision/projected-gan, config fastgan_lite): FastGAN generator, D on frozen
+          EfficientNet-Lite0 features through fixed random projections, hinge loss, no penalty, DiffAugment
+          always on, Adam 2e-4 (0.0, 0.99), eps 1e-8.
 Progressive families take their penalties at full resolution, as the official code (``res_factor``).
 """
 
@@ -189,7 +192,8 @@ class Family:
     penalty: Callable[..., Tensor] | None = None
     penalty_weight: float = 0.0
     reference: str = ""
-    arch: str = "dcgan"  # NetConfig.arch: dcgan | progan | stylegan
+    arch: str = "dcgan"  # NetConfig.arch: dcgan | progan | stylegan | projected
+    diffaug: bool = False  # DiffAugment before D whatever --diffaug says (Projected GAN's D includes it)
     reset_opt_per_phase: bool = False  # progressive families: fresh Adam state when the lod changes
     stable_kimg: float = 600.0  # progressive families: per resolution
     fade_kimg: float = 600.0
@@ -292,6 +296,18 @@ FAMILIES: dict[str, Family] = {
             lr_schedule=STYLEGAN_LR_SCHEDULE,
             batch_schedule=STYLEGAN_BATCH_SCHEDULE,
             penalty_on_reals=True,
+        ),
+        Family(
+            "projected",
+            hinge_d_loss,
+            hinge_g_loss,
+            lr=2e-4,
+            betas=(0.0, 0.99),
+            g_norm="batch",
+            d_norm="spectral",
+            reference="Sauer et al. 2021",
+            arch="projected",
+            diffaug=True,
         ),
     )
 }

@@ -1,7 +1,8 @@
 """Network configs for every family, the DCGAN-style networks, and export / load / sampling for all of them.
 
 ``NetConfig.arch`` picks the architecture: ``dcgan`` (below; DCGAN, WGAN-GP, DRAGAN, SNGAN differ only in
-normalisation), ``progan`` (:mod:`ganime_steps.gan.progressive`) or ``stylegan`` (:mod:`ganime_steps.gan.stylegan`).
+normalisation), ``progan`` (:mod:`ganime_steps.gan.progressive`), ``stylegan`` (:mod:`ganime_steps.gan.stylegan`)
+or ``projected`` (:mod:`ganime_steps.gan.projected`).
 
 DCGAN-style generator and discriminator for square images of 16..256 px (powers of two).
 
@@ -36,7 +37,7 @@ WIDTH_CAP = 8  # widest layer = WIDTH_CAP * channels
 G_NORMS = ("batch", "none")
 D_NORMS = ("batch", "layer", "none", "spectral")
 UPSAMPLES = ("deconv", "nearest")
-ARCHS = ("dcgan", "progan", "stylegan")
+ARCHS = ("dcgan", "progan", "stylegan", "projected")
 PROGRESSIVE_ARCHS = ("progan", "stylegan")
 
 
@@ -50,11 +51,13 @@ class NetConfig:
     g_norm: str = "batch"  # batch | none
     d_norm: str = "batch"  # batch | layer | none | spectral
     upsample: str = "deconv"  # deconv (ConvTranspose 4x4 s2) | nearest (nearest x2 + conv 3x3, no checkerboard)
-    arch: str = "dcgan"  # dcgan | progan | stylegan
+    arch: str = "dcgan"  # dcgan | progan | stylegan | projected
     # StyleGAN only:
     mapping_layers: int = 8
     style_mixing: float = 0.9  # probability of mixing two latents per training minibatch
     truncation_cutoff: int = 8  # truncation applies to the first N style layers (coarse styles)
+    # Projected only: images are resized to this size before D's pretrained feature network
+    feature_resolution: int = 64
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -70,6 +73,10 @@ class NetConfig:
             raise GanimeError(f"network config {self}: unknown g_norm/d_norm/upsample option")
         if self.arch not in ARCHS or self.mapping_layers < 1 or not 0 <= self.style_mixing <= 1:
             raise GanimeError(f"network config {self}: unknown arch or bad StyleGAN option")
+        if self.arch == "projected" and (self.feature_resolution < 64 or self.feature_resolution % 32):
+            raise GanimeError(
+                f"--feature-resolution {self.feature_resolution}: must be a multiple of 32, at least 64; use e.g. 64"
+            )
 
     @property
     def progressive(self) -> bool:
@@ -193,10 +200,20 @@ def build_generator(cfg: NetConfig) -> nn.Module:
         from ganime_steps.gan.stylegan import StyleGenerator
 
         return StyleGenerator(cfg)
+    if cfg.arch == "projected":
+        from ganime_steps.gan.projected import FastGenerator
+
+        return FastGenerator(cfg)
     return Generator(cfg)
 
 
-def build_discriminator(cfg: NetConfig) -> nn.Module:
+def build_discriminator(cfg: NetConfig, feature_weights: str | None = None) -> nn.Module:
+    """``feature_weights`` (projected only): the converted EfficientNet-Lite0 file for D's frozen feature network;
+    None looks it up (:func:`ganime_steps.backbones.verified_weights`), "" leaves it random (a checkpoint follows)."""
+    if cfg.arch == "projected":
+        from ganime_steps.gan.projected import ProjectedDiscriminator
+
+        return ProjectedDiscriminator(cfg, feature_weights)
     if cfg.progressive:
         from ganime_steps.gan.progressive import ProDiscriminator
 
@@ -204,9 +221,10 @@ def build_discriminator(cfg: NetConfig) -> nn.Module:
     return Discriminator(cfg)
 
 
-def build_networks(cfg: NetConfig) -> tuple[nn.Module, nn.Module]:
+def build_networks(cfg: NetConfig, feature_weights: str | None = None) -> tuple[nn.Module, nn.Module]:
     """G then D (in this order, so weight init draws from the global RNG deterministically)."""
-    return build_generator(cfg), build_discriminator(cfg)
+    G = build_generator(cfg)
+    return G, build_discriminator(cfg, feature_weights)
 
 
 def count_params(module: nn.Module) -> int:

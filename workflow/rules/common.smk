@@ -232,6 +232,13 @@ def all_run_outputs(name):
     return [f"results/runs/{r}/{name}" for r in config["runs"]]
 
 
+def feature_network_weights(wildcards):
+    """A projected run's D features: the converted EfficientNet-Lite0 weights (rule fetch_backbone); else none."""
+    if get_run(wildcards.run)["family"] != "projected":
+        return []
+    return "resources/backbones/tf_efficientnet_lite0.pth"
+
+
 def backbone_weights(wildcards):
     """classifiers.<task>.pretrained offline: the converted weights of its arch (rule fetch_backbone); else none."""
     spec = config["classifiers"][wildcards.task]

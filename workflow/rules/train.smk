@@ -9,7 +9,8 @@ rule train:
         metric_reference=lambda wildcards: get_reference(wildcards.run) if config["evaluation"]["metric_samples"] else [],
         code=code("train"),
         evaluate=code("evaluate"),
-        gan=[str(REPO / "ganime_steps" / "gan" / f"{m}.py") for m in ("loop", "losses", "networks", "progressive", "stylegan")],
+        gan=[str(REPO / "ganime_steps" / "gan" / f"{m}.py") for m in ("loop", "losses", "networks", "progressive", "stylegan", "projected")],
+        feature_weights=feature_network_weights,
         data=lambda wildcards: "results/datasets/{dataset}/pack_{res}.npy".format(
             dataset=get_run(wildcards.run)["dataset"], res=get_run(wildcards.run)["resolution"]
         ),
@@ -28,6 +29,11 @@ rule train:
         out=lambda wildcards: f"results/runs/{wildcards.run}",
         lr=lambda wildcards: "" if get_run(wildcards.run)["lr"] is None else f"--lr {get_run(wildcards.run)['lr']}",
         diffaug=lambda wildcards: "--diffaug" if get_run(wildcards.run)["diffaug"] else "",
+        features=lambda wildcards, input: (
+            f"--feature-resolution {get_run(wildcards.run)['feature_resolution']} --feature-weights {input.feature_weights}"
+            if input.feature_weights
+            else ""
+        ),
         metrics=lambda wildcards, input: (
             f"--metric-reference {input.metric_reference} {feature_flags(input)}"
             f" --metric-samples {config['evaluation']['metric_samples']}"
@@ -86,6 +92,7 @@ rule train:
         " --ema-kimg {params.spec[ema_kimg]}"
         " --checkpoint-every {params.spec[checkpoint_every]}"
         " {params.diffaug}"
+        " {params.features}"
         " {params.growth}"
         " {params.lr_decay}"
         " {params.compile}"
