@@ -516,6 +516,19 @@ def training_code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def own_cuda_rng_state(rng: dict[str, Any], device: torch.device, world: int) -> torch.Tensor | None:
+    """The CUDA RNG state a resuming process restores into its one device: the checkpoint's ``cuda_device``; from
+    older checkpoints (``cuda``: one state per GPU the writer could see) the writer's own, i.e. rank 0's (cuda:0)
+    under data parallel, else this device's entry when the writer had it (its first otherwise)."""
+    if rng.get("cuda_device") is not None:
+        return rng["cuda_device"]
+    states = rng.get("cuda") or []
+    if not states:
+        return None
+    index = device.index if device.index is not None and world == 1 else 0
+    return states[index] if index < len(states) else states[0]
+
+
 def metrics_every_images(cfg: TrainConfig, metrics_every: float | None) -> int:
     """Images between metric snapshots: every checkpoint unless ``metrics_every`` (kimg, a positive multiple of
     ``cfg.checkpoint_every``: metrics are computed at checkpoints) says otherwise."""
@@ -549,7 +562,8 @@ class Trainer:
     does) before each optimiser step, so the result equals one process on the global batch up to summation order,
     except where layers couple a batch: batch norm (per-rank statistics), the minibatch-stddev groups when
     batch / group is not a multiple of N, StyleGAN's noise and mixing latents, DRAGAN's batch std. Rank 0 alone
-    writes files (checkpoints, logs, samples, metrics); a resume loads the same checkpoint on every rank.
+    writes files (checkpoints, logs, samples, metrics); a resume loads the same checkpoint on every rank, with any
+    number of ranks (the checkpoint holds one CUDA RNG state, rank 0's own device's: every rank's is the same).
     """
 
     def __init__(
@@ -783,7 +797,9 @@ class Trainer:
             "best": self.best,
             "rng": {
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.cuda else [],
+                # this process's own GPU only (every rank's equals rank 0's by design: see the class), so the
+                # checkpoint resumes on any number of GPUs
+                "cuda_device": torch.cuda.get_rng_state(self.device) if self.cuda else None,
                 # before any read-ahead draw: a resumed run redraws that batch
                 "numpy": self.prefetch.rng_state(self.rng) if self.prefetch else self.rng.bit_generator.state,
                 "python": random.getstate(),
@@ -874,8 +890,8 @@ class Trainer:
         self._resume_metrics(ck)
         rng = ck["rng"]
         torch.set_rng_state(rng["torch"])
-        if self.cuda and rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.cuda and (state := own_cuda_rng_state(rng, self.device, self.world)) is not None:
+            torch.cuda.set_rng_state(state, self.device)
         self.rng.bit_generator.state = rng["numpy"]
         random.setstate(_as_tuple(rng["python"]))
         self.grid_z = self._grid_latents(int(old.get("seed", self.cfg.seed)))  # keep samples comparable
