@@ -57,6 +57,7 @@ class TrainSummary:
     best_kimg: float | None = None  # the snapshot exported as generator_best.pt (metrics over training only)
     best_metric: float | None = None
     metric_key: str | None = None
+    tf32: bool = False  # TF32 matmuls/convolutions allowed (CUDA only)
 
 
 def run(
@@ -96,6 +97,7 @@ def run(
     resume_other_code: bool = False,
     feature_resolution: int = 64,
     feature_weights: Path | None = None,
+    tf32: bool = False,
 ) -> TrainSummary:
     """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
     (or the labelled Fréchet distance of the feature flags) and KID against that cached reference to
@@ -133,6 +135,7 @@ def run(
         feature_resolution=feature_resolution,
         feature_weights=str(feature_weights) if feature_weights else None,
         resume_other_code=resume_other_code,
+        tf32=tf32,
     )
     check_ranges(cfg)
     out = Path(out)
@@ -231,6 +234,7 @@ def train_summary(res: TrainResult, cfg: TrainConfig, *, data: Path, out: Path) 
         current_resolution=phase["resolution"],
         alpha=phase["alpha"],
         lod=phase["lod"],
+        tf32=cfg.tf32,
         **{name: getattr(res, name) for name in RESULT_FIELDS},
     )
 
@@ -355,6 +359,15 @@ def runtime_options() -> Options:
                 "default": "auto",
                 "choices": AMP_MODES,
                 "help": "CUDA mixed precision: auto = bf16 on native-bf16 GPUs, else fp16",
+            },
+        ),
+        (
+            "--tf32",
+            {
+                "choices": ("on", "off"),
+                "default": "off",
+                "help": "TF32 matmuls and convolutions on CUDA (Ampere+): faster, 10 mantissa bits; off = float32 "
+                "(as stylegan2-ada; metrics always run without it)",
             },
         ),
         (
@@ -544,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             resume_other_code=args.resume_other_code,
             feature_resolution=args.feature_resolution,
             feature_weights=args.feature_weights,
+            tf32=args.tf32 == "on",
         )
 
     return run_cli(parser, handler, argv)

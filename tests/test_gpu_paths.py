@@ -1,14 +1,17 @@
 """GPU code paths, checked on CPU with faked torch.cuda functions: the checkpoint's CUDA RNG state resumes on any GPU
-count."""
+count; the run's TF32 choice."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_train_config, train_tiny, write_disc_dataset
+import yaml
+from conftest import REPO, snakemake, tiny_train_config, train_tiny, write_disc_dataset
 
+from ganime_steps import train
 from ganime_steps.gan.loop import Trainer, own_cuda_rng_state
 
 torch.set_num_threads(1)
@@ -103,3 +106,50 @@ def test_own_state_from_an_old_per_gpu_list(index, world, expected) -> None:
     assert torch.equal(own_cuda_rng_state(rng, device, world), _fake_state(expected))
     assert own_cuda_rng_state({"cuda": []}, device, world) is None  # a CPU run's checkpoint
     assert own_cuda_rng_state({"cuda_device": _fake_state(42)}, device, world).eq(42).all()
+
+
+@pytest.fixture
+def tf32_flags():
+    """The process-wide TF32 flags, restored after the test."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _tf32() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_tf32_flags_follow_the_run_setting_on_cuda_only(data16: Path, tmp_path: Path, tf32_flags, tf32: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (not tf32, not tf32)
+    trainer = Trainer(tiny_train_config(tf32=tf32, amp="off"), data=data16, out=tmp_path, device=torch.device("cpu"))
+    assert _tf32() == (not tf32, not tf32)  # a CPU run leaves the flags alone
+    trainer._setup_device(torch.device("cuda"))  # the set-up step a CUDA run takes (amp off: no CUDA call)
+    assert _tf32() == (tf32, tf32)
+
+
+def test_tf32_defaults_off_and_the_cli_choice_reaches_the_summary(data16: Path, tmp_path: Path) -> None:
+    assert tiny_train_config().tf32 is False
+    argv = ["--data", str(data16), "--resolution", "16", "--kimg", "0.008", "--batch-size", "8", "--channels", "8"]
+    for choice, expected in (([], False), (["--tf32", "on"], True)):
+        out = tmp_path / f"tf32_{expected}"
+        assert train.main([*argv, "--device", "cpu", "--out", str(out), *choice]) == 0
+        assert json.loads((out / "train_summary.json").read_text())["tf32"] is expected
+
+
+def _train_commands(tmp_path: Path, **dcgan_a: object) -> dict[str, str]:
+    """The demo's train commands of its two seed-0 runs (a dry run), with ``dcgan_A`` given these settings."""
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["runs"]["dcgan_A"].update(dcgan_a)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"results/runs/dcgan_{ds}_s0/train_summary.json" for ds in "AB"]
+    result = snakemake("-n", "-p", "--configfile", str(tmp_path / "run.yaml"), "--directory", str(tmp_path), *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if "-m ganime_steps.train" in line]
+    return {run: next(c for c in commands if f"--out results/runs/{run}_s0 " in c) for run in ("dcgan_A", "dcgan_B")}
+
+
+def test_run_key_tf32_reaches_the_train_command(tmp_path: Path) -> None:
+    commands = _train_commands(tmp_path, tf32=True)
+    assert "--tf32 on" in commands["dcgan_A"] and "--tf32 off" in commands["dcgan_B"]

@@ -157,6 +157,9 @@ class TrainConfig:
     # (None: resources/backbones/, then the cache; see ganime_steps.backbones.verified_weights)
     feature_resolution: int = 64
     feature_weights: str | None = None
+    # TF32 matmuls and convolutions on CUDA (Ampere+): faster, 10 mantissa bits. Off by default, as stylegan2-ada
+    # trains, so `--amp off` is real float32; metrics always run without it (evaluate.full_precision_matmul)
+    tf32: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -629,6 +632,14 @@ class Trainer:
         self.amp = resolve_amp(self.cfg.amp, device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         self.channels_last = True if self.cfg.channels_last is None else self.cfg.channels_last
+        if self.cuda:
+            self._set_tf32()
+
+    def _set_tf32(self) -> None:
+        """The run's TF32 choice for CUDA matmuls and cuDNN convolutions (process-wide flags; cuDNN's is on in a
+        fresh torch, so off has to be set too). The flags do nothing on the CPU: a CPU run leaves them alone."""
+        torch.backends.cuda.matmul.allow_tf32 = self.cfg.tf32
+        torch.backends.cudnn.allow_tf32 = self.cfg.tf32
 
     def _setup_schedule(self) -> None:
         """The network config and the growth schedule (one stable phase at full resolution unless progressive),

@@ -59,6 +59,7 @@ rule train:
         # SNGAN decays its lr to 0 at the run's kimg (the CLI's auto); 'none' for the others
         lr_decay=lambda wildcards: f"--lr-decay-kimg {get_run(wildcards.run).get('lr_decay_kimg') or 'auto'}",
         compile=lambda wildcards: "--compile" if get_run(wildcards.run).get("compile") else "",
+        tf32=lambda wildcards: "--tf32 on" if get_run(wildcards.run)["tf32"] else "--tf32 off",
         resume_other_code=lambda wildcards: "--resume-other-code" if get_run(wildcards.run).get("resume_other_code") else "",
         # one run over N GPUs of a node (the run's `gpus`, default 1): torchrun starts N data-parallel ranks
         # (DDP: the global batch is split over them; rank 0 writes the files; resume works as with one GPU)
@@ -96,6 +97,7 @@ rule train:
         " {params.growth}"
         " {params.lr_decay}"
         " {params.compile}"
+        " {params.tf32}"
         " {params.resume_other_code}"
         " {params.metrics}"
         " --out {params.out:q}"
