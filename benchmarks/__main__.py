@@ -1,9 +1,13 @@
-"""`python -m benchmarks [NAME ...] [--quick]`: run the benchmark modules, print a table, save JSON results."""
+"""`python -m benchmarks [NAME ...] [--quick]`: run the benchmark modules, print a table, save JSON results.
+
+A module whose ``run`` takes ``rows_path`` appends each row to ``<out>/<name>.jsonl`` as it is measured (kept if
+the run dies); ``<out>/<name>.json`` is the summary written at the end."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import sys
@@ -32,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
         started = time.monotonic()
-        rows = module.run(quick=args.quick)
+        kwargs = {"quick": args.quick}
+        if "rows_path" in inspect.signature(module.run).parameters:  # rows kept as measured: <name>.jsonl
+            kwargs["rows_path"] = args.out / f"{name}.jsonl"
+        rows = module.run(**kwargs)
         record = {
             "benchmark": name,
             "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": _cpus()},
