@@ -234,14 +234,45 @@ def file_digest(path: str | os.PathLike, algorithm: str, block: int = 1 << 20) -
     return digest.hexdigest()
 
 
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")  # the loaded kernel module's version (Linux)
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version, read without CUDA (which is what failed); None where no driver is loaded."""
+    try:
+        text = NVIDIA_DRIVER_FILE.read_text()
+    except OSError:
+        return None
+    words = text.split("Kernel Module", 1)[-1].split()
+    return words[0] if words else text.strip()[:60] or None
+
+
+def cuda_versions() -> str:
+    """What a CUDA failure depends on, in one phrase: torch's version and CUDA build, the driver, the visible GPUs."""
+    import torch
+
+    build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    driver = nvidia_driver_version()
+    parts = [f"torch {torch.__version__} {build}", f"NVIDIA driver {driver}" if driver else "no NVIDIA driver found"]
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        parts.append(f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}")
+    return "; ".join(parts)
+
+
 def torch_device(name: str = "auto"):
-    """'auto' picks CUDA when present. Threads follow the job's allotment (Snakemake sets OMP_NUM_THREADS)."""
+    """'auto' picks CUDA when present. An explicit 'cuda' with no usable GPU is an error, never a silent CPU run (a
+    rule that claims a GPU asks for it). Threads follow the job's allotment (Snakemake sets OMP_NUM_THREADS)."""
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GanimeError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if name.startswith("cuda"):
+        fix = "run it where a GPU is visible, or use --device cpu or auto (workflow: the run's device key)"
+        if not torch.cuda.is_available():
+            raise GanimeError(f"--device {name}: no usable CUDA GPU ({cuda_versions()}); {fix}")
+        index = torch.device(name).index
+        if index is not None and index >= (count := torch.cuda.device_count()):
+            raise GanimeError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0..cuda:{count - 1}")
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
         torch.set_num_threads(int(threads))

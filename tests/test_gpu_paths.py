@@ -1,9 +1,11 @@
 """GPU code paths, checked on CPU with faked torch.cuda functions: the checkpoint's CUDA RNG state resumes on any GPU
-count; the run's TF32 choice."""
+count; the run's TF32 choice; --device cuda without a usable GPU fails in one line; the train rule passes the run's
+device."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ import torch
 import yaml
 from conftest import REPO, snakemake, tiny_train_config, train_tiny, write_disc_dataset
 
-from ganime_steps import train
+from ganime_steps import common, train
+from ganime_steps.common import GanimeError
 from ganime_steps.gan.loop import Trainer, own_cuda_rng_state
 
 torch.set_num_threads(1)
@@ -138,18 +141,57 @@ def test_tf32_defaults_off_and_the_cli_choice_reaches_the_summary(data16: Path, 
         assert json.loads((out / "train_summary.json").read_text())["tf32"] is expected
 
 
-def _train_commands(tmp_path: Path, **dcgan_a: object) -> dict[str, str]:
-    """The demo's train commands of its two seed-0 runs (a dry run), with ``dcgan_A`` given these settings."""
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """A machine where torch sees no GPU (also on a GPU machine)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("driver", ["535.104.05", None])
+def test_cuda_without_a_usable_gpu_is_one_line_with_the_versions(no_gpu, tmp_path: Path, monkeypatch, driver) -> None:
+    version_file = tmp_path / "version"
+    if driver:  # what the loaded NVIDIA kernel module reports
+        version_file.write_text(f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {driver}  Thu Aug 24 2023\nGCC ...\n")
+    monkeypatch.setattr(common, "NVIDIA_DRIVER_FILE", version_file)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(GanimeError) as err:
+        common.torch_device("cuda")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("--device cuda: no usable CUDA GPU")
+    assert f"torch {torch.__version__}" in message
+    assert (f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only") in message
+    assert (f"NVIDIA driver {driver}" if driver else "no NVIDIA driver found") in message
+    assert "--device cpu" in message  # the fix
+    assert common.torch_device("auto") == torch.device("cpu")  # auto: the CPU, as asked for
+
+
+def test_train_cli_with_cuda_and_no_gpu_fails_before_training(no_gpu, data16: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--data", str(data16), "--resolution", "16", "--kimg", "0.008", "--batch-size", "8", "--channels", "8"]
+    assert train.main([*argv, "--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganime error:")]
+    assert len(errors) == 1 and "--device cuda: no usable CUDA GPU" in errors[0] and "driver" in errors[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def _train_jobs(tmp_path: Path, **runs: dict) -> dict[str, str]:
+    """Run -> its train job as a dry run prints it (resources, shell command): the demo's dcgan_A and dcgan_B (seed 0),
+    each updated with the settings given under its name, and new runs like dcgan_B under any other name."""
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    config["runs"]["dcgan_A"].update(dcgan_a)
+    for name, settings in runs.items():
+        config["runs"][name] = {**config["runs"].get(name, config["runs"]["dcgan_B"]), **settings}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    targets = [f"results/runs/dcgan_{ds}_s0/train_summary.json" for ds in "AB"]
+    names = sorted({"dcgan_A", "dcgan_B", *runs})
+    targets = [f"results/runs/{name}_s0/train_summary.json" for name in names]
     result = snakemake("-n", "-p", "--configfile", str(tmp_path / "run.yaml"), "--directory", str(tmp_path), *targets)
     assert result.returncode == 0, result.stderr[-3000:]
-    commands = [line for line in result.stdout.splitlines() if "-m ganime_steps.train" in line]
-    return {run: next(c for c in commands if f"--out results/runs/{run}_s0 " in c) for run in ("dcgan_A", "dcgan_B")}
+    jobs = [job for job in re.split(r"\n(?:local)?rule ", result.stdout) if job.startswith("train:")]
+    return {name: next(job for job in jobs if f"--out results/runs/{name}_s0 " in job) for name in names}
 
 
-def test_run_key_tf32_reaches_the_train_command(tmp_path: Path) -> None:
-    commands = _train_commands(tmp_path, tf32=True)
-    assert "--tf32 on" in commands["dcgan_A"] and "--tf32 off" in commands["dcgan_B"]
+def test_run_keys_device_and_tf32_reach_the_train_job(tmp_path: Path) -> None:
+    """A run that says cuda gets --device cuda and its GPU; cpu claims none; the default (auto) keeps the claim."""
+    jobs = _train_jobs(tmp_path, dcgan_A={"device": "cuda", "tf32": True}, dcgan_cpu={"device": "cpu"})
+    assert "--tf32 on" in jobs["dcgan_A"] and "--tf32 off" in jobs["dcgan_B"]
+    for name, device, gpus in (("dcgan_A", "cuda", 1), ("dcgan_B", "auto", 1), ("dcgan_cpu", "cpu", 0)):
+        assert f" --device {device} " in jobs[name], name
+        assert re.search(rf"resources: .*\bgpu={gpus}\b", jobs[name]), name

@@ -59,6 +59,8 @@ rule train:
         # SNGAN decays its lr to 0 at the run's kimg (the CLI's auto); 'none' for the others
         lr_decay=lambda wildcards: f"--lr-decay-kimg {get_run(wildcards.run).get('lr_decay_kimg') or 'auto'}",
         compile=lambda wildcards: "--compile" if get_run(wildcards.run).get("compile") else "",
+        # the run's device (schema: auto); config.yaml's GPU runs say cuda, so a job without a GPU fails loudly
+        device=lambda wildcards: get_run(wildcards.run)["device"],
         tf32=lambda wildcards: "--tf32 on" if get_run(wildcards.run)["tf32"] else "--tf32 off",
         resume_other_code=lambda wildcards: "--resume-other-code" if get_run(wildcards.run).get("resume_other_code") else "",
         # one run over N GPUs of a node (the run's `gpus`, default 1): torchrun starts N data-parallel ranks
@@ -70,7 +72,8 @@ rule train:
         ),
     threads: 2
     resources:
-        gpu=lambda wildcards: int(get_run(wildcards.run).get("gpus") or 1),
+        # a cpu run claims no GPU (auto keeps the claim: it uses the GPU where the job gets one)
+        gpu=lambda wildcards: 0 if get_run(wildcards.run)["device"] == "cpu" else int(get_run(wildcards.run).get("gpus") or 1),
         mem_mb=lambda wildcards: get_run(wildcards.run)["mem_mb"],
         # a resubmitted job (profile `retries`) resumes from its checkpoint and also asks for more time,
         # so a run that hit the queue's time limit finishes on the next attempt
@@ -82,6 +85,7 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} -m ganime_steps.train"
         " --data {input.data:q}"
+        " --device {params.device}"
         " --family {params.spec[family]:q}"
         " --resolution {params.spec[resolution]}"
         " --kimg {params.spec[kimg]}"
