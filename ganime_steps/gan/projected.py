@@ -150,7 +150,10 @@ class FeatureProjector(nn.Module):
 
     def __init__(self, weights: str | None, feature_resolution: int) -> None:
         super().__init__()
-        self.stages = feature_stages(weights)
+        # Loading the pretrained net may build, convert or check models: keep it off the global RNG stream, so the
+        # projections and everything after them draw the same numbers wherever the weights were found.
+        with torch.random.fork_rng(devices=[]):
+            self.stages = feature_stages(weights)
         with torch.no_grad():
             probe = torch.zeros(1, 3, feature_resolution, feature_resolution)
             sizes, chans = [], []
