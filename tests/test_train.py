@@ -130,26 +130,57 @@ def test_changed_training_code_starts_over_instead_of_resuming(data: Path, tmp_p
     assert kept.resumed and kept.images_this_run < kept.images_seen
 
 
-def test_training_code_fingerprint_follows_every_module_train_imports(tmp_path: Path, monkeypatch) -> None:
-    from ganime_steps.codedeps import stage_files
+def _package_copy(tmp_path: Path, monkeypatch) -> Path:
+    """A copy of ganime_steps whose files the code fingerprint reads (the real files stay untouched)."""
+    import shutil
+
+    from ganime_steps import codedeps
+
+    package = tmp_path / "ganime_steps"
+    shutil.copytree(codedeps.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    monkeypatch.setattr(codedeps, "PACKAGE_DIR", package)
+    return package
+
+
+def _edit_a_loss(path: Path) -> None:
+    """Change the code of the first function of losses.py (one statement more)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef))
+    function.body.insert(len(function.body) - 1, ast.parse("_edited = None").body[0])
+    path.write_text(ast.unparse(tree))
+
+
+def test_training_code_fingerprint_follows_training_code_only(tmp_path: Path, monkeypatch) -> None:
+    """Code a run executes changes it; metric and classifier code, comments, docstrings and formatting do not."""
     from ganime_steps.gan import loop
 
-    files = {Path(f).name for f in stage_files("train")}
-    assert {"loop.py", "losses.py", "networks.py", "train.py", "common.py"} <= files
-    # one byte of any listed module changes it (a copy of the package, so the real files stay untouched)
-    package = tmp_path / "ganime_steps"
-    copies = []
-    for name in stage_files("train"):
-        copy = package / Path(name).relative_to(loop.PACKAGE_DIR)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_bytes(Path(name).read_bytes())
-        copies.append(str(copy))
-    monkeypatch.setattr(loop, "PACKAGE_DIR", package)
-    monkeypatch.setattr(loop, "stage_files", lambda stage: copies)
+    package = _package_copy(tmp_path, monkeypatch)
     before = loop.training_code_fingerprint()
-    edited = next(c for c in copies if c.endswith("losses.py"))
-    Path(edited).write_text(Path(edited).read_text() + "# edited\n")
+    for name in ("classifier/plots.py", "classifier/model.py", "report.py", "evaluate.py"):
+        path = package / name
+        path.write_text(path.read_text() + "\n_EDITED = 1  # not training code\n")
+    trainer = package / "gan" / "loop.py"
+    text = trainer.read_text()
+    trainer.write_text(text.replace('"""One training loop', '"""Reworded. One training loop', 1) + "\n# a comment\n\n")
+    assert trainer.read_text() != text and loop.training_code_fingerprint() == before
+    _edit_a_loss(package / "gan" / "losses.py")
     assert loop.training_code_fingerprint() != before
+
+
+def test_only_training_code_edits_start_a_run_over(data: Path, tmp_path: Path, monkeypatch) -> None:
+    """A classifier or report edit (or a comment) keeps the checkpoint resumable; an edited loss starts over."""
+    package = _package_copy(tmp_path, monkeypatch)
+    run = tmp_path / "run"
+    assert not train_tiny(data, run).resumed
+    (package / "classifier" / "plots.py").write_text((package / "classifier" / "plots.py").read_text() + "\nX = 1\n")
+    (package / "report.py").write_text((package / "report.py").read_text() + "\n# edited\n")
+    (package / "gan" / "networks.py").write_text((package / "gan" / "networks.py").read_text() + "\n# edited\n")
+    assert train_tiny(data, run, kimg=0.048).resumed
+    _edit_a_loss(package / "gan" / "losses.py")
+    again = train_tiny(data, run, kimg=0.048)
+    assert not again.resumed and (run / "checkpoint.previous-code.pt").is_file()
 
 
 def test_finished_run_only_rewrites_artifacts(data: Path, tmp_path: Path) -> None:

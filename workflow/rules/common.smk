@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from ganime_steps.backbones import OFFLINE_ARCHS
-from ganime_steps.codedeps import stage_files
+from ganime_steps.codedeps import metric_files, stage_files, training_files
 from ganime_steps.common import GanimeError
 from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, all_sources, validate_config
 from ganime_steps.labels import source_files
@@ -72,6 +72,20 @@ def code(stage):
     """The stage's module file and every ganime_steps module it imports (transitively, read with ast): inputs, so
     that editing the stage or any code it uses (common.py, imaging.py, sources/*, gan/*, ...) reruns the stage."""
     return stage_files(stage)
+
+
+def training_code():
+    """The train rule's code: the modules a training run executes (codedeps.training_files), the same files as the
+    checkpoint's code fingerprint. Not the classifier or report code that train only reaches through metrics."""
+    return training_files()
+
+
+def metric_code(wildcards):
+    """The code of a run's metric snapshots (evaluate, Inception; the classifier package only where the features are
+    a classifier's); none without snapshots. Editing it reruns train, which resumes its checkpoint."""
+    if not config["evaluation"]["metric_samples"]:
+        return []
+    return metric_files(classifier="classifier" in get_feature_inputs())
 
 
 def get_label_sources(wildcards):

@@ -7,9 +7,9 @@ rule train:
         # metric snapshots over training (metrics.jsonl) use the run's shared reference and the FID weights
         unpack(lambda wildcards: get_feature_inputs() if config["evaluation"]["metric_samples"] else {}),
         metric_reference=lambda wildcards: get_reference(wildcards.run) if config["evaluation"]["metric_samples"] else [],
-        code=code("train"),
-        evaluate=code("evaluate"),
-        gan=[str(REPO / "ganime_steps" / "gan" / f"{m}.py") for m in ("loop", "losses", "networks", "progressive", "stylegan", "projected")],
+        # the modules training executes (gan/*, what they import; the checkpoint's code fingerprint covers the same)
+        code=training_code(),
+        metric_code=metric_code,
         feature_weights=feature_network_weights,
         data=lambda wildcards: "results/datasets/{dataset}/pack_{res}.npy".format(
             dataset=get_run(wildcards.run)["dataset"], res=get_run(wildcards.run)["resolution"]
