@@ -206,19 +206,28 @@ def test_dry_run_refuses_a_bad_config_in_one_line(edit, line, tmp_path):
     assert "Traceback" not in output
 
 
-def test_dry_run_without_hand_labels_says_how_to_make_them(tmp_path):
+def test_dry_run_without_hand_labels_names_them_all_at_once(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     result = _dry_run(tmp_path, config)  # a first real run: no labels/ folder yet
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "MissingInputException" not in output, output[-3000:]
-    # the first task the DAG reaches names its file (labels.chibi: labels/chibi.csv, or multi, or aesthetic)
-    found = [
-        m for m in map(re.compile(r"labels\.(\w+): labels/(\w+)\.csv does not exist").search, output.splitlines()) if m
-    ]
-    assert len(found) == 1 and found[0].group(1) == found[0].group(2), output[-3000:]
-    line, task = found[0].string, found[0].group(1)
-    assert "snakemake --cores 1 first_label_queues" in line and f"point labels.{task} at your file" in line
+    # one line names every task's file (not one per attempt), each with the command that makes its first queue
+    lines = [text for text in output.splitlines() if "hand-label file(s) missing" in text]
+    assert len(lines) == 1, output[-3000:]
+    found = re.findall(r"labels\.(\w+): labels/(\w+)\.csv does not exist", lines[0])
+    assert sorted(task for task, _ in found) == ["aesthetic", "chibi", "multi"], lines[0]
+    for task, name in found:
+        assert task == name
+        assert f"`snakemake --cores 1 results/label_queue/first/{task}.json`" in lines[0], task
+        assert f"point labels.{task} at your file" in lines[0], task
+    assert "snakemake --cores 1 first_label_queues" in lines[0]
+    # a file that exists is not named: with chibi's labels in place, multi and aesthetic are still named together
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "chibi.csv").write_text("post_id,label\n1,1\n")
+    result = _dry_run(tmp_path, config)
+    line = next(text for text in (result.stdout + result.stderr).splitlines() if "hand-label file(s) missing" in text)
+    assert sorted(re.findall(r"labels\.(\w+): labels/\w+\.csv does not exist", line)) == ["aesthetic", "multi"], line
 
 
 def test_missing_hand_labels_do_not_block_targets_that_need_none(tmp_path):
@@ -254,3 +263,15 @@ def test_run_setting_resume_other_code_reaches_the_train_command(tmp_path):
     dcgan, stylegan = sorted(commands, key=lambda c: "stylegan_A" in c)
     assert "--out results/runs/dcgan_A_s0" in dcgan and "--resume-other-code" in dcgan
     assert "--out results/runs/stylegan_A" in stylegan and "--resume-other-code" not in stylegan
+
+
+def test_readme_run_folders_are_runs_of_config_yaml():
+    """Every results/runs/<run> the README names (the generate and studio commands, the Docker mount example) is a run
+    config.yaml makes (a run with seeds is <run>_s<seed>), so the commands work as written after a real run."""
+    from ganime_steps.config import FAMILY_NAMES, validate_config
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config, families=FAMILY_NAMES)
+    named = set(re.findall(r"results/runs/([A-Za-z0-9_]+)", (REPO / "README.md").read_text()))
+    assert named, "the README names no run folder"
+    assert named <= set(config["runs"]), sorted(named - set(config["runs"]))

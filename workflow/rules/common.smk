@@ -88,20 +88,37 @@ def metric_code(wildcards):
     return metric_files(classifier="classifier" in get_feature_inputs())
 
 
+def missing_label_files(first_task):
+    """(task, path) of every configured hand-label file that does not exist and that no job makes; ``first_task``'s
+    first, then the other classifiers' tasks in config order."""
+    tasks = [first_task] + [task for task in config["classifiers"] if task != first_task and task in config["labels"]]
+    return [
+        (task, path)
+        for task in tasks
+        for path in source_files(config["labels"][task])
+        if not Path(path).exists() and not any(r.is_producer(path) for r in workflow.rules)
+    ]
+
+
 def get_label_sources(wildcards):
     """The files a task's labels are read from. A configured file that does not exist and that no rule makes (a
-    first real run has no hand labels yet) stops the run in one line saying how to make it, instead of Snakemake's
-    MissingInputException. Lazy: only a run that needs results/labels/<task>.parquet checks its labels."""
+    first real run has no hand labels yet) stops the run in one line naming every missing hand-label file of every
+    task, each with the command that makes its first label queue, instead of Snakemake's MissingInputException
+    (one file per attempt). Lazy: only a run that needs results/labels/<task>.parquet checks the labels."""
     task = wildcards.task
-    files = source_files(config["labels"][task])
-    for path in files:
-        if not Path(path).exists() and not any(r.is_producer(path) for r in workflow.rules):
-            raise WorkflowError(
-                f"ganime: labels.{task}: {path} does not exist; label a first round with "
-                f"`snakemake --cores 1 first_label_queues` (Label Studio tasks in results/label_queue/first/), "
-                f"export the labels to {path}, or point labels.{task} at your file"
-            )
-    return files
+    missing = missing_label_files(task)
+    if missing and missing[0][0] == task:
+        each = "; ".join(
+            f"labels.{t}: {path} does not exist: make its first label queue with "
+            f"`snakemake --cores 1 results/label_queue/first/{t}.json` (Label Studio tasks), label it and export "
+            f"the labels to {path}, or point labels.{t} at your file"
+            for t, path in missing
+        )
+        raise WorkflowError(
+            f"ganime: {len(missing)} hand-label file(s) missing: {each} "
+            f"(`snakemake --cores 1 first_label_queues` makes every task's first queue in results/label_queue/first/)"
+        )
+    return source_files(config["labels"][task])
 
 
 def is_synthetic():
