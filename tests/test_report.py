@@ -317,6 +317,7 @@ def test_classifier_headline_is_the_test_split(tmp_path):
         {
             **common,
             "task": "chibi",
+            "pretrained_source": "offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0 (content ab)",
             "test": _clf_block("test (held out)", 40, 0.8111, 0.7222, 0.7641, 0.9012, [[28, 3], [5, 4]]),
             "test_note": None,
             "val": _clf_block(VAL, 40, 0.95, 0.9, 0.9243, 0.99, [[30, 1], [1, 8]]),
@@ -342,6 +343,8 @@ def test_classifier_headline_is_the_test_split(tmp_path):
     chibi_row = re.search(r'<tr><td class="t">chibi</td>.*?</tr>', table).group(0)
     for text in ("120 / 40 / 40", "test (held out)", "0.811", "0.722", "0.764", "0.901", "0.420", "0.924"):
         assert text in chibi_row, text
+    assert "offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0 (content ab)" in chibi_row
+    assert "not recorded (metrics.json predates it)" in table  # multi's file has no pretrained_source
     assert chibi_row.index("0.764") < chibi_row.index("0.924")  # validation F1 is the last column
     assert "validation F1 (used for epoch and threshold)" in table
     multi_row = re.search(r'<tr><td class="t">multi</td>.*?</tr>', table).group(0)
