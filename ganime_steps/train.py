@@ -5,7 +5,8 @@ plus samples_<kimg>kimg.png per checkpoint, log.csv, train_summary.json.
 
 Progressive families (progan, stylegan) also take --start-resolution, --stable-kimg, --fade-kimg,
 --batch-schedule and --lr-schedule (defaults: the family's published schedule, 600 + 600 kimg per resolution;
-``auto`` tables: StyleGAN's official per-resolution lr and one-GPU minibatch tables).
+``auto`` tables: StyleGAN's official per-resolution lr and one-GPU minibatch tables; under data parallel the
+minibatch table's entries up to the run's resolution are rounded up to multiples of the GPU count).
 
 Defaults differ on purpose between the CLI and :func:`run`: the CLI's ``auto`` (``--batch-schedule``,
 ``--lr-schedule``, ``--lr-decay-kimg``) resolves to the family's reference settings (StyleGAN's tables; SNGAN's
@@ -21,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from ganime_steps.common import GanimeError, run_cli, torch_device, write_json
-from ganime_steps.gan.loop import AMP_MODES, LOG_COLUMNS, TrainConfig, Trainer, TrainResult
+from ganime_steps.gan.loop import (
+    AMP_MODES,
+    LOG_COLUMNS,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    dist_env,
+    rank_device,
+    scale_batch_schedule,
+)
 from ganime_steps.gan.losses import available_families, get_family
 
 
@@ -105,9 +115,13 @@ def run(
     ``generator_best.pt``. Rows record the reference's content hash and both N; a resume with another reference or
     sample count drops the rows measured otherwise (see :mod:`ganime_steps.gan.loop`)."""
     fam = get_family(family)  # unknown family: one line listing the available ones
+    rank, world, local_rank = dist_env()  # data parallel under torchrun; (0, 1, 0) otherwise
+    published_batches = batch_schedule == "auto"
     batch_schedule, lr_schedule, lr_decay_kimg = resolve_family_defaults(
         fam.name, kimg, batch_schedule, lr_schedule, lr_decay_kimg
     )
+    if published_batches:  # the one-GPU table, its entries split evenly over the GPUs (a set table is checked)
+        batch_schedule = scale_batch_schedule(batch_schedule, world, resolution)
     cfg = TrainConfig(
         family=fam.name,
         resolution=resolution,
@@ -139,22 +153,32 @@ def run(
     )
     check_ranges(cfg)
     out = Path(out)
+    dev = torch_device(device)
+    # Rank 0 alone measures snapshots (it alone writes files): the metric network is built there only, on rank 0's
+    # own GPU (the device the Trainer gives that rank), never on every rank's cuda:0.
     snapshot_metric = (
-        make_snapshot_metric(metric_reference, metric_samples, metric_seed, inception_weights, classifier_model, device)
-        if metric_reference is not None and metric_samples > 0
+        make_snapshot_metric(
+            metric_reference,
+            metric_samples,
+            metric_seed,
+            inception_weights,
+            classifier_model,
+            str(rank_device(dev, local_rank, world)),
+        )
+        if metric_reference is not None and metric_samples > 0 and rank == 0
         else None
     )
-    trainer = Trainer(
+    with Trainer(  # leaving the block (also on an error) destroys a data-parallel run's process group
         cfg,
         data=Path(data),
         out=out,
-        device=torch_device(device),
+        device=dev,
         snapshot_metric=snapshot_metric,
         metric_key=snapshot_metric.key if snapshot_metric else "fid",
         metrics_every=metrics_every,
         metric_at_start=True,  # the curve starts at the untrained generator (kimg 0)
-    )
-    summary = train_summary(trainer.train(), cfg, data=data, out=out)
+    ) as trainer:
+        summary = train_summary(trainer.train(), cfg, data=data, out=out)
     if trainer.main:  # data parallel: rank 0 alone writes files
         write_json(out / "train_summary.json", summary)
     return summary

@@ -1,6 +1,8 @@
-"""Data-parallel training (torchrun / DDP) on CPU: two gloo processes, spawned here, train one ProGAN run on the
-same global batch as one process; the result matches the single process to a stated tolerance (summation order
-of the gradient all-reduce only), rank 0 alone writes files, and a 2-process run resumes exactly."""
+"""Data-parallel training (torchrun / DDP) on CPU: two gloo processes, spawned here, train one ProGAN run and one
+StyleGAN run on the same global batch as one process; the result matches the single process to a stated tolerance
+(summation order of the gradient all-reduce only; StyleGAN's noise maps and mixing latents are each rank's rows of
+the global draw), rank 0 alone writes files, every rank leaves the process group at exit, and a 2-process run
+resumes exactly."""
 
 from __future__ import annotations
 
@@ -20,12 +22,22 @@ RES = 16
 # ProGAN at one resolution: no batch norm, pixel norm per sample, minibatch-stddev groups of 4 that a global batch
 # of 8 split rank::2 keeps whole; WGAN-GP interpolation weights are drawn globally. Measured max |difference| of
 # any G/D/G_ema weight after 4 iterations: 2.83e-07 (gradient summation order only).
-TOLERANCE = 1e-5  # measured here: 2.83e-07
+# StyleGAN at one resolution: noise, mixing latents and R1 per sample (the mixing decision and crossover once per
+# global batch, as one process draws them); instance norm per sample; D is ProGAN's. Measured: 7.63e-06 (mapping
+# layers), against 9.6e-03 with the noise and mixing latents drawn alike on every rank.
+TOLERANCE = {"progan": 1e-5, "stylegan": 5e-5}  # measured here: 2.83e-07, 7.63e-06
+NOT_COMPARED = (
+    "w_avg",  # StyleGAN's tracked mean W: each rank's own batch mean (rank 0's is saved), as in StyleGAN2-ADA
+    # The first StyleGAN layer's bias acts on a spatially constant map at init (const = ones, noise strength 0), which
+    # instance norm removes: its gradient is round-off, which Adam scales to +-lr steps whatever the summation order.
+    # It stays without effect on the output while the map before instance norm is constant up to a linear lrelu.
+    "epi4.0.bias",
+)
 
 
-def _cfg(kimg: float) -> TrainConfig:
+def _cfg(kimg: float, family: str = "progan") -> TrainConfig:
     return TrainConfig(
-        family="progan",
+        family=family,
         resolution=RES,
         kimg=kimg,
         batch_size=8,
@@ -45,7 +57,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, data: str, out: str, kimg: float, report: str) -> None:
+def _worker(rank: int, world: int, port: int, data: str, out: str, kimg: float, report: str, family: str) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
@@ -53,21 +65,26 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, kimg: float, 
     import torch.distributed as dist
 
     try:
-        tr = Trainer(_cfg(kimg), data=Path(data), out=Path(out), device=torch.device("cpu"))
         local = []
-        handle = tr.D.register_forward_hook(lambda m, i, o: local.append(i[0].shape[0]))
-        res = tr.train()
-        handle.remove()
+        with Trainer(_cfg(kimg, family), data=Path(data), out=Path(out), device=torch.device("cpu")) as tr:
+            handle = tr.D.register_forward_hook(lambda m, i, o: local.append(i[0].shape[0]))
+            res = tr.train()
+            handle.remove()
+        # leaving the block destroyed the group the Trainer joined (as the train CLI does at exit)
+        left = not dist.is_initialized()
         Path(report, f"rank{rank}.json").write_text(
-            json.dumps({"local_batches": sorted(set(local)), "images_seen": res.images_seen, "step": res.step})
+            json.dumps(
+                {"local_batches": sorted(set(local)), "images_seen": res.images_seen, "step": res.step, "left": left}
+            )
         )
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
-def _spawn(data: Path, out: Path, kimg: float, report: Path) -> None:
+def _spawn(data: Path, out: Path, kimg: float, report: Path, family: str = "progan") -> None:
     report.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(out), kimg, str(report)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(data), str(out), kimg, str(report), family), nprocs=2, join=True)
 
 
 def _weights(path: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -80,11 +97,13 @@ def data(tmp_path_factory) -> Path:
     return write_disc_dataset(tmp_path_factory.mktemp("data") / "train_16.npy", RES)
 
 
-def test_two_processes_match_one(data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", ["progan", "stylegan"])
+def test_two_processes_match_one(data: Path, tmp_path: Path, family: str) -> None:
     torch.set_num_threads(1)
-    single = Trainer(_cfg(0.032), data=data, out=tmp_path / "one", device=torch.device("cpu")).train()
-    _spawn(data, tmp_path / "two", 0.032, tmp_path / "report")
+    single = Trainer(_cfg(0.032, family), data=data, out=tmp_path / "one", device=torch.device("cpu")).train()
+    _spawn(data, tmp_path / "two", 0.032, tmp_path / "report", family)
     reports = [json.loads((tmp_path / "report" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["left"] for r in reports] == [True, True]  # every rank destroyed its process group
     # same global batch: 8 images per step, 4 on each rank, same images seen and steps as one process
     assert [r["local_batches"] for r in reports] == [[4], [4]]
     assert [r["images_seen"] for r in reports] == [single.images_seen] * 2 == [32, 32]
@@ -94,9 +113,10 @@ def test_two_processes_match_one(data: Path, tmp_path: Path) -> None:
         (ta.float() - b[net][key].float()).abs().max().item()
         for net in ("G", "D", "G_ema")
         for key, ta in a[net].items()
+        if not key.endswith(NOT_COMPARED)
     )
-    print(f"max |weight difference| 2 processes vs 1: {worst:.3g}")
-    assert worst < TOLERANCE
+    print(f"{family}: max |weight difference| 2 processes vs 1: {worst:.3g}")
+    assert worst < TOLERANCE[family]
     # rank 0 alone wrote the run's files
     assert (tmp_path / "two" / "generator.pt").is_file() and (tmp_path / "two" / "samples.png").is_file()
     rows = [line.split(",") for line in (tmp_path / "two" / "log.csv").read_text().splitlines()[1:]]

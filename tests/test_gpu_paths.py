@@ -1,6 +1,6 @@
 """GPU code paths, checked on CPU with faked torch.cuda functions: the checkpoint's CUDA RNG state resumes on any GPU
 count; the run's TF32 choice; --device cuda without a usable GPU fails in one line; the train rule passes the run's
-device."""
+device and its threads scale with its GPUs; the config's device reaches the classifier, evaluate and studio jobs."""
 
 from __future__ import annotations
 
@@ -177,6 +177,8 @@ def _train_jobs(tmp_path: Path, **runs: dict) -> dict[str, str]:
     """Run -> its train job as a dry run prints it (resources, shell command): the demo's dcgan_A and dcgan_B (seed 0),
     each updated with the settings given under its name, and new runs like dcgan_B under any other name."""
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    for run in config["runs"].values():
+        run.pop("device", None)  # the schema's default (auto) unless a test sets one
     for name, settings in runs.items():
         config["runs"][name] = {**config["runs"].get(name, config["runs"]["dcgan_B"]), **settings}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
@@ -195,3 +197,56 @@ def test_run_keys_device_and_tf32_reach_the_train_job(tmp_path: Path) -> None:
     for name, device, gpus in (("dcgan_A", "cuda", 1), ("dcgan_B", "auto", 1), ("dcgan_cpu", "cpu", 0)):
         assert f" --device {device} " in jobs[name], name
         assert re.search(rf"resources: .*\bgpu={gpus}\b", jobs[name]), name
+
+
+def _dry_run_jobs(tmp_path: Path, config: dict, *targets: str) -> dict[str, list[str]]:
+    """Rule -> its jobs as a dry run prints them (resources, threads, shell command), with cores to spare (a local run
+    caps a job's threads at --cores; a cluster job asks for them as --cpus-per-task)."""
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    args = ("-n", "-p", "--cores", "64", "--configfile", str(tmp_path / "run.yaml"), "--directory", str(tmp_path))
+    result = snakemake(*args, *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs: dict[str, list[str]] = {}
+    for job in re.split(r"\n(?:local)?rule ", result.stdout):
+        jobs.setdefault(job.split(":", 1)[0], []).append(job)
+    return jobs
+
+
+def test_train_threads_scale_with_the_gpus(tmp_path: Path) -> None:
+    """threads = cpus_per_gpu (schema: 2) x gpus; each torchrun rank gets its share as OMP_NUM_THREADS."""
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    base = {**config["runs"]["dcgan_B"], "device": "cuda"}
+    config["runs"] = {
+        "one": base,
+        "eight": {**base, "gpus": 8, "batch_size": 64},
+        "four_by_three": {**base, "gpus": 4, "batch_size": 64, "cpus_per_gpu": 3},
+    }
+    targets = [f"results/runs/{name}_s0/train_summary.json" for name in config["runs"]]
+    jobs = _dry_run_jobs(tmp_path, config, *targets)["train"]
+    for name, threads, gpus in (("one", 2, 1), ("eight", 16, 8), ("four_by_three", 12, 4)):
+        job = next(job for job in jobs if f"--out results/runs/{name}_s0 " in job)
+        assert re.search(rf"\bthreads: {threads}\b", job), job
+        rank_threads = threads // gpus
+        launcher = "python" if gpus == 1 else f"torchrun --standalone --nproc_per_node {gpus}"
+        assert f"OMP_NUM_THREADS={rank_threads} {launcher} -m ganime_steps.train" in job, job
+
+
+GPU_STAGE_RULES = ("classifier_train", "classifier_score", "evaluate_reference", "evaluate", "directions")
+
+
+@pytest.mark.parametrize(("device", "gpus"), [(None, 1), ("cuda", 1), ("cpu", 0)])
+def test_config_device_reaches_the_classifier_evaluate_and_studio_jobs(tmp_path: Path, device, gpus) -> None:
+    """The top-level device key (schema: auto, as the demo runs on CPUs; config.yaml: cuda) is each GPU stage's
+    --device; cpu claims no GPU, auto and cuda claim one."""
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config.pop("device", None)
+    if device:
+        config["device"] = device
+    jobs = _dry_run_jobs(
+        tmp_path, config, "results/runs/dcgan_A_s0/metrics.json", "results/runs/dcgan_A_s0/directions.npz"
+    )
+    for rule in GPU_STAGE_RULES:
+        assert jobs.get(rule), f"no {rule} job planned"
+        for job in jobs[rule]:
+            assert f" --device {device or 'auto'} " in job, job
+            assert re.search(rf"resources: .*\bgpu={gpus}\b", job), job

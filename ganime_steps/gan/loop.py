@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import datetime
 import io
 import json
 import logging
@@ -123,6 +124,9 @@ BEST_FILE = "generator_best.pt"
 BN_SEED_STREAM = 0x626E  # G_ema's BN recalibration latents: seed + this, never the training streams
 SnapshotMetricFn = Callable[[torch.nn.Module], dict[str, Any]]
 DEVICE_DATA_FRACTION = 0.25  # the packed set goes onto the GPU when it takes at most this share of free memory
+# Data parallel: how long a rank waits in a collective. The other ranks wait in a barrier while rank 0 checkpoints
+# and measures a snapshot (a 50k-sample FID can take longer than NCCL's default 10 minutes on a slow GPU).
+DIST_TIMEOUT = datetime.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -543,6 +547,65 @@ def metrics_every_images(cfg: TrainConfig, metrics_every: float | None) -> int:
     return every
 
 
+def rank_device(device: torch.device, local_rank: int, world: int) -> torch.device:
+    """The device this process works on: under data parallel on CUDA, torchrun's ``LOCAL_RANK``-th GPU (each
+    rank its own), else ``device``."""
+    return torch.device("cuda", local_rank) if world > 1 and device.type == "cuda" else device
+
+
+def run_batch_sizes(schedule: GrowthSchedule) -> dict[int, int]:
+    """{resolution: global batch size} at every resolution the run trains at: from its start resolution up to its
+    own (a non-progressive run: its one resolution). Entries of the table above the run's resolution are not used."""
+    sizes, res = {}, schedule.start_resolution
+    while res <= schedule.resolution:
+        sizes[res] = schedule.batch_schedule.get(res, schedule.batch_size)
+        res *= 2
+    return sizes
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def scale_batch_schedule(text: str, world: int, resolution: int) -> str:
+    """A published per-resolution batch table (``--batch-schedule auto``) for ``world`` data-parallel ranks: each
+    entry at or below the run's resolution that is not a multiple of ``world`` is rounded up to one (the table's
+    global batch is kept wherever it splits evenly, so the run trains as on one GPU); entries above the resolution
+    are never used and stay as published. Logs the entries it changed."""
+    if world <= 1:
+        return text
+    table = parse_batch_schedule(text)
+    scaled = {r: round_up(b, world) if r <= resolution else b for r, b in table.items()}
+    changed = [f"{r}:{table[r]}->{b}" for r, b in scaled.items() if b != table[r]]
+    if changed:
+        log.warning(
+            "--batch-schedule auto on %d GPUs: %s rounded up to a multiple of the GPU count", world, ", ".join(changed)
+        )
+    return ",".join(f"{r}:{b}" for r, b in scaled.items())
+
+
+def check_data_parallel_batches(schedule: GrowthSchedule, world: int) -> None:
+    """Every global batch the run trains with must split evenly over the ``world`` ranks; one GanimeError line
+    naming the flag and a fix otherwise. Only the resolutions the run reaches count (:func:`run_batch_sizes`)."""
+    sizes = run_batch_sizes(schedule)
+    bad = {r: b for r, b in sizes.items() if b % world}
+    if world <= 1 or not bad:
+        return
+    res, batch = min(bad.items())
+    where = f"batch {batch} at {res} px is not a multiple of the {world} GPUs (each takes an equal share)"
+    if res in schedule.batch_schedule:
+        table = ",".join(f"{r}:{round_up(b, world)}" for r, b in sizes.items())
+        raise GanimeError(
+            f"--batch-schedule (run key batch_schedule): {where}; use multiples of {world} from "
+            f"{schedule.start_resolution} to {schedule.resolution} px, e.g. '{table}', or run on a GPU count "
+            "that divides them (run key gpus)"
+        )
+    raise GanimeError(
+        f"--batch-size {batch} (run key batch_size): {where}; use e.g. --batch-size {round_up(batch, world)}, "
+        "or run on a GPU count that divides it (run key gpus)"
+    )
+
+
 def dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) in a plain process."""
     return (
@@ -556,13 +619,17 @@ class Trainer:
     """Owns the networks, optimisers and state of one run folder.
 
     Data parallel (``torchrun --nproc_per_node N``, WORLD_SIZE > 1): every rank holds the same networks and RNG
-    states and draws the same global batch (indices, flips, latents, DiffAugment and penalty draws), keeping its
-    samples ``rank::world``; gradients are averaged over ranks (one flat all-reduce per step, as StyleGAN2-ADA
-    does) before each optimiser step, so the result equals one process on the global batch up to summation order,
-    except where layers couple a batch: batch norm (per-rank statistics), the minibatch-stddev groups when
-    batch / group is not a multiple of N, StyleGAN's noise and mixing latents, DRAGAN's batch std. Rank 0 alone
-    writes files (checkpoints, logs, samples, metrics); a resume loads the same checkpoint on every rank, with any
-    number of ranks (the checkpoint holds one CUDA RNG state, rank 0's own device's: every rank's is the same).
+    states and draws the same global batch (indices, flips, latents, DiffAugment and penalty draws, StyleGAN's
+    noise maps and mixing latents), keeping its samples ``rank::world``; gradients are averaged over ranks (one
+    flat all-reduce per step, as StyleGAN2-ADA does) before each optimiser step, so the result equals one process
+    on the global batch up to summation order, except where layers couple a batch: batch norm on the CPU (gloo:
+    per-rank statistics; on CUDA G's and D's batch norm is SyncBatchNorm, global statistics), the minibatch-stddev
+    groups when batch / group is not a multiple of N, StyleGAN's tracked w_avg (each rank's own batch mean; rank
+    0's is saved), DRAGAN's batch std. Every batch size the run reaches must be a multiple of N. Rank 0 alone
+    writes files (checkpoints, logs, samples, metrics) while the others wait in a barrier (:data:`DIST_TIMEOUT`);
+    :meth:`close` (or leaving a ``with`` block) destroys the process group the Trainer joined. A resume loads the
+    same checkpoint on every rank, with any number of ranks (the checkpoint holds one CUDA RNG state, rank 0's own
+    device's: every rank's is the same).
     """
 
     def __init__(
@@ -589,19 +656,40 @@ class Trainer:
         self.metric_at_start = metric_at_start
         self.metrics_every_images = metrics_every_images(cfg, metrics_every)
         self.family: Family = get_family(cfg.family)
+        self._owns_group = False
         device = self._join_processes(device)
-        self.images = load_dataset(data, cfg.resolution)
-        self.data_id = dataset_fingerprint(Path(data))
-        self.code_id = training_code_fingerprint()
-        self.out = Path(out)
-        self.ckpt_path = self.out / "checkpoint.pt"
-        self._setup_device(device)
-        self._setup_schedule()
-        self._setup_batches()
-        self._seed_and_determinism()
-        self._build_networks_and_optimisers()
-        self._reset_run_state()
-        self._resume_or_start()
+        try:
+            self.images = load_dataset(data, cfg.resolution)
+            self.data_id = dataset_fingerprint(Path(data))
+            self.code_id = training_code_fingerprint()
+            self.out = Path(out)
+            self.ckpt_path = self.out / "checkpoint.pt"
+            self._setup_device(device)
+            self._setup_schedule()
+            self._setup_batches()
+            self._seed_and_determinism()
+            self._build_networks_and_optimisers()
+            self._reset_run_state()
+            self._resume_or_start()
+        except BaseException:
+            self.close()  # a set-up error leaves no process group behind
+            raise
+
+    def close(self) -> None:
+        """Leave the process group this Trainer joined (data parallel; a no-op otherwise). Idempotent; callers run
+        it at exit, on error paths too (``with Trainer(...) as trainer:`` does)."""
+        if self._owns_group:
+            import torch.distributed as dist
+
+            self._owns_group = False
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- set-up steps (in this order: __init__) ------------------------------------------------------------------
 
@@ -613,13 +701,25 @@ class Trainer:
         if self.world > 1:
             import torch.distributed as dist
 
+            device = rank_device(device, local_rank, self.world)
             if device.type == "cuda":
-                device = torch.device("cuda", local_rank)
                 torch.cuda.set_device(device)
             if not dist.is_initialized():
-                dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+                backend = "nccl" if device.type == "cuda" else "gloo"
+                dist.init_process_group(backend=backend, timeout=DIST_TIMEOUT)
+                self._owns_group = True
         self.shard = (self.rank, self.world) if self.world > 1 else None
         return device
+
+    def _sync_ranks(self) -> None:
+        """Data parallel: every rank waits here until rank 0 has done its file and metric work (a no-op otherwise)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if self.cuda:
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
 
     def _setup_device(self, device: torch.device) -> None:
         """The device, the mixed-precision mode and the memory format."""
@@ -666,12 +766,7 @@ class Trainer:
             raise GanimeError(f"--lr-decay-kimg {cfg.lr_decay_kimg}: must be > 0 (or none)")
         self.phase: Phase = self.schedule.at(0)
         self.phase_key: list[Any] | None = None  # key of the last iteration's phase (optimiser resets)
-        if self.world > 1:
-            sizes = {cfg.batch_size, *self.schedule.batch_schedule.values()}
-            if any(b % self.world for b in sizes):
-                raise GanimeError(
-                    f"batch sizes {sorted(sizes)}: each must be a multiple of the {self.world} GPUs (global batch)"
-                )
+        check_data_parallel_batches(self.schedule, self.world)
 
     def _setup_batches(self) -> None:
         """Where real batches come from: the set on the device, a read-ahead thread, or the plain memmap."""
@@ -698,6 +793,7 @@ class Trainer:
         self.G = G.to(self.device, memory_format=fmt)
         self.D = D.to(self.device, memory_format=fmt)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self._sync_batch_norm()
         # D's trainable parameters (a projected D's pretrained features and random projections stay frozen)
         self.d_params = [p for p in self.D.parameters() if p.requires_grad]
         self._set_phase(self.phase)
@@ -714,6 +810,20 @@ class Trainer:
         self.g_fwd: Callable[..., torch.Tensor] = self.G
         self.d_fwd: Callable[[torch.Tensor], torch.Tensor] = self.D
         self.compiled = cfg.compile and self._try_compile()
+
+    def _sync_batch_norm(self) -> None:
+        """Data parallel on CUDA: G's and D's batch norm (where the family's g_norm/d_norm is batch) becomes
+        SyncBatchNorm, its statistics over the global batch as one process computes them (same parameters and
+        buffers, so checkpoints are unchanged). G_ema keeps plain batch norm: rank 0 alone recalibrates and renders
+        it. Not on the CPU: PyTorch's SyncBatchNorm takes GPU tensors only (a gloo run raises ValueError), so CPU
+        ranks keep per-rank statistics."""
+        if self.world <= 1 or not self.cuda:
+            return
+        convert = torch.nn.SyncBatchNorm.convert_sync_batchnorm
+        if self.net_cfg.g_norm == "batch":
+            self.G = convert(self.G)
+        if self.net_cfg.d_norm == "batch":
+            self.D = convert(self.D)
 
     def _reset_run_state(self) -> None:
         """The state of a run that starts from scratch (a resume overwrites it from the checkpoint)."""
@@ -1342,6 +1452,7 @@ class Trainer:
         session_start = time.perf_counter()
         self._prepare_metric_files()
         self._metric_at_start()
+        self._sync_ranks()  # rank 0's files and kimg-0 metric are done before any rank trains
         if n_iters == 0:
             log.info(
                 "%s already at %.3f kimg >= target %.3f: rewriting final artifacts only",
@@ -1354,6 +1465,7 @@ class Trainer:
             train_s = self._train_loop(n_iters)
         if self.main:
             self.write_final()
+        self._sync_ranks()
         return self._result(start_images, session_start, train_s)
 
     def _train_loop(self, n_iters: int) -> float:
@@ -1409,6 +1521,7 @@ class Trainer:
                 # metrics_every is a multiple of checkpoint_every, so a due metric is always at a checkpoint
                 if self.main:
                     self.checkpoint_event(evaluate=self.images_seen >= next_metric or last)
+                self._sync_ranks()  # the others wait here, not in the next step's all-reduce
                 next_ckpt = next_multiple(self.images_seen, ckpt_every)
                 next_metric = next_multiple(self.images_seen, metric_every)
                 window.t0 += time.perf_counter() - t0  # do not bill checkpoint I/O or metrics to throughput

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ganime_steps.gan.losses import per_sample
 from ganime_steps.gan.progressive import (
     Blur,
     EqConv2d,
@@ -78,7 +79,8 @@ class StyleEpilogue(nn.Module):
         if noise is not None:
             noise = noise.to(x.dtype)
         elif self.training:
-            noise = torch.randn(b, 1, h, wd, device=x.device, dtype=x.dtype)
+            # per image: under data parallel each rank keeps its rows of the global batch's draw (losses.per_sample)
+            noise = per_sample(lambda size: torch.randn(size, device=x.device, dtype=x.dtype), (b, 1, h, wd))
         else:
             noise = self.fixed_noise.to(x.dtype)
         x = x + noise * self.noise_strength.view(1, c, 1, 1).to(x.dtype)
@@ -137,11 +139,14 @@ class StyleGenerator(LodMixin):
                 self.w_avg.copy_(torch.lerp(w.detach().float().mean(0), self.w_avg, W_AVG_BETA))
         ws = w.unsqueeze(1).repeat(1, self.num_layers, 1)
         if self.training and self.style_mixing > 0:
-            # One draw per minibatch from the (CPU) global RNG, as the official code: no device sync, resumable.
+            # One draw per minibatch from the (CPU) global RNG, as the official code: no device sync, resumable
+            # (under data parallel the same on every rank, as for one process's global batch); the second latents
+            # per image, each rank keeping its rows of the global batch's draw (losses.per_sample).
             if float(torch.rand(())) < self.style_mixing:
                 cur = self.active_layers()
                 cutoff = int(torch.randint(1, cur, ())) if cur > 1 else cur
-                w2 = self.mapping(torch.randn_like(z))
+                z2 = per_sample(lambda size: torch.randn(size, device=z.device, dtype=z.dtype), tuple(z.shape))
+                w2 = self.mapping(z2)
                 ws[:, cutoff:] = w2.unsqueeze(1)
         if truncation != 1.0:
             ws = self.truncate(ws, truncation)

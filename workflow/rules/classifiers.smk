@@ -48,9 +48,12 @@ rule classifier_train:
         spec=lambda wildcards: config["classifiers"][wildcards.task],
         out=lambda wildcards: f"results/classifiers/{wildcards.task}",
         backbone=lambda wildcards, input: f"--backbone-weights {shlex.quote(input.backbone)}" if input.backbone else "",
+        device=config["device"],
     threads: 2
     resources:
-        gpu=1,  # uses CUDA when present (--device auto); profiles/default allows one gpu job at a time
+        # the config's device (schema: auto; config.yaml: cuda, which fails in one line without a GPU); a cpu job
+        # claims no GPU. profiles/default allows one gpu job at a time
+        gpu=0 if config["device"] == "cpu" else 1,
         mem_mb=8000,
         runtime=240,
     conda:
@@ -75,6 +78,7 @@ rule classifier_train:
         " --test-fraction {params.spec[test_fraction]}"
         " --patience {params.spec[patience]}"
         " --threshold-rule {params.spec[threshold_rule]:q}"
+        " --device {params.device}"
         " --out {params.out:q}"
         " 2> {log:q}"
 
@@ -94,9 +98,10 @@ rule classifier_score:
         # decoding in DataLoader workers overlaps the forward pass, but only with cores to spare: on 2 cores one
         # worker made scoring slower (15.3 vs 22.3 images/s in-process, `python -m benchmarks classifier --quick`)
         workers=lambda wildcards, threads: max(threads - 2, 0),
+        device=config["device"],
     threads: 2
     resources:
-        gpu=1,
+        gpu=0 if config["device"] == "cpu" else 1,  # the config's device, as classifier_train
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"
@@ -107,6 +112,7 @@ rule classifier_score:
         " --posts {input.posts:q}"
         " --model {input.model:q}"
         " --workers {params.workers}"
+        " --device {params.device}"
         " --out {output:q}"
         " 2> {log:q}"
 

@@ -90,9 +90,12 @@ rule evaluate_reference:
         seed=config["evaluation"]["seed"],
         batch_size=config["evaluation"]["batch_size"],
         features=lambda wildcards, input: feature_flags(input),
+        device=config["device"],
     threads: 2
     resources:
-        gpu=1,  # Inception features on CUDA when present (--device auto)
+        # Inception features on the config's device (schema: auto; config.yaml: cuda, which fails in one line
+        # without a GPU); a cpu job claims no GPU
+        gpu=0 if config["device"] == "cpu" else 1,
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"
@@ -104,6 +107,7 @@ rule evaluate_reference:
         " --n {params.n}"
         " --seed {params.seed}"
         " --batch-size {params.batch_size}"
+        " --device {params.device}"
         " {params.features}"
         " --out {output:q}"
         " 2> {log:q}"
@@ -147,9 +151,10 @@ rule evaluate:
         seed=config["evaluation"]["seed"],
         batch_size=config["evaluation"]["batch_size"],
         features=lambda wildcards, input: feature_flags(input),
+        device=config["device"],
     threads: 2
     resources:
-        gpu=1,  # the generator and Inception features on CUDA when present (--device auto)
+        gpu=0 if config["device"] == "cpu" else 1,  # the generator and Inception features on the config's device
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"
@@ -162,6 +167,7 @@ rule evaluate:
         " --n {params.n}"
         " --seed {params.seed}"
         " --batch-size {params.batch_size}"
+        " --device {params.device}"
         " {params.features}"
         " --out {output:q}"
         " 2> {log:q}"

@@ -18,9 +18,10 @@ rule directions:
         ),
         seed=config["evaluation"]["seed"],
         n=config["evaluation"]["direction_samples"],
+        device=config["device"],
     threads: 2
     resources:
-        gpu=1,
+        gpu=0 if config["device"] == "cpu" else 1,  # the config's device (schema: auto; config.yaml: cuda)
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"
@@ -32,6 +33,7 @@ rule directions:
         " {params.classifiers}"
         " --seed {params.seed}"
         " --n-samples {params.n}"
+        " --device {params.device}"
         " --out {output.npz:q}"
         " --figure {output.figure:q}"
         " 2> {log:q}"

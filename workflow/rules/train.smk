@@ -70,7 +70,11 @@ rule train:
             if (n := int(get_run(wildcards.run).get("gpus") or 1)) > 1
             else "python"
         ),
-    threads: 2
+        # each rank's share of the job's cores (torchrun starts one process per GPU, each with this many threads)
+        rank_threads=lambda wildcards, threads: max(1, threads // int(get_run(wildcards.run).get("gpus") or 1)),
+    # cores per GPU (the run's cpus_per_gpu, schema: 2) times its GPUs: one rank feeds each GPU from its own cores
+    # (a SLURM job's --cpus-per-task)
+    threads: lambda wildcards: get_run(wildcards.run)["cpus_per_gpu"] * int(get_run(wildcards.run).get("gpus") or 1)
     resources:
         # a cpu run claims no GPU (auto keeps the claim: it uses the GPU where the job gets one)
         gpu=lambda wildcards: 0 if get_run(wildcards.run)["device"] == "cpu" else int(get_run(wildcards.run).get("gpus") or 1),
@@ -83,7 +87,7 @@ rule train:
     log:
         "logs/train/{run}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {params.launcher} -m ganime_steps.train"
+        "OMP_NUM_THREADS={params.rank_threads} {params.launcher} -m ganime_steps.train"
         " --data {input.data:q}"
         " --device {params.device}"
         " --family {params.spec[family]:q}"
