@@ -12,10 +12,11 @@ figure does not depend on what else the machine runs; two families train side by
 Each family runs once to the largest budget with its published losses and optimiser settings, batch 32; widths:
 ``CHANNELS`` (the demo's dcgan width, 32; projected 16, whose FastGAN generator is 16x ``channels`` wide at 4x4).
 
-``--quick``: budgets 0.5 and 1 CPU-minute, dcgan and projected, A only. Environment: ``GANIME_BENCH_QUALITY_FAMILIES``
-(comma list), ``GANIME_BENCH_QUALITY_DATASETS`` (``A,faces``), ``GANIME_BENCH_QUALITY_BUDGETS`` (CPU-minutes, e.g.
-``2,5,10``), ``GANIME_BENCH_QUALITY_JOBS`` (families trained at once, default: the CPUs), ``GANIME_BENCH_QUALITY_LOG``
-(one JSON line per measurement as it is made).
+``--quick``: budgets 0.5 and 1 CPU-minute, dcgan and projected, A only. Environment:
+``GANIME_BENCH_QUALITY_FAMILIES`` (comma list), ``GANIME_BENCH_QUALITY_CHANNELS`` (e.g. ``projected=8``),
+``GANIME_BENCH_QUALITY_DATASETS`` (``A,faces``), ``GANIME_BENCH_QUALITY_BUDGETS`` (CPU-minutes, e.g. ``2,5,10``),
+``GANIME_BENCH_QUALITY_JOBS`` (families trained at once, default: the CPUs), ``GANIME_BENCH_QUALITY_LOG`` (one JSON
+line per measurement as it is made).
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def draw_sets(root: Path) -> dict[str, tuple[Path, np.ndarray]]:
     return out
 
 
+def _channels() -> dict[str, int]:
+    """CHANNELS, overridden by GANIME_BENCH_QUALITY_CHANNELS (e.g. ``projected=8,dcgan=16``)."""
+    pairs = [p.split("=") for p in _env("GANIME_BENCH_QUALITY_CHANNELS", ())]
+    return {**CHANNELS, **{k: int(v) for k, v in pairs}}
+
+
 def _config(family: str):
     from ganime_steps.gan import get_family
     from ganime_steps.gan.loop import TrainConfig
@@ -86,7 +93,7 @@ def _config(family: str):
         resolution=RES,
         kimg=1e6,
         batch_size=32,
-        channels=CHANNELS.get(family, 32),
+        channels=_channels().get(family, 32),
         z_dim=128,
         seed=0,
         checkpoint_every=1e6,
