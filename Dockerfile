@@ -1,8 +1,8 @@
 # The style studio as a container serving one trained generator (CPU).
-#   docker build --build-arg RUN=stylegan_B -t ganime-studio:stylegan_B .
-#   docker run --rm -p 127.0.0.1:8000:8000 ganime-studio:stylegan_B       # then open http://127.0.0.1:8000/
+#   docker build --build-arg RUN=stylegan_B_s0 -t ganime-studio:stylegan_B_s0 .
+#   docker run --rm -p 127.0.0.1:8000:8000 ganime-studio:stylegan_B_s0       # then open http://127.0.0.1:8000/
 # RUN names a folder results/runs/<RUN>/ holding generator.pt (and optionally directions.npz). To serve another
-# generator without rebuilding, mount it over /model: docker run -v "$PWD/results/runs/X:/model:ro" ...
+# generator without rebuilding, mount it over /model: docker run -v "$PWD/results/runs/stylegan_A_s0:/model:ro" ...
 FROM python:3.11-slim
 
 ARG RUN
