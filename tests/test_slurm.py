@@ -53,7 +53,9 @@ def test_gpu_rules_run_through_slurm_and_resume_after_scancel(slurm_cluster, tmp
     config_path = tiny_config(tmp_path)
     config = yaml.safe_load(config_path.read_text())
     # A run long enough to be cancelled mid-training (~30 s on CPU), checkpointing often.
-    one_seed = {**config["runs"]["dcgan_A"], "seeds": None}  # one job per run name here
+    # the demo's jobs say device: cpu (no GPU claimed); here the GPU rules must ask SLURM for their GPU: device auto
+    config.pop("device", None)
+    one_seed = {**config["runs"]["dcgan_A"], "seeds": None, "device": "auto"}  # one job per run name here
     config["runs"] = {
         "dcgan_A": one_seed,
         "preempt_A": {**one_seed, "kimg": PREEMPT_KIMG, "checkpoint_every": 1},
