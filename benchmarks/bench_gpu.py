@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import append_jsonl
 from benchmarks.training import bench_config, random_dataset, sync
 from ganime_steps.gan import available_families
 from ganime_steps.gan.loop import Trainer
@@ -96,10 +97,7 @@ class RowLog:
         self.rows.append(row)
         log.info("bench_gpu %s", row)
         if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_jsonl(self.path, row)
 
     def read(self) -> list[dict]:
         if self.path is None:

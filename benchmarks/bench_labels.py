@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import os
 import tempfile
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import append_jsonl, env_list
 
 SEED = 0  # the demo booru's seed
 POOL = 700  # the demo's n_posts: the posts a demo user could label
@@ -50,11 +51,6 @@ RECIPES = {
     "scratch_resnet34": dict(arch="resnet34", pretrained="none", image_size=64, epochs=12),
 }
 DEFAULT_RECIPES = ("scratch", "pretrained")
-
-
-def _env_list(name: str, default, cast=str):
-    text = os.environ.get(name, "").strip()
-    return tuple(cast(v) for v in text.split(",")) if text else default
 
 
 def _size(v: str):
@@ -167,8 +163,7 @@ def evaluate(root: Path, posts: Path, truth, *, tasks, sizes, seeds, recipes, te
                 }
             )
             if log_to is not None:
-                with open(log_to, "a") as fh:
-                    fh.write(json.dumps(results[-1]) + "\n")
+                append_jsonl(log_to, results[-1])
             logging.getLogger("benchmarks.labels").warning(
                 "%s n=%s seed=%d %s: test F1 %.3f (val %.3f, %.0f s)",
                 *(task, n, seed, recipe, m["f1"], summary.val_f1, seconds),
@@ -204,10 +199,10 @@ def run(quick: bool = False) -> list[dict]:
     for name in ("ganime", "ganime_steps"):
         logging.getLogger(name).setLevel(logging.WARNING)
     torch.set_num_threads(max(1, min(4, len(os.sched_getaffinity(0)))))
-    tasks = _env_list("GANIME_BENCH_LABELS_TASKS", ("chibi",) if quick else tuple(TASK_TRUTH))
-    sizes = _env_list("GANIME_BENCH_LABELS_SIZES", (100, "all") if quick else SIZES, _size)
-    seeds = _env_list("GANIME_BENCH_LABELS_SEEDS", (0,) if quick else SEEDS, int)
-    recipes = _env_list("GANIME_BENCH_LABELS_RECIPES", DEFAULT_RECIPES)
+    tasks = env_list("GANIME_BENCH_LABELS_TASKS", ("chibi",) if quick else tuple(TASK_TRUTH))
+    sizes = env_list("GANIME_BENCH_LABELS_SIZES", (100, "all") if quick else SIZES, _size)
+    seeds = env_list("GANIME_BENCH_LABELS_SEEDS", (0,) if quick else SEEDS, int)
+    recipes = env_list("GANIME_BENCH_LABELS_RECIPES", DEFAULT_RECIPES)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         posts, truth = draw_booru(root, POOL + N_TEST)

@@ -21,7 +21,6 @@ line per measurement as it is made).
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import tempfile
@@ -30,6 +29,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import append_jsonl, env_list
 
 SEED = 0
 TRAIN_POSTS = 700
@@ -46,11 +47,6 @@ SETTINGS = {  # beyond the family's published defaults
     "stylegan": dict(stable_kimg=20.0, fade_kimg=20.0),
 }
 FACE_MARGIN = 0.25
-
-
-def _env(name: str, default, cast=str) -> tuple:
-    text = os.environ.get(name, "").strip()
-    return tuple(cast(v) for v in text.split(",")) if text else default
 
 
 def draw_sets(root: Path) -> dict[str, tuple[Path, np.ndarray]]:
@@ -79,7 +75,7 @@ def draw_sets(root: Path) -> dict[str, tuple[Path, np.ndarray]]:
 
 def _channels() -> dict[str, int]:
     """CHANNELS, overridden by GANIME_BENCH_QUALITY_CHANNELS (e.g. ``projected=8,dcgan=16``)."""
-    pairs = [p.split("=") for p in _env("GANIME_BENCH_QUALITY_CHANNELS", ())]
+    pairs = [p.split("=") for p in env_list("GANIME_BENCH_QUALITY_CHANNELS", ())]
     return {**CHANNELS, **{k: int(v) for k, v in pairs}}
 
 
@@ -132,18 +128,12 @@ def train_family(family: str, dataset: str, pack: str, reference: str, budgets: 
                 "wall_min": round((time.monotonic() - started_wall) / 60, 1),
             }
         )
-        _log(rows[-1])
+        if log := os.environ.get("GANIME_BENCH_QUALITY_LOG"):
+            append_jsonl(log, rows[-1])
     return rows
 
 
-def _log(row: dict) -> None:
-    path = os.environ.get("GANIME_BENCH_QUALITY_LOG")
-    if path:
-        with open(path, "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-
-def table(rows: list[dict], budgets: tuple[float, ...]) -> list[dict]:
+def table(rows: list[dict]) -> list[dict]:
     """One row per dataset and family: FID (kimg) at each budget."""
     out: dict[tuple[str, str], dict] = {}
     for r in rows:
@@ -157,9 +147,9 @@ def run(quick: bool = False) -> list[dict]:
 
     for name in ("ganime", "ganime_steps"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    families = _env("GANIME_BENCH_QUALITY_FAMILIES", ("dcgan", "projected") if quick else FAMILIES)
-    datasets = _env("GANIME_BENCH_QUALITY_DATASETS", ("A",) if quick else DATASETS)
-    budgets = _env("GANIME_BENCH_QUALITY_BUDGETS", (0.5, 1.0) if quick else BUDGETS, float)
+    families = env_list("GANIME_BENCH_QUALITY_FAMILIES", ("dcgan", "projected") if quick else FAMILIES)
+    datasets = env_list("GANIME_BENCH_QUALITY_DATASETS", ("A",) if quick else DATASETS)
+    budgets = env_list("GANIME_BENCH_QUALITY_BUDGETS", (0.5, 1.0) if quick else BUDGETS, float)
     jobs = int(os.environ.get("GANIME_BENCH_QUALITY_JOBS", len(os.sched_getaffinity(0))))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -183,4 +173,4 @@ def run(quick: bool = False) -> list[dict]:
                 for f in families
             ]
             rows = [row for fut in futures for row in fut.result()]
-    return table(rows, budgets)
+    return table(rows)

@@ -51,9 +51,7 @@ rule classifier_train:
         device=config["device"],
     threads: 2
     resources:
-        # the config's device (schema: auto; config.yaml: cuda, which fails in one line without a GPU); a cpu job
-        # claims no GPU. profiles/default allows one gpu job at a time
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=DEVICE_GPUS,
         mem_mb=8000,
         runtime=240,
     conda:
@@ -101,7 +99,7 @@ rule classifier_score:
         device=config["device"],
     threads: 2
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,  # the config's device, as classifier_train
+        gpu=DEVICE_GPUS,
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"

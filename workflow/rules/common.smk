@@ -23,6 +23,11 @@ except GanimeError as _exc:
     raise WorkflowError(f"ganime config error: {_exc}") from None
 
 
+# The GPU claim of the jobs that run on the config's device (classifiers, evaluation, directions; train uses each
+# run's own device): one GPU (profiles/default runs such jobs one at a time) unless the device is cpu. Schema: auto;
+# config.yaml: cuda, which fails in one line without a usable GPU; the demo: cpu.
+DEVICE_GPUS = 0 if config["device"] == "cpu" else 1
+
 SOURCES = all_sources(config)  # name -> settings; the main source (scrape) first
 MAIN_SOURCE = config["scrape"]["source"]
 

@@ -93,9 +93,7 @@ rule evaluate_reference:
         device=config["device"],
     threads: 2
     resources:
-        # Inception features on the config's device (schema: auto; config.yaml: cuda, which fails in one line
-        # without a GPU); a cpu job claims no GPU
-        gpu=0 if config["device"] == "cpu" else 1,
+        gpu=DEVICE_GPUS,  # Inception features on the config's device
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"
@@ -154,7 +152,7 @@ rule evaluate:
         device=config["device"],
     threads: 2
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,  # the generator and Inception features on the config's device
+        gpu=DEVICE_GPUS,  # the generator and Inception features on the config's device
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"

@@ -21,7 +21,7 @@ rule directions:
         device=config["device"],
     threads: 2
     resources:
-        gpu=0 if config["device"] == "cpu" else 1,  # the config's device (schema: auto; config.yaml: cuda)
+        gpu=DEVICE_GPUS,
         mem_mb=8000,
     conda:
         "../../envs/torch.yaml"
