@@ -31,6 +31,7 @@ from ganime_steps.gan.loop import (
     dist_env,
     rank_device,
     scale_batch_schedule,
+    uses_diffaug,
 )
 from ganime_steps.gan.losses import available_families, get_family
 
@@ -250,7 +251,7 @@ def train_summary(res: TrainResult, cfg: TrainConfig, *, data: Path, out: Path) 
         lr=cfg.lr,
         betas=fam.betas,
         n_critic=fam.n_critic,
-        diffaug=cfg.diffaug or fam.diffaug,
+        diffaug=uses_diffaug(cfg),
         loss_g=last.get("loss_g"),
         loss_d=last.get("loss_d"),
         penalty=last.get("penalty"),

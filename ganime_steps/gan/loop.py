@@ -532,6 +532,11 @@ def own_cuda_rng_state(rng: dict[str, Any], device: torch.device, world: int) ->
     return states[index] if index < len(states) else states[0]
 
 
+def uses_diffaug(cfg: TrainConfig) -> bool:
+    """DiffAugment before D: asked for (--diffaug), or part of the family (projected)."""
+    return cfg.diffaug or get_family(cfg.family).diffaug
+
+
 def metrics_every_images(cfg: TrainConfig, metrics_every: float | None) -> int:
     """Images between metric snapshots: every checkpoint unless ``metrics_every`` (kimg, a positive multiple of
     ``cfg.checkpoint_every``: metrics are computed at checkpoints) says otherwise."""
@@ -750,7 +755,7 @@ class Trainer:
             arch=fam.arch,
             feature_resolution=cfg.feature_resolution,
         )
-        self.diffaug = cfg.diffaug or fam.diffaug
+        self.diffaug = uses_diffaug(cfg)
         self.progressive = fam.arch in PROGRESSIVE_ARCHS
         self.schedule = GrowthSchedule(
             resolution=cfg.resolution,

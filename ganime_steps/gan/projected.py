@@ -179,13 +179,11 @@ class FeatureProjector(nn.Module):
             x = stage(x)
             feats.append(x)
         mixed = [ccm(f) for ccm, f in zip(self.ccm, feats, strict=True)]
-        fused: list[torch.Tensor] = [None] * 4  # type: ignore[list-item]
-        carry = None
-        for i in (3, 2, 1, 0):
-            h = mixed[i] if carry is None else mixed[i] + carry
-            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
-            fused[i] = carry = self.csm[i](h)
-        return fused
+        fused: list[torch.Tensor] = []  # deepest first: each map adds the fused deeper one (upsampled x2 by its csm)
+        for m, csm in zip(reversed(mixed), reversed(self.csm), strict=True):
+            h = m + fused[-1] if fused else m
+            fused.append(csm(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)))
+        return fused[::-1]
 
 
 class Head(nn.Module):
@@ -209,7 +207,8 @@ class Head(nn.Module):
 
 
 class ProjectedDiscriminator(nn.Module):
-    """(B, 3, R, R) -> (B, logits of all heads). Only the heads train; ``trainable_parameters`` lists them."""
+    """(B, 3, R, R) -> (B, logits of all heads). Only the heads train: every feature-network and projection
+    parameter has requires_grad off (the Trainer's optimiser takes the parameters that require grad)."""
 
     def __init__(self, cfg, feature_weights: str | None = None) -> None:
         super().__init__()
