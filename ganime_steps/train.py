@@ -29,6 +29,7 @@ from ganime_steps.gan.loop import (
     Trainer,
     TrainResult,
     dist_env,
+    load_dataset,
     rank_device,
     scale_batch_schedule,
     uses_diffaug,
@@ -69,6 +70,8 @@ class TrainSummary:
     best_metric: float | None = None
     metric_key: str | None = None
     tf32: bool = False  # TF32 matmuls/convolutions allowed (CUDA only)
+    epochs: float | None = None  # the run length as asked for in epochs (None: asked in kimg); kimg_target from it
+    images_per_epoch: int = 0  # images in the packed training set (what one epoch shows D)
 
 
 def run(
@@ -77,7 +80,7 @@ def run(
     out: Path,
     family: str,
     resolution: int,
-    kimg: float,
+    kimg: float | None,
     batch_size: int,
     lr: float | None,
     channels: int,
@@ -109,13 +112,17 @@ def run(
     feature_resolution: int = 64,
     feature_weights: Path | None = None,
     tf32: bool = False,
+    epochs: float | None = None,
 ) -> TrainSummary:
     """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
     (or the labelled Fréchet distance of the feature flags) and KID against that cached reference to
     ``<out>/metrics.jsonl``, from a kimg-0 row (the untrained G_ema) on, and the best snapshot is exported as
     ``generator_best.pt``. Rows record the reference's content hash and both N; a resume with another reference or
-    sample count drops the rows measured otherwise (see :mod:`ganime_steps.gan.loop`)."""
+    sample count drops the rows measured otherwise (see :mod:`ganime_steps.gan.loop`).
+
+    The run length is ``kimg`` or ``epochs`` (passes over the packed set, ``kimg = epochs x N / 1000``), not both."""
     fam = get_family(family)  # unknown family: one line listing the available ones
+    kimg = resolve_kimg(kimg, epochs, Path(data), resolution)
     rank, world, local_rank = dist_env()  # data parallel under torchrun; (0, 1, 0) otherwise
     published_batches = batch_schedule == "auto"
     batch_schedule, lr_schedule, lr_decay_kimg = resolve_family_defaults(
@@ -179,7 +186,9 @@ def run(
         metrics_every=metrics_every,
         metric_at_start=True,  # the curve starts at the untrained generator (kimg 0)
     ) as trainer:
-        summary = train_summary(trainer.train(), cfg, data=data, out=out)
+        summary = train_summary(
+            trainer.train(), cfg, data=data, out=out, epochs=epochs, images_per_epoch=len(trainer.images)
+        )
     if trainer.main:  # data parallel: rank 0 alone writes files
         write_json(out / "train_summary.json", summary)
     return summary
@@ -199,6 +208,21 @@ def make_snapshot_metric(
         device=device,
         seed=seed,
     )
+
+
+def resolve_kimg(kimg: float | None, epochs: float | None, data: Path, resolution: int) -> float:
+    """The run length in kimg: ``kimg`` as given, or ``epochs`` passes over the packed set ``data`` (kimg = epochs x
+    its images / 1000: the face study's 350 epochs of 50k faces are 17,500 kimg). Exactly one of the two: a length
+    given twice is refused. Only an epochs run reads the set here (its .npy header, memory-mapped)."""
+    if kimg is not None and epochs is not None:
+        raise GanimeError(f"--kimg {kimg:g} and --epochs {epochs:g}: give the run length once, in kimg or in epochs")
+    if epochs is None:
+        if kimg is None:
+            raise GanimeError("no run length: give --kimg N (thousands of images shown to D) or --epochs N")
+        return kimg
+    if not epochs > 0:
+        raise GanimeError(f"--epochs {epochs}: out of range; see python -m ganime_steps.train --help")
+    return epochs * len(load_dataset(data, resolution)) / 1000.0
 
 
 def check_ranges(cfg: TrainConfig) -> None:
@@ -238,8 +262,11 @@ RESULT_FIELDS = (
 )
 
 
-def train_summary(res: TrainResult, cfg: TrainConfig, *, data: Path, out: Path) -> TrainSummary:
-    """train_summary.json: the run's settings, where training stands and the last log row's losses."""
+def train_summary(
+    res: TrainResult, cfg: TrainConfig, *, data: Path, out: Path, epochs: float | None, images_per_epoch: int
+) -> TrainSummary:
+    """train_summary.json: the run's settings (the length as asked for: epochs, or kimg alone), where training stands
+    and the last log row's losses."""
     fam = get_family(cfg.family)
     last, phase = res.last_log, res.phase
     return TrainSummary(
@@ -260,6 +287,8 @@ def train_summary(res: TrainResult, cfg: TrainConfig, *, data: Path, out: Path) 
         alpha=phase["alpha"],
         lod=phase["lod"],
         tf32=cfg.tf32,
+        epochs=epochs,
+        images_per_epoch=images_per_epoch,
         **{name: getattr(res, name) for name in RESULT_FIELDS},
     )
 
@@ -312,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DEFAULT_KIMG = 100.0  # the CLI's run length when neither --kimg nor --epochs is given
 Options = list[tuple[str, dict[str, Any]]]  # (flag, add_argument's keyword arguments), in --help order
 AUTO_ON_OFF = {"auto": None, "on": True, "off": False}  # the choices of --channels-last and --data-on-device
 
@@ -338,7 +368,21 @@ def run_options() -> Options:
         ("--resolution", {"type": int, "default": 64, "help": "image size, power of two 16..256; must match --data"}),
         (
             "--kimg",
-            {"type": float, "default": 100.0, "help": "training length in thousands of real images shown to D"},
+            {
+                "type": float,
+                "default": None,
+                "help": f"training length in thousands of real images shown to D (default {DEFAULT_KIMG:g} "
+                "unless --epochs)",
+            },
+        ),
+        (
+            "--epochs",
+            {
+                "type": float,
+                "default": None,
+                "help": "training length in passes over --data instead of --kimg: kimg = epochs x images / 1000, "
+                "resolved from the packed set's size and recorded in train_summary.json",
+            },
         ),
         ("--batch-size", {"type": int, "default": 64, "help": "images per D step (default 64)"}),
         ("--lr", {"type": float, "default": None, "help": "Adam learning rate for G and D (default: the family's)"}),
@@ -551,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out,
             family=args.family,
             resolution=args.resolution,
-            kimg=args.kimg,
+            kimg=DEFAULT_KIMG if args.kimg is None and args.epochs is None else args.kimg,
+            epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
             channels=args.channels,

@@ -237,6 +237,34 @@ def test_cli_trains(data: Path, tmp_path: Path) -> None:
     assert (out / "generator.pt").is_file() and (out / "samples.png").is_file()
 
 
+@pytest.mark.parametrize("n", [24, 40])
+def test_epochs_resolve_to_kimg_from_the_dataset_size_and_are_recorded(tmp_path: Path, n: int) -> None:
+    """epochs x the packed set's images / 1000 is the run's kimg: the same 2 epochs are 48 images of a 24-image set
+    and 80 of a 40-image one; train_summary.json records the epochs, the set's size and the kimg it gave."""
+    data = write_disc_dataset(tmp_path / f"set_{n}.npy", RES, n=n)
+    s = train_tiny(data, tmp_path / "run", kimg=None, epochs=2)
+    assert s.kimg_target == pytest.approx(2 * n / 1000) and s.images_seen == 2 * n
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert (summary["epochs"], summary["images_per_epoch"]) == (2, n)
+    assert summary["kimg_target"] == pytest.approx(2 * n / 1000)
+    # a run given in kimg records its set's size and no epochs
+    train_tiny(data, tmp_path / "k")
+    k = json.loads((tmp_path / "k" / "train_summary.json").read_text())
+    assert (k["epochs"], k["images_per_epoch"], k["kimg_target"]) == (None, n, TINY_RUN["kimg"])
+
+
+def test_cli_epochs_and_kimg_together_are_refused(data: Path, tmp_path: Path, capsys) -> None:
+    argv = ["--data", str(data), "--resolution", "16", "--batch-size", "8", "--channels", "8", "--device", "cpu"]
+    assert train.main(argv + ["--out", str(tmp_path / "both"), "--kimg", "0.016", "--epochs", "1"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "--kimg 0.016 and --epochs 1: give the run length once" in err[0], err
+    assert not (tmp_path / "both" / "checkpoint.pt").exists()
+    # --epochs alone through the CLI: one pass over the 24 images
+    assert train.main(argv + ["--out", str(tmp_path / "one"), "--epochs", "1"]) == 0
+    summary = json.loads((tmp_path / "one" / "train_summary.json").read_text())
+    assert (summary["epochs"], summary["images_per_epoch"], summary["images_seen"]) == (1, 24, 24)
+
+
 @pytest.fixture
 def base_argv(data: Path, tmp_path: Path) -> list[str]:
     return ["--out", str(tmp_path / "o"), "--kimg", "0.008", "--batch-size", "8", "--channels", "8", "--device", "cpu"]
@@ -286,6 +314,7 @@ def test_cli_help_documents_every_flag(capsys) -> None:
         "--family",
         "--resolution",
         "--kimg",
+        "--epochs",
         "--batch-size",
         "--lr",
         "--channels",
