@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import json
 import logging
 import multiprocessing
 import re
@@ -38,6 +39,7 @@ from ganime_steps.common import (
     write_text,
 )
 from ganime_steps.imaging import load_rgb, make_grid, square_resize
+from ganime_steps.thresholds import RULE_HELP, parse_threshold_rule, precision_recall_at, threshold_at
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ class CleanSummary:
     filters: dict[str, str] = field(default_factory=dict)
     flagged_by: dict[str, int] = field(default_factory=dict)  # each filter on its own, ignoring the order
     thresholds: dict[str, float | None] = field(default_factory=dict)  # classifier filters: the score cut used
+    # classifier filters at a named operating point (drop TASK: precision:0.4): the rule, the threshold it gave on the
+    # classifier's validation curve, whether the rule was met, and precision/recall there on validation and test
+    operating_points: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +115,37 @@ def _candidates(posts: Path | None, faces: Path | None) -> tuple[pd.DataFrame, s
     return table, unit
 
 
+def operating_point(task: str, rule: str, metrics: Path | None) -> dict:
+    """The threshold of a named operating point (``precision:0.4``, ``best_f1``: the classifier's own threshold rules)
+    read off the ``task`` classifier's validation PR curve in its metrics.json, with precision and recall at it on
+    validation and on the held-out test split. The rule is applied as the classifier applies its own: where no
+    threshold reaches the precision, best F1 (``met`` False, logged)."""
+    if metrics is None:
+        raise GanimeError(f"--drop {task}={rule}: needs the {task} classifier's metrics.json (--classifier-metrics)")
+    try:
+        m = json.loads(Path(metrics).read_text(encoding="utf-8"))
+        val_curve = m["val"]["pr_curve"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GanimeError(
+            f"{metrics}: no validation PR curve (val.pr_curve: {exc}); rerun rule classifier_train for {task}"
+        ) from exc
+    threshold, met = threshold_at(val_curve, rule)
+    if not met:
+        log.warning("%s %s: not reached on validation; best F1's threshold %.4f instead", task, rule, threshold)
+    val_precision, val_recall = precision_recall_at(val_curve, threshold)
+    test_curve = (m.get("test") or {}).get("pr_curve")
+    test_precision, test_recall = precision_recall_at(test_curve, threshold) if test_curve else (None, None)
+    return {
+        "rule": rule,
+        "threshold": threshold,
+        "met": met,
+        "val_precision": val_precision,
+        "val_recall": val_recall,
+        "test_precision": test_precision,
+        "test_recall": test_recall,
+    }
+
+
 HOLDOUT_FILTER = "gold sample"  # the uniform draw gold comes from: held out of every dataset
 
 
@@ -133,15 +169,17 @@ def run_filter(
     faces: Path | None = None,
     posts_tags: Path | None = None,
     scores: dict[str, Path] | None = None,
-    drop: dict[str, float | None] | None = None,
+    drop: dict[str, float | str | None] | None = None,
+    classifier_metrics: dict[str, Path] | None = None,
     require_tags: list[str] = (),
     exclude_tags: list[str] = (),
     holdout: Path | None = None,
 ) -> CleanSummary:
     """Drop the held-out gold sample's posts (``holdout``: its sample.csv), then rows by tag rules, then by each
-    classifier in ``drop`` (threshold None = the classifier's own). Holding the whole uniform draw out (clean or
-    not) keeps every dataset a uniform sample of what it filters while no GAN trains on the gold images it is
-    judged against, and no data-FID sample shares an image with gold."""
+    classifier in ``drop``: threshold None = the classifier's own, a number = that score, a rule such as
+    ``precision:0.4`` = :func:`operating_point` on the classifier's ``classifier_metrics`` file. Holding the whole
+    uniform draw out (clean or not) keeps every dataset a uniform sample of what it filters while no GAN trains on the
+    gold images it is judged against, and no data-FID sample shares an image with gold."""
     scores, drop = scores or {}, drop or {}
     table, unit = _candidates(posts, faces)
     if (require_tags or exclude_tags) and "tags" not in table:
@@ -155,6 +193,7 @@ def run_filter(
     hits: dict[str, np.ndarray] = {}
     task_scores: dict[str, np.ndarray] = {}
     thresholds: dict[str, float | None] = {}
+    points: dict[str, dict] = {}
 
     def apply(name: str, hit: pd.Series, score: pd.Series | None = None) -> None:
         hits[name] = hit.to_numpy(dtype=bool)
@@ -185,6 +224,9 @@ def run_filter(
         if joined["score"].isna().any():
             missing = joined.loc[joined["score"].isna(), "post_id"].head(3).tolist()
             raise GanimeError(f"{scores[task]}: no score for posts {missing}; rerun the {task} scoring rule")
+        if isinstance(threshold, str):
+            points[task] = operating_point(task, threshold, (classifier_metrics or {}).get(task))
+            threshold = points[task]["threshold"]
         hit = joined["predicted"].astype(bool) if threshold is None else joined["score"] >= threshold
         apply(task, hit, joined["score"])
         task_scores[task] = joined["score"].to_numpy(dtype=float)
@@ -195,6 +237,9 @@ def run_filter(
         else:
             thresholds[task] = None  # an older scores table without the threshold column
         filters[task] = "classifier threshold" if threshold is None else f">= {threshold}"
+        if task in points:
+            reached = "" if points[task]["met"] else ", not reached: best F1"
+            filters[task] = f"{points[task]['rule']} on validation{reached} (>= {threshold:.4f})"
 
     manifest = table.assign(
         kept=(removed_by == "").to_numpy(), removed_by=removed_by.to_numpy(), removed_score=removed_score.to_numpy()
@@ -214,6 +259,7 @@ def run_filter(
         filters,
         {name: int(hit.sum()) for name, hit in hits.items()},
         thresholds,
+        points,
     )
     out = Path(out)
     write_parquet(out / "manifest.parquet", manifest)
@@ -331,7 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--faces", type=Path, help="faces.parquet (a dataset of face crops)")
     f.add_argument("--posts-tags", type=Path, help="posts.parquet giving tags to a face dataset's tag rules")
     f.add_argument("--scores", nargs="*", default=[], help="TASK=scores.parquet of each classifier used")
-    f.add_argument("--drop", nargs="*", default=[], help="TASK=THRESHOLD or TASK=auto (the classifier's own)")
+    f.add_argument(
+        "--drop",
+        nargs="*",
+        default=[],
+        help="TASK=THRESHOLD, TASK=auto (the classifier's own) or TASK=RULE (an operating point on the classifier's "
+        "validation curve: precision:0.4, best_f1; needs --classifier-metrics)",
+    )
+    f.add_argument(
+        "--classifier-metrics", nargs="*", default=[], help="TASK=metrics.json of each classifier dropped at a RULE"
+    )
     f.add_argument("--require-tags", nargs="*", default=[], help="keep only posts with all these tags")
     f.add_argument("--exclude-tags", nargs="*", default=[], help="drop posts with any of these tags")
     f.add_argument("--holdout", type=Path, help="sample.csv of label_queue gold: its posts are held out of the dataset")
@@ -351,20 +406,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _thresholds(items: list[str]) -> dict[str, float | None]:
-    result = {}
+def _thresholds(items: list[str]) -> dict[str, float | str | None]:
+    """--drop values: auto -> None, a number in [0, 1] -> that score, a threshold rule -> the rule (checked)."""
+    result: dict[str, float | str | None] = {}
     for task, value in parse_assignments(items, "--drop").items():
         try:
-            result[task] = None if value == "auto" else float(value)
-        except ValueError:
-            raise GanimeError(f"--drop {task}={value}: threshold must be a number in [0, 1] or 'auto'") from None
+            if value == "auto":
+                result[task] = None
+            elif re.fullmatch(r"[0-9.eE+-]+", value):
+                result[task] = float(value)
+                if not 0.0 <= result[task] <= 1.0:
+                    raise ValueError(value)
+            else:
+                parse_threshold_rule(value)
+                result[task] = value
+        except (ValueError, GanimeError):
+            raise GanimeError(
+                f"--drop {task}={value}: use a score threshold in [0, 1], auto (the classifier's own) or an operating "
+                f"point, {RULE_HELP}"
+            ) from None
     return result
 
 
 def _dispatch(a: argparse.Namespace):
     if a.command == "filter":
         scores = {k: Path(v) for k, v in parse_assignments(a.scores, "--scores").items()}
-        return call_with_args(run_filter, a, scores=scores, drop=_thresholds(a.drop))
+        metrics = {k: Path(v) for k, v in parse_assignments(a.classifier_metrics, "--classifier-metrics").items()}
+        return call_with_args(run_filter, a, scores=scores, drop=_thresholds(a.drop), classifier_metrics=metrics)
     return call_with_args(run_pack if a.command == "pack" else run_removed_grid, a)
 
 

@@ -57,6 +57,7 @@ def validate_config(
     validator_class = _with_defaults(Draft202012Validator)
     if isinstance(config.get("matrix"), dict) and "families" in config["matrix"]:
         config["matrix"] = {"study": config["matrix"]}  # one unnamed study
+    _check_run_length(config)  # before the schema fills in kimg's default
     _raise_first(validator_class(schema).iter_errors(config))
     expand_matrix(config, validator_class(schema["properties"]["runs"]["additionalProperties"]))
     return _cross_check(config, families)
@@ -66,7 +67,35 @@ def _raise_first(errors, prefix: tuple = ()) -> None:
     errors = sorted(errors, key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        raise GanimeError(f"config key {_key(prefix + tuple(err.absolute_path))}: {err.message}")
+        # a schema entry's own errorMessage (ajv-errors' keyword name) says the fix where jsonschema's words would not
+        # ("... is not valid under any of the given schemas")
+        message = err.schema.get("errorMessage") if isinstance(err.schema, dict) else None
+        message = f"{err.instance!r}: {message}" if message else err.message
+        raise GanimeError(f"config key {_key(prefix + tuple(err.absolute_path))}: {message}")
+
+
+def _check_run_length(config: dict) -> None:
+    """A run's length is kimg or epochs, never both (as the user wrote them: a validated run with epochs has kimg
+    None, so a second validation passes)."""
+    runs = config.get("runs") if isinstance(config.get("runs"), dict) else {}
+    studies = config.get("matrix") if isinstance(config.get("matrix"), dict) else {}
+    specs = [(f"runs.{name}", run) for name, run in runs.items()]
+    specs += [(f"matrix.{study}", spec) for study, spec in studies.items()]
+    for key, spec in specs:
+        if isinstance(spec, dict) and spec.get("kimg") is not None and spec.get("epochs") is not None:
+            raise GanimeError(
+                f"config key {key}.epochs: {key} also sets kimg ({spec['kimg']}); a run's length is kimg or epochs "
+                "(kimg = epochs x the training set's images / 1000): remove one of them"
+            )
+
+
+def _resolve_run_length(name: str, run: dict) -> None:
+    """A run given in epochs trains for a kimg the train job resolves from its packed set: kimg's default is not
+    its length."""
+    if run["epochs"] is not None:
+        run["kimg"] = None
+    elif run["kimg"] is None:
+        raise _run_error(name, run, "kimg", "null is no run length; set kimg (e.g. 1000) or epochs (e.g. 350)")
 
 
 # Keys of a matrix study that are not run settings.
@@ -194,6 +223,7 @@ def _run_error(name: str, run: dict, key: str, message: str) -> GanimeError:
 
 
 def _check_run(name: str, run: dict, families: tuple[str, ...] | None) -> None:
+    _resolve_run_length(name, run)
     _check_metrics_every(name, run)
     family = run["family"]
     if families is not None and family not in families:

@@ -43,6 +43,7 @@ from ganime_steps.common import (
     read_parquet,
     run_cli,
 )
+from ganime_steps.thresholds import precision_recall_at
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _at_threshold(block: dict, threshold: float | None) -> dict:
+    """A split's precision, recall and F1 at the threshold the dataset used, from the split's stored PR curve (the
+    block's own numbers are at the classifier's threshold; a dataset may cut elsewhere, e.g. at precision:0.4)."""
+    curve = block.get("pr_curve")
+    if threshold is None or not curve:
+        return block
+    precision, recall = precision_recall_at(curve, threshold)
+    f1 = None if precision is None else (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return {**block, "precision": precision, "recall": recall, "f1": f1}
+
+
 def _classifier_rows(tasks: list[str], summary: dict, metrics: dict[str, dict]) -> list[str]:
     """One Markdown table row per classifier: its threshold and the metrics that chose it."""
     used = summary.get("thresholds", {})
@@ -208,6 +220,8 @@ def _classifier_rows(tasks: list[str], summary: dict, metrics: dict[str, dict]) 
     for task in tasks:
         m = metrics.get(task, {})
         val, test = m.get("val") or {}, m.get("test") or {}
+        if task in used:
+            val, test = _at_threshold(val, used[task]), _at_threshold(test, used[task])
         threshold = used.get(task, m.get("threshold"))
         applied = "yes" if task in used else "no (scores only)"
         rule = summary.get("filters", {}).get(task) if task in used else None

@@ -104,7 +104,7 @@ def test_cli_errors(posts, tmp_path, capsys):
     assert clean.main([*base, "--drop", "multi=auto"]) == 2
     assert "datasets.A.drop.multi" in capsys.readouterr().err
     assert clean.main([*base, "--scores", f"chibi={scores}", "--drop", "chibi=high"]) == 2
-    assert "threshold must be a number" in capsys.readouterr().err
+    assert "--drop chibi=high: use a score threshold in [0, 1], auto" in capsys.readouterr().err
     assert not (tmp_path / "A" / "manifest.parquet").exists()
     assert (
         clean.main(["pack", "--manifest", str(tmp_path / "nope.parquet"), "--resolution", "12", "--out", "x.npy"]) == 2
@@ -140,6 +140,108 @@ def test_audit_removed_csv_hits_and_thresholds(posts, tmp_path):
     by_chibi = removed[removed["removed_by"] == "chibi"]
     assert by_chibi["removed_score"].tolist() == sorted(by_chibi["removed_score"], reverse=True)  # worst first
     assert removed.loc[removed["removed_by"] == "exclude:chibi", "removed_score"].isna().all()
+
+
+# A classifier's validation split (scores, labels) whose operating points differ: best F1 is at 0.6 (F1 0.75), and the
+# lowest threshold with precision >= 0.4 is 0.05 (4 positives of 10 predicted); at 0.02 precision falls to 4/11.
+VAL_SCORES = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02]
+VAL_LABELS = [1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0]
+POST_SCORES = [0.01, 0.03, 0.04, 0.06, 0.1, 0.2, 0.3, 0.5, 0.55, 0.65, 0.7, 0.9]  # posts 1..12
+
+
+def write_classifier_metrics(path, *, test=True):
+    """A classifier's metrics.json as classifier train writes it: the val (and test) blocks with their PR curves, at
+    the best-F1 threshold the classifier chose for itself."""
+    from ganime_steps.classifier.metrics import split_metrics
+
+    metrics = {"task": "aesthetic", "threshold": 0.6, "threshold_rule": "best_f1"}
+    metrics["val"] = split_metrics(np.array(VAL_SCORES), np.array(VAL_LABELS), 0.6)
+    test_scores, test_labels = [0.95, 0.5, 0.3, 0.07, 0.04], [1, 0, 1, 0, 1]
+    metrics["test"] = split_metrics(np.array(test_scores), np.array(test_labels), 0.6) if test else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+def test_drop_at_an_operating_point_reads_the_classifiers_validation_curve(posts, tmp_path):
+    """drop aesthetic: precision:0.4 (the study's weak filter) cuts at the lowest validation threshold with precision
+    >= 0.4, far below the classifier's own best-F1 threshold: it removes more."""
+    from ganime_steps.classifier.metrics import select_threshold
+
+    scores = write_scores(tmp_path / "aesthetic.parquet", posts, POST_SCORES, threshold=0.6)
+    metrics = write_classifier_metrics(tmp_path / "classifiers" / "aesthetic" / "metrics.json")
+    kept = {}
+    for name, drop in (("A", None), ("B", "precision:0.4")):
+        summary = clean.run_filter(
+            dataset=name,
+            out=tmp_path / name,
+            posts=posts,
+            scores={"aesthetic": scores},
+            drop={"aesthetic": drop},
+            classifier_metrics={"aesthetic": metrics},
+        )
+        manifest = pd.read_parquet(tmp_path / name / "manifest.parquet")
+        kept[name] = set(manifest.loc[manifest["kept"], "post_id"])
+    assert kept["A"] == set(range(1, 10))  # the classifier's own cut (predicted: score >= 0.6) removes 10, 11, 12
+    assert kept["B"] == {1, 2, 3}  # score >= 0.05 removes posts 4..12
+    assert summary.thresholds == {"aesthetic": 0.05}
+    assert select_threshold(np.array(VAL_SCORES), np.array(VAL_LABELS), "precision:0.4") == (0.05, True)
+    point = summary.operating_points["aesthetic"]
+    assert point["rule"] == "precision:0.4" and point["met"] and point["threshold"] == 0.05
+    assert point["val_precision"] == 0.4 and point["val_recall"] == 1.0
+    # test split at >= 0.05: 0.95, 0.5, 0.3, 0.07 predicted, 2 of them positive, of 3 positives
+    assert point["test_precision"] == 0.5 and abs(point["test_recall"] - 2 / 3) < 1e-12
+    assert summary.filters["aesthetic"] == "precision:0.4 on validation (>= 0.0500)"
+    written = json.loads((tmp_path / "B" / "summary.json").read_text())
+    assert written["operating_points"]["aesthetic"]["threshold"] == 0.05
+
+
+def test_operating_point_not_reached_falls_back_to_best_f1_and_says_so(posts, tmp_path):
+    scores = write_scores(tmp_path / "aesthetic.parquet", posts, POST_SCORES)
+    metrics = write_classifier_metrics(tmp_path / "metrics.json", test=False)
+    summary = clean.run_filter(
+        dataset="B",
+        out=tmp_path / "B",
+        posts=posts,
+        scores={"aesthetic": scores},
+        drop={"aesthetic": "precision:1"},  # val precision 1 holds down to 0.8; p=1 is reached there
+        classifier_metrics={"aesthetic": metrics},
+    )
+    assert summary.thresholds == {"aesthetic": 0.8} and summary.operating_points["aesthetic"]["met"]
+    assert summary.operating_points["aesthetic"]["test_precision"] is None  # no test split in this metrics.json
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "val": {"pr_curve": {"thresholds": []}}}))
+    with_empty_curve = clean.run_filter(
+        dataset="B",
+        out=tmp_path / "B",
+        posts=posts,
+        scores={"aesthetic": scores},
+        drop={"aesthetic": "precision:0.99"},
+        classifier_metrics={"aesthetic": metrics},
+    )
+    assert not with_empty_curve.operating_points["aesthetic"]["met"]
+    assert "not reached: best F1" in with_empty_curve.filters["aesthetic"]
+
+
+def test_cli_drop_at_an_operating_point_and_its_errors(posts, tmp_path, capsys):
+    scores = write_scores(tmp_path / "aesthetic.parquet", posts, POST_SCORES)
+    metrics = write_classifier_metrics(tmp_path / "metrics.json")
+    base = ["filter", "--dataset", "B", "--posts", str(posts), "--scores", f"aesthetic={scores}"]
+    out = ["--out", str(tmp_path / "B")]
+    assert (
+        clean.main([*base, "--drop", "aesthetic=precision:0.4", "--classifier-metrics", f"aesthetic={metrics}", *out])
+        == 0
+    )
+    assert json.loads((tmp_path / "B" / "summary.json").read_text())["n_kept"] == 3
+    assert clean.main([*base, "--drop", "aesthetic=precision:0.4", *out]) == 2
+    assert "--drop aesthetic=precision:0.4: needs the aesthetic classifier's metrics.json" in capsys.readouterr().err
+    for bad in ("precision:4", "precision:0", "recall:0.4", "1.5"):
+        assert clean.main([*base, "--drop", f"aesthetic={bad}", *out]) == 2
+        err = capsys.readouterr().err
+        assert f"--drop aesthetic={bad}: use a score threshold in [0, 1]" in err and "precision:<p>" in err, err
+    (tmp_path / "broken.json").write_text(json.dumps({"task": "aesthetic", "val": {"f1": 0.5}}))
+    flags = ["--drop", "aesthetic=precision:0.4", "--classifier-metrics", f"aesthetic={tmp_path / 'broken.json'}"]
+    assert clean.main([*base, *flags, *out]) == 2
+    assert "no validation PR curve" in capsys.readouterr().err
 
 
 def test_removed_grid_per_filter(posts, tmp_path):

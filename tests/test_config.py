@@ -124,6 +124,31 @@ def test_errors_name_the_key(edit, key):
         validate_config(config, families=FAMILIES)
 
 
+@pytest.mark.parametrize("value", ["precision:4", "precision:0", "precison:0.4", "precision:", "recall:0.5", 1.5, -0.1])
+def test_a_malformed_drop_operating_point_is_one_line_naming_the_key_and_the_fix(value):
+    config = demo()
+    config["datasets"]["B"]["drop"]["aesthetic"] = value
+    with pytest.raises(GanimeError) as caught:
+        validate_config(config, families=FAMILIES)
+    message = str(caught.value)
+    assert message.startswith(f"config key datasets.B.drop.aesthetic: {value!r}: use auto, a score threshold")
+    assert "precision:<p> with 0 < p <= 1 (e.g. precision:0.4)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["precision:0.4", "precision:.4", "precision:1", "precision:1.0", "best_f1", 0, 0.3])
+def test_a_drop_can_name_an_operating_point(value):
+    config = demo()
+    config["datasets"]["B"]["drop"]["aesthetic"] = value
+    validate_config(config, families=FAMILIES)
+    assert config["datasets"]["B"]["drop"]["aesthetic"] == value
+
+
+def test_config_yaml_model_b_is_the_studys_weak_aesthetic_filter():
+    """B = A's filters plus the aesthetic classifier's positives at the study's operating point, precision 0.4."""
+    datasets = load("config.yaml")["datasets"]
+    assert datasets["B"]["drop"] == {**datasets["A"]["drop"], "aesthetic": "precision:0.4"}
+
+
 @pytest.mark.parametrize(
     "edit",
     [
@@ -275,6 +300,40 @@ def test_matrix_and_source_errors_name_the_key(edit, message):
     edit(config)
     with pytest.raises(GanimeError, match=re.escape(message)):
         validate_config(config, families=FAMILIES)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["runs"]["dcgan_A"].update(epochs=350),
+            "config key runs.dcgan_A.epochs: runs.dcgan_A also sets kimg",
+        ),
+        (lambda c: c["matrix"].update(epochs=350), "config key matrix.study.epochs: matrix.study also sets kimg (6)"),
+        (lambda c: c["runs"]["dcgan_A"].update(kimg=None), "config key runs.dcgan_A.kimg: null is no run length"),
+    ],
+)
+def test_a_run_length_is_kimg_or_epochs(edit, message):
+    config = demo()
+    edit(config)
+    with pytest.raises(GanimeError, match=re.escape(message)):
+        validate_config(config, families=FAMILIES)
+
+
+def test_epochs_runs_leave_their_kimg_to_the_train_job():
+    """A run in epochs (a matrix's too) keeps its epochs and no kimg: the train job resolves it from its set's size."""
+    config = demo()
+    config["runs"]["dcgan_A"].pop("kimg")
+    config["runs"]["dcgan_A"]["epochs"] = 2
+    config["matrix"].pop("kimg")
+    config["matrix"]["epochs"] = 350
+    validate_config(config, families=FAMILIES)
+    assert (config["runs"]["dcgan_A_s0"]["epochs"], config["runs"]["dcgan_A_s0"]["kimg"]) == (2, None)
+    assert (config["runs"]["dragan_faces_s0"]["epochs"], config["runs"]["dragan_faces_s0"]["kimg"]) == (350, None)
+    assert (config["runs"]["dcgan_B_s0"]["epochs"], config["runs"]["dcgan_B_s0"]["kimg"]) == (None, 80)
+    before = copy.deepcopy(config)
+    validate_config(config, families=FAMILIES)  # Snakemake may validate the same config twice
+    assert config == before
 
 
 def test_classifier_arch_is_checked_against_timm_through_a_per_version_cache(tmp_path, monkeypatch):

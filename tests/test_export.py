@@ -175,6 +175,39 @@ def test_dataset_card_says_where_how_and_how_well(results):
     assert 'load_dataset("imagefolder"' in card
 
 
+def test_card_gives_the_test_numbers_at_the_operating_point_the_dataset_cut_at(results):
+    """A dataset cut at precision:0.4 (not at the classifier's own best-F1 threshold, 0.4 here): the card's rule is the
+    operating point and its held-out test precision/recall/F1 are those at the dataset's cut (from the test curve)."""
+    from ganime_steps.classifier.metrics import split_metrics
+
+    folder = Path("results/classifiers/aesthetic")
+    val = split_metrics(
+        np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]), np.array([1, 1, 0, 1, 0, 0, 1, 0, 0]), 0.4
+    )
+    test = split_metrics(np.array([0.95, 0.5, 0.3, 0.07, 0.04]), np.array([1, 0, 1, 0, 1]), 0.4)
+    metrics = {**json.loads((folder / "metrics.json").read_text()), "val": val, "test": test}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    clean.run_filter(
+        dataset="C",
+        out=Path("results/datasets/C"),
+        posts=results["posts"],
+        scores={"aesthetic": results["scores"]["aesthetic"]},
+        drop={"aesthetic": "precision:0.4"},  # the lowest val threshold with precision >= 0.4: 0.1 (4/9)
+        classifier_metrics={"aesthetic": folder / "metrics.json"},
+    )
+    _run(
+        Path("results/export/C"),
+        dataset="C",
+        manifest=Path("results/datasets/C/manifest.parquet"),
+        summary=Path("results/datasets/C/summary.json"),
+    )
+    card = Path("results/export/C/README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| aesthetic | yes"))
+    # test at >= 0.1: 0.95, 0.5, 0.3 predicted, 2 positive of 3: precision, recall, F1 all 2/3 (at 0.4: 0.5, 1/3)
+    assert "| 0.100 | precision:0.4 on validation (>= 0.1000) | resnet34 |" in row, row
+    assert "| 0.615 | 0.667 | 0.667 | 0.667 |" in row, row  # val F1 at 0.1: precision 4/9, recall 1
+
+
 def test_resolution_exports_the_training_pixels(results):
     summary = _run(Path("results/export/B16"), resolution=16)
     pack = Path("results/datasets/B/pack_16.npy")

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import numpy as np
 
-from ganime_steps.common import GanimeError
+# parse_threshold_rule: re-exported, the classifier package's name for it
+from ganime_steps.thresholds import parse_threshold_rule as parse_threshold_rule
+from ganime_steps.thresholds import threshold_at
 
 log = logging.getLogger(__name__)
-
-
-def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
-    """``"best_f1"`` -> ("best_f1", None); ``"precision:0.9"`` -> ("precision", 0.9). Anything else: GanimeError."""
-    rule = str(rule).strip()
-    if rule == "best_f1":
-        return "best_f1", None
-    m = re.fullmatch(r"precision:([0-9]*\.?[0-9]+)", rule)
-    if m:
-        target = float(m.group(1))
-        if 0.0 < target <= 1.0:
-            return "precision", target
-    raise GanimeError(
-        f"threshold_rule {rule!r}: not understood; use best_f1 or precision:<p> with 0 < p <= 1 (e.g. precision:0.9)"
-    )
 
 
 def pr_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -55,23 +41,9 @@ def pr_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def select_threshold(scores: np.ndarray, labels: np.ndarray, rule: str) -> tuple[float, bool]:
-    """The threshold ``rule`` picks on validation scores, and whether the rule itself was met (False: fallback).
-
-    best_f1: the threshold with the highest F1; ties go to the highest such threshold (fewest positives).
-    precision:p: the lowest threshold whose precision is >= p (the most recall at that precision); when no threshold
-    reaches p, fall back to best_f1. Without any positive label, F1 means nothing: fall back to 0.5.
-    """
-    kind, target = parse_threshold_rule(rule)
-    pts = pr_points(scores, labels)
-    labels = np.asarray(labels)
-    if pts["thresholds"].size == 0 or not labels.any():
-        return 0.5, False
-    if kind == "precision":
-        ok = np.nonzero(pts["precision"] >= target - 1e-12)[0]
-        if ok.size:
-            return float(pts["thresholds"][ok[-1]]), True  # descending order: last index = lowest threshold
-    best = int(np.argmax(pts["f1"]))  # first maximum in descending order = highest threshold among ties
-    return float(pts["thresholds"][best]), kind == "best_f1"
+    """The threshold ``rule`` picks on validation scores, and whether the rule itself was met (False: fallback):
+    :func:`ganime_steps.thresholds.threshold_at` on their :func:`pr_points`."""
+    return threshold_at(pr_points(scores, labels), rule)
 
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, rule: str) -> float:

@@ -9,6 +9,7 @@ rule clean_filter:
     input:
         unpack(lambda wildcards: {"code": code("clean"), "table": get_dataset_table(wildcards), **get_holdout(wildcards)}),
         scores=lambda wildcards: list(get_dataset_scores(wildcards).values()),
+        operating_points=lambda wildcards: list(get_operating_point_metrics(wildcards).values()),
     output:
         manifest="results/datasets/{dataset}/manifest.parquet",
         summary="results/datasets/{dataset}/summary.json",
@@ -22,6 +23,7 @@ rule clean_filter:
         table_flag=lambda wildcards: "--faces" if get_dataset(wildcards.dataset)["from"] == "faces" else "--posts",
         scores=lambda wildcards: [f"{t}={p}" for t, p in get_dataset_scores(wildcards).items()],
         drop=lambda wildcards: [f"{t}={v}" for t, v in get_dataset(wildcards.dataset)["drop"].items()],
+        metrics=lambda wildcards: [f"{t}={p}" for t, p in get_operating_point_metrics(wildcards).items()],
         require=lambda wildcards: get_dataset(wildcards.dataset)["require_tags"],
         exclude=lambda wildcards: get_dataset(wildcards.dataset)["exclude_tags"],
         holdout=lambda wildcards, input: f"--holdout {input.holdout}" if "holdout" in input.keys() else "",
@@ -39,6 +41,7 @@ rule clean_filter:
         " {params.table_flag} {input.table:q}"
         " --scores {params.scores:q}"
         " --drop {params.drop:q}"
+        " --classifier-metrics {params.metrics:q}"
         " --require-tags {params.require:q}"
         " --exclude-tags {params.exclude:q}"
         " {params.holdout}"

@@ -144,6 +144,26 @@ def scrape_args(name):
     return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in flags.items() if v not in (None, "", []))
 
 
+def source_key(name):
+    """The config key a source's settings are under: scrape (the main source) or sources.<name>."""
+    return "scrape" if name == MAIN_SOURCE else f"sources.{name}"
+
+
+def check_folder_source(wildcards):
+    """A folder source brings images only the user has (a Getchu crawl): when its scrape job is planned and the path
+    is missing, the run stops in one line naming the key and what to put there, instead of failing hours in. Lazy:
+    targets that do not need the source are not blocked. No input: the folder is read by the job itself."""
+    spec = SOURCES[wildcards.source]
+    if spec["kind"] == "folder" and not Path(spec["path"]).exists():
+        key = source_key(wildcards.source)
+        raise WorkflowError(
+            f"ganime config error: config key {key}.path: {spec['path']} does not exist; put this source's images "
+            f"there (a folder, .zip or .tar(.gz) of images, e.g. your Getchu crawl; tags, if any, from <image>.txt "
+            f"captions or metadata.csv), or point {key}.path at them"
+        )
+    return []
+
+
 def face_detector(source):
     return SOURCES[source]["face_detector"] or config["faces"]["detector"]
 
@@ -198,6 +218,14 @@ def get_holdout(wildcards):
 def get_dataset_scores(wildcards):
     ds = get_dataset(wildcards.dataset)
     return {task: scores_of(task, ds["source"]) for task in ds["drop"]}
+
+
+def get_operating_point_metrics(wildcards):
+    """metrics.json of each classifier a dataset drops at a named operating point (drop TASK: precision:0.4): the
+    clean job reads that threshold off the classifier's validation PR curve."""
+    drop = get_dataset(wildcards.dataset)["drop"]
+    named = [task for task, value in drop.items() if isinstance(value, str) and value != "auto"]
+    return {task: f"results/classifiers/{task}/metrics.json" for task in named}
 
 
 def get_run(name):
