@@ -62,6 +62,50 @@ def test_dry_run_plans_every_stage(configfile, tmp_path):
         assert f"{REPO}/resources/lbpcascade_animeface.xml" in result.stdout
 
 
+def _placeholder_labels(folder):
+    (folder / "labels").mkdir(exist_ok=True)
+    for task in ("chibi", "multi", "aesthetic"):  # the real config reads the user's own hand labels
+        (folder / "labels" / f"{task}.csv").write_text("post_id,label\n")
+
+
+def test_face_study_plans_its_safebooru_side_and_getchu_only_when_brought(tmp_path):
+    """config.yaml plans the face study's own Safebooru scrape and its runs (350 epochs), and nothing that needs a
+    folder the user lacks; the Getchu side is an extra config file that stops a dry run in one line until the crawl is
+    in place, then plans it."""
+    _placeholder_labels(tmp_path)
+    result = snakemake("-n", "-p", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    scrapes = [line for line in result.stdout.splitlines() if "-m ganime_steps.scrape " in line]
+    faces_scrape = next(line for line in scrapes if "--name safebooru_faces" in line)
+    assert "--kind dapi" in faces_scrape and "--tags '1girl solo portrait'" in faces_scrape
+    assert "--base-url https://safebooru.org" in faces_scrape and "--limit 60000" in faces_scrape
+    assert not any("--kind folder" in line for line in scrapes), scrapes
+    assert "--posts results/scrape/safebooru_faces/posts.parquet" in result.stdout
+    jobs = re.split(r"\n(?:local)?rule ", result.stdout)
+    assert all("booru=1" in job for job in jobs if job.startswith("scrape:")), "two Safebooru scrapes, one at a time"
+    trains = [line for line in result.stdout.splitlines() if "-m ganime_steps.train" in line]
+    face_runs = [line for line in trains if "--data results/datasets/faces/pack_64.npy" in line]
+    assert len(face_runs) == 9 and all("--epochs 350" in line and "--kimg" not in line for line in face_runs)
+    assert {re.search(r"--family (\S+)", line).group(1) for line in face_runs} == {"dcgan", "dragan", "sngan"}
+    assert not any("--epochs" in line for line in trains if line not in face_runs)
+
+    both = ("--configfile", str(REPO / "config.yaml"), str(REPO / "configs" / "face_study_getchu.yaml"))
+    result = snakemake("-n", *both, "--directory", str(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    lines = [line for line in output.splitlines() if "ganime config error" in line]
+    assert len(lines) == 1 and "config key sources.getchu.path: data/getchu does not exist; put" in lines[0], output
+    assert "your Getchu crawl" in lines[0] and "Traceback" not in output and "Job stats" not in output
+
+    (tmp_path / "data" / "getchu").mkdir(parents=True)  # the crawl in place: the Getchu side is planned
+    result = snakemake("-n", "-p", *both, "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "--kind folder --name getchu" in result.stdout and "--out results/faces_getchu" in result.stdout
+    for family in ("dcgan", "dragan", "sngan"):
+        for seed in (0, 1, 2):
+            assert f"--out results/runs/{family}_faces_getchu_s{seed}" in result.stdout, (family, seed)
+
+
 def test_each_source_crops_faces_with_its_own_detector(tmp_path):
     config = with_face_study(yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()))
     config["sources"]["tachie"]["face_detector"] = "lbpcascade"  # e.g. a folder of Getchu images

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from ganime_steps.backbones import OFFLINE_ARCHS
 from ganime_steps.codedeps import metric_files, stage_files, training_files
 from ganime_steps.common import GanimeError
-from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, all_sources, validate_config
+from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, HTTP_KINDS, all_sources, validate_config
 from ganime_steps.labels import source_files
 
 REPO = Path(workflow.basedir).parent
@@ -30,6 +30,21 @@ DEVICE_GPUS = 0 if config["device"] == "cpu" else 1
 
 SOURCES = all_sources(config)  # name -> settings; the main source (scrape) first
 MAIN_SOURCE = config["scrape"]["source"]
+
+
+def source_key(name):
+    """The config key a source's settings are under: scrape (the main source) or sources.<name>."""
+    return "scrape" if name == MAIN_SOURCE else f"sources.{name}"
+
+
+def missing_folder_sources():
+    """(key, path) of each folder source whose path does not exist and that is not scraped yet: images only the user
+    has (a Getchu crawl). Relative paths are the working directory's, as the scrape job reads them."""
+    return [
+        (source_key(name), spec["path"])
+        for name, spec in SOURCES.items()
+        if spec["kind"] == "folder" and not Path(spec["path"]).exists() and not Path(posts_of(name)).exists()
+    ]
 
 
 wildcard_constraints:
@@ -71,6 +86,20 @@ POSTS = posts_of(MAIN_SOURCE)
 GOLD_SAMPLE = "results/label_queue/gold/sample.csv"  # the uniform draw gold is chosen from (rule gold_queue)
 FACES = faces_of(MAIN_SOURCE)
 INCEPTION = "resources/inception-2015-12-05-fidhelper.pth"  # made by rule fetch_inception
+
+
+# Checked before any job is planned: a run that needs a folder the user has not put in place stops here in one line
+# naming the key and what to put there, not hours in when its scrape job starts.
+if missing_folder_sources():
+    raise WorkflowError(
+        "ganime config error: "
+        + "; ".join(
+            f"config key {key}.path: {path} does not exist; put this source's images there (a folder, .zip or "
+            f".tar(.gz) of images, e.g. your Getchu crawl; tags, if any, from <image>.txt captions or metadata.csv), "
+            f"or point {key}.path at them"
+            for key, path in missing_folder_sources()
+        )
+    )
 
 
 def code(stage):
@@ -142,26 +171,6 @@ def scrape_args(name):
     if spec["kind"] == "synthetic":
         flags.update({k: spec["synthetic"][k] for k in ("n_posts", "seed", "style")})
     return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in flags.items() if v not in (None, "", []))
-
-
-def source_key(name):
-    """The config key a source's settings are under: scrape (the main source) or sources.<name>."""
-    return "scrape" if name == MAIN_SOURCE else f"sources.{name}"
-
-
-def check_folder_source(wildcards):
-    """A folder source brings images only the user has (a Getchu crawl): when its scrape job is planned and the path
-    is missing, the run stops in one line naming the key and what to put there, instead of failing hours in. Lazy:
-    targets that do not need the source are not blocked. No input: the folder is read by the job itself."""
-    spec = SOURCES[wildcards.source]
-    if spec["kind"] == "folder" and not Path(spec["path"]).exists():
-        key = source_key(wildcards.source)
-        raise WorkflowError(
-            f"ganime config error: config key {key}.path: {spec['path']} does not exist; put this source's images "
-            f"there (a folder, .zip or .tar(.gz) of images, e.g. your Getchu crawl; tags, if any, from <image>.txt "
-            f"captions or metadata.csv), or point {key}.path at them"
-        )
-    return []
 
 
 def face_detector(source):

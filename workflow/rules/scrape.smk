@@ -16,6 +16,10 @@ rule scrape:
     params:
         args=lambda wildcards: scrape_args(wildcards.source),  # every setting of config scrape / sources.<name>
         out=lambda wildcards, output: Path(output.posts).parent,
+    resources:
+        # each job keeps its own rate limit, so two booru scrapes at once (config.yaml: the full-body and the face
+        # Safebooru queries) would double the requests to one host: profiles give booru=1, one at a time
+        booru=lambda wildcards: 1 if SOURCES[wildcards.source]["kind"] in HTTP_KINDS else 0,
     conda:
         "../../envs/scrape.yaml"
     log:

@@ -62,6 +62,12 @@ rule train:
         # the run's device (schema: auto); config.yaml's GPU runs say cuda, so a job without a GPU fails loudly
         device=lambda wildcards: get_run(wildcards.run)["device"],
         tf32=lambda wildcards: "--tf32 on" if get_run(wildcards.run)["tf32"] else "--tf32 off",
+        # the run length: kimg, or epochs that the job turns into kimg from its packed set's size (validate_config
+        # leaves kimg null on an epochs run)
+        length=lambda wildcards: (
+            f"--epochs {epochs}" if (epochs := get_run(wildcards.run)["epochs"]) is not None
+            else f"--kimg {get_run(wildcards.run)['kimg']}"
+        ),
         resume_other_code=lambda wildcards: "--resume-other-code" if get_run(wildcards.run).get("resume_other_code") else "",
         # one run over N GPUs of a node (the run's `gpus`, default 1): torchrun starts N data-parallel ranks
         # (DDP: the global batch is split over them; rank 0 writes the files; resume works as with one GPU)
@@ -92,7 +98,7 @@ rule train:
         " --device {params.device}"
         " --family {params.spec[family]:q}"
         " --resolution {params.spec[resolution]}"
-        " --kimg {params.spec[kimg]}"
+        " {params.length}"
         " --batch-size {params.spec[batch_size]}"
         " {params.lr}"
         " --channels {params.spec[channels]}"
