@@ -404,6 +404,12 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     _check_evaluation_references(evaluation, datasets)
     for name, run in config["runs"].items():
         run["reference"] = resolve_reference(name, run, datasets, evaluation)
+    for name in config["report"]["study"]["kept"]:
+        if name not in datasets:
+            raise GanimeError(
+                f"config key report.study.kept.{name}: {name!r} is not a dataset in datasets; name one of "
+                f"{', '.join(datasets)}"
+            )
     fallback = evaluation["fallback_classifier"]
     if fallback is not None and fallback not in classifiers:
         raise GanimeError(f"config key evaluation.fallback_classifier: {fallback!r} is not a classifier")

@@ -25,7 +25,7 @@ import functools
 import io
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from ganime_steps import comparison
+from ganime_steps import comparison, time_to_quality
 from ganime_steps.common import GanimeError, args_for, parse_assignments, run_cli, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -221,6 +221,8 @@ def read_dataset(path: Path) -> dict[str, Any]:
         "removed_by": {str(k): int(v) for k, v in s["removed_by"].items()},
         "flagged_by": {str(k): int(v) for k, v in (s.get("flagged_by") or {}).items()},
         "thresholds": {str(k): _num(v) for k, v in (s.get("thresholds") or {}).items()},
+        # classifier filters cut at a named operating point (drop TASK: precision:0.4): the rule
+        "rules": {str(k): str(v.get("rule")) for k, v in (s.get("operating_points") or {}).items()},
         "removed_grids": {},  # filter -> data URI, filled from --removed-grids
     }
 
@@ -462,6 +464,7 @@ def _removed_figures(d: dict[str, Any]) -> list[dict[str, Any]]:
     for f, uri in d["removed_grids"].items():
         thr = d["thresholds"].get(f)
         how = f", score ≥ {thr:.3f}" if thr is not None else ""
+        how += f" ({d['rules'][f]} on validation)" if f in d["rules"] else ""
         caption = f"removed by {f}: {d['removed_by'].get(f, 0)} of {d['n_total']}{how}"
         figures.append({"uri": uri, "alt": f"{d['dataset']} removed by {f}", "caption": caption})
     return figures
@@ -472,18 +475,33 @@ def _removed_cell(n: int | None, total: int) -> str:
     return "—" if n is None else f"{n}{pct}"
 
 
-def _datasets_context(items: list[dict[str, Any]]) -> dict[str, Any]:
+def _study_yield(d: dict[str, Any], study: dict[str, Any] | None) -> dict[str, str] | None:
+    """The study's figure for one dataset ('≈12000 of ≈20000 (60.0%)') and ours against it ('0.97×'); None where the
+    study names no size for it."""
+    kept = (study or {}).get("kept", {}).get(d["dataset"])
+    if kept is None:
+        return None
+    scraped = study.get("scraped")
+    figure = f"≈{kept} of ≈{scraped} ({100.0 * kept / scraped:.1f}%)" if scraped else f"≈{kept}"
+    return {"figure": figure, "ratio": f"{d['n_kept'] / kept:.2f}×"}
+
+
+def _datasets_context(items: list[dict[str, Any]], study: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Yields per dataset (kept of the candidates, i.e. of the scraped posts or crops), per filter, and beside them the
+    study's figures where the config gives them (report.study)."""
     filters = sorted({f for d in items for f in d["removed_by"]})
     rows = [
         {
             **{k: d[k] for k in ("dataset", "n_total", "n_kept")},
             "kept_pct": _f(d["kept_pct"], 1),
             "removed": [_removed_cell(d["removed_by"].get(f), d["n_total"]) for f in filters],
+            "study": _study_yield(d, study),
         }
         for d in items
     ]
     grids = [{"dataset": d["dataset"], "figures": _removed_figures(d)} for d in items if d["removed_grids"]]
-    return {"filters": filters, "rows": rows, "removed_grids": grids}
+    shown = study if any(r["study"] for r in rows) else None
+    return {"filters": filters, "rows": rows, "removed_grids": grids, "study": shown}
 
 
 def _groundtruth_context(gt: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -657,6 +675,49 @@ def _curve_figures(curves: list[tuple[str, str, dict[str, Any] | None]]) -> list
     return figures
 
 
+def _time_row(g: time_to_quality.GroupCurve) -> dict[str, Any]:
+    best = g.best
+    return {
+        **{k: getattr(g, k) for k in ("group", "family")},
+        "seeds": f"{len(g.seeds)} of {g.n_runs}",
+        "best": _pm(best.value, best.std, 2),
+        "best_at": f"{time_to_quality.duration(best.seconds)}, {best.kimg:g} kimg",
+        "trained": "—"
+        if g.trained_kimg is None
+        else f"{g.trained_kimg:g} kimg, {time_to_quality.duration(g.trained_seconds)}",
+    }
+
+
+def _time_to_quality_context(view: dict[str, Any] | None) -> dict[str, Any]:
+    """Per set of comparable groups (same dataset and snapshot reference): the figure, each group's best and how far
+    it trained, every pair's sentence (or why there is no pair); the runs without snapshots."""
+    view = view or {"sets": [], "without_snapshots": []}
+    sets = []
+    for st in view["sets"]:
+        groups, metric = st["groups"], st["metric"]
+        first = groups[0]
+        where = f"{_s(st['dataset'])}" + ("" if first.resolution is None else f" at {first.resolution} px")
+        n_fake = dict(zip(time_to_quality.IDENTITY_KEYS, first.identity, strict=False)).get("n_fake")
+        title = f"{where}: {metric} of {_s(n_fake)} generated images per snapshot"
+        png = time_to_quality.figure_png(groups, metric, where, [p.target for p in st["pairs"]])
+        sets.append(
+            {
+                "title": title,
+                "metric": metric,
+                "figure": {
+                    "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                    "alt": f"time to quality, {where}",
+                    "caption": f"{metric} (mean over seeds, ± std band) against training time and kimg; "
+                    "ringed: each group's best; dashed: each pair's target",
+                },
+                "rows": [_time_row(g) for g in groups],
+                "pairs": [{"sentence": p.sentence, "notes": p.seed_notes} for p in st["pairs"]],
+                "alone": None if len(groups) > 1 else first.group,
+            }
+        )
+    return {"sets": sets, "without": view["without_snapshots"]}
+
+
 def _grid_figures(grids: list[tuple[str, str]]) -> list[dict[str, Any]]:
     return [{"uri": uri, "alt": f"samples of {run}", "caption": run} for run, uri in grids]
 
@@ -676,9 +737,13 @@ def render_html(
     directions=(),
     studies=(),
     verdicts=None,
+    time_view=None,
+    study_yields=None,
 ) -> str:
     """The whole page: each section's rows prepared here, the markup from ``templates/report.html.j2``.
-    ``verdicts``: :func:`comparison.verdicts` of the runs (default: computed with no gold minimum)."""
+    ``verdicts``: :func:`comparison.verdicts` of the runs (default: computed with no gold minimum); ``time_view``:
+    :func:`time_to_quality.build` of the runs (default: no time-to-quality section content); ``study_yields``:
+    :func:`study_figures`, the published study's dataset sizes shown beside the yields."""
     groups = comparison.aggregate(runs)
     if verdicts is None:
         verdicts = comparison.verdicts(groups)
@@ -693,10 +758,11 @@ def render_html(
             studies=[_dataset_study_context(t) for t in studies],
             runs=_runs_context(runs),
             curves=_curve_figures(list(curves)),
+            ttq=_time_to_quality_context(time_view),
             grids=_grid_figures(list(grids)),
             directions=_grid_figures(list(directions)),
             classifiers=_classifiers_context(classifiers, label_counts),
-            datasets=_datasets_context(datasets),
+            datasets=_datasets_context(datasets, study_yields),
             groundtruth=_groundtruth_context(groundtruth),
             queues=_queue_rows(list(queues)),
         )
@@ -726,6 +792,28 @@ class ReportInputs:
     groups: list[dict[str, Any]]
     verdicts: list[dict[str, Any]]
     gold_min: int
+    time_view: dict[str, Any] = field(default_factory=dict)  # time_to_quality.build: the families' time to quality
+    study_yields: dict[str, Any] | None = None  # study_figures: the published study's dataset sizes
+
+
+def study_figures(
+    name: str, scraped: int | None, kept: dict[str, str] | None, datasets: list[str]
+) -> dict[str, Any] | None:
+    """The published study's sizes (config key report.study): posts scraped and images kept per dataset name, checked;
+    None where none are given."""
+    if not kept:
+        return None
+    if scraped is not None and scraped < 1:
+        raise GanimeError(f"--study-scraped {scraped}: must be a count >= 1 (config key report.study.scraped)")
+    sizes = {}
+    for dataset, value in kept.items():
+        size = _num(value)
+        if size is None or size < 1 or size != int(size):
+            raise GanimeError(f"--study-kept {dataset}={value}: must be a count >= 1 (config key report.study.kept)")
+        if dataset not in datasets:
+            log.warning("--study-kept %s: no such dataset in --dataset-summaries; not shown", dataset)
+        sizes[dataset] = int(size)
+    return {"name": name, "scraped": scraped, "kept": sizes}
 
 
 def read_curves(run_metrics: list[Path]) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -756,6 +844,9 @@ def read_inputs(
     studies: dict[str, str] | None = None,
     study_groups: dict[str, str] | None = None,
     gold_min: int = GOLD_MIN,
+    study_name: str = "study",
+    study_scraped: int | None = None,
+    study_kept: dict[str, str] | None = None,
 ) -> ReportInputs:
     """Read every input, failing on the first missing or malformed one (see ``run_report`` for the arguments)."""
     if gold_min < 0:
@@ -775,6 +866,8 @@ def read_inputs(
     tables = comparison.study_tables(group_rows, study_specs, verdicts)
     direction_figs = [(Path(p).parent.name, png_data_uri(Path(p), "--directions")) for p in directions]
     curves = read_curves(run_metrics)
+    run_dirs = {r["run"]: Path(p).parent for r, p in zip(runs, run_metrics, strict=True)}
+    time_view = time_to_quality.build(runs, {run: comparison.read_curves(d) for run, d in run_dirs.items()})
     classifiers = [read_classifier(Path(p)) for p in classifier_metrics]
     datasets = [read_dataset(Path(p)) for p in dataset_summaries]
     grids = [(Path(p).parent.name, png_data_uri(Path(p), "--sample-grids")) for p in sample_grids]
@@ -798,6 +891,8 @@ def read_inputs(
         group_rows,
         verdicts,
         gold_min,
+        time_view,
+        study_figures(study_name, study_scraped, study_kept, [d["dataset"] for d in datasets]),
     )
 
 
@@ -816,6 +911,8 @@ def build_page(title: str, inputs: ReportInputs) -> str:
         directions=inputs.directions,
         studies=inputs.studies,
         verdicts=inputs.verdicts,
+        time_view=inputs.time_view,
+        study_yields=inputs.study_yields,
     )
 
 
@@ -849,8 +946,10 @@ def summary_json(title: str, inputs: ReportInputs, removed_grids: list[Path], sa
         "data_fid": inputs.data_fid,
         "studies": inputs.studies,
         "best_snapshots": {run: best for run, _, best in inputs.curves},
+        "time_to_quality": time_to_quality.summary(inputs.time_view) if inputs.time_view else None,
         "classifiers": [{k: v for k, v in c.items() if k != "images"} for c in inputs.classifiers],
         "datasets": [{k: v for k, v in d.items() if k != "removed_grids"} for d in inputs.datasets],
+        "study_yields": inputs.study_yields,
         "removed_grids": [str(p) for p in removed_grids],
         "groundtruth": inputs.groundtruth,
         "label_counts": inputs.label_counts,
@@ -934,6 +1033,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"fewest gold images a verdict against gold needs (config key evaluation.gold_min; default {GOLD_MIN}); "
         "below it the report says the gold set is too small to judge",
     )
+    p.add_argument("--study-name", default="study", help="the published study's name in the dataset table")
+    p.add_argument("--study-scraped", type=int, help="posts the published study scraped (config key report.study)")
+    p.add_argument(
+        "--study-kept", nargs="*", default=[], help="DATASET=N: images the published study kept in each dataset"
+    )
     p.add_argument("--title", default="ganime report", help="page title")
     p.add_argument(
         "--out", type=Path, required=True, help="output folder: index.html, metrics.csv, report_summary.json"
@@ -947,6 +1051,7 @@ def _handle(a: argparse.Namespace) -> ReportSummary:
         groups=parse_assignments(a.groups, "--groups", "RUN=GROUP, e.g. dcgan_A_s1=dcgan_A"),
         studies=parse_assignments(a.studies, "--studies", "STUDY=REFERENCE, e.g. faces=train"),
         study_groups=parse_assignments(a.study_groups, "--study-groups", "GROUP=STUDY, e.g. dragan_faces=faces"),
+        study_kept=parse_assignments(a.study_kept, "--study-kept", "DATASET=N, e.g. A=12000"),
     )
     return run_report(out=a.out, title=a.title, **sources)
 

@@ -115,6 +115,7 @@ def test_constants_match_the_code_they_mirror():
         (lambda c: c["classifiers"]["multi"].update(arch="resnet343"), "classifiers.multi.arch: 'resnet343' is not"),
         (lambda c: c["classifiers"]["multi"].update(arch="resnet34"), "classifiers.multi.arch: 'resnet34' has no"),
         (lambda c: c["scrape"].update(kind="folder"), "scrape.path: required for kind 'folder'"),
+        (lambda c: c["report"].update(study={"kept": {"Z": 5000}}), "report.study.kept.Z: 'Z' is not a dataset"),
     ],
 )
 def test_errors_name_the_key(edit, key):

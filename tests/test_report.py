@@ -286,6 +286,46 @@ def test_removed_grids_groundtruth_labels_and_queue(tmp_path, inputs):
     assert rp.main(["--dataset-summaries", str(ds), "--removed-grids", str(stray), "--out", str(tmp_path / "x")]) == 2
 
 
+def test_dataset_yields_beside_the_studys_figures(tmp_path, capsys):
+    """Each dataset's yield (kept of scraped) beside the study's own sizes given in the config (report.study), and the
+    operating point a filter cut at in its removed-images caption."""
+    res = tmp_path / "results" / "datasets"
+    summaries = [
+        _json(res / "A" / "summary.json", {"dataset": "A", "n_total": 19000, "n_kept": 11640, "removed_by": {}}),
+        _json(
+            res / "B" / "summary.json",
+            {
+                "dataset": "B",
+                "n_total": 19000,
+                "n_kept": 5200,
+                "removed_by": {"aesthetic": 6440},
+                "thresholds": {"aesthetic": 0.1234},
+                "operating_points": {"aesthetic": {"rule": "precision:0.4", "threshold": 0.1234, "met": True}},
+            },
+        ),
+        _json(res / "faces" / "summary.json", {"dataset": "faces", "n_total": 900, "n_kept": 800, "removed_by": {}}),
+    ]
+    grid = _png(res / "B" / "removed_aesthetic.png", (1, 2, 3))
+    study = {"study_name": "full-body study", "study_scraped": 20000, "study_kept": {"A": "12000", "B": "5000"}}
+    base = {"run_metrics": [], "classifier_metrics": [], "sample_grids": [], "title": "T"}
+    rp.run_report(**base, dataset_summaries=summaries, removed_grids=[grid], out=tmp_path / "rep", **study)
+    section = _section((tmp_path / "rep" / "index.html").read_text(encoding="utf-8"), "Dataset yields")
+    assert "<th>full-body study: kept of scraped</th><th>kept here / full-body study</th>" in section
+    assert "<td>11640</td><td>61.3</td><td>≈12000 of ≈20000 (60.0%)</td><td>0.97×</td>" in section
+    assert "<td>5200</td><td>27.4</td><td>≈5000 of ≈20000 (25.0%)</td><td>1.04×</td>" in section
+    assert "<td>800</td><td>88.9</td><td>—</td><td>—</td>" in section  # the study gives no size for faces
+    assert "removed by aesthetic: 6440 of 19000, score ≥ 0.123 (precision:0.4 on validation)" in section
+    summary = json.loads((tmp_path / "rep" / "report_summary.json").read_text())
+    assert summary["study_yields"] == {"name": "full-body study", "scraped": 20000, "kept": {"A": 12000, "B": 5000}}
+    # without the study's figures the table has no such columns
+    rp.run_report(**base, dataset_summaries=summaries, out=tmp_path / "plain")
+    assert "kept of scraped" not in (tmp_path / "plain" / "index.html").read_text(encoding="utf-8")
+    # a bad figure at the shell is one line naming the config key
+    flags = ["--dataset-summaries", str(summaries[0]), "--study-kept", "A=many", "--out", str(tmp_path / "bad")]
+    assert rp.main(flags) == 2
+    assert "--study-kept A=many: must be a count >= 1 (config key report.study.kept)" in capsys.readouterr().err
+
+
 def test_best_run_is_chosen_per_reference_set(tmp_path, inputs):
     """A face run with a lower FD against the face set must not outrank runs measured against dataset A."""
     metrics = {"feature_space": "classifier:aesthetic:resnet34", "is_fid": False, "n_fake": 10, "n_real": 10}
@@ -407,6 +447,7 @@ def test_page_sections_escaping_and_inlined_css(tmp_path, inputs):
         "Dataset study: small",
         "Generative models",
         "Training curves",
+        "Time to quality",
         "Sample grids",
         "Latent directions (style studio)",
         "Cleaning classifiers",
@@ -433,7 +474,9 @@ def test_page_sections_escaping_and_inlined_css(tmp_path, inputs):
     assert re.search(r"<style>(.*?)</style>", page, re.S).group(1).strip() == css.strip()
     assert '"Segoe UI"' in page
     assert not re.search(r'(src|href)="(?!data:)', page) and "<link" not in page
-    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 7  # 3 grids, 2 classifier, curve, directions
+    # 3 grids, 2 classifier figures, the curve, directions, time to quality (dcgan_B: the only group with snapshots)
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 8
+    assert "Only dcgan_B is measured against this reference" in _section(page, "Time to quality")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

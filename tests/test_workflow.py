@@ -106,6 +106,38 @@ def test_face_study_plans_its_safebooru_side_and_getchu_only_when_brought(tmp_pa
             assert f"--out results/runs/{family}_faces_getchu_s{seed}" in result.stdout, (family, seed)
 
 
+def test_config_yaml_plans_the_studys_ladder_and_model_b(tmp_path):
+    """The study's ladder on A (dcgan, wgan-gp, progan grown from 4 px, stylegan; three seeds each) and stylegan on B,
+    each with metric snapshots (the report's time to quality), progan and stylegan against one reference so their times
+    compare; B drops the aesthetic classifier's positives at precision 0.4, read off the classifier's metrics.json."""
+    (tmp_path / "labels").mkdir()
+    for task in ("chibi", "multi", "aesthetic"):
+        (tmp_path / "labels" / f"{task}.csv").write_text("post_id,label\n")
+    result = snakemake("-n", "-p", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    train = {re.search(r"--out results/runs/(\S+)", c).group(1): c for c in lines if "-m ganime_steps.train" in c}
+    for group, family, res in (
+        ("dcgan_A", "dcgan", 64),
+        ("wgangp_A", "wgan-gp", 64),
+        ("progan_A", "progan", 128),
+        ("stylegan_A", "stylegan", 128),
+        ("stylegan_B", "stylegan", 128),
+    ):
+        for seed in (0, 1, 2):
+            command = train[f"{group}_s{seed}"]
+            assert f"--family {family} " in command and f"--resolution {res} " in command, command
+            assert f"--seed {seed} " in command and "--metric-samples 5000" in command, command
+            assert f"--metric-reference results/evaluation/reference_A_{res}.npz" in command, command
+    assert "--start-resolution 4 " in train["progan_A_s0"]
+    clean = {re.search(r"--dataset (\S+)", c).group(1): c for c in lines if "-m ganime_steps.clean filter" in c}
+    assert "--drop chibi=auto multi=auto --classifier-metrics  " in clean["A"]
+    assert "--drop chibi=auto multi=auto aesthetic=precision:0.4" in clean["B"]
+    assert "--classifier-metrics aesthetic=results/classifiers/aesthetic/metrics.json" in clean["B"]
+    report = next(c for c in lines if "-m ganime_steps.report" in c)
+    assert "--study-scraped 20000 --study-kept A=12000 B=5000" in report
+
+
 def test_each_source_crops_faces_with_its_own_detector(tmp_path):
     config = with_face_study(yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()))
     config["sources"]["tachie"]["face_detector"] = "lbpcascade"  # e.g. a folder of Getchu images

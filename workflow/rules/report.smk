@@ -60,6 +60,10 @@ rule report:
     params:
         title=config["report"]["title"],
         gold_min=config["evaluation"]["gold_min"],
+        # the published study's dataset sizes, shown beside each dataset's yield
+        study_name=config["report"]["study"]["name"],
+        study_scraped=lambda wildcards: f"--study-scraped {n}" if (n := config["report"]["study"]["scraped"]) else "",
+        study_kept=[f"{name}={n}" for name, n in config["report"]["study"]["kept"].items()],
         groups=[f"{name}={run['group']}" for name, run in config["runs"].items()],
         studies=[f"{study}={spec['reference']}" for study, spec in config["matrix"].items()],
         study_groups=list(dict.fromkeys(f"{r['group']}={r['study']}" for r in config["runs"].values() if r["study"])),
@@ -84,6 +88,9 @@ rule report:
         " --studies {params.studies:q}"
         " --study-groups {params.study_groups:q}"
         " --gold-min {params.gold_min}"
+        " --study-name {params.study_name:q}"
+        " {params.study_scraped}"
+        " --study-kept {params.study_kept:q}"
         " --title {params.title:q}"
         " --out results/report"
         " 2> {log:q}"
