@@ -157,3 +157,15 @@ def test_configfiles_merge_as_snakemake_merges_them_and_errors_are_one_line(tmp_
     assert plan_module.main(["--configfile", str(tmp_path / "nope.yaml")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganime error:")]
     assert err == [f"ganime error: --configfile {tmp_path / 'nope.yaml'}: not found"]
+
+
+def test_readme_shows_the_plan_of_config_yaml_as_it_prints(tmp_path, monkeypatch):
+    """README's "A real run" pastes `python -m ganime_steps.plan` for config.yaml with nothing scraped and no GPU
+    benchmark: the block is the command's output for the config as it is now (a config edit shows up here)."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"\(`\.venv/bin/python -m ganime_steps\.plan`\):\n\n```text\n(.*?)\n```", readme, re.S)
+    assert block, "README's plan block is missing"
+    monkeypatch.chdir(REPO)
+    plan = plan_module.make_plan(configfiles=[CONFIG], directory=tmp_path, bench=tmp_path / "gpu.json")
+    plan.bench = "benchmarks/results/gpu.json"  # the default file, absent where the README's output was made
+    assert block.group(1) == plan_module.render(plan)
