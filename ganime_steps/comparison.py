@@ -535,6 +535,13 @@ def curve_png(run: str, curves: dict[str, list[dict[str, Any]]]) -> bytes | None
     ax_l.set(xlabel="kimg", ylabel="loss", title="losses")
     if curves["losses"]:
         ax_l.legend(fontsize=8)
+    return png_of(fig)
+
+
+def png_of(fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (tight layout), closed: the report's curves are made this way."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -19,14 +19,13 @@ Definitions (the report prints them beside the numbers):
 
 from __future__ import annotations
 
-import io
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ganime_steps.comparison import as_float, mean_std, metric_key
+from ganime_steps.comparison import as_float, mean_std, metric_key, png_of
 
 KIMG_DIGITS = 3  # kimg is images/1000: snapshots of seeds of one run agree to the image
 IDENTITY_KEYS = ("reference_sha256", "n_fake", "n_real")  # what makes two snapshot values comparable
@@ -365,8 +364,4 @@ def figure_png(groups: list[GroupCurve], metric: str, title: str, targets: list[
     for ax in (ax_t, ax_k):
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_of(fig)
