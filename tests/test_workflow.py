@@ -104,6 +104,14 @@ def test_face_study_plans_its_safebooru_side_and_getchu_only_when_brought(tmp_pa
     for family in ("dcgan", "dragan", "sngan"):
         for seed in (0, 1, 2):
             assert f"--out results/runs/{family}_faces_getchu_s{seed}" in result.stdout, (family, seed)
+    # once scraped, the crawl may go (its images are stored under results/scrape/getchu/): nothing is refused
+    (tmp_path / "data" / "getchu").rmdir()
+    for name in ("posts.parquet", "failures.parquet", "scrape_summary.json"):
+        (tmp_path / "results" / "scrape" / "getchu").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / "scrape" / "getchu" / name).write_text("")
+    result = snakemake("-n", "-p", *both, "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "--kind folder" not in result.stdout and "--out results/faces_getchu" in result.stdout
 
 
 def test_config_yaml_plans_the_studys_ladder_and_model_b(tmp_path):
