@@ -98,8 +98,8 @@ class Pair:
 
 def _interpolated_seconds(kimg: float, log_rows: list[dict[str, Any]]) -> float | None:
     """Training seconds at ``kimg`` read off log.csv (linear between rows; 0 at kimg 0); None beyond its last row."""
-    pts = sorted((as_float(r.get("kimg")), as_float(r.get("seconds"))) for r in log_rows)
-    pts = [(k, s) for k, s in pts if k is not None and s is not None]
+    pts = [(as_float(r.get("kimg")), as_float(r.get("seconds"))) for r in log_rows]
+    pts = sorted((k, s) for k, s in pts if k is not None and s is not None)
     if kimg <= 0:
         return 0.0
     if not pts or kimg > pts[-1][0] + 1e-9:
@@ -123,13 +123,10 @@ def run_curve(run: str, curves: dict[str, list[dict[str, Any]]]) -> RunCurve:
         points.append(Point(kimg, value, seconds if seconds is not None else _interpolated_seconds(kimg, log_rows)))
     points.sort(key=lambda p: p.kimg)
     identity = tuple(rows[-1].get(k) for k in IDENTITY_KEYS) if rows else ()
-    curve = RunCurve(run, key, identity, points)
-    last_log = max(log_rows, key=lambda r: float(r["kimg"]), default=None)
-    if last_log is not None:
-        curve.trained_kimg, curve.trained_seconds = float(last_log["kimg"]), as_float(last_log.get("seconds"))
-    elif points:  # no log.csv: the last snapshot is as far as we know it trained
-        curve.trained_kimg, curve.trained_seconds = points[-1].kimg, points[-1].seconds
-    return curve
+    # how far it trained: the later of log.csv's last row and the last snapshot (either may be missing)
+    ends = [(float(r["kimg"]), as_float(r.get("seconds"))) for r in log_rows] + [(p.kimg, p.seconds) for p in points]
+    trained_kimg, trained_seconds = max(ends, key=lambda e: e[0], default=(None, None))
+    return RunCurve(run, key, identity, points, trained_kimg, trained_seconds)
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:

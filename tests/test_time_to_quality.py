@@ -120,7 +120,7 @@ def test_a_group_curve_is_the_mean_over_the_kimg_every_seed_reached(tmp_path):
     seeds[1].points = seeds[1].points[:3]  # a seed still training: snapshots up to 400 kimg
     g = tq.group_curve("a", {"family": "dcgan", "dataset": "A"}, seeds)
     assert [(p.kimg, p.value, p.seconds) for p in g.points] == [(0, 9, 0), (200, 7, 400), (400, 6, 800)]
-    assert g.best.kimg == 400 and g.best.std == pytest.approx(2**0.5 / 2 * 2)  # values 7 and 5
+    assert g.best.kimg == 400 and g.best.std == pytest.approx(2**0.5)  # values 7 and 5
     assert tq.group_curve("b", {}, [tq.RunCurve("b_s0", None, (), [])]) is None
 
 
@@ -154,3 +154,14 @@ def test_durations():
         "2.0 h",
         "11.1 h",
     ]
+
+
+def test_log_rows_without_a_time_are_passed_over():
+    curves = {
+        "metrics": [{"kimg": 0, "fid": 9.0}, {"kimg": 20, "fid": 5.0}, {"kimg": 30, "fid": 4.0}],
+        "losses": [{"kimg": "10", "seconds": ""}, {"kimg": "20", "seconds": "50"}],
+    }
+    curve = tq.run_curve("r", curves)
+    # kimg 30 is past log.csv's last row: its time is unknown, not extrapolated; the run trained at least that far
+    assert [(p.kimg, p.seconds) for p in curve.points] == [(0, 0.0), (20, 50.0), (30, None)]
+    assert (curve.trained_kimg, curve.trained_seconds) == (30, None)
