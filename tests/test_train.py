@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ from conftest import TINY_RUN, read_log, train_tiny, write_disc_dataset
 from ganime_steps import train
 from ganime_steps.common import GanimeError, save_npy
 from ganime_steps.gan import FAMILIES, available_families, generate_images, load_generator
-from ganime_steps.gan.loop import LOG_COLUMNS, load_dataset, sample_real
+from ganime_steps.gan.loop import LOG_COLUMNS, Trainer, load_dataset, sample_real, snapshot_name
 from ganime_steps.gan.networks import images_to_uint8
 
 torch.set_num_threads(1)
@@ -75,6 +78,34 @@ def test_resume_is_exact(data: Path, tmp_path: Path, family: str) -> None:
             assert torch.equal(ta, b[net][key]), f"{net}.{key} differs after resume"
     ra, rb = read_log(full), read_log(part)
     assert [r["loss_g"] for r in ra] == [r["loss_g"] for r in rb]
+
+
+def test_resume_writes_the_grid_a_kill_took_after_the_checkpoint(data: Path, tmp_path: Path, monkeypatch) -> None:
+    """A kill between a checkpoint and its snapshot grid (the last write of a checkpoint event; found by kill -9
+    under load) leaves the resumed run without that grid and with the killed writer's temporary file: the resume
+    writes the same grid again and the temporary file goes."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_tiny(data, full, kimg=0.048, checkpoint_every=0.024)
+
+    class Killed(Exception):
+        pass
+
+    def killed(self, snapshot: bool) -> None:
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "write_samples", killed)
+        with pytest.raises(Killed):
+            train_tiny(data, part, kimg=0.048, checkpoint_every=0.024)
+    grid = snapshot_name(24)
+    assert (part / "checkpoint.pt").exists() and not (part / grid).exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # the killed writer: a process that no longer runs
+    dead.wait()
+    orphan = part / f".{grid}.{socket.gethostname().replace('.', '-')}-{dead.pid}.0123456789ab.tmp.png"
+    orphan.write_bytes(b"half a png")
+    assert train_tiny(data, part, kimg=0.048, checkpoint_every=0.024).resumed
+    assert (part / grid).read_bytes() == (full / grid).read_bytes()
+    assert not orphan.exists()
 
 
 def test_sample_real_reads_flips_and_scales(data: Path) -> None:

@@ -1265,6 +1265,13 @@ class Trainer:
         if snapshot:
             save_image(self.out / snapshot_name(self.images_seen), grid)
 
+    def _restore_snapshot_grid(self) -> None:
+        """A checkpoint's sample grid is written after the checkpoint (checkpoint_event): a run killed in between
+        resumes past that snapshot, so write the grid again from the restored G_ema (the same image; the killed
+        writer's temporary file goes with it)."""
+        if not (self.out / snapshot_name(self.images_seen)).exists():
+            self.write_samples(snapshot=True)
+
     def write_final(self) -> None:
         self._export(self.out / "generator.pt")
         self.write_samples(snapshot=False)
@@ -1552,6 +1559,7 @@ class Trainer:
         if self.resumed:
             self.write_metrics()  # exactly the checkpoint's rows: drops any a killed run wrote after it
             self._sync_best_file()
+            self._restore_snapshot_grid()
         else:
             self._clear_stale_metrics()
 
