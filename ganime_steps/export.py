@@ -43,7 +43,7 @@ from ganime_steps.common import (
     read_parquet,
     run_cli,
 )
-from ganime_steps.thresholds import precision_recall_at
+from ganime_steps.thresholds import f1_of, precision_recall_at
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _at_threshold(block: dict, threshold: float | None) -> dict:
     if threshold is None or not curve:
         return block
     precision, recall = precision_recall_at(curve, threshold)
-    f1 = None if precision is None else (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    f1 = None if precision is None else float(f1_of(precision, recall))
     return {**block, "precision": precision, "recall": recall, "f1": f1}
 
 

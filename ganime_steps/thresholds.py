@@ -52,13 +52,17 @@ def threshold_at(curve: Mapping[str, Any], rule: str) -> tuple[float, bool]:
         ok = np.nonzero(precision >= target - 1e-12)[0]
         if ok.size:
             return float(thresholds[ok[-1]]), True  # descending order: last index = lowest threshold
-    if "f1" in curve:
-        f1 = np.asarray(curve["f1"], dtype=np.float64)
-    else:  # a stored curve: F1 from its precision and recall
-        total = precision + recall
-        f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    # pr_points' curve carries F1; a curve stored in metrics.json does not
+    f1 = np.asarray(curve["f1"], dtype=np.float64) if "f1" in curve else f1_of(precision, recall)
     best = int(np.argmax(f1))  # first maximum in descending order = highest threshold among ties
     return float(thresholds[best]), kind == "best_f1"
+
+
+def f1_of(precision: Any, recall: Any) -> np.ndarray:
+    """F1 from precision and recall (arrays or numbers): 0 where both are 0."""
+    precision, recall = np.asarray(precision, dtype=np.float64), np.asarray(recall, dtype=np.float64)
+    total = precision + recall
+    return np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
 
 
 def precision_recall_at(curve: Mapping[str, Any], threshold: float) -> tuple[float | None, float]:
