@@ -282,6 +282,11 @@ def read_label_queue(path: Path) -> dict[str, Any]:
     }
 
 
+def png_bytes_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:image/png;base64,`` URI (the page embeds every figure)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def png_data_uri(path: Path, flag: str) -> str:
     """A ``data:image/png;base64,`` URI; non-PNG images are converted so the page stays self-contained and uniform."""
     if not path.is_file():
@@ -293,7 +298,7 @@ def png_data_uri(path: Path, flag: str) -> str:
         buf = io.BytesIO()
         decode_image(data, what=f"{flag} {path}").save(buf, format="PNG")
         data = buf.getvalue()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return png_bytes_uri(data)
 
 
 def read_data_fid(path: Path) -> dict[str, Any]:
@@ -705,7 +710,7 @@ def _time_to_quality_context(view: dict[str, Any] | None) -> dict[str, Any]:
                 "title": title,
                 "metric": metric,
                 "figure": {
-                    "uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                    "uri": png_bytes_uri(png),
                     "alt": f"time to quality, {where}",
                     "caption": f"{metric} (mean over seeds, ± std band) against training time and kimg; "
                     "ringed: each group's best; dashed: each pair's target",
@@ -823,8 +828,7 @@ def read_curves(run_metrics: list[Path]) -> list[tuple[str, str, dict[str, Any] 
         c = comparison.read_curves(Path(p).parent)
         png = comparison.curve_png(Path(p).parent.name, c)
         if png is not None:
-            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            curves.append((Path(p).parent.name, uri, comparison.best_snapshot(c)))
+            curves.append((Path(p).parent.name, png_bytes_uri(png), comparison.best_snapshot(c)))
     return curves
 
 
