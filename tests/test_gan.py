@@ -286,6 +286,22 @@ def test_diff_augment_shape_grad_and_cutout() -> None:
     assert torch.equal(a, diff_augment(x.detach()))
 
 
+def test_diff_augment_cutout_is_the_asked_share_of_the_side() -> None:
+    """The same draws with and without cutout: the extra zeros are one square of the asked side (20 px: 0.2 -> 4 px,
+    the official Projected GAN's; 0.5 -> 10 px, the DiffAugment paper's), clipped at the image's border."""
+    x = torch.ones(64, 3, 20, 20)
+
+    def zeros(cutout: float) -> torch.Tensor:
+        torch.manual_seed(3)
+        return (diff_augment(x, cutout) == 0).all(1).flatten(1).sum(1)
+
+    none = zeros(0.0)
+    for share, side in ((0.2, 4), (0.5, 10)):
+        extra = zeros(share) - none
+        assert (extra >= 0).all() and (extra <= side * side).all(), share
+        assert (extra == side * side).float().mean() > 0.2, share  # squares away from the border are whole
+
+
 def test_ema_beta_half_life_and_rampup() -> None:
     beta = ema_beta(64, ema_kimg=10.0, images_seen=10**9, rampup=None)
     assert beta ** (10_000 / 64) == pytest.approx(0.5, rel=1e-9)

@@ -57,6 +57,17 @@ def test_only_the_heads_train_and_features_stay_in_eval_mode(data: Path, tmp_pat
     assert any(not torch.equal(v, heads[k]) for k, v in D.heads.state_dict().items())
 
 
+def test_d_sees_the_official_cutout(data: Path, tmp_path: Path, monkeypatch) -> None:
+    """Projected GAN's DiffAugment cuts out a square of 0.2 of the side (pg_modules/diffaug.py), not the paper's 1/2."""
+    from ganime_steps.gan import loop as gan_loop
+
+    seen = []
+    real = gan_loop.diff_augment
+    monkeypatch.setattr(gan_loop, "diff_augment", lambda x, cutout=0.5: seen.append(cutout) or real(x, cutout))
+    Trainer(tiny_train_config("projected", kimg=0.016), data=data, out=tmp_path, device=torch.device("cpu")).train()
+    assert seen and set(seen) == {0.2}
+
+
 def test_projections_travel_in_the_checkpoint(data: Path, tmp_path: Path) -> None:
     """A D rebuilt from the checkpoint alone (random features, fresh projections) scores images exactly as the
     trained one: the projections are part of D's state, not redrawn."""

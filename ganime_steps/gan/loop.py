@@ -335,11 +335,12 @@ class PrefetchLoader:
         return t.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-# --- DiffAugment (Zhao et al. 2020): colour, translation 1/8, cutout 1/2 ------------------------------------------
+# --- DiffAugment (Zhao et al. 2020): colour, translation 1/8, cutout ---------------------------------------------
 
 
-def diff_augment(x: torch.Tensor) -> torch.Tensor:
-    """Differentiable augmentation applied identically to real and fake images before D."""
+def diff_augment(x: torch.Tensor, cutout: float = 0.5) -> torch.Tensor:
+    """Differentiable augmentation applied identically to real and fake images before D. ``cutout``: the side of
+    the zeroed square as a share of the image's (the DiffAugment paper's 1/2; Projected GAN's code uses 0.2)."""
     b, _, h, w = x.shape
     dev, dt = x.device, x.dtype
 
@@ -366,8 +367,8 @@ def diff_augment(x: torch.Tensor) -> torch.Tensor:
     gx = (gx + tx + 1).clamp(0, w + 1)
     padded = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)
     x = padded[gb, gy, gx].permute(0, 3, 1, 2)
-    # cutout: one zeroed square of half the size per image
-    ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+    # cutout: one zeroed square per image
+    ch, cw = int(h * cutout + 0.5), int(w * cutout + 0.5)
     cy = randint(0, h + (1 - ch % 2)) - ch // 2
     cx = randint(0, w + (1 - cw % 2)) - cw // 2
     rows = torch.arange(h, device=dev).view(1, h, 1)
@@ -1304,13 +1305,13 @@ class Trainer:
     def _d(self, x: torch.Tensor) -> torch.Tensor:
         """D for the losses (compiled when --compile is on)."""
         if self.diffaug:
-            x = diff_augment(x)
+            x = diff_augment(x, self.family.cutout)
         return self.d_fwd(x).float()  # losses in fp32 even under autocast
 
     def _d_eager(self, x: torch.Tensor) -> torch.Tensor:
         """D for gradient penalties (double backward: never compiled)."""
         if self.diffaug:
-            x = diff_augment(x)
+            x = diff_augment(x, self.family.cutout)
         return self.D(x).float()
 
     def _g(self, z: torch.Tensor) -> torch.Tensor:

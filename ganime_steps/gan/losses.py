@@ -194,6 +194,7 @@ class Family:
     reference: str = ""
     arch: str = "dcgan"  # NetConfig.arch: dcgan | progan | stylegan | projected
     diffaug: bool = False  # DiffAugment before D whatever --diffaug says (Projected GAN's D includes it)
+    cutout: float = 0.5  # DiffAugment's cutout square, a share of the image side (the paper's 1/2)
     reset_opt_per_phase: bool = False  # progressive families: fresh Adam state when the lod changes
     stable_kimg: float = 600.0  # progressive families: per resolution
     fade_kimg: float = 600.0
@@ -308,6 +309,7 @@ FAMILIES: dict[str, Family] = {
             reference="Sauer et al. 2021",
             arch="projected",
             diffaug=True,
+            cutout=0.2,  # the official code's DiffAugment (pg_modules/diffaug.py)
         ),
     )
 }
