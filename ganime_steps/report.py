@@ -1,6 +1,6 @@
 """Stage report: one self-contained HTML page comparing runs, classifiers and dataset yields.
 
-Inputs (DESIGN §2 layout):
+Inputs:
 
 - ``results/runs/<run>/metrics.json`` from ``evaluate run`` (the run name is the folder name), with
   ``train_summary.json`` beside it when present (family, dataset, kimg);

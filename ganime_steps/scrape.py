@@ -1,6 +1,6 @@
 """Stage 1, scrape: list booru posts by tags, store verified images content-addressed, write ``posts.parquet``.
 
-Layout under ``--out`` (DESIGN §4):
+Layout under ``--out``:
 
 - ``images/<md5[:2]>/<md5>.<ext>``: the content-addressed store; names come from the md5, never from the server.
 - ``posts.parquet`` (stored posts, in listing order), ``failures.parquet`` (post, reason, detail),
