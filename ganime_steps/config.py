@@ -47,8 +47,8 @@ def _key(path) -> str:
 
 def validate_config(
     config: dict[str, Any], *, schema_path: Path = SCHEMA, families: tuple[str, ...] | None = None
-) -> list[str]:
-    """Validate ``config`` in place (filling defaults). Returns warnings; raises GanimeError on the first error.
+) -> None:
+    """Validate ``config`` in place (filling defaults); raises GanimeError on the first error.
 
     ``families``: the GAN families this version implements (``ganime_steps.gan.available_families()``); a run of
     another family is an error. ``None`` skips that check.
@@ -60,7 +60,7 @@ def validate_config(
     _check_run_length(config)  # before the schema fills in kimg's default
     _raise_first(validator_class(schema).iter_errors(config))
     expand_matrix(config, validator_class(schema["properties"]["runs"]["additionalProperties"]))
-    return _cross_check(config, families)
+    _cross_check(config, families)
 
 
 def _raise_first(errors, prefix: tuple = ()) -> None:
@@ -375,8 +375,7 @@ def _check_offline_weights(classifiers: dict) -> None:
             )
 
 
-def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
-    warnings: list[str] = []
+def _cross_check(config: dict, families: tuple[str, ...] | None) -> None:
     datasets, classifiers, labels = config["datasets"], config["classifiers"], config["labels"]
     _check_names(config)
     _check_sources(config)
@@ -414,4 +413,3 @@ def _cross_check(config: dict, families: tuple[str, ...] | None) -> list[str]:
     if fallback is not None and fallback not in classifiers:
         raise GanimeError(f"config key evaluation.fallback_classifier: {fallback!r} is not a classifier")
     config["runs"] = expand_seeds(config["runs"])  # after the checks, so that errors name the config's own keys
-    return warnings

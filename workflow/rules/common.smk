@@ -1,6 +1,5 @@
 # Config validation, path helpers and wildcard constraints: the only Python of the workflow.
 import shlex
-import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -17,8 +16,7 @@ REPO = Path(workflow.basedir).parent
 shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(str(REPO))}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 try:
-    for _warning in validate_config(config, families=FAMILY_NAMES):
-        print(f"ganime: {_warning}", file=sys.stderr)
+    validate_config(config, families=FAMILY_NAMES)
 except GanimeError as _exc:
     raise WorkflowError(f"ganime config error: {_exc}") from None
 
