@@ -44,21 +44,20 @@ rule train:
         ),
         # progressive families: --start-resolution/--stable-kimg/--fade-kimg where set (null: the family's
         # published defaults). --batch-schedule always: '' keeps the schema's meaning (batch_size at every
-        # resolution), 'auto' the family's published table. --lr-schedule: the run's lr_schedule, else 'auto'
-        # (StyleGAN's official table; from 128 px). batch_schedule is schema-checked to digits, ':' and ',';
-        # lr_schedule, lr_decay_kimg, compile and gpus are read with defaults until the schema declares them.
+        # resolution), 'auto' the family's published table. --lr-schedule always: the run's lr_schedule (schema:
+        # 'auto', StyleGAN's official table; from 128 px). The schema's patterns for both allow no quote or space.
         growth=lambda wildcards: " ".join(
             [
                 f"--{key.replace('_', '-')} {get_run(wildcards.run)[key]}"
                 for key in ("start_resolution", "stable_kimg", "fade_kimg")
                 if get_run(wildcards.run)[key] is not None
             ]
-            + [f"--batch-schedule '{get_run(wildcards.run)['batch_schedule'] or ''}'"]
-            + [f"--lr-schedule '{get_run(wildcards.run).get('lr_schedule', 'auto') or ''}'"]
+            + [f"--batch-schedule '{get_run(wildcards.run)['batch_schedule']}'"]
+            + [f"--lr-schedule '{get_run(wildcards.run)['lr_schedule']}'"]
         ),
-        # SNGAN decays its lr to 0 at the run's kimg (the CLI's auto); 'none' for the others
-        lr_decay=lambda wildcards: f"--lr-decay-kimg {get_run(wildcards.run).get('lr_decay_kimg') or 'auto'}",
-        compile=lambda wildcards: "--compile" if get_run(wildcards.run).get("compile") else "",
+        # null: the family's reference (the CLI's auto: SNGAN decays its lr to 0 at the run's kimg, the others not)
+        lr_decay=lambda wildcards: f"--lr-decay-kimg {get_run(wildcards.run)['lr_decay_kimg'] or 'auto'}",
+        compile=lambda wildcards: "--compile" if get_run(wildcards.run)["compile"] else "",
         # the run's device (schema: auto); config.yaml's GPU runs say cuda, so a job without a GPU fails loudly
         device=lambda wildcards: get_run(wildcards.run)["device"],
         tf32=lambda wildcards: "--tf32 on" if get_run(wildcards.run)["tf32"] else "--tf32 off",
@@ -68,22 +67,22 @@ rule train:
             f"--epochs {epochs}" if (epochs := get_run(wildcards.run)["epochs"]) is not None
             else f"--kimg {get_run(wildcards.run)['kimg']}"
         ),
-        resume_other_code=lambda wildcards: "--resume-other-code" if get_run(wildcards.run).get("resume_other_code") else "",
-        # one run over N GPUs of a node (the run's `gpus`, default 1): torchrun starts N data-parallel ranks
+        resume_other_code=lambda wildcards: "--resume-other-code" if get_run(wildcards.run)["resume_other_code"] else "",
+        # one run over N GPUs of a node (the run's `gpus`, schema: 1): torchrun starts N data-parallel ranks
         # (DDP: the global batch is split over them; rank 0 writes the files; resume works as with one GPU)
         launcher=lambda wildcards: (
             f"torchrun --standalone --nproc_per_node {n}"
-            if (n := int(get_run(wildcards.run).get("gpus") or 1)) > 1
+            if (n := int(get_run(wildcards.run)["gpus"])) > 1
             else "python"
         ),
         # each rank's share of the job's cores (torchrun starts one process per GPU, each with this many threads)
-        rank_threads=lambda wildcards, threads: max(1, threads // int(get_run(wildcards.run).get("gpus") or 1)),
+        rank_threads=lambda wildcards, threads: max(1, threads // int(get_run(wildcards.run)["gpus"])),
     # cores per GPU (the run's cpus_per_gpu, schema: 2) times its GPUs: one rank feeds each GPU from its own cores
     # (a SLURM job's --cpus-per-task)
-    threads: lambda wildcards: get_run(wildcards.run)["cpus_per_gpu"] * int(get_run(wildcards.run).get("gpus") or 1)
+    threads: lambda wildcards: get_run(wildcards.run)["cpus_per_gpu"] * int(get_run(wildcards.run)["gpus"])
     resources:
         # a cpu run claims no GPU (auto keeps the claim: it uses the GPU where the job gets one)
-        gpu=lambda wildcards: 0 if get_run(wildcards.run)["device"] == "cpu" else int(get_run(wildcards.run).get("gpus") or 1),
+        gpu=lambda wildcards: 0 if get_run(wildcards.run)["device"] == "cpu" else int(get_run(wildcards.run)["gpus"]),
         mem_mb=lambda wildcards: get_run(wildcards.run)["mem_mb"],
         # a resubmitted job (profile `retries`) resumes from its checkpoint and also asks for more time,
         # so a run that hit the queue's time limit finishes on the next attempt
