@@ -1,8 +1,10 @@
-"""Rule declarations: every rule whose stage can use CUDA claims the `gpu` resource or is pinned to the CPU.
+"""Rule declarations: every rule whose stage can use CUDA claims the `gpu` resource or is pinned to the CPU, and
+every rule's code inputs are the files its stage runs.
 
 The README promises that profiles/default (global `gpu: 1`) keeps two GPU jobs from sharing one GPU; that holds only
-if every such rule claims `gpu`. The rules are read as Snakemake sees them (its API, in a subprocess), and the jobs
-of a dry run of the demo config are checked as well.
+if every such rule claims `gpu`. A code edit reruns exactly the stages that use it only if every rule lists its
+stage's module and imports (`code("<stage>")`, ganime_steps/codedeps.py). The rules are read as Snakemake sees them
+(its API, in a subprocess), and the jobs of dry runs are checked as well.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, snakemake, with_face_study
+
+from ganime_steps.codedeps import metric_files, stage_files, training_files
 
 # Stages that run torch; `uses_torch` must find at least these (it also finds any new one).
 KNOWN_TORCH_STAGES = {"train", "classifier", "evaluate", "inception"}
@@ -145,3 +149,62 @@ def test_dry_run_jobs_carry_the_gpu_claim(tmp_path):
         pinned = "--device cpu" in job
         assert claims != pinned, (m.group(1), resources and resources.group(1))
     assert {"classifier_train", "classifier_score", "evaluate_reference", "evaluate", "data_fid", "train"} <= seen
+
+
+def planned_jobs_code(stdout: str) -> list[tuple[str, str, set[str]]]:
+    """(rule, shell command, the .py files under ganime_steps/ among its inputs) of each job of a dry run (-n -p)."""
+    jobs = []
+    for job in re.split(r"\n(?=(?:local)?rule \w+:)", stdout):
+        m = re.match(r"(?:local)?rule (\w+):", job)
+        if not m:
+            continue
+        inputs = re.search(r"^\s+input: (.*)$", job, re.M)
+        shell = re.search(r"^Shell command: (.*)$", job, re.M)
+        files = inputs.group(1).split(", ") if inputs else []
+        code = {f for f in files if f.startswith(f"{REPO}/ganime_steps/") and f.endswith(".py")}
+        jobs.append((m.group(1), shell.group(1) if shell else "", code))
+    return jobs
+
+
+def stage_code(stage: str, shell: str) -> set[str]:
+    """The code a job running ``python -m ganime_steps.<stage>`` must list: codedeps' files of the stage. Train lists
+    the narrower training files (the checkpoint fingerprint's) plus, where it takes metric snapshots, their code (the
+    classifier package only in a classifier feature space)."""
+    if stage != "train":
+        return set(stage_files(stage))
+    files = set(training_files())
+    if "--metric-samples" in shell:
+        files |= set(metric_files(classifier="--classifier-model" in shell))
+    return files
+
+
+def test_every_rule_lists_its_stages_code(rules, tmp_path):
+    """Each job's code inputs are exactly its stage's module and imports (codedeps), for every rule that runs a
+    ganime_steps stage: a hand-listed subset would let a code edit leave stale outputs, an extra file rerun a stage
+    for nothing. The demo with a face study (a downloaded cascade for the second source's faces), an exported dataset
+    and the first label queues plans a job of every such rule."""
+    config = with_face_study(yaml.safe_load((REPO / "configs" / "demo.yaml").read_text()))
+    config["sources"]["tachie"]["face_detector"] = "lbpcascade"
+    config["faces"]["cascade"] = "resources/download/lbpcascade_animeface.xml"  # rule fetch_cascade
+    config["export"] = {"datasets": ["A"]}
+    (tmp_path / "code.yaml").write_text(yaml.safe_dump(config))
+    targets = ("all", "export", "first_label_queues")
+    result = snakemake("-n", "-p", "--configfile", str(tmp_path / "code.yaml"), "--directory", str(tmp_path), *targets)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stage_rules = {name for name, rule in rules.items() if STAGE.search(rule["shell"] or "")}
+    assert {"train", "directions", "fetch_inception", "scrape", "report"} <= stage_rules, stage_rules
+    checked, wrong = set(), []
+    for rule, shell, code in planned_jobs_code(result.stdout):
+        stages = STAGE.findall(shell)
+        if rule not in stage_rules or not stages:
+            continue
+        checked.add(rule)
+        expected = stage_code(stages[0], shell)
+        if code != expected:
+            missing = sorted(Path(f).relative_to(REPO).as_posix() for f in expected - code)
+            extra = sorted(Path(f).relative_to(REPO).as_posix() for f in code - expected)
+            wrong.append(f"{rule} (ganime_steps.{stages[0]}): missing {missing}, extra {extra}")
+    assert checked == stage_rules, f"rules with no planned job to check: {sorted(stage_rules - checked)}"
+    assert not wrong, "code inputs must be code(<stage>) (train: training_code() + metric_code): " + "; ".join(
+        sorted(set(wrong))
+    )

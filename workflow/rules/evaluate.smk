@@ -8,7 +8,7 @@ localrules:
 
 rule fetch_inception:
     input:
-        code=str(REPO / "ganime_steps" / "inception.py"),
+        code=code("inception"),
     output:
         INCEPTION,
     conda:

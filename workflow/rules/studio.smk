@@ -4,8 +4,7 @@
 
 rule directions:
     input:
-        code=str(REPO / "ganime_steps" / "studio" / "directions.py"),
-        render=str(REPO / "ganime_steps" / "studio" / "render.py"),
+        code=code("studio.directions"),
         generator="results/runs/{run}/generator.pt",
         classifiers=expand("results/classifiers/{task}/model.pt", task=list(config["classifiers"])),
     output:
