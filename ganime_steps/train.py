@@ -22,19 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ganime_steps.common import GanimeError, run_cli, torch_device, write_json
-from ganime_steps.gan.loop import (
-    AMP_MODES,
-    LOG_COLUMNS,
-    TrainConfig,
-    Trainer,
-    TrainResult,
-    dist_env,
-    load_dataset,
-    rank_device,
-    scale_batch_schedule,
-    uses_diffaug,
-)
+from ganime_steps.gan.data import load_dataset
+from ganime_steps.gan.loop import AMP_MODES, TrainConfig, Trainer, TrainResult, uses_diffaug
 from ganime_steps.gan.losses import available_families, get_family
+from ganime_steps.gan.parallel import dist_env, rank_device, scale_batch_schedule
+from ganime_steps.gan.snapshots import LOG_COLUMNS
 
 
 @dataclass

@@ -123,7 +123,11 @@ def rel_to(pkg, files):
 
 def test_training_files_are_the_modules_a_training_run_executes():
     files = rel(codedeps.training_files())
-    gan = {f"gan/{m}.py" for m in ("__init__", "loop", "losses", "networks", "progressive", "stylegan", "projected")}
+    gan = {
+        f"gan/{m}.py"
+        for m in ("__init__", "loop", "losses", "networks", "progressive", "stylegan", "projected")
+        + ("data", "augment", "steps", "checkpoint", "snapshots", "parallel")
+    }
     assert {"train.py", "common.py", "imaging.py", "checkpoints.py", "backbones.py"} | gan <= files
     # train imports evaluate (and through it the classifier package) lazily, for metric snapshots only
     assert not any(f.startswith("classifier/") for f in files)

@@ -15,9 +15,10 @@ from conftest import tiny_train_config, train_tiny, write_disc_dataset
 
 from ganime_steps import train
 from ganime_steps.common import GanimeError
-from ganime_steps.gan.loop import Trainer, check_data_parallel_batches, scale_batch_schedule
+from ganime_steps.gan.loop import Trainer
 from ganime_steps.gan.losses import STYLEGAN_BATCH_SCHEDULE, data_parallel_shard
 from ganime_steps.gan.networks import NetConfig, build_networks
+from ganime_steps.gan.parallel import check_data_parallel_batches, scale_batch_schedule
 from ganime_steps.gan.progressive import GrowthSchedule, parse_batch_schedule
 
 torch.set_num_threads(1)

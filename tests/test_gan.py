@@ -23,7 +23,8 @@ from ganime_steps.gan import (
     latents_for_seeds,
     load_generator,
 )
-from ganime_steps.gan.loop import diff_augment, ema_beta, update_ema
+from ganime_steps.gan.augment import diff_augment
+from ganime_steps.gan.loop import ema_beta, update_ema
 from ganime_steps.gan.losses import (
     dragan_penalty,
     dragan_points,

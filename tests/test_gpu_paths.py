@@ -15,7 +15,8 @@ from conftest import REPO, snakemake, tiny_train_config, train_tiny, write_disc_
 
 from ganime_steps import common, train
 from ganime_steps.common import GanimeError
-from ganime_steps.gan.loop import Trainer, own_cuda_rng_state
+from ganime_steps.gan.checkpoint import own_cuda_rng_state
+from ganime_steps.gan.loop import Trainer
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from ganime_steps import train
 from ganime_steps.common import GanimeError
-from ganime_steps.gan.loop import DeviceDataset, TrainConfig, Trainer, load_dataset, resolve_amp, sample_real
+from ganime_steps.gan.data import DeviceDataset, load_dataset, sample_real
+from ganime_steps.gan.loop import TrainConfig, Trainer, resolve_amp
 from ganime_steps.gan.losses import (
     FAMILIES,
     STYLEGAN_BATCH_SCHEDULE,
@@ -401,7 +402,7 @@ def test_style_instance_norm_keeps_memory_format_and_matches_torch() -> None:
 
 
 def test_prefetch_loader_draws_exactly_the_memmap_batches(data16: Path) -> None:
-    from ganime_steps.gan.loop import PrefetchLoader
+    from ganime_steps.gan.data import PrefetchLoader
 
     images = load_dataset(data16, 16)
     loader = PrefetchLoader(images, CPU)
@@ -415,12 +416,12 @@ def test_prefetch_loader_draws_exactly_the_memmap_batches(data16: Path) -> None:
 
 
 def test_training_with_prefetch_is_identical_and_resumes_exactly(data16: Path, tmp_path: Path) -> None:
-    from ganime_steps.gan.loop import PrefetchLoader
+    from ganime_steps.gan.data import PrefetchLoader
 
     def run(out: Path, kimg: float, prefetch: bool) -> None:
         tr = Trainer(_cfg("dcgan", kimg=kimg, diffaug=True, seed=4), data=data16, out=out, device=CPU)
         if prefetch:  # the CUDA path for a set larger than the device, forced here
-            tr.prefetch = PrefetchLoader(tr.images, CPU)
+            tr.reals.prefetch = PrefetchLoader(tr.images, CPU)
         tr.train()
 
     run(tmp_path / "plain", 0.048, False)

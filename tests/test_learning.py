@@ -31,9 +31,10 @@ from conftest import tiny_train_config
 from ganime_steps.common import GanimeError, save_npy
 from ganime_steps.gan import FAMILIES, generate_images, load_generator
 from ganime_steps.gan import loop as gan_loop
-from ganime_steps.gan.loop import BEST_FILE, BN_SEED_STREAM, METRICS_FILE, TrainConfig, Trainer
+from ganime_steps.gan.loop import TrainConfig, Trainer
 from ganime_steps.gan.networks import batch_norm_layers, recalibrate_batch_norm
 from ganime_steps.gan.pixel_metrics import pixel_fd
+from ganime_steps.gan.snapshots import BEST_FILE, BN_SEED_STREAM, METRICS_FILE
 
 torch.set_num_threads(1)
 

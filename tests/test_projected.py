@@ -59,11 +59,11 @@ def test_only_the_heads_train_and_features_stay_in_eval_mode(data: Path, tmp_pat
 
 def test_d_sees_the_official_cutout(data: Path, tmp_path: Path, monkeypatch) -> None:
     """Projected GAN's DiffAugment cuts out a square of 0.2 of the side (pg_modules/diffaug.py), not the paper's 1/2."""
-    from ganime_steps.gan import loop as gan_loop
+    from ganime_steps.gan import augment
 
     seen = []
-    real = gan_loop.diff_augment
-    monkeypatch.setattr(gan_loop, "diff_augment", lambda x, cutout=0.5: seen.append(cutout) or real(x, cutout))
+    real = augment.diff_augment
+    monkeypatch.setattr(augment, "diff_augment", lambda x, cutout=0.5: seen.append(cutout) or real(x, cutout))
     Trainer(tiny_train_config("projected", kimg=0.016), data=data, out=tmp_path, device=torch.device("cpu")).train()
     assert seen and set(seen) == {0.2}
 

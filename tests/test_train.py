@@ -18,8 +18,10 @@ from conftest import TINY_RUN, read_log, train_tiny, write_disc_dataset
 from ganime_steps import train
 from ganime_steps.common import GanimeError, save_npy
 from ganime_steps.gan import FAMILIES, available_families, generate_images, load_generator
-from ganime_steps.gan.loop import LOG_COLUMNS, Trainer, load_dataset, sample_real, snapshot_name
+from ganime_steps.gan.data import load_dataset, sample_real
+from ganime_steps.gan.loop import Trainer
 from ganime_steps.gan.networks import images_to_uint8
+from ganime_steps.gan.snapshots import LOG_COLUMNS, snapshot_name
 
 torch.set_num_threads(1)
 
@@ -420,7 +422,7 @@ def test_metrics_start_at_kimg_0_and_a_new_reference_drops_old_rows(data: Path, 
     assert [r["images_seen"] for r in _metric_rows(tmp_path)] == [0, 16, 32, 48]
 
     # another reference: the old rows go (one line says why), the curve restarts at the checkpoint, best re-picked
-    with caplog.at_level("WARNING", logger="ganime_steps.gan.loop"):
+    with caplog.at_level("WARNING", logger="ganime_steps.gan.snapshots"):
         s = train_tiny(data, tmp_path, kimg=0.08, metric_reference=metric_refs["B"], **metric)
     assert "4 metric rows were measured with another reference_sha256, n_real; dropped (0 kept)" in caplog.text
     rows = _metric_rows(tmp_path)
