@@ -703,33 +703,6 @@ class Trainer(Checkpointing, Snapshots):
                 self.schedule.at(target).resolution,
             )
 
-    def _prepare_metric_files(self) -> None:
-        """metrics.jsonl and generator_best.pt as the run starts: a resume trims them to its checkpoint, a fresh
-        start removes another run's."""
-        if not self.main:
-            return  # data parallel: rank 0 alone writes files
-        if self.resumed:
-            self.write_metrics()  # exactly the checkpoint's rows: drops any a killed run wrote after it
-            self._sync_best_file()
-            self._restore_snapshot_grid()
-        else:
-            self._clear_stale_metrics()
-
-    def _metric_at_start(self) -> None:
-        """With ``metric_at_start``, a run with no rows (fresh: kimg 0; resumed after its rows were dropped: the
-        checkpoint's kimg) measures G_ema before training, so its curve starts where its training does. A resumed
-        run saves its checkpoint again to keep the row (the same state otherwise: the metric leaves every RNG as it
-        was)."""
-        if not (self.main and self.metric_at_start and self.snapshot_metric is not None) or self.metric_rows:
-            return
-        self.calibrate_ema()
-        self.evaluate_snapshot()
-        if self.resumed:
-            self.save_checkpoint()
-        self.write_metrics()
-        if self._best_pending:
-            self.export_best()
-
     def _raise_if_nonfinite(self, first_bad: torch.Tensor) -> None:
         """The NaN guard, at a sync point: ``first_bad`` is the first step with a non-finite loss, or -1."""
         if self.world > 1:  # every rank reaches the same sync points: agree on the NaNs
