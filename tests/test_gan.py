@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import inspect
 import math
 
 import numpy as np
@@ -129,6 +132,52 @@ def test_published_defaults() -> None:
     assert (sg.lr, sg.betas, sg.n_critic, sg.penalty, sg.penalty_weight) == (1e-3, (0.0, 0.99), 1, r1_penalty, 10)
     assert (sg.arch, sg.start_resolution, sg.d_loss, sg.g_loss) == ("stylegan", 8, nonsat_d_loss, nonsat_g_loss)
     assert NetConfig(arch="stylegan").mapping_layers == 8 and NetConfig().style_mixing == 0.9
+
+
+def test_each_family_runs_its_own_step_object_and_the_loop_has_no_family_branch() -> None:
+    """What a family's D and G steps do differently is its step object (steps.family_loss), not a branch in the loop:
+    the G step on the D step's fakes (dcgan: no latents of its own), R1 from the reals' forward (stylegan: two D
+    forwards per D step), a penalty on its own points (a third forward), g_batch_mul latents for G (sngan)."""
+    from ganime_steps.gan.loop import Trainer
+    from ganime_steps.gan.steps import Loss, PenaltyLoss, R1Loss, ReusedFakesLoss, StepNets, family_loss
+
+    expected = {
+        "dcgan": ReusedFakesLoss,
+        "wgan-gp": PenaltyLoss,
+        "dragan": PenaltyLoss,
+        "sngan": Loss,
+        "progan": PenaltyLoss,
+        "stylegan": R1Loss,
+        "projected": Loss,
+    }
+    body = inspect.getsource(Trainer._iteration_body)
+    assert "self.family" not in body and "fam." not in body
+    for name in ("dcgan", "wgan-gp", "stylegan", "sngan"):
+        fam = get_family(name)
+        torch.manual_seed(0)
+        G, D = build_networks(NetConfig(resolution=16, z_dim=8, channels=4, g_norm=fam.g_norm, d_norm=fam.d_norm))
+        calls = {"D": 0, "latents": []}
+
+        def run_D(x, D=D, calls=calls):
+            calls["D"] += 1
+            return D(x)
+
+        def latents(n, calls=calls):
+            calls["latents"].append(n)
+            return torch.randn(n, 8)
+
+        nets = StepNets(G, run_D, run_D, latents, contextlib.nullcontext, contextlib.nullcontext)
+        step = family_loss(fam, nets, diffaug=False)
+        assert type(step) is expected[name] and step.n_critic == fam.n_critic
+        d = step.d_step(torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 8), 1.0)
+        assert calls["D"] == {"wgan-gp": 3, "stylegan": 2}.get(name, 2), name
+        assert torch.isfinite(d.loss + d.penalty) and (d.penalty.item() > 0) == (fam.penalty is not None), name
+        assert (d.fake_for_g is not None) == (name == "dcgan") and (d.fake_for_g is None or d.fake_for_g.requires_grad)
+        assert torch.isfinite(step.g_step(d, 4))
+        assert calls["latents"] == ([] if name == "dcgan" else [4 * fam.g_batch_mul]), name
+    assert {n: type(family_loss(f, nets, False)) for n, f in FAMILIES.items()} == expected
+    with pytest.raises(ValueError, match="n_critic 1"):
+        ReusedFakesLoss(dataclasses.replace(FAMILIES["wgan-gp"], penalty=None), nets, False)
 
 
 def test_progan_drift_and_r1_known_values() -> None:

@@ -92,7 +92,10 @@ def test_penalty_forward_runs_in_fp32_under_fp16_and_no_scale_is_read(data16: Pa
     ctx = tr._penalty_autocast()
     assert isinstance(ctx, torch.autocast) and ctx.device == "cuda" and not ctx._enabled
     # get_scale() copies the scale to the host (a sync every D step): the step never reads it
-    assert "get_scale" not in inspect.getsource(Trainer._iteration)
+    from ganime_steps.gan import steps
+
+    for code in (Trainer._iteration, Trainer._iteration_body, Trainer._optimise, steps):
+        assert "get_scale" not in inspect.getsource(code), code
     tr.amp = "off"
     losses = torch.stack(tr._iteration())
     assert torch.isfinite(losses).all() and losses[2] > 0

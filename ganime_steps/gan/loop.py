@@ -555,13 +555,15 @@ class Trainer(Checkpointing, Snapshots):
         return per_sample(lambda size: torch.randn(size, device=self.device), (n // self.world, self.cfg.z_dim))
 
     def _iteration(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n_critic D steps then one G step; returns (loss_g, mean loss_d, mean penalty) as 0-d tensors.
-        Two D forwards per D step (reals, fakes) plus the penalty's own where it is not taken on the reals; R1
-        reuses the reals' forward. No host sync: losses stay on the device, fp16 steps go through fused Adam."""
+        """n_critic D steps then one G step, each computed by the family's step object (:mod:`.steps`); returns
+        (loss_g, mean loss_d, mean penalty) as 0-d tensors. No host sync: losses stay on the device, fp16 steps go
+        through fused Adam."""
         with data_parallel_shard(self.rank, self.world):
             return self._iteration_body()
 
     def _iteration_body(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The draws in a fixed order (reals, latents, then the step's own: DiffAugment, penalty points), the
+        optimiser steps, the image count and G_ema: the same for every family."""
         loss, phase = self.loss, self._enter_phase()
         bs = phase.batch_size
         # progressive: penalties as at full resolution (the official code), see losses.gradient_norm_penalty

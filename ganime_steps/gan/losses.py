@@ -164,7 +164,8 @@ def r1_penalty(
     D: DFn, real: Tensor, fake: Tensor, weight: float, scale: float | Tensor = 1.0, res_factor: float = 1.0
 ) -> Tensor:
     """R1 (Mescheder et al. 2018), StyleGAN's regulariser: gamma / 2 * E[||grad_x D(x_real)||^2].
-    ``scale`` is ignored (see :func:`gradient_norm_penalty`); the loop fuses it with the D loss's real forward."""
+    ``scale`` is ignored (see :func:`gradient_norm_penalty`); training fuses it with the D loss's real forward
+    (``steps.R1Loss``)."""
     del scale
     points = real.detach().requires_grad_(True)
     return r1_from_logits(D(points), points, weight, res_factor)
@@ -203,6 +204,7 @@ class Family:
     g_batch_mul: int = 1  # generator batch = this x the D batch (SNGAN's reference: 2)
     lr_schedule: str = ""  # published per-resolution lr table, "RES:LR,..." (the CLI's --lr-schedule auto)
     batch_schedule: str = ""  # published per-resolution batch table (the CLI's --batch-schedule auto)
+    # How the family's steps run (ganime_steps.gan.steps.family_loss picks the step object from these two and penalty)
     penalty_on_reals: bool = False  # R1: the penalty reuses D's forward on the reals (one D forward fewer)
     # The G step trains on the D step's fakes (DCGAN's reference loop): one G forward per iteration, not two.
     # Only where one D step and one G batch of the same size make an iteration (n_critic 1, g_batch_mul 1).
