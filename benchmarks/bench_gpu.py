@@ -269,7 +269,7 @@ def measure_training(
 def measure_inception(device: torch.device, *, batch: int, seconds: float) -> dict:
     """Images/s through the FID Inception network (uint8 128 px in, resized to 299 inside)."""
     from ganime_steps.common import GanimeError
-    from ganime_steps.evaluate import load_extractor
+    from ganime_steps.metrics.features import load_extractor
 
     try:
         ext = load_extractor(None, None, str(device))

@@ -102,13 +102,14 @@ def train_family(family: str, dataset: str, pack: str, reference: str, budgets: 
     import torch
 
     torch.set_num_threads(1)
-    from ganime_steps import evaluate
     from ganime_steps.gan import generate_images
     from ganime_steps.gan.loop import Trainer
+    from ganime_steps.metrics.distances import frechet_distance_features
+    from ganime_steps.metrics.features import extract_features, load_extractor
 
     trainer = Trainer(_config(family), data=Path(pack), out=Path(work), device=torch.device("cpu"))
     ref = np.load(reference)  # held-out Inception features
-    extractor = evaluate.load_extractor(None, None, "cpu")
+    extractor = load_extractor(None, None, "cpu")
     rows, spent, started_wall = [], 0.0, time.monotonic()
     for budget in sorted(budgets):
         while spent < budget * 60:
@@ -117,7 +118,7 @@ def train_family(family: str, dataset: str, pack: str, reference: str, budgets: 
             spent += time.process_time() - t0
         trainer.calibrate_ema()
         fake = generate_images(trainer.G_ema, N_FAKE, seed=1)
-        fid = evaluate.frechet_distance_features(evaluate.extract_features(extractor, fake, batch_size=50), ref)
+        fid = frechet_distance_features(extract_features(extractor, fake, batch_size=50), ref)
         rows.append(
             {
                 "dataset": dataset,
@@ -155,15 +156,15 @@ def run(quick: bool = False) -> list[dict]:
         root = Path(tmp)
         import torch
 
-        from ganime_steps import evaluate
+        from ganime_steps.metrics.features import extract_features, load_extractor
 
         torch.set_num_threads(jobs)
         sets = draw_sets(root)
-        extractor = evaluate.load_extractor(None, None, "cpu")
+        extractor = load_extractor(None, None, "cpu")
         refs = {}
         for name in datasets:
             refs[name] = str(root / f"ref_{name}.npy")
-            np.save(refs[name], evaluate.extract_features(extractor, sets[name][1], batch_size=50))
+            np.save(refs[name], extract_features(extractor, sets[name][1], batch_size=50))
             n_train = len(np.load(sets[name][0], mmap_mode="r"))
             print(f"{name}: {n_train} training images, {len(sets[name][1])} held out")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

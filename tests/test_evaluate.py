@@ -13,6 +13,28 @@ from conftest import without_distribution
 
 from ganime_steps import evaluate as ev
 from ganime_steps import gan
+from ganime_steps.common import GanimeError, file_digest
+from ganime_steps.metrics import generated
+from ganime_steps.metrics.defaults import BOOTSTRAP_RESAMPLES, BOOTSTRAP_RESAMPLES_LARGE, BOOTSTRAP_STREAM
+from ganime_steps.metrics.distances import (
+    feature_metrics,
+    feature_stats,
+    frechet_distance,
+    frechet_distance_features,
+    kernel_inception_distance,
+    precision_recall,
+)
+from ganime_steps.metrics.features import fd_key, fd_label, full_precision_matmul, load_extractor, resolve_features
+from ganime_steps.metrics.generated import SnapshotMetric, generated_features, generator_metrics
+from ganime_steps.metrics.images import ImageSet
+from ganime_steps.metrics.reference import load_reference
+from ganime_steps.metrics.uncertainty import (
+    FrechetParts,
+    bootstrap_intervals,
+    frechet_distance_inf,
+    kid_weighted,
+    resample_weights,
+)
 
 torch.set_num_threads(1)
 
@@ -77,7 +99,7 @@ def test_frechet_identical_gaussians_is_zero():
     a = rng.normal(size=(6, 6))
     sigma = a @ a.T + np.eye(6)
     mu = rng.normal(size=6)
-    assert ev.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_frechet_known_value_diagonal_and_rotated():
@@ -85,11 +107,11 @@ def test_frechet_known_value_diagonal_and_rotated():
     the distance is invariant when both Gaussians are rotated (full, non-diagonal covariances)."""
     mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
     s1, s2 = np.diag([1.0, 4.0, 0.25]), np.diag([9.0, 1.0, 0.25])
-    assert ev.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(12.25, rel=1e-9)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(12.25, rel=1e-9)
     rot, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
     r1, r2 = rot @ s1 @ rot.T, rot @ s2 @ rot.T
     assert abs(r1[0, 1]) > 0.01  # really not diagonal
-    assert ev.frechet_distance(rot @ mu1, r1, rot @ mu2, r2) == pytest.approx(12.25, rel=1e-6)
+    assert frechet_distance(rot @ mu1, r1, rot @ mu2, r2) == pytest.approx(12.25, rel=1e-6)
 
 
 def test_frechet_matches_torch_fidelity_and_survives_singular_covariances():
@@ -97,12 +119,12 @@ def test_frechet_matches_torch_fidelity_and_survives_singular_covariances():
 
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(50, 8)), rng.normal(loc=0.3, scale=1.5, size=(60, 8))
-    (m1, s1), (m2, s2) = ev.feature_stats(x), ev.feature_stats(y)
+    (m1, s1), (m2, s2) = feature_stats(x), feature_stats(y)
     ref = fid_statistics_to_metric({"mu": m1, "sigma": s1}, {"mu": m2, "sigma": s2}, False)
-    assert ev.frechet_distance(m1, s1, m2, s2) == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+    assert frechet_distance(m1, s1, m2, s2) == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
     # Fewer samples than dimensions: rank-deficient covariances must still give a finite, non-negative value.
-    (m1, s1), (m2, s2) = ev.feature_stats(x[:5]), ev.feature_stats(y[:5])
-    d = ev.frechet_distance(m1, s1, m2, s2)
+    (m1, s1), (m2, s2) = feature_stats(x[:5]), feature_stats(y[:5])
+    d = frechet_distance(m1, s1, m2, s2)
     assert np.isfinite(d) and d > 0
 
 
@@ -113,8 +135,8 @@ def test_kid_zero_for_same_distribution_positive_for_shifted_and_matches_torch_f
     real = rng.normal(size=(200, 16))
     same = rng.normal(size=(200, 16))
     shifted = rng.normal(loc=1.0, size=(200, 16))
-    kid_same, std_same, size = ev.kernel_inception_distance(same, real, subsets=20, subset_size=100, seed=3)
-    kid_shift, _, _ = ev.kernel_inception_distance(shifted, real, subsets=20, subset_size=100, seed=3)
+    kid_same, std_same, size = kernel_inception_distance(same, real, subsets=20, subset_size=100, seed=3)
+    kid_shift, _, _ = kernel_inception_distance(shifted, real, subsets=20, subset_size=100, seed=3)
     assert size == 100
     assert abs(kid_same) < 0.02 and std_same >= 0
     assert kid_shift > 0.5 and kid_shift > 20 * abs(kid_same)
@@ -123,7 +145,7 @@ def test_kid_zero_for_same_distribution_positive_for_shifted_and_matches_torch_f
     )
     assert kid_shift == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-6)
     # Sets smaller than the subset size use half the smaller set, so the std over subsets is a real spread.
-    small_mean, small_std, small_size = ev.kernel_inception_distance(shifted[:30], real, subsets=20, seed=0)
+    small_mean, small_std, small_size = kernel_inception_distance(shifted[:30], real, subsets=20, seed=0)
     assert small_size == 15 and small_std > 0 and small_mean > 0.5
 
 
@@ -132,21 +154,21 @@ def test_precision_recall_identical_disjoint_and_matches_torch_fidelity():
 
     rng = np.random.default_rng(4)
     real = rng.normal(size=(80, 8)).astype(np.float32)
-    assert ev.precision_recall(real.copy(), real) == (1.0, 1.0)
+    assert precision_recall(real.copy(), real) == (1.0, 1.0)
     far = real + 100.0
-    assert ev.precision_recall(far, real) == (0.0, 0.0)
+    assert precision_recall(far, real) == (0.0, 0.0)
     # A generator that covers only half of the real modes: high precision, lower recall.
     half = rng.normal(size=(80, 8)).astype(np.float32) * 0.3 + 0.5
-    p, r = ev.precision_recall(half, real)
+    p, r = precision_recall(half, real)
     tf = prc_features_to_metric(torch.from_numpy(half), torch.from_numpy(real), prc_neighborhood=3, prc_batch_size=64)
     assert (p, r) == pytest.approx((tf["precision"], tf["recall"]))
     assert p > r
 
 
 def test_space_names():
-    assert ev.fd_key("inception") == "fid" and ev.fd_label("inception") == "FID"
-    assert ev.fd_key("classifier:chibi:resnet34") == "fd_classifier_chibi_resnet34"
-    assert "FID" not in ev.fd_label("classifier:chibi:resnet34")
+    assert fd_key("inception") == "fid" and fd_label("inception") == "FID"
+    assert fd_key("classifier:chibi:resnet34") == "fd_classifier_chibi_resnet34"
+    assert "FID" not in fd_label("classifier:chibi:resnet34")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -154,10 +176,10 @@ def test_space_names():
 
 
 def test_unknown_inception_weights_load_but_are_not_fid(inception_weights):
-    ext = ev.load_extractor(inception_weights, None, "cpu")
+    ext = load_extractor(inception_weights, None, "cpu")
     # Random weights load through torch-fidelity, but only known standard files give FID.
     assert ext.space.startswith("inception-unverified:") and not ext.is_fid
-    assert ev.fd_key(ext.space).startswith("fd_inception_unverified_") and "FID" not in ev.fd_label(ext.space)
+    assert fd_key(ext.space).startswith("fd_inception_unverified_") and "FID" not in fd_label(ext.space)
     images = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
     feats = ext(images)
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()
@@ -166,7 +188,7 @@ def test_unknown_inception_weights_load_but_are_not_fid(inception_weights):
 def test_classifier_features_are_pooled_penultimate(clf):
     import timm
 
-    ext = ev.load_extractor(None, clf, "cpu")
+    ext = load_extractor(None, clf, "cpu")
     assert ext.space == "classifier:chibi:resnet18" and not ext.is_fid
     images = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
     feats = ext(images)
@@ -189,17 +211,17 @@ def test_reference_round_trip(tmp_path, clf):
     out = tmp_path / "ref.npz"
     s = ev.run_reference(data=data, out=out, n=16, classifier_model=clf, seed=5, batch_size=5, device="cpu")
     assert (s.n, s.n_available, s.dim, s.is_fid) == (16, 24, 512, False)
-    ref = ev.load_reference(out)
+    ref = load_reference(out)
     assert ref["feature_space"] == "classifier:chibi:resnet18" and ref["is_fid"] is False
     assert ref["n"] == 16 and ref["data"] == str(data) and ref["data_shape"] == (24, 32, 32, 3)
     assert ref["features"].shape == (16, 512)
     np.testing.assert_allclose(ref["mu"], ref["features"].astype(np.float64).mean(0), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(ref["sigma"], np.cov(ref["features"].astype(np.float64), rowvar=False), atol=1e-8)
     # Features really are those of the chosen subset, and the subset is a function of the seed.
-    direct = ev.load_extractor(None, clf, "cpu")(np.load(data)[ref["indices"]])
+    direct = load_extractor(None, clf, "cpu")(np.load(data)[ref["indices"]])
     np.testing.assert_allclose(ref["features"], direct, rtol=1e-4, atol=1e-5)
     ev.run_reference(data=data, out=tmp_path / "ref2.npz", n=16, classifier_model=clf, seed=5, batch_size=7)
-    np.testing.assert_array_equal(ev.load_reference(tmp_path / "ref2.npz")["indices"], ref["indices"])
+    np.testing.assert_array_equal(load_reference(tmp_path / "ref2.npz")["indices"], ref["indices"])
     # Asking for more images than the dataset holds uses them all.
     assert ev.run_reference(data=data, out=out, n=100, classifier_model=clf, seed=0, batch_size=8).n == 24
 
@@ -207,11 +229,10 @@ def test_reference_round_trip(tmp_path, clf):
 def test_reference_inception_space(tmp_path, inception_weights):
     data = _packed(tmp_path / "data.npy", n=4)
     s = ev.run_reference(data=data, out=tmp_path / "ref.npz", n=4, inception_weights=inception_weights, device="cpu")
-    ref = ev.load_reference(tmp_path / "ref.npz")
+    ref = load_reference(tmp_path / "ref.npz")
     assert not s.is_fid and ref["is_fid"] is False and ref["feature_space"].startswith("inception-unverified:")
     assert (
-        ref["features"].shape == (4, 2048)
-        and ref["extractor_id"] == ev.resolve_features(inception_weights, None).identity
+        ref["features"].shape == (4, 2048) and ref["extractor_id"] == resolve_features(inception_weights, None).identity
     )
 
 
@@ -250,7 +271,7 @@ def fake_gan(monkeypatch):
 
 
 def test_cli_reference_and_run(tmp_path, clf, fake_gan, monkeypatch):
-    monkeypatch.setattr(ev, "GEN_CHUNK", 7)  # exercise chunked generation on a tiny n
+    monkeypatch.setattr(generated, "GEN_CHUNK", 7)  # exercise chunked generation on a tiny n
     data = _packed(tmp_path / "data.npy", n=20)
     ref = tmp_path / "ref.npz"
     gen = tmp_path / "G.pt"
@@ -374,12 +395,12 @@ def test_frechet_from_features_matches_torch_fidelity_when_singular_and_full_ran
     for n1, n2, d in [(30, 45, 200), (300, 250, 16)]:  # fewer samples than dimensions (exact low-rank path), and more
         a = rng.normal(size=(n1, d))
         b = rng.normal(loc=0.2, scale=1.3, size=(n2, d))
-        (m1, s1), (m2, s2) = ev.feature_stats(a), ev.feature_stats(b)
+        (m1, s1), (m2, s2) = feature_stats(a), feature_stats(b)
         ref = fid_statistics_to_metric({"mu": m1, "sigma": s1}, {"mu": m2, "sigma": s2}, False)
-        got = ev.frechet_distance_features(a, b)
+        got = frechet_distance_features(a, b)
         assert got == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
-        assert ev.frechet_distance(m1, s1, m2, s2) == pytest.approx(got, rel=1e-6)
-    assert ev.frechet_distance_features(a, a.copy()) == pytest.approx(0.0, abs=1e-9)
+        assert frechet_distance(m1, s1, m2, s2) == pytest.approx(got, rel=1e-6)
+    assert frechet_distance_features(a, a.copy()) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_parse_references():
@@ -387,7 +408,7 @@ def test_parse_references():
     got = ev.parse_references(["shared=a.npz", "gold=results/b=1.npz", "dir/c=2.npz"])
     assert got == [("shared", Path("a.npz")), ("gold", Path("results/b=1.npz")), ("reference", Path("dir/c=2.npz"))]
     assert ev.parse_references({"a": "p.npz"}) == [("a", Path("p.npz"))]
-    with pytest.raises(ev.GanimeError, match="given twice"):
+    with pytest.raises(GanimeError, match="given twice"):
         ev.parse_references(["a=x.npz", "a=y.npz"])
 
 
@@ -449,8 +470,8 @@ def test_distance_between_references(tmp_path, clf, capsys):
     out = tmp_path / "d.json"
     assert ev.main(["distance", "--a", str(rx), "--b", str(ry), "--seed", "1", "--out", str(out)]) == 0
     d = json.loads(out.read_text())
-    fx, fy = ev.load_reference(rx)["features"], ev.load_reference(ry)["features"]
-    assert d["fd"] == pytest.approx(ev.frechet_distance_features(fx, fy), rel=1e-9) and d["fd"] > 0
+    fx, fy = load_reference(rx)["features"], load_reference(ry)["features"]
+    assert d["fd"] == pytest.approx(frechet_distance_features(fx, fy), rel=1e-9) and d["fd"] > 0
     assert d["fd_classifier_chibi_resnet18"] == d["fd"] and "fid" not in d and d["is_fid"] is False
     assert (d["n_a"], d["n_b"], d["kid_subset_size"]) == (16, 14, 7) and 0 <= d["precision"] <= 1
     # Subsets as large as the smaller set barely vary (all of it, every time): the default halves it for a spread.
@@ -474,7 +495,7 @@ def test_snapshot_metric_matches_run(tmp_path, clf, fake_gan):
     data = _packed(tmp_path / "data.npy", n=16)
     ref = tmp_path / "ref.npz"
     ev.run_reference(data=data, out=ref, n=16, classifier_model=clf, device="cpu")
-    metric = ev.SnapshotMetric(ref, n=10, classifier_model=clf, device="cpu", seed=4, batch_size=3)
+    metric = SnapshotMetric(ref, n=10, classifier_model=clf, device="cpu", seed=4, batch_size=3)
     G = _FakeG()
     m = metric(G)
     assert metric.key == "fd_classifier_chibi_resnet18" and m[metric.key] == m["fd"]
@@ -484,12 +505,13 @@ def test_snapshot_metric_matches_run(tmp_path, clf, fake_gan):
     gen = tmp_path / "G.pt"
     gen.write_bytes(b"x")
     s = ev.run_evaluate(generator=gen, reference=ref, out=tmp_path / "m.json", n=10, seed=4, classifier_model=clf)
-    assert s.fd == pytest.approx(m["fd"], rel=1e-6) and s.kid_mean == pytest.approx(m["kid_mean"], rel=1e-6)
+    assert s.kind == "run" and s.fd == pytest.approx(m["fd"], rel=1e-6)
+    assert s.scores.kid_mean == pytest.approx(m["kid_mean"], rel=1e-6)
     # Loaded once: calls do not reload the reference or the extractor.
-    assert ev.generator_metrics(G, metric.reference, metric.extractor, n=10, seed=4)["fd"] == pytest.approx(m["fd"])
+    assert generator_metrics(G, metric.reference, metric.extractor, n=10, seed=4).fd == pytest.approx(m["fd"])
     other = _classifier_ckpt(tmp_path / "other.pt", seed=3)
-    with pytest.raises(ev.GanimeError, match="rebuild the reference"):
-        ev.SnapshotMetric(ref, n=10, classifier_model=other, device="cpu")
+    with pytest.raises(GanimeError, match="rebuild the reference"):
+        SnapshotMetric(ref, n=10, classifier_model=other, device="cpu")
 
 
 def _write_images(folder: Path, images: np.ndarray, fmt: str = "png") -> list[Path]:
@@ -523,7 +545,7 @@ def test_image_sets_npy_folder_zip(tmp_path):
             z.writestr(f"set/{i:03d}.png", buf.getvalue())
         z.writestr("__MACOSX/set/._000.png", b"junk")
     for path in (tmp_path / "a.npy", folder, zpath):
-        s = ev.ImageSet(path, "--real")
+        s = ImageSet(path, "--real")
         assert len(s) == 6 and s.size == (16, 16)
         got = s[np.arange(6)]
         assert got.dtype == np.uint8 and got.shape == (6, 16, 16, 3)
@@ -531,29 +553,29 @@ def test_image_sets_npy_folder_zip(tmp_path):
         assert sorted(map(bytes, got)) == sorted(map(bytes, arr))
     # Mixed sizes: padded to a square on white and resized to the most common longer side; --size overrides.
     Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(folder / "wide.png")
-    s = ev.ImageSet(folder, "--fake")
+    s = ImageSet(folder, "--fake")
     assert len(s) == 7 and s.size == (16, 16)
     wide = s[[s.names.index("wide.png")]][0]
     assert wide.shape == (16, 16, 3) and wide[0].min() >= 250 and wide[8].max() < 10  # white pad, black body
-    assert ev.ImageSet(tmp_path / "a.npy", "--real", size=24)[[0, 1]].shape == (2, 24, 24, 3)
+    assert ImageSet(tmp_path / "a.npy", "--real", size=24)[[0, 1]].shape == (2, 24, 24, 3)
 
 
 def test_image_set_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ev.GanimeError, match="--real .*no images"):
-        ev.ImageSet(tmp_path / "empty", "--real")
-    with pytest.raises(ev.GanimeError, match="--fake .*not found"):
-        ev.ImageSet(tmp_path / "missing", "--fake")
+    with pytest.raises(GanimeError, match="--real .*no images"):
+        ImageSet(tmp_path / "empty", "--real")
+    with pytest.raises(GanimeError, match="--fake .*not found"):
+        ImageSet(tmp_path / "missing", "--fake")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
-    with pytest.raises(ev.GanimeError, match="x.png is not a readable image"):
-        ev.ImageSet(tmp_path / "bad", "--real")
+    with pytest.raises(GanimeError, match="x.png is not a readable image"):
+        ImageSet(tmp_path / "bad", "--real")
     np.save(tmp_path / "f.npy", np.zeros((3, 8, 8, 3), np.float32))
-    with pytest.raises(ev.GanimeError, match="uint8"):
-        ev.ImageSet(tmp_path / "f.npy", "--real")
+    with pytest.raises(GanimeError, match="uint8"):
+        ImageSet(tmp_path / "f.npy", "--real")
     (tmp_path / "t.txt").write_text("x")
-    with pytest.raises(ev.GanimeError, match="neither a packed .npy"):
-        ev.ImageSet(tmp_path / "t.txt", "--real")
+    with pytest.raises(GanimeError, match="neither a packed .npy"):
+        ImageSet(tmp_path / "t.txt", "--real")
 
 
 def test_cli_compare_prints_one_json_object(tmp_path, clf, capsys):
@@ -572,9 +594,9 @@ def test_cli_compare_prints_one_json_object(tmp_path, clf, capsys):
     # A classifier space is never called FID.
     assert c["fid"] is None and c["is_fid"] is False and c["fd_classifier_chibi_resnet18"] > 0
     assert (c["n_real"], c["n_fake"], c["kid_subset_size"]) == (12, 10, 5)
-    ext = ev.load_extractor(None, clf, "cpu")
+    ext = load_extractor(None, clf, "cpu")
     fr, ff = ext(np.load(real)), ext(np.load(tmp_path / "f.npy"))
-    assert c["fd"] == pytest.approx(ev.frechet_distance_features(ff, fr), rel=1e-4)
+    assert c["fd"] == pytest.approx(frechet_distance_features(ff, fr), rel=1e-4)
     # --n takes a seeded subset of each set.
     assert ev.main([*argv, "--n", "6"]) == 0
     c6 = json.loads(capsys.readouterr().out)
@@ -595,7 +617,7 @@ def _two_gaussians(rng: np.random.Generator, d: int):
     def draw(r: np.random.Generator, n1: int, n2: int):
         return r.normal(size=(n1, d)), r.normal(size=(n2, d)) @ a.T * 1.2 + mu2
 
-    return draw, ev.frechet_distance(np.zeros(d), np.eye(d), mu2, 1.44 * a @ a.T)
+    return draw, frechet_distance(np.zeros(d), np.eye(d), mu2, 1.44 * a @ a.T)
 
 
 @pytest.mark.parametrize("n1, n2, d", [(30, 45, 200), (50, 20, 64), (120, 100, 64), (300, 250, 16)])
@@ -604,13 +626,13 @@ def test_weighted_frechet_matches_frechet_distance_on_both_routes(n1, n2, d):
     d×d route) against torch-fidelity's formula on statistics, for the whole sets and for resamples written out."""
     rng = np.random.default_rng(n1 + d)
     x, y = rng.normal(size=(n1, d)) + 3, rng.normal(loc=0.2, scale=1.3, size=(n2, d)) + 3
-    parts = ev.FrechetParts(x, y)
+    parts = FrechetParts(x, y)
     assert parts.gram == (min(n1, n2) < d)
     idx = [(rng.integers(0, n1, n1), rng.integers(0, n2, n2)) for _ in range(3)]
     w1 = np.stack([np.ones(n1)] + [np.bincount(i, minlength=n1) for i, _ in idx], axis=1)
     w2 = np.stack([np.ones(n2)] + [np.bincount(j, minlength=n2) for _, j in idx], axis=1)
-    expected = [ev.frechet_distance(*ev.feature_stats(x), *ev.feature_stats(y))]
-    expected += [ev.frechet_distance(*ev.feature_stats(x[i]), *ev.feature_stats(y[j])) for i, j in idx]
+    expected = [frechet_distance(*feature_stats(x), *feature_stats(y))]
+    expected += [frechet_distance(*feature_stats(x[i]), *feature_stats(y[j])) for i, j in idx]
     np.testing.assert_allclose(parts.fd(w1, w2), expected, rtol=1e-6)
 
 
@@ -620,10 +642,10 @@ def test_weighted_kid_is_the_unbiased_estimate_without_copies_of_one_sample():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 16)), rng.normal(loc=0.3, size=(60, 16))
     opts = dict(kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
-    whole = ev.kid_weighted(x, y[:50], np.ones((50, 1)), np.ones((50, 1)))[0]
+    whole = kid_weighted(x, y[:50], np.ones((50, 1)), np.ones((50, 1)))[0]
     assert whole == pytest.approx(kernel_mmd(x, y[:50], **opts), rel=1e-9)  # torch-fidelity's (equal sizes)
     i, j = rng.integers(0, 50, 50), rng.integers(0, 60, 60)
-    got = ev.kid_weighted(x, y, np.bincount(i, minlength=50)[:, None], np.bincount(j, minlength=60)[:, None])[0]
+    got = kid_weighted(x, y, np.bincount(i, minlength=50)[:, None], np.bincount(j, minlength=60)[:, None])[0]
     k = lambda a, b: (a @ b.T / 16 + 1) ** 3  # noqa: E731
     xx = k(x[i], x[i])[i[:, None] != i[None, :]].mean()  # pairs of two different samples only
     yy = k(y[j], y[j])[j[:, None] != j[None, :]].mean()
@@ -636,21 +658,21 @@ def _coverage(draw, n1: int, n2: int, reps: int, resamples: int, seed: int):
     rng = np.random.default_rng(seed)
     ones1, ones2 = np.ones((n1, 1)), np.ones((n2, 1))
     pop = [
-        (ev.FrechetParts(f, r).fd(ones1, ones2)[0], ev.kid_weighted(f, r, ones1, ones2)[0])
+        (FrechetParts(f, r).fd(ones1, ones2)[0], kid_weighted(f, r, ones1, ones2)[0])
         for f, r in (draw(rng, n1, n2) for _ in range(300))
     ]
     fd_pop, kid_pop = np.mean(pop, axis=0)
     hits = {"fd": 0, "kid": 0, "fd_percentile": 0}
     for s in range(reps):
         f, r = draw(rng, n1, n2)
-        fd, kid = ev.FrechetParts(f, r).fd(ones1, ones2)[0], ev.kid_weighted(f, r, ones1, ones2)[0]
-        ci = ev.bootstrap_intervals(f, r, fd=fd, kid=kid, resamples=resamples, seed=s)
+        fd, kid = FrechetParts(f, r).fd(ones1, ones2)[0], kid_weighted(f, r, ones1, ones2)[0]
+        ci = bootstrap_intervals(f, r, fd=fd, kid=kid, resamples=resamples, seed=s)
         hits["fd"] += ci["fd_ci"][0] <= fd_pop <= ci["fd_ci"][1]
         hits["kid"] += ci["kid_ci"][0] <= kid_pop <= ci["kid_ci"][1]
         # the percentile interval of the same replicates (what the centring corrects)
-        same = np.random.default_rng([s, ev.BOOTSTRAP_STREAM])
-        w1, w2 = ev.resample_weights(same, n1, resamples), ev.resample_weights(same, n2, resamples)
-        lo, hi = np.quantile(ev.FrechetParts(f, r).fd(w1, w2), [0.025, 0.975])
+        same = np.random.default_rng([s, BOOTSTRAP_STREAM])
+        w1, w2 = resample_weights(same, n1, resamples), resample_weights(same, n2, resamples)
+        lo, hi = np.quantile(FrechetParts(f, r).fd(w1, w2), [0.025, 0.975])
         hits["fd_percentile"] += lo <= fd_pop <= hi
     return hits
 
@@ -666,24 +688,24 @@ def test_bootstrap_intervals_cover_the_estimators_mean():
     assert hits["fd"] >= 24 and hits["kid"] >= 24, hits
     assert hits["fd_percentile"] <= 10, hits
     draw, _ = _two_gaussians(np.random.default_rng(8), 8)
-    hits = _coverage(draw, 80, 60, reps=30, resamples=ev.BOOTSTRAP_RESAMPLES_LARGE, seed=2)
+    hits = _coverage(draw, 80, 60, reps=30, resamples=BOOTSTRAP_RESAMPLES_LARGE, seed=2)
     assert hits["fd"] >= 24 and hits["kid"] >= 24, hits
 
 
 def test_bootstrap_and_fd_inf_are_deterministic():
     draw, _ = _two_gaussians(np.random.default_rng(0), 32)
     f, r = draw(np.random.default_rng(1), 20, 30)
-    a = ev.feature_metrics(f.astype(np.float32), r.astype(np.float32), seed=3, kid_subset_size=10)
-    b = ev.feature_metrics(f.astype(np.float32), r.astype(np.float32), seed=3, kid_subset_size=10)
-    assert a == b and a["bootstrap_resamples"] == ev.BOOTSTRAP_RESAMPLES and (a["n_fake"], a["n_real"]) == (20, 30)
-    assert a["fd_ci"][0] < a["fd"] < a["fd_ci"][1] and a["kid_ci"][0] < a["kid_mean"] < a["kid_ci"][1]
-    assert a["fd_inf_sizes"] == [[10, 15], [12, 18], [14, 21], [16, 24], [18, 27], [20, 30]]
-    c = ev.feature_metrics(f.astype(np.float32), r.astype(np.float32), seed=4, kid_subset_size=10)
-    assert c["fd"] == a["fd"] and c["fd_ci"] != a["fd_ci"] and c["fd_inf"] != a["fd_inf"]  # the seed is used
+    a = feature_metrics(f.astype(np.float32), r.astype(np.float32), seed=3, kid_subset_size=10)
+    b = feature_metrics(f.astype(np.float32), r.astype(np.float32), seed=3, kid_subset_size=10)
+    assert a == b and a.bootstrap_resamples == BOOTSTRAP_RESAMPLES and (a.n_fake, a.n_real) == (20, 30)
+    assert a.fd_ci[0] < a.fd < a.fd_ci[1] and a.kid_ci[0] < a.kid_mean < a.kid_ci[1]
+    assert a.fd_inf_sizes == [[10, 15], [12, 18], [14, 21], [16, 24], [18, 27], [20, 30]]
+    c = feature_metrics(f.astype(np.float32), r.astype(np.float32), seed=4, kid_subset_size=10)
+    assert c.fd == a.fd and c.fd_ci != a.fd_ci and c.fd_inf != a.fd_inf  # the seed is used
     # more samples than dimensions: fewer resamples (the d×d route), no FID∞ unless asked for
-    big = ev.feature_metrics(*draw(np.random.default_rng(2), 40, 40), pr=False)
-    assert big["bootstrap_resamples"] == ev.BOOTSTRAP_RESAMPLES_LARGE and "fd_inf" not in big
-    assert "fd_ci" not in ev.feature_metrics(f, r, bootstrap=0, fd_inf=False, pr=False)
+    big = feature_metrics(*draw(np.random.default_rng(2), 40, 40), pr=False)
+    assert big.bootstrap_resamples == BOOTSTRAP_RESAMPLES_LARGE and big.fd_inf is None
+    assert "fd_ci" not in feature_metrics(f, r, bootstrap=0, fd_inf=False, pr=False).to_json()
 
 
 def test_fd_inf_is_closer_to_the_true_distance_than_fid_at_small_n():
@@ -694,8 +716,8 @@ def test_fd_inf_is_closer_to_the_true_distance_than_fid_at_small_n():
     errors = []
     for s in range(4):
         f, r = draw(rng, 100, 100)
-        fd_inf, sizes = ev.frechet_distance_inf(f, r, seed=s)
-        errors.append((abs(ev.frechet_distance_features(f, r) - truth), abs(fd_inf - truth)))
+        fd_inf, sizes = frechet_distance_inf(f, r, seed=s)
+        errors.append((abs(frechet_distance_features(f, r) - truth), abs(fd_inf - truth)))
     assert sizes[0] == [50, 50] and sizes[-1] == [100, 100]
     plain, inf = np.array(errors).T
     assert plain.min() > 10 and (inf < 0.35 * plain).all() and inf.mean() < 0.2 * plain.mean(), errors
@@ -716,10 +738,10 @@ def test_metrics_json_has_intervals_fd_inf_and_sizes_per_reference(tmp_path, clf
     m = json.loads(out.read_text())
     for name, n_real in (("shared", 20), ("gold", 12)):
         b = m["references"][name]
-        assert (b["n_fake"], b["n_real"], b["bootstrap_resamples"]) == (16, n_real, ev.BOOTSTRAP_RESAMPLES)
+        assert (b["n_fake"], b["n_real"], b["bootstrap_resamples"]) == (16, n_real, BOOTSTRAP_RESAMPLES)
         assert b["fd_ci"][0] < b["fd"] < b["fd_ci"][1] and b["kid_ci"][0] < b["kid_mean"] < b["kid_ci"][1]
         assert np.isfinite(b["fd_inf"]) and b["fd_inf_sizes"][-1] == [16, n_real]
-        assert b["reference_sha256"] == ev.load_reference(refs[0] if name == "shared" else refs[1])["content_sha256"]
+        assert b["reference_sha256"] == load_reference(refs[0] if name == "shared" else refs[1])["content_sha256"]
     assert m["fd_ci"] == m["references"]["shared"]["fd_ci"]  # the primary's keys at the top level too
     # the same inputs give the same numbers
     assert ev.main([*argv, *base, "--out", str(tmp_path / "again.json")]) == 0
@@ -736,21 +758,21 @@ def test_reference_from_a_changed_pack_is_refused(tmp_path, clf, fake_gan, capsy
     data = _packed(tmp_path / "pack.npy", n=12)
     ref = tmp_path / "ref.npz"
     ev.run_reference(data=data, out=ref, n=12, classifier_model=clf, device="cpu")
-    assert ev.load_reference(ref)["data_sha256"] == ev.file_digest(data, "sha256")
+    assert load_reference(ref)["data_sha256"] == file_digest(data, "sha256")
     # a reference from before pack hashes: accepted with a warning (before any CLI call resets the log handlers)
     with np.load(ref) as z:
         old = {k: z[k] for k in z.files if k != "data_sha256"}
     np.savez(tmp_path / "old.npz", **old)
-    with caplog.at_level("WARNING", logger="ganime_steps.evaluate"):
-        ev.load_reference(tmp_path / "old.npz")
+    with caplog.at_level("WARNING", logger="ganime_steps.metrics.reference"):
+        load_reference(tmp_path / "old.npz")
     assert "predates pack hashes" in caplog.text
     # rewritten with the same content (a rerun of the pack rule): still current
     np.save(data, np.load(data))
-    ev.load_reference(ref)
+    load_reference(ref)
     # another content: refused, one line naming both files and the fix
     _packed(data, n=12, seed=5)
-    with pytest.raises(ev.GanimeError, match=f"{ref}: built from {data}, which has changed since; delete {ref}"):
-        ev.load_reference(ref)
+    with pytest.raises(GanimeError, match=f"{ref}: built from {data}, which has changed since; delete {ref}"):
+        load_reference(ref)
     gen = tmp_path / "G.pt"
     gen.write_bytes(b"x")
     argv = ["run", "--generator", str(gen), "--reference", str(ref), "--n", "8", "--classifier-model", str(clf)]
@@ -759,11 +781,11 @@ def test_reference_from_a_changed_pack_is_refused(tmp_path, clf, fake_gan, capsy
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ganime error:")]
     assert len(err) == 1 and "rerun the reference rule" in err[0] and str(data) in err[0]
     assert not (tmp_path / "m.json").exists()
-    with pytest.raises(ev.GanimeError, match="has changed since"):
-        ev.SnapshotMetric(ref, n=8, classifier_model=clf, device="cpu")
+    with pytest.raises(GanimeError, match="has changed since"):
+        SnapshotMetric(ref, n=8, classifier_model=clf, device="cpu")
     # the pack not here to check (another machine): accepted
     data.unlink()
-    ev.load_reference(ref)
+    load_reference(ref)
 
 
 def test_metric_computation_runs_without_tf32_and_restores_the_flags(clf, fake_gan, monkeypatch):
@@ -777,16 +799,16 @@ def test_metric_computation_runs_without_tf32_and_restores_the_flags(clf, fake_g
         return _fake_generate(G, n, seed)
 
     monkeypatch.setattr(gan, "generate_images", generate)
-    extractor = ev.load_extractor(None, clf, "cpu")
+    extractor = load_extractor(None, clf, "cpu")
     extractor.model.conv1.register_forward_pre_hook(lambda *args: seen.append(("features", flags())))
     before = flags()
     try:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        ev.generated_features(_FakeG(), extractor, n=6, seed=0, sizes=[(32, 32)], batch_size=3, desc="")
+        generated_features(_FakeG(), extractor, n=6, seed=0, sizes=[(32, 32)], batch_size=3, desc="")
         assert [s for s, _ in seen] == ["generate", "features", "features"]
         assert all(f == (False, False) for _, f in seen)
         assert flags() == (True, True)  # restored after, also after an error inside
-        with pytest.raises(RuntimeError), ev.full_precision_matmul():
+        with pytest.raises(RuntimeError), full_precision_matmul():
             raise RuntimeError("boom")
         assert flags() == (True, True)
     finally:
@@ -797,10 +819,10 @@ def test_snapshot_metric_identity(tmp_path, clf, fake_gan):
     data = _packed(tmp_path / "data.npy", n=16)
     ref = tmp_path / "ref.npz"
     ev.run_reference(data=data, out=ref, n=12, classifier_model=clf, device="cpu")
-    metric = ev.SnapshotMetric(ref, n=8, classifier_model=clf, device="cpu")
-    content = ev.load_reference(ref)["content_sha256"]
+    metric = SnapshotMetric(ref, n=8, classifier_model=clf, device="cpu")
+    content = load_reference(ref)["content_sha256"]
     assert metric.identity == {"reference_sha256": content, "n_fake": 8, "n_real": 12}
     m = metric(_FakeG())
     assert m["reference_sha256"] == content and "fd_ci" not in m  # snapshots skip the bootstrap
     ev.run_reference(data=data, out=ref, n=12, classifier_model=clf, device="cpu", seed=1)  # another subset
-    assert ev.load_reference(ref)["content_sha256"] != content
+    assert load_reference(ref)["content_sha256"] != content

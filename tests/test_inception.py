@@ -13,6 +13,8 @@ from conftest import require_or_skip, requires, without_distribution
 
 from ganime_steps import evaluate as ev
 from ganime_steps import inception as inc
+from ganime_steps.metrics.distances import frechet_distance_features
+from ganime_steps.metrics.features import load_extractor
 
 torch.set_num_threads(2)  # Inception runs ~1-5 images/s on the 2-core CPU: every test uses a handful of images
 
@@ -77,7 +79,7 @@ def test_converted_weights_are_the_known_standard(weights):
 
 def test_features_match_the_torchscript_file(weights, torchscript):
     images = [_noise(2, 64, seed=1), _solid(1, 48, seed=2)]  # two sizes: both go through the TF1 resize to 299
-    ext = ev.load_extractor(weights, None, "cpu")
+    ext = load_extractor(weights, None, "cpu")
     assert ext.is_fid and ext.space == "inception"
     for batch in images:
         ours = ext(batch)
@@ -183,5 +185,5 @@ def test_compare_agrees_with_the_torchscript_file(weights, torchscript, tmp_path
     expected = _fid_scipy(f_solid, f_real)
     assert c["fid"] == pytest.approx(expected, rel=5e-3)
     # Sanity of the space: noise is far closer to other noise than to solid colours.
-    assert ev.frechet_distance_features(inc.torchscript_features(torchscript, other), f_real) < expected / 5
+    assert frechet_distance_features(inc.torchscript_features(torchscript, other), f_real) < expected / 5
     assert c["kid_mean"] > 0 and 0 <= c["precision"] <= 1 and 0 <= c["recall"] <= 1

@@ -404,9 +404,9 @@ def _best_is_lowest(out: Path, rows: list[dict]) -> dict:
 
 
 def test_metrics_start_at_kimg_0_and_a_new_reference_drops_old_rows(data: Path, tmp_path: Path, metric_refs, caplog):
-    from ganime_steps import evaluate
+    from ganime_steps.metrics.reference import load_reference
 
-    hashes = {name: evaluate.load_reference(metric_refs[name])["content_sha256"] for name in ("A", "B")}
+    hashes = {name: load_reference(metric_refs[name])["content_sha256"] for name in ("A", "B")}
     metric = dict(metric_samples=8, classifier_model=metric_refs["clf"])
     s = train_tiny(data, tmp_path, metric_reference=metric_refs["A"], **metric)
     rows = _metric_rows(tmp_path)

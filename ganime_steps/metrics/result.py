@@ -1,0 +1,185 @@
+"""The result of a measurement: :class:`Scores` (what two feature sets give) inside :class:`MetricResult` (one
+fake set against one real set in one feature space, with where both came from).
+
+One record for every producer: ``evaluate run`` (``metrics.json``), ``evaluate distance`` (the data-FID file),
+``evaluate compare`` (one JSON object on stdout) and the training snapshots (a ``metrics.jsonl`` row). In Python the
+sizes are always ``scores.n_fake`` / ``scores.n_real`` and the extractor's weights a :class:`Weights`;
+:meth:`MetricResult.to_json` writes each file's keys as they have always been on disk (the distance file's
+``n_a``/``a_data``, compare's ``weights`` as a path), so readers of older files (``report.py``, ``comparison.py``)
+see nothing new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ganime_steps.metrics.features import fd_key, fd_label
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scores:
+    """The metrics of ``fake`` against ``real`` features (:func:`ganime_steps.metrics.distances.feature_metrics`).
+
+    Fields in the order their JSON keys have always been written (metrics.jsonl rows keep insertion order); the
+    optional ones are None when not computed, and then absent from the JSON."""
+
+    fd: float
+    kid_mean: float
+    kid_std: float
+    kid_subsets: int
+    kid_subset_size: int  # as used: capped by both set sizes
+    precision: float | None = None
+    recall: float | None = None
+    pr_k: int | None = None
+    n_fake: int
+    n_real: int
+    fd_ci: list[float] | None = None  # bootstrap intervals (uncertainty.bootstrap_intervals)
+    kid_ci: list[float] | None = None
+    bootstrap_resamples: int | None = None
+    fd_inf: float | None = None  # FID∞ (uncertainty.frechet_distance_inf) and the subset sizes it was fitted on
+    fd_inf_sizes: list[list[int]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class Side:
+    """One set of a measurement as its JSON records it: the file it came from (a generator, a reference .npz, an
+    image set) and, for a reference, its pack, image size and content hash (``reference.reference_content_hash``)."""
+
+    path: str | None = None
+    data: str | None = None
+    image_size: list[int] | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The feature extractor's file: path, sha256, identity (equal identities give equal features) and source."""
+
+    path: str
+    sha256: str
+    identity: str
+    source: str
+
+
+KINDS = ("run", "distance", "compare", "snapshot")
+
+
+@dataclass(kw_only=True)
+class MetricResult:
+    """``fake`` measured against ``real`` in ``feature_space``: what ``run``, ``distance``, ``compare`` and the
+    training snapshots produce (``kind``), written by :meth:`to_json` in that producer's file format.
+
+    ``run`` measures one generated set against several references: ``references`` holds one result per reference
+    name (the primary first), and the run's own ``scores`` and ``real`` are the primary's."""
+
+    kind: str
+    feature_space: str
+    is_fid: bool
+    scores: Scores
+    real: Side
+    fake: Side = field(default_factory=Side)
+    seed: int | None = None
+    weights: Weights | None = None
+    truncation: float | None = None  # run: the generator's truncation psi
+    references: dict[str, MetricResult] = field(default_factory=dict)
+    out: Path | None = None  # the file it was written to
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r}: one of {', '.join(KINDS)}")
+
+    @property
+    def fd_key(self) -> str:
+        return fd_key(self.feature_space)
+
+    @property
+    def fd_label(self) -> str:
+        return fd_label(self.feature_space)
+
+    @property
+    def fd(self) -> float:
+        return self.scores.fd
+
+    def reference_block(self) -> dict[str, Any]:
+        """A run's entry for one reference: the Fréchet distance under its key, the scores, the reference."""
+        return {
+            self.fd_key: self.scores.fd,
+            **self.scores.to_json(),
+            "reference": self.real.path,
+            "reference_sha256": self.real.sha256,
+            "reference_data": self.real.data,
+            "image_size": self.real.image_size,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        space = {"feature_space": self.feature_space, "is_fid": self.is_fid, "fd_key": self.fd_key}
+        if self.kind == "snapshot":  # a metrics.jsonl row: insertion order is the file's column order
+            return {**space, self.fd_key: self.scores.fd, **self.scores.to_json(), "reference_sha256": self.real.sha256}
+        if self.kind == "run":
+            w = self.weights
+            return {
+                **space,
+                "fd_label": self.fd_label,
+                **self.reference_block(),
+                "primary_reference": next(iter(self.references)),
+                "reference_order": list(self.references),  # the JSON's keys are sorted; this keeps the given order
+                "references": {name: r.reference_block() for name, r in self.references.items()},
+                "weights": {"path": w.path, "sha256": w.sha256, "identity": w.identity, "source": w.source},
+                "generator": self.fake.path,
+                "seed": self.seed,
+                "truncation": self.truncation,
+            }
+        if self.kind == "distance":  # reference a in the role of the fake set, b of the real one
+            return {
+                **space,
+                self.fd_key: self.scores.fd,
+                "fd_label": self.fd_label,
+                **self.scores.to_json(),
+                "n_a": self.scores.n_fake,
+                "n_b": self.scores.n_real,
+                "a": self.fake.path,
+                "b": self.real.path,
+                "a_data": self.fake.data,
+                "b_data": self.real.data,
+                "image_size_a": self.fake.image_size,
+                "image_size_b": self.real.image_size,
+                "seed": self.seed,
+            }
+        return {  # compare
+            "fid": self.scores.fd if self.is_fid else None,
+            **space,
+            self.fd_key: self.scores.fd,
+            "fd_label": self.fd_label,
+            **self.scores.to_json(),
+            "real": self.real.path,
+            "fake": self.fake.path,
+            "real_image_size": self.real.image_size,
+            "fake_image_size": self.fake.image_size,
+            "weights": self.weights.path,
+            "weights_source": self.weights.source,
+            "seed": self.seed,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What the CLI logs: a run's headline numbers and reference names; the whole JSON otherwise."""
+        if self.kind != "run":
+            return self.to_json()
+        s = self.scores
+        return {
+            "out": self.out,
+            "feature_space": self.feature_space,
+            "is_fid": self.is_fid,
+            "fd": s.fd,
+            "kid_mean": s.kid_mean,
+            "kid_std": s.kid_std,
+            "precision": s.precision,
+            "recall": s.recall,
+            "n_fake": s.n_fake,
+            "n_real": s.n_real,
+            "references": list(self.references),
+        }
