@@ -51,7 +51,7 @@ def test_constants_match_the_code_they_mirror():
     progressive = {name: fam.start_resolution for name, fam in GAN_FAMILIES.items() if fam.progressive}
     assert config_module.PROGRESSIVE_START == progressive
     assert config_module.FAMILY_NAMES == FAMILIES
-    from ganime_steps.evaluate import MIN_SAMPLES
+    from ganime_steps.metrics.defaults import MIN_SAMPLES
 
     assert config_module.MIN_SAMPLES == MIN_SAMPLES
     schema = yaml.safe_load(config_module.SCHEMA.read_text())
