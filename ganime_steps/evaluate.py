@@ -69,6 +69,7 @@ from ganime_steps.metrics.images import ImageSet, load_packed
 from ganime_steps.metrics.reference import check_reference_for, check_same_space, load_reference, write_reference
 from ganime_steps.metrics.result import MetricResult, Side, Weights
 
+# SnapshotMetric lives in metrics.generated; train.py's lazy import still names this module
 __all__ = ["SnapshotMetric", "build_parser", "main", "run_compare", "run_distance", "run_evaluate", "run_reference"]
 
 log = logging.getLogger(__name__)
