@@ -6,7 +6,8 @@ One record for every producer: ``evaluate run`` (``metrics.json``), ``evaluate d
 sizes are always ``scores.n_fake`` / ``scores.n_real`` and the extractor's weights a :class:`Weights`;
 :meth:`MetricResult.to_json` writes each file's keys as they have always been on disk (the distance file's
 ``n_a``/``a_data``, compare's ``weights`` as a path), so readers of older files (``report.py``, ``comparison.py``)
-see nothing new.
+see nothing new; :meth:`MetricResult.from_json` reads a ``run``, ``distance`` or ``snapshot`` JSON back into the record
+(the report reads ``metrics.json`` and the data-FID files through it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class Scores:
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Scores:
+        """The scores among a file's keys (the other keys of the object are not the scores' business); a missing
+        required one raises KeyError, a missing optional one is None."""
+        return cls(**{f.name: obj[f.name] for f in fields(cls) if f.name in obj})
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,44 @@ class MetricResult:
             "weights_source": self.weights.source,
             "seed": self.seed,
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], kind: str) -> MetricResult:
+        """The record back from the JSON :meth:`to_json` wrote for ``kind`` (``run``: a ``metrics.json``;
+        ``distance``: a data-FID file; ``snapshot``: a ``metrics.jsonl`` row's metric columns). ``compare`` is not
+        read back (its JSON keeps only the weights' path). A missing key raises KeyError, a wrong kind ValueError.
+
+        ``to_json`` of the result is ``obj`` again (for a snapshot row: its metric columns); ``out`` is None."""
+        space = {"feature_space": obj["feature_space"], "is_fid": obj["is_fid"], "scores": Scores.from_json(obj)}
+        if kind == "snapshot":
+            return cls(kind=kind, **space, real=Side(sha256=obj["reference_sha256"]))
+        if kind == "distance":
+            return cls(
+                kind=kind,
+                **space,
+                real=Side(obj["b"], obj["b_data"], obj["image_size_b"]),
+                fake=Side(obj["a"], obj["a_data"], obj["image_size_a"]),
+                seed=obj["seed"],
+            )
+        if kind != "run":
+            raise ValueError(f"kind {kind!r}: from_json reads run, distance or snapshot")
+
+        def reference(block: dict[str, Any]) -> MetricResult:
+            real = Side(block["reference"], block["reference_data"], block["image_size"], block["reference_sha256"])
+            return cls(kind=kind, **{**space, "scores": Scores.from_json(block)}, real=real, seed=obj["seed"])
+
+        references = {name: reference(obj["references"][name]) for name in obj["reference_order"]}
+        w = obj["weights"]
+        return cls(
+            kind=kind,
+            **space,
+            real=reference(obj).real,
+            fake=Side(obj["generator"]),
+            seed=obj["seed"],
+            weights=Weights(w["path"], w["sha256"], w["identity"], w["source"]),
+            truncation=obj["truncation"],
+            references=references,
+        )
 
     def summary(self) -> dict[str, Any]:
         """What the CLI logs: a run's headline numbers and reference names; the whole JSON otherwise."""
