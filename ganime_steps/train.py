@@ -17,7 +17,6 @@ linear lr decay to 0 over ``--kimg``); :func:`run` takes the resolved values and
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +26,7 @@ from ganime_steps.gan.loop import AMP_MODES, TrainConfig, Trainer, TrainResult, 
 from ganime_steps.gan.losses import available_families, get_family
 from ganime_steps.gan.parallel import dist_env, rank_device, scale_batch_schedule
 from ganime_steps.gan.snapshots import LOG_COLUMNS
-
-
-@dataclass
-class TrainSummary:
-    family: str
-    resolution: int
-    data: str
-    out: str
-    kimg_target: float
-    images_seen: int
-    images_this_run: int
-    step: int
-    resumed: bool
-    lr: float
-    betas: tuple[float, float]
-    n_critic: int
-    device: str
-    amp: str
-    diffaug: bool
-    seconds_total: float
-    seconds_this_run: float
-    img_per_s: float
-    n_params_g: int
-    n_params_d: int
-    loss_g: float | None
-    loss_d: float | None
-    penalty: float | None
-    phase: str = "stable"
-    current_resolution: int = 0
-    alpha: float = 1.0
-    lod: float = 0.0
-    best_kimg: float | None = None  # the snapshot exported as generator_best.pt (metrics over training only)
-    best_metric: float | None = None
-    metric_key: str | None = None
-    tf32: bool = False  # TF32 matmuls/convolutions allowed (CUDA only)
-    epochs: float | None = None  # the run length as asked for in epochs (None: asked in kimg); kimg_target from it
-    images_per_epoch: int = 0  # images in the packed training set (what one epoch shows D)
+from ganime_steps.train_record import TrainSummary  # train_summary.json's record, torch-free for the report
 
 
 def run(
