@@ -19,8 +19,9 @@ import logging
 import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from ganime_steps.common import (
     read_parquet,
     run_cli,
     save_image,
+    to_jsonable,
     write_json,
     write_parquet,
     write_text,
@@ -60,6 +62,15 @@ class CleanSummary:
     # classifier filters at a named operating point (drop TASK: precision:0.4): the rule, the threshold it gave on the
     # classifier's validation curve, whether the rule was met, and precision/recall there on validation and test
     operating_points: dict[str, dict] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """``summary.json``'s object: every field."""
+        return to_jsonable(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CleanSummary:
+        """The record back from :meth:`to_json`'s object; a missing key raises KeyError."""
+        return cls(**{f.name: obj[f.name] for f in fields(cls)})
 
 
 @dataclass
@@ -267,7 +278,7 @@ def run_filter(
         ["removed_by", "removed_score"], ascending=[True, False], kind="mergesort"
     )
     write_text(out / "removed.csv", removed.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary.to_json())
     log.info("dataset %s: kept %d of %d; removed %s", dataset, summary.n_kept, summary.n_total, summary.removed_by)
     return summary
 
