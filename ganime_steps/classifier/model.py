@@ -188,6 +188,11 @@ def predict_scores(model, images, device, mean, std, batch_size: int) -> np.ndar
 # model.pt
 
 
+def class_names(task: str) -> list[str]:
+    """A binary classifier's class names, negative first: ``["not_<task>", "<task>"]``."""
+    return [f"not_{task}", task]
+
+
 def save_classifier(path: Path, state_dict, *, arch: str, image_size: int, threshold: float, task: str, mean, std):
     """Write the model.pt :func:`load_classifier` reads (the keys of MODEL_KEYS, plus the input normalisation)."""
     torch_save(
@@ -198,7 +203,7 @@ def save_classifier(path: Path, state_dict, *, arch: str, image_size: int, thres
             "state_dict": state_dict,
             "threshold": threshold,
             "task": task,
-            "classes": [f"not_{task}", task],
+            "classes": class_names(task),
             "mean": mean,
             "std": std,
         },

@@ -33,6 +33,7 @@ from ganime_steps.classifier.metrics import (
 from ganime_steps.classifier.model import (
     autocast,
     check_arch,
+    class_names,
     norm_stats,
     normalise_pretrained,
     predict_scores,
@@ -41,7 +42,7 @@ from ganime_steps.classifier.model import (
     to_input,
 )
 from ganime_steps.classifier.plots import plot_confusion, plot_pr
-from ganime_steps.common import GanimeError, progress, seed_everything, torch_device, write_json
+from ganime_steps.common import GanimeError, progress, seed_everything, to_jsonable, torch_device, write_json
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,87 @@ class TrainSummary:
     test_roc_auc: float | None
     seconds_per_epoch: float
     out: Path
+
+
+@dataclass
+class SplitMetrics:
+    """One split's block of ``metrics.json`` (:func:`~ganime_steps.classifier.metrics.split_metrics`): its name and
+    size, class counts, the numbers at the chosen threshold, confusion [[tn, fp], [fn, tp]] and the PR curve."""
+
+    split: str
+    n: int
+    counts: dict[str, int]
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float | None  # None with one class in the split
+    confusion: list[list[int]]
+    average_precision: float
+    pr_curve: dict[str, list[float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> SplitMetrics:
+        """The block back from :meth:`to_json`'s object (or :func:`split_metrics`' dict); a missing key: KeyError."""
+        return cls(**{f.name: obj[f.name] for f in fields(cls)})
+
+
+@dataclass
+class ClassifierMetrics:
+    """``metrics.json``: the record ``train`` writes beside model.pt, read by the report, clean's operating points and
+    export. ``val`` chose the epoch and the threshold; ``test`` (None without a test split: ``test_note`` says why)
+    is the held-out split that gives the reported numbers."""
+
+    task: str
+    arch: str
+    pretrained: str
+    image_size: int
+    seed: int
+    val_fraction: float
+    test_fraction: float
+    lr: float
+    backbone_lr_scale: float
+    pretrained_source: str  # where the weights started: "none: random initialisation", "offline: ...", a hub or path
+    n_train: int
+    n_val: int
+    n_test: int
+    counts: dict[str, dict[str, int]]  # posts per class ("0", "1") in all, train, val, test
+    class_balance: str
+    pos_weight: float
+    epochs_run: int
+    best_epoch: int
+    threshold: float
+    threshold_rule: str
+    threshold_rule_met: bool
+    test: SplitMetrics | None
+    test_note: str | None
+    val: SplitMetrics
+    history: list[dict[str, Any]]  # one row per epoch
+    seconds_per_epoch: float
+    device: str
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, negative first (model.pt's ``classes``)."""
+        return class_names(self.task)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ClassifierMetrics:
+        """The record back from :meth:`to_json`'s object; a missing key raises KeyError."""
+        values = {f.name: obj[f.name] for f in fields(cls)}
+        test = values["test"]
+        return cls(
+            **{
+                **values,
+                "test": None if test is None else SplitMetrics.from_json(test),
+                "val": SplitMetrics.from_json(values["val"]),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -205,24 +287,24 @@ def run_train(
     # epoch and threshold are now fixed from validation data alone; only then score and read the test split
     threshold, rule_met, val_block = _validation_result(best, d.y_val, s.threshold_rule)
     test_block = _test_result(d.net, best, d.test_images, d.y_all[d.split.test], threshold, task, val_block)
-    metrics = {
+    metrics = ClassifierMetrics(
         **{k: getattr(s, k) for k in _SETTINGS_IN_METRICS},
-        "pretrained_source": d.net.pretrained_source,
+        pretrained_source=d.net.pretrained_source,
         **_split_counts(d.split, d.y_all),
-        "class_balance": "BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)",
-        "pos_weight": d.pos_weight,
-        "epochs_run": len(history),
-        "best_epoch": best.epoch,
-        "threshold": threshold,
-        "threshold_rule": s.threshold_rule,
-        "threshold_rule_met": rule_met,
-        "test": test_block,
-        "test_note": d.split.test_note,
-        "val": val_block,
-        "history": history,
-        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
-        "device": str(dev),
-    }
+        class_balance="BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)",
+        pos_weight=d.pos_weight,
+        epochs_run=len(history),
+        best_epoch=best.epoch,
+        threshold=threshold,
+        threshold_rule=s.threshold_rule,
+        threshold_rule_met=rule_met,
+        test=None if test_block is None else SplitMetrics.from_json(test_block),
+        test_note=d.split.test_note,
+        val=SplitMetrics.from_json(val_block),
+        history=history,
+        seconds_per_epoch=float(np.mean([h["seconds"] for h in history])),
+        device=str(dev),
+    )
     _write_outputs(out, d.net, best, metrics)
     return _summary(metrics, out)
 
@@ -430,43 +512,43 @@ def _split_counts(split: Split, y_all: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _write_outputs(out: Path, net: _Net, best: _Best, metrics: dict[str, Any]) -> None:
+def _write_outputs(out: Path, net: _Net, best: _Best, metrics: ClassifierMetrics) -> None:
     """model.pt (the best epoch's weights), metrics.json and the two figures."""
     out.mkdir(parents=True, exist_ok=True)
     save_classifier(
         out / "model.pt",
         best.state,
-        arch=metrics["arch"],
-        image_size=metrics["image_size"],
-        threshold=metrics["threshold"],
-        task=metrics["task"],
+        arch=metrics.arch,
+        image_size=metrics.image_size,
+        threshold=metrics.threshold,
+        task=metrics.task,
         mean=net.mean,
         std=net.std,
     )
-    write_json(out / "metrics.json", metrics)
-    blocks = [b for b in (metrics["test"], metrics["val"]) if b is not None]
-    plot_pr(out / "pr_curve.png", blocks, metrics["threshold"], metrics["task"])
-    plot_confusion(out / "confusion.png", blocks, metrics["task"], metrics["threshold"])
+    write_json(out / "metrics.json", metrics.to_json())
+    blocks = [b.to_json() for b in (metrics.test, metrics.val) if b is not None]
+    plot_pr(out / "pr_curve.png", blocks, metrics.threshold, metrics.task)
+    plot_confusion(out / "confusion.png", blocks, metrics.task, metrics.threshold)
 
 
-def _summary(metrics: dict[str, Any], out: Path) -> TrainSummary:
-    test_block = metrics["test"] or {}
+def _summary(metrics: ClassifierMetrics, out: Path) -> TrainSummary:
+    test = metrics.test
     return TrainSummary(
-        task=metrics["task"],
-        arch=metrics["arch"],
-        pretrained=metrics["pretrained"],
-        pretrained_source=metrics["pretrained_source"],
-        n_train=metrics["n_train"],
-        n_val=metrics["n_val"],
-        n_test=metrics["n_test"],
-        epochs_run=metrics["epochs_run"],
-        best_epoch=metrics["best_epoch"],
-        threshold=metrics["threshold"],
-        val_f1=metrics["val"]["f1"],
-        test_precision=test_block.get("precision"),
-        test_recall=test_block.get("recall"),
-        test_f1=test_block.get("f1"),
-        test_roc_auc=test_block.get("roc_auc"),
-        seconds_per_epoch=metrics["seconds_per_epoch"],
+        task=metrics.task,
+        arch=metrics.arch,
+        pretrained=metrics.pretrained,
+        pretrained_source=metrics.pretrained_source,
+        n_train=metrics.n_train,
+        n_val=metrics.n_val,
+        n_test=metrics.n_test,
+        epochs_run=metrics.epochs_run,
+        best_epoch=metrics.best_epoch,
+        threshold=metrics.threshold,
+        val_f1=metrics.val.f1,
+        test_precision=None if test is None else test.precision,
+        test_recall=None if test is None else test.recall,
+        test_f1=None if test is None else test.f1,
+        test_roc_auc=None if test is None else test.roc_auc,
+        seconds_per_epoch=metrics.seconds_per_epoch,
         out=out,
     )
