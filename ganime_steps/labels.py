@@ -30,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -42,6 +42,7 @@ from ganime_steps.common import (
     call_with_args,
     read_parquet,
     run_cli,
+    to_jsonable,
     write_json,
     write_parquet,
     write_text,
@@ -73,6 +74,15 @@ class LabelsSummary:
     classes: dict[str, int] = field(default_factory=dict)
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``<task>_counts.json``'s object: every field."""
+        return to_jsonable(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> LabelsSummary:
+        """The record back from :meth:`to_json`'s object; a missing key raises KeyError."""
+        return cls(**{f.name: obj[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -520,7 +530,7 @@ def run(
         classes={task: positive, f"not_{task}": len(table) - positive},
         per_source=per_source,
     )
-    write_json(out.with_name(out.stem + "_counts.json"), summary)
+    write_json(out.with_name(out.stem + "_counts.json"), summary.to_json())
     log.info(
         "labels %s: %d labels (%d %s, %d not) from %d source(s)",
         task,
