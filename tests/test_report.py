@@ -14,6 +14,11 @@ import pytest
 from PIL import Image
 
 from ganime_steps import report as rp
+from ganime_steps.classifier.train import ClassifierMetrics, SplitMetrics
+from ganime_steps.clean import CleanSummary
+from ganime_steps.labels import LabelsSummary
+from ganime_steps.metrics.result import MetricResult, Scores, Side, Weights
+from ganime_steps.train_record import TrainSummary
 
 AESTHETIC = "classifier:aesthetic:resnet34"  # the feature space of most runs here
 
@@ -30,14 +35,93 @@ def _json(path: Path, obj: dict) -> Path:
     return path
 
 
+# Every input file below is written through the record its stage writes (``to_json``): the report reads those keys
+# and no others.
+
+
+def _scores(fd, kid_mean, kid_std, precision=None, recall=None, *, n_real=8000, **more) -> Scores:
+    """10000 generated images; ``more``: the intervals and FID∞."""
+    pr = {"precision": precision, "recall": recall, "pr_k": 3} if precision is not None else {}
+    return Scores(fd=fd, kid_mean=kid_mean, kid_std=kid_std, kid_subsets=100, kid_subset_size=1000, **pr,
+                  n_fake=10000, n_real=n_real, **more)  # fmt: skip
+
+
+def _reference(scores: Scores, data: str, *, space: str = AESTHETIC, res: int = 64) -> MetricResult:
+    """One reference's result within a run: ``scores`` against the reference of dataset ``data``."""
+    real = Side(f"results/evaluation/reference_{data}_{res}.npz", f"results/datasets/{data}/pack_{res}.npy",
+                [res, res], f"sha256-of-{data}")  # fmt: skip
+    return MetricResult(kind="run", feature_space=space, is_fid=space == "inception", scores=scores, real=real, seed=0)
+
+
+def _run_json(path: Path, references: dict[str, MetricResult]) -> Path:
+    """A run's metrics.json as ``evaluate run`` writes it; the first reference is the primary."""
+    primary = next(iter(references.values()))
+    result = MetricResult(
+        kind="run",
+        feature_space=primary.feature_space,
+        is_fid=primary.is_fid,
+        scores=primary.scores,
+        real=primary.real,
+        fake=Side(str(path.parent / "generator.pt")),
+        seed=0,
+        weights=Weights("weights.pth", "sha256-of-weights", "identity", "test"),
+        truncation=1.0,
+        references=references,
+    )
+    return _json(path, result.to_json())
+
+
 def _run_metrics(
-    path: Path, fd, kid_mean, kid_std, precision, recall, *, space=AESTHETIC, n_real=8000, **more_fd
+    path: Path, fd, kid_mean, kid_std, precision, recall, *, space=AESTHETIC, n_real=8000, data="A"
 ) -> Path:
-    """A run's metrics.json as the evaluate stage writes it: 10000 generated images, FID where the space is Inception's;
-    ``more_fd`` (the FD under other names) follows ``fd``."""
-    metrics = {"feature_space": space, "is_fid": space == "inception", "fd": fd, **more_fd, "kid_mean": kid_mean}
-    metrics.update(kid_std=kid_std, precision=precision, recall=recall, n_fake=10000, n_real=n_real)
-    return _json(path, metrics)
+    """A run measured against one reference (the shared one: dataset ``data``)."""
+    scores = _scores(fd, kid_mean, kid_std, precision, recall, n_real=n_real)
+    return _run_json(path, {"shared": _reference(scores, data, space=space)})
+
+
+def _train_summary(path: Path, family: str, dataset: str, kimg: float, resolution: int = 64) -> Path:
+    """train_summary.json of a run on ``dataset`` that trained ``kimg``."""
+    summary = TrainSummary(
+        family=family, resolution=resolution, data=f"results/datasets/{dataset}/pack_{resolution}.npy",
+        out=str(path.parent), kimg_target=kimg, images_seen=int(kimg * 1000), images_this_run=int(kimg * 1000),
+        step=100, resumed=False, lr=0.0002, betas=(0.5, 0.999), n_critic=1, device="cpu", amp="off", diffaug=False,
+        seconds_total=60.0, seconds_this_run=60.0, img_per_s=100.0, n_params_g=1000, n_params_d=1000, loss_g=1.0,
+        loss_d=0.5, penalty=None,
+    )  # fmt: skip
+    return _json(path, summary.to_json())
+
+
+def _clf_block(split: str, n: int, p: float, r: float, f1: float, auc: float, confusion) -> SplitMetrics:
+    (tn, fp), (fn, tp) = confusion
+    return SplitMetrics(split=split, n=n, counts={"0": tn + fp, "1": fn + tp}, precision=p, recall=r, f1=f1,
+                        roc_auc=auc, confusion=confusion, average_precision=p,
+                        pr_curve={"thresholds": [0.5], "precision": [p], "recall": [r]})  # fmt: skip
+
+
+def _classifier(path: Path, task: str, *, test, val, test_note=None, sizes=(120, 40, 40), **more) -> Path:
+    """A classifier's metrics.json as ``classifier train`` writes it; ``more``: other fields (pretrained_source)."""
+    fields = dict(arch="resnet34", pretrained="none", image_size=128, seed=0, val_fraction=0.25, test_fraction=0.2,
+                  lr=1e-3, backbone_lr_scale=0.1, pretrained_source="none: random initialisation of resnet34",
+                  class_balance="BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)", pos_weight=1.0,
+                  epochs_run=3, best_epoch=2, threshold=0.42, threshold_rule="best_f1", threshold_rule_met=True,
+                  history=[], seconds_per_epoch=1.0, device="cpu")  # fmt: skip
+    counts = {
+        "all": {"0": 1, "1": 1},
+        "train": {"0": 1, "1": 1},
+        "val": val.counts,
+        "test": test.counts if test else {},
+    }
+    n_train, n_val, n_test = sizes
+    metrics = ClassifierMetrics(**{**fields, **more}, task=task, n_train=n_train, n_val=n_val, n_test=n_test,
+                                counts=counts, test=test, test_note=test_note, val=val)  # fmt: skip
+    return _json(path, metrics.to_json())
+
+
+def _dataset(path: Path, name: str, n_total: int, n_kept: int, removed_by: dict, **more) -> Path:
+    """A dataset's summary.json as ``clean filter`` writes it; ``more``: thresholds, operating_points."""
+    filters = {f: "classifier threshold" for f in removed_by}
+    summary = CleanSummary(name, "post", n_total, n_kept, removed_by, filters, dict(removed_by), **more)
+    return _json(path, summary.to_json())
 
 
 def _section(page: str, heading: str) -> str:
@@ -49,32 +133,19 @@ def _section(page: str, heading: str) -> str:
 def inputs(tmp_path) -> dict[str, list[Path]]:
     res = tmp_path / "results"
     run_a = res / "runs" / "model_a" / "metrics.json"
-    _run_metrics(run_a, 41.2345, 0.03125, 0.0021, 0.654, 0.321, fd_classifier_aesthetic_resnet34=41.2345)
-    _json(
-        res / "runs" / "model_a" / "train_summary.json",
-        {"family": "wgan_gp", "data": "results/datasets/A/pack_64.npy", "kimg_target": 1200.0, "images_seen": 1200000},
-    )
+    _run_metrics(run_a, 41.2345, 0.03125, 0.0021, 0.654, 0.321)
+    _train_summary(res / "runs" / "model_a" / "train_summary.json", "wgan_gp", "A", 1200.0)
     run_b = res / "runs" / "model_b" / "metrics.json"
     _run_metrics(run_b, 17.5, 0.0104, 0.0009, 0.712, 0.455)
-    clf = _json(
+    clf = _classifier(
         res / "classifiers" / "chibi" / "metrics.json",
-        {
-            "task": "chibi",
-            "arch": "resnet34",
-            "precision": 0.9123,
-            "recall": 0.8766,
-            "f1": 0.894,
-            "roc_auc": 0.9712,
-            "threshold": 0.42,
-            "confusion": [[180, 7], [11, 77]],
-        },
+        "chibi",
+        test=_clf_block("test (held out)", 275, 0.9123, 0.8766, 0.894, 0.9712, [[180, 7], [11, 77]]),
+        val=_clf_block(VAL, 40, 0.95, 0.9, 0.9243, 0.99, [[30, 1], [1, 8]]),
     )
     _png(res / "classifiers" / "chibi" / "pr_curve.png", (10, 10, 200))
     _png(res / "classifiers" / "chibi" / "confusion.png", (200, 10, 10))
-    ds = _json(
-        res / "datasets" / "A" / "summary.json",
-        {"dataset": "A", "n_total": 400, "n_kept": 300, "removed_by": {"chibi": 60, "multi": 40}},
-    )
+    ds = _dataset(res / "datasets" / "A" / "summary.json", "A", 400, 300, {"chibi": 60, "multi": 40})
     grids = [
         _png(res / "runs" / "model_a" / "samples.png", (0, 255, 0)),
         _png(res / "runs" / "model_b" / "samples.png", (0, 0, 255)),
@@ -150,7 +221,7 @@ def test_run_report_html_csv_summary(tmp_path, inputs):
 
 def test_mixed_spaces_warn_and_fid_is_named(tmp_path, inputs):
     fid_run = tmp_path / "results" / "runs" / "model_c" / "metrics.json"
-    _run_metrics(fid_run, 12.0, 0.01, 0.001, 0.7, 0.5, space="inception", n_real=10000, fid=12.0)
+    _run_metrics(fid_run, 12.0, 0.01, 0.001, 0.7, 0.5, space="inception", n_real=10000)
     out = tmp_path / "r"
     s = rp.run_report(**{**inputs, "run_metrics": [*inputs["run_metrics"], fid_run]}, out=out, title="t")
     page = (out / "index.html").read_text(encoding="utf-8")
@@ -194,10 +265,11 @@ def test_cli_missing_or_bad_inputs_exit_2(tmp_path, inputs, capsys):
     assert str(missing) in err and "--run-metrics" in err
     assert rp.main(["--sample-grids", str(tmp_path / "nope.png"), "--out", str(out)]) == 2
     assert "nope.png" in capsys.readouterr().err
-    bad = _json(tmp_path / "datasets" / "B" / "summary.json", {"dataset": "B", "n_total": 3})
+    bad = _dataset(tmp_path / "datasets" / "B" / "summary.json", "B", 3, 2, {})
+    bad.write_text(json.dumps({k: v for k, v in json.loads(bad.read_text()).items() if k != "n_kept"}))
     assert rp.main(["--dataset-summaries", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "n_kept" in err and str(bad) in err
+    assert "missing key 'n_kept'; rerun the clean stage" in err and str(bad) in err
     broken = tmp_path / "classifiers" / "x" / "metrics.json"
     broken.parent.mkdir(parents=True)
     broken.write_text("{not json")
@@ -216,15 +288,13 @@ def test_help_documents_every_flag(capsys):
 
 def test_removed_grids_groundtruth_labels_and_queue(tmp_path, inputs):
     res = tmp_path / "results"
-    ds = _json(
+    ds = _dataset(
         res / "datasets" / "B" / "summary.json",
-        {
-            "dataset": "B",
-            "n_total": 100,
-            "n_kept": 70,
-            "removed_by": {"require:full_body": 10, "chibi": 20},
-            "thresholds": {"chibi": 0.4125},
-        },
+        "B",
+        100,
+        70,
+        {"require:full_body": 10, "chibi": 20},
+        thresholds={"chibi": 0.4125},
     )
     grids = [
         _png(res / "datasets" / "B" / "removed_require-full_body.png", (1, 2, 3)),
@@ -250,7 +320,10 @@ def test_removed_grids_groundtruth_labels_and_queue(tmp_path, inputs):
             }
         },
     )
-    counts = _json(res / "labels" / "chibi_counts.json", {"task": "chibi", "positive": 31, "negative": 169})
+    counts = _json(
+        res / "labels" / "chibi_counts.json",
+        LabelsSummary("chibi", 200, 31, 169, ["l.csv"], {"chibi": 31, "not_chibi": 169}, {"l.csv": {}}).to_json(),
+    )
     queue = res / "label_queue" / "chibi.csv"
     queue.parent.mkdir(parents=True)
     queue.write_text(
@@ -291,19 +364,17 @@ def test_dataset_yields_beside_the_studys_figures(tmp_path, capsys):
     operating point a filter cut at in its removed-images caption."""
     res = tmp_path / "results" / "datasets"
     summaries = [
-        _json(res / "A" / "summary.json", {"dataset": "A", "n_total": 19000, "n_kept": 11640, "removed_by": {}}),
-        _json(
+        _dataset(res / "A" / "summary.json", "A", 19000, 11640, {}),
+        _dataset(
             res / "B" / "summary.json",
-            {
-                "dataset": "B",
-                "n_total": 19000,
-                "n_kept": 5200,
-                "removed_by": {"aesthetic": 6440},
-                "thresholds": {"aesthetic": 0.1234},
-                "operating_points": {"aesthetic": {"rule": "precision:0.4", "threshold": 0.1234, "met": True}},
-            },
+            "B",
+            19000,
+            5200,
+            {"aesthetic": 6440},
+            thresholds={"aesthetic": 0.1234},
+            operating_points={"aesthetic": {"rule": "precision:0.4", "threshold": 0.1234, "met": True}},
         ),
-        _json(res / "faces" / "summary.json", {"dataset": "faces", "n_total": 900, "n_kept": 800, "removed_by": {}}),
+        _dataset(res / "faces" / "summary.json", "faces", 900, 800, {}),
     ]
     grid = _png(res / "B" / "removed_aesthetic.png", (1, 2, 3))
     study = {"study_name": "full-body study", "study_scraped": 20000, "study_kept": {"A": "12000", "B": "5000"}}
@@ -328,10 +399,8 @@ def test_dataset_yields_beside_the_studys_figures(tmp_path, capsys):
 
 def test_best_run_is_chosen_per_reference_set(tmp_path, inputs):
     """A face run with a lower FD against the face set must not outrank runs measured against dataset A."""
-    metrics = {"feature_space": "classifier:aesthetic:resnet34", "is_fid": False, "n_fake": 10, "n_real": 10}
     for run, ref, fd in (("a1", "A", 9.0), ("a2", "A", 7.0), ("f1", "faces", 1.0), ("f2", "faces", 3.0)):
-        _json(tmp_path / "runs" / run / "metrics.json",
-              {**metrics, "fd": fd, "reference_data": f"results/datasets/{ref}/pack_32.npy"})  # fmt: skip
+        _run_metrics(tmp_path / "runs" / run / "metrics.json", fd, 0.01, 0.001, None, None, n_real=10, data=ref)
     inputs["run_metrics"] = [tmp_path / "runs" / r / "metrics.json" for r in ("a1", "a2", "f1", "f2")]
     rp.run_report(**inputs, out=tmp_path / "out", title="t")
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
@@ -345,34 +414,22 @@ VAL = "validation (used for epoch and threshold)"
 HEADLINE = "Does stricter cleaning make a better GAN?"
 
 
-def _clf_block(split: str, n: int, p: float, r: float, f1: float, auc: float, confusion) -> dict:
-    return {"split": split, "n": n, "precision": p, "recall": r, "f1": f1, "roc_auc": auc, "confusion": confusion}
-
-
 def test_classifier_headline_is_the_test_split(tmp_path):
     """Test numbers lead the table with the split sizes; validation F1 stays, labelled as what chose the threshold."""
-    common = {"arch": "resnet34", "threshold": 0.42, "n_train": 120, "n_val": 40, "n_test": 40}
-    chibi = _json(
+    chibi = _classifier(
         tmp_path / "classifiers" / "chibi" / "metrics.json",
-        {
-            **common,
-            "task": "chibi",
-            "pretrained_source": "offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0 (content ab)",
-            "test": _clf_block("test (held out)", 40, 0.8111, 0.7222, 0.7641, 0.9012, [[28, 3], [5, 4]]),
-            "test_note": None,
-            "val": _clf_block(VAL, 40, 0.95, 0.9, 0.9243, 0.99, [[30, 1], [1, 8]]),
-        },
+        "chibi",
+        pretrained_source="offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0 (content ab)",
+        test=_clf_block("test (held out)", 40, 0.8111, 0.7222, 0.7641, 0.9012, [[28, 3], [5, 4]]),
+        val=_clf_block(VAL, 40, 0.95, 0.9, 0.9243, 0.99, [[30, 1], [1, 8]]),
     )
-    multi = _json(
+    multi = _classifier(
         tmp_path / "classifiers" / "multi" / "metrics.json",
-        {
-            **common,
-            "task": "multi",
-            "n_test": 0,
-            "test": None,
-            "test_note": "too few labels for a test split (class 1 has 2 distinct image(s))",
-            "val": _clf_block(VAL, 30, 0.5, 1.0, 0.6667, 0.75, [[27, 2], [0, 1]]),
-        },
+        "multi",
+        sizes=(120, 40, 0),
+        test=None,
+        test_note="too few labels for a test split (class 1 has 2 distinct image(s))",
+        val=_clf_block(VAL, 30, 0.5, 1.0, 0.6667, 0.75, [[27, 2], [0, 1]]),
     )
     items = [rp.read_classifier(chibi), rp.read_classifier(multi)]
     assert items[0]["headline"] == "test" and items[0]["f1"] == 0.7641 and items[0]["val"]["f1"] == 0.9243
@@ -384,7 +441,7 @@ def test_classifier_headline_is_the_test_split(tmp_path):
     for text in ("120 / 40 / 40", "test (held out)", "0.811", "0.722", "0.764", "0.901", "0.420", "0.924"):
         assert text in chibi_row, text
     assert "offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0 (content ab)" in chibi_row
-    assert "not recorded (metrics.json predates it)" in table  # multi's file has no pretrained_source
+    assert "none: random initialisation of resnet34" in table  # multi's weights
     assert chibi_row.index("0.764") < chibi_row.index("0.924")  # validation F1 is the last column
     assert "validation F1 (used for epoch and threshold)" in table
     multi_row = re.search(r'<tr><td class="t">multi</td>.*?</tr>', table).group(0)
@@ -395,29 +452,31 @@ def test_classifier_headline_is_the_test_split(tmp_path):
     assert "<td>28</td>" in page and "<td>30</td>" in page
 
 
-def test_classifier_metrics_without_test_split_read_as_validation(tmp_path):
-    """A metrics.json from before test splits (flat keys): shown, and said to be validation numbers."""
-    old = _json(
+def test_a_file_that_is_not_its_stages_record_is_refused(tmp_path, capsys):
+    """Each input is read through its writer's record: a file without the record's keys (a flat classifier file, a run
+    without references, a data-FID file without its sides) is one line naming the first missing key and the fix."""
+    flat = _json(
         tmp_path / "chibi" / "metrics.json",
         {"task": "chibi", "arch": "resnet34", "f1": 0.9, "precision": 0.8, "recall": 1.0, "threshold": 0.5},
     )
-    c = rp.read_classifier(old)
-    assert c["headline"] == "validation" and c["f1"] == 0.9 and c["val"]["f1"] == 0.9 and c["test"] is None
-    assert "rerun classifier train" in c["test_note"]
-    page = _section(rp.render_html("t", [], [c], [], []), "Cleaning classifiers")
-    assert "validation only: no test split" in page.split("</table>")[0]
+    run = _json(tmp_path / "runs" / "r" / "metrics.json", {"feature_space": "inception", "is_fid": True, "fd": 1.0})
+    fid = _json(tmp_path / "evaluation" / "data_A_32.json", {"feature_space": "inception", "is_fid": True, "fd": 1.0})
+    for flag, path, message in (
+        ("--classifier-metrics", flat, "missing key 'pretrained'; rerun classifier train"),
+        ("--run-metrics", run, "missing key 'kid_mean'; rerun `python -m ganime_steps.evaluate run`"),
+        ("--data-fid", fid, "missing key 'kid_mean'; rerun `python -m ganime_steps.evaluate distance`"),
+    ):
+        assert rp.main([flag, str(path), "--out", str(tmp_path / "out")]) == 2
+        assert f"{flag} {path}: {message}" in capsys.readouterr().err
 
 
 def test_page_sections_escaping_and_inlined_css(tmp_path, inputs):
     """Every section whose input is given, under its heading; user-supplied names escaped; the CSS file inlined."""
     res = tmp_path / "results"
     evil = "evil<script>alert(1)"  # a run name is a folder name from the user's config
-    train_ref = {"fd": 12.3456, "kid_mean": 0.002, "kid_std": 0.0005, "reference_data": "results/datasets/B/p.npy"}
-    run = _json(
-        res / "runs" / evil / "metrics.json",
-        {"feature_space": "inception", "is_fid": True, "fd": 12.3456, "references": {"train": train_ref}},
-    )
-    _json(res / "runs" / evil / "train_summary.json", {"family": "dcgan", "dataset": "B", "kimg": 2.0})
+    train_ref = _reference(_scores(12.3456, 0.002, 0.0005), "B", space="inception")
+    run = _run_json(res / "runs" / evil / "metrics.json", {"train": train_ref})
+    _train_summary(res / "runs" / evil / "train_summary.json", "dcgan", "B", 2.0)
     (res / "runs" / evil / "metrics.jsonl").write_text('{"kimg": 1, "fid": 30.0}\n{"kimg": 2, "fid": 12.5}\n')
     grid = _png(res / "runs" / evil / "samples.png", (9, 9, 9))
     directions = _png(res / "runs" / evil / "directions.png", (8, 8, 8))
@@ -483,11 +542,10 @@ def test_page_sections_escaping_and_inlined_css(tmp_path, inputs):
 # the study's answer: seeds, references, verdicts
 
 
-def _ref_block(fd: float, data: str, kid: float, n_real: int = 8000, extras: bool = True) -> dict:
-    """One reference's block of a run's metrics.json; ``extras``: the within-run intervals and FID∞."""
+def _ref_block(fd: float, data: str, kid: float, n_real: int = 8000, extras: bool = True) -> MetricResult:
+    """One reference's result in a run's metrics.json; ``extras``: the within-run intervals and FID∞."""
     more = {"fd_ci": [fd - 1.5, fd + 1.25], "kid_ci": [kid - 0.001, kid + 0.001], "fd_inf": fd - 7} if extras else {}
-    block = {"fd": fd, "kid_mean": kid, "kid_std": 0.0005, "n_fake": 10000, "n_real": n_real}
-    return {**block, "reference_data": f"results/datasets/{data}/pack_64.npy", **more}
+    return _reference(_scores(fd, kid, 0.0005, n_real=n_real, **more), data, space="inception")
 
 
 def _seed_runs(root: Path, *, gold_n: int = 500, extras: bool = True) -> list[Path]:
@@ -503,9 +561,8 @@ def _seed_runs(root: Path, *, gold_n: int = 500, extras: bool = True) -> list[Pa
                 "train": block(train + jitter, dataset, 0.020 + jitter / 1000),
                 "gold": block(gold + jitter, "gold", 0.030 + jitter / 1000 - (dataset == "B") * 0.005, n_real=gold_n),
             }
-            metrics = {"feature_space": "inception", "is_fid": True, **refs["shared"], "references": refs}
-            paths.append(_json(run / "metrics.json", metrics))
-            _json(run / "train_summary.json", {"family": "dcgan", "dataset": dataset, "resolution": 64, "kimg": 1.0})
+            paths.append(_run_json(run / "metrics.json", refs))
+            _train_summary(run / "train_summary.json", "dcgan", dataset, 1.0)
     return paths
 
 

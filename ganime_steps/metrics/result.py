@@ -12,7 +12,7 @@ see nothing new; :meth:`MetricResult.from_json` reads a ``run``, ``distance`` or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class Scores:
     def from_json(cls, obj: dict[str, Any]) -> Scores:
         """The scores among a file's keys (the other keys of the object are not the scores' business); a missing
         required one raises KeyError, a missing optional one is None."""
-        return cls(**{f.name: obj[f.name] for f in fields(cls) if f.name in obj})
+        return cls(**{f.name: obj[f.name] for f in fields(cls) if f.name in obj or f.default is MISSING})
 
 
 @dataclass(frozen=True)
