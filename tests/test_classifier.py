@@ -14,6 +14,7 @@ from conftest import require_or_skip
 from PIL import Image, ImageDraw
 
 from ganime_steps import backbones, classifier
+from ganime_steps.classifier.train import ClassifierMetrics
 from ganime_steps.common import GanimeError
 
 torch.set_num_threads(1)
@@ -237,6 +238,9 @@ def test_train_outputs(trained):
     assert metrics["pos_weight"] == pytest.approx(1.0)  # balanced labels
     assert summary.threshold == metrics["threshold"] and summary.n_test == metrics["n_test"]
     assert summary.test_f1 == metrics["test"]["f1"] and summary.val_f1 == metrics["val"]["f1"]
+    # the file is the record train writes (ClassifierMetrics), every key of it
+    record = ClassifierMetrics.from_json(metrics)
+    assert record.to_json() == metrics and record.test.confusion == metrics["test"]["confusion"]
 
     ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
     assert set(classifier.MODEL_KEYS) <= set(ckpt)
