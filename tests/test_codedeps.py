@@ -129,6 +129,9 @@ def test_training_files_are_the_modules_a_training_run_executes():
         + ("data", "augment", "steps", "checkpoint", "snapshots", "parallel")
     }
     assert {"train.py", "common.py", "imaging.py", "checkpoints.py", "backbones.py"} | gan <= files
+    # the packs are read through metrics/images.py (the one .npy reader); the package's __init__ imports nothing
+    assert {"metrics/__init__.py", "metrics/images.py"} <= files
+    assert {f for f in files if f.startswith("metrics/")} == {"metrics/__init__.py", "metrics/images.py"}
     # train imports evaluate (and through it the classifier package) lazily, for metric snapshots only
     assert not any(f.startswith("classifier/") for f in files)
     assert {"evaluate.py", "inception.py", "report.py"}.isdisjoint(files)

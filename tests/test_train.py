@@ -320,8 +320,8 @@ def test_cli_wrong_resolution(data: Path, base_argv, capsys) -> None:
     [
         (None, "not found"),
         (b"garbage", "not a readable .npy"),
-        (np.zeros((2, 16, 16, 3), dtype=np.float32), "expected a uint8 array"),
-        (np.zeros((2, 16, 16), dtype=np.uint8), "expected a uint8 array"),
+        (np.zeros((2, 16, 16, 3), dtype=np.float32), "expected a non-empty uint8 array"),
+        (np.zeros((2, 16, 16), dtype=np.uint8), "expected a non-empty uint8 array"),
         (np.zeros((2, 16, 8, 3), dtype=np.uint8), "not square"),
         (np.zeros((0, 16, 16, 3), dtype=np.uint8), "empty"),
     ],

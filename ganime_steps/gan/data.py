@@ -17,35 +17,24 @@ import torch
 
 from ganime_steps.common import GanimeError
 from ganime_steps.gan.progressive import Phase, resize_reals
+from ganime_steps.metrics.images import load_packed
 
 DEVICE_DATA_FRACTION = 0.25  # the packed set goes onto the GPU when it takes at most this share of free memory
 
 
 def load_dataset(path: Path, resolution: int) -> np.ndarray:
-    """Memory-map a packed uint8 (N, R, R, 3) array; GanimeError naming the file and the fix otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise GanimeError(f"{path}: dataset file not found; run the pack stage for this dataset first")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:
-        raise GanimeError(f"{path}: not a readable .npy array ({exc}); delete it and rerun the pack stage") from exc
-    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
-        shape = getattr(arr, "shape", None)
-        raise GanimeError(
-            f"{path}: expected a uint8 array (N, H, W, 3), got {getattr(arr, 'dtype', type(arr))} {shape}; "
-            "rerun the pack stage"
-        )
-    n, h, w, _ = arr.shape
+    """Memory-map a packed uint8 (N, R, R, 3) array (:func:`~ganime_steps.metrics.images.load_packed`, the one
+    ``.npy`` image reader) and check it holds square images at ``resolution``; GanimeError naming the file and the
+    fix otherwise."""
+    arr = load_packed(path, "--data")
+    _, h, w, _ = arr.shape
     if h != w:
-        raise GanimeError(f"{path}: images are {h}x{w}, not square; rerun the pack stage")
+        raise GanimeError(f"--data {path}: images are {h}x{w}, not square; rerun the pack stage")
     if h != resolution:
         raise GanimeError(
-            f"{path}: images are {h}x{w} but --resolution is {resolution}; "
+            f"--data {path}: images are {h}x{w} but --resolution is {resolution}; "
             f"pass --resolution {h} or pack the dataset at {resolution}"
         )
-    if n == 0:
-        raise GanimeError(f"{path}: the dataset is empty; loosen the cleaning settings and rerun")
     return arr
 
 
