@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ganime_steps.common import GanimeError, run_cli, torch_device, write_json
+from ganime_steps.gan.checkpoint import training_code_fingerprint
 from ganime_steps.gan.data import load_dataset
 from ganime_steps.gan.loop import AMP_MODES, TrainConfig, Trainer, TrainResult, uses_diffaug
 from ganime_steps.gan.losses import available_families, get_family
@@ -140,6 +141,7 @@ def run(
         metric_key=snapshot_metric.key if snapshot_metric else "fid",
         metrics_every=metrics_every,
         metric_at_start=True,  # the curve starts at the untrained generator (kimg 0)
+        code_id=training_code_fingerprint(),  # the modules training runs (codedeps.training_files)
     ) as trainer:
         summary = train_summary(
             trainer.train(), cfg, data=data, out=out, epochs=epochs, images_per_epoch=len(trainer.images)

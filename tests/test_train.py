@@ -152,13 +152,13 @@ def test_changed_training_code_starts_over_instead_of_resuming(data: Path, tmp_p
 
     first = train_tiny(data, tmp_path / "run")
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["code"] == loop.training_code_fingerprint()
-    monkeypatch.setattr(loop, "training_code_fingerprint", lambda: "edited")
+    monkeypatch.setattr(train, "training_code_fingerprint", lambda: "edited")  # train.run passes it to the Trainer
     again = train_tiny(data, tmp_path / "run")
     assert not again.resumed and again.images_this_run == again.images_seen == first.images_seen > 0
     assert (tmp_path / "run" / "checkpoint.previous-code.pt").is_file()
     assert train_tiny(data, tmp_path / "run", kimg=0.048).resumed  # the same code again: resumes as usual
     # asked to (the run's resume_other_code: a long run continued after a deliberate edit), it resumes
-    monkeypatch.setattr(loop, "training_code_fingerprint", lambda: "edited again")
+    monkeypatch.setattr(train, "training_code_fingerprint", lambda: "edited again")
     kept = train_tiny(data, tmp_path / "run", kimg=0.064, resume_other_code=True)
     assert kept.resumed and kept.images_this_run < kept.images_seen
 

@@ -252,12 +252,15 @@ class Trainer(Checkpointing, Snapshots):
         metric_key: str = "fid",
         metrics_every: float | None = None,
         metric_at_start: bool = False,
+        code_id: str | None = None,
     ) -> None:
         """``snapshot_metric(G_ema) -> {name: value}``: run at checkpoints (every ``metrics_every`` kimg, a multiple
         of ``cfg.checkpoint_every``; None = every checkpoint) and at the end; rows go to ``metrics.jsonl`` and the
         snapshot with the lowest ``metrics[metric_key]`` is exported as ``generator_best.pt``. Its optional
         ``identity`` attribute ({name: value}) says which rows are comparable. ``metric_at_start``: also measure
-        G_ema before the first step of a run with no rows (a kimg-0 row for a fresh run)."""
+        G_ema before the first step of a run with no rows (a kimg-0 row for a fresh run). ``code_id``: the training
+        code's fingerprint, passed in by the caller (``train.run`` passes ``training_code_fingerprint()``); a
+        checkpoint made by other code is set aside. None: that fingerprint, computed here (for direct callers)."""
         self.cfg = cfg
         self.snapshot_metric = snapshot_metric
         self.metric_key = metric_key
@@ -270,7 +273,7 @@ class Trainer(Checkpointing, Snapshots):
         try:
             self.images = load_dataset(data, cfg.resolution)
             self.data_id = dataset_fingerprint(Path(data))
-            self.code_id = training_code_fingerprint()
+            self.code_id = training_code_fingerprint() if code_id is None else code_id
             self.out = Path(out)
             self.ckpt_path = self.out / "checkpoint.pt"
             self._setup_device(device)
