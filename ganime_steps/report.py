@@ -864,10 +864,8 @@ def read_inputs(
         for study, ref in (studies or {}).items()
     }
     data_rows = [read_data_fid(Path(p)) for p in data_fid]
-    # a gold reference without n_real (older metrics.json): the gold set's size from its data-FID file
-    gold_sizes = {d["gold"]: int(d["n_b"]) for d in data_rows if _num(d["n_b"]) is not None}
     group_rows = comparison.aggregate(runs)
-    verdicts = comparison.verdicts(group_rows, gold_min=gold_min, gold_sizes=gold_sizes)
+    verdicts = comparison.verdicts(group_rows, gold_min=gold_min)  # the gold set's size: each reference's n_real
     tables = comparison.study_tables(group_rows, study_specs, verdicts)
     direction_figs = [(Path(p).parent.name, png_data_uri(Path(p), "--directions")) for p in directions]
     curves = read_curves(run_metrics)
