@@ -148,3 +148,26 @@ def test_labels_summary_the_stage_writes_parses(posts, tmp_path):
     assert LabelsSummary.from_json(written) == summary and summary.to_json() == written
     _round_trip(tmp_path, summary, LabelsSummary.from_json)
     assert report.read_label_counts(counts) == {"task": "chibi", "positive": 2, "negative": 1, "sources": 1}
+
+
+def test_the_data_fid_file_evaluate_distance_writes_parses(tmp_path):
+    """``evaluate distance`` (the data_fid rule) on two tiny references in a classifier space: its file is the
+    distance record, and the report's data-FID row reads the datasets and resolution off the record's sides."""
+    from test_evaluate import _classifier_ckpt, _packed
+
+    from ganime_steps import evaluate
+
+    clf = _classifier_ckpt(tmp_path / "model.pt")
+    refs = {}
+    for name, n, seed in (("A", 16, 0), ("gold", 14, 1)):
+        (tmp_path / "results" / "datasets" / name).mkdir(parents=True)
+        pack = _packed(tmp_path / "results" / "datasets" / name / "pack_32.npy", n=n, seed=seed)
+        refs[name] = tmp_path / f"reference_{name}_32.npz"
+        evaluate.run_reference(data=pack, out=refs[name], n=16, classifier_model=clf, device="cpu")
+    out = tmp_path / "data_A_32.json"
+    assert evaluate.main(["distance", "--a", str(refs["A"]), "--b", str(refs["gold"]), "--out", str(out)]) == 0
+    written = json.loads(out.read_text(encoding="utf-8"))
+    record = MetricResult.from_json(written, "distance")
+    assert record.to_json() == written and (record.scores.n_fake, record.scores.n_real) == (16, 14)
+    row = report.read_data_fid(out)
+    assert (row["dataset"], row["gold"], row["resolution"], row["n_a"], row["n_b"]) == ("A", "gold", "32", 16, 14)
