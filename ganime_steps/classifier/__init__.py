@@ -7,8 +7,8 @@ threshold; the held-out test split, seen by neither, gives the reported precisio
 
 Modules: ``data`` (labels joined to posts, the split, image datasets), ``model`` (timm models, pretrained weights,
 model.pt and :func:`load_classifier`, the one reader of it), ``metrics`` (threshold rules, PR/ROC metrics),
-``train`` (:func:`run_train`), ``score`` (:func:`run_score`), ``plots`` (PR curve, confusion), ``cli`` (the command
-line; ``python -m ganime_steps.classifier train|score``).
+``train`` (:func:`run_train`; :class:`ClassifierMetrics`, the metrics.json record), ``score`` (:func:`run_score`),
+``plots`` (PR curve, confusion), ``cli`` (the command line; ``python -m ganime_steps.classifier train|score``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ganime_steps.classifier.model import (
     MODEL_KEYS,
     autocast,
     build_model,
+    class_names,
     classifier_from_checkpoint,
     load_classifier,
     norm_stats,
@@ -46,7 +47,14 @@ from ganime_steps.classifier.model import (
     to_input,
 )
 from ganime_steps.classifier.score import ScoreSummary, run_score
-from ganime_steps.classifier.train import TEST_SPLIT_NAME, VAL_SPLIT_NAME, TrainSummary, run_train
+from ganime_steps.classifier.train import (
+    TEST_SPLIT_NAME,
+    VAL_SPLIT_NAME,
+    ClassifierMetrics,
+    SplitMetrics,
+    TrainSummary,
+    run_train,
+)
 
 __all__ = [
     "LABEL_COLUMNS",
@@ -57,14 +65,17 @@ __all__ = [
     "POST_COLUMNS",
     "TEST_SPLIT_NAME",
     "VAL_SPLIT_NAME",
+    "ClassifierMetrics",
     "ScoreSummary",
     "Split",
+    "SplitMetrics",
     "TrainSummary",
     "autocast",
     "average_precision",
     "binary_metrics",
     "build_model",
     "choose_threshold",
+    "class_names",
     "classifier_from_checkpoint",
     "load_classifier",
     "main",
