@@ -439,7 +439,7 @@ def _thresholds(items: list[str]) -> dict[str, float | str | None]:
     return result
 
 
-def _dispatch(a: argparse.Namespace):
+def _handle(a: argparse.Namespace):
     if a.command == "filter":
         scores = {k: Path(v) for k, v in parse_assignments(a.scores, "--scores").items()}
         metrics = {k: Path(v) for k, v in parse_assignments(a.classifier_metrics, "--classifier-metrics").items()}
@@ -448,7 +448,7 @@ def _dispatch(a: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), _dispatch, argv)
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

@@ -375,7 +375,7 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def run(
+def run_export(
     *,
     dataset: str,
     manifest: Path,
@@ -533,12 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _dispatch(a: argparse.Namespace) -> ExportSummary:
-    return run(dataset=a.dataset, out=a.out, resolution=a.resolution, make_zip=a.make_zip, **_shell_inputs(a))
+def _handle(a: argparse.Namespace) -> ExportSummary:
+    return run_export(dataset=a.dataset, out=a.out, resolution=a.resolution, make_zip=a.make_zip, **_shell_inputs(a))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), _dispatch, argv)
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def crop_face(image: Image.Image, box: tuple[int, int, int, int], size: int, mar
     return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
 
 
-def run(
+def run_faces(
     *,
     posts: Path,
     out: Path,
@@ -241,12 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _dispatch(a: argparse.Namespace):
-    return call_with_args(fetch_cascade if a.command == "fetch-cascade" else run, a)
+def _handle(a: argparse.Namespace):
+    return call_with_args(fetch_cascade if a.command == "fetch-cascade" else run_faces, a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(build_parser(), _dispatch, argv)
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

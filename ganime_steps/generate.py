@@ -107,7 +107,7 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
     return sorted(set(layers))
 
 
-def run(
+def run_generate(
     *,
     checkpoint: Path,
     out: Path,
@@ -192,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         "random = fresh maps per image from its seed (as the evaluation samples); other families ignore it",
     )
 
-    def handler(args: argparse.Namespace) -> GenerateSummary:
-        return call_with_args(run, args, style_mix=tuple(args.style_mix) if args.style_mix else None)
+    def _handle(args: argparse.Namespace) -> GenerateSummary:
+        return call_with_args(run_generate, args, style_mix=tuple(args.style_mix) if args.style_mix else None)
 
-    return run_cli(p, handler, argv)
+    return run_cli(p, _handle, argv)
 
 
 if __name__ == "__main__":

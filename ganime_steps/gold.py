@@ -108,7 +108,7 @@ def _manifest(table: pd.DataFrame, reason: pd.Series, base: Path) -> pd.DataFram
     )[MANIFEST_COLUMNS]
 
 
-def run(
+def run_gold(
     *,
     posts: Path,
     out: Path,
@@ -173,11 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def handler(a: argparse.Namespace) -> GoldSummary:
+    def _handle(a: argparse.Namespace) -> GoldSummary:
         labels = {k: Path(v) for k, v in parse_assignments(a.labels, "--labels").items()}
-        return call_with_args(run, a, labels=labels)
+        return call_with_args(run_gold, a, labels=labels)
 
-    return run_cli(build_parser(), handler, argv)
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def check_dataset(manifest: Path, truth: pd.DataFrame, task_truth: dict[str, str
     return {"dataset": name, "n_total": len(joined), "n_kept": int(kept.sum()), "filters": filters, "flaws": flaws}
 
 
-def run(*, truth: Path, manifests: list[Path], out: Path, task_truth: dict[str, str] | None = None):
+def run_groundtruth(*, truth: Path, manifests: list[Path], out: Path, task_truth: dict[str, str] | None = None):
     """Check every manifest against ``truth``; write ``out/groundtruth.json`` and ``out/groundtruth.csv``."""
     task_truth = {**DEFAULT_TASK_TRUTH, **(task_truth or {})}
     if not manifests:
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _handle(a: argparse.Namespace):
     task_truth = parse_assignments(a.truth_column, "--truth-column", "TASK=COLUMN, e.g. multi=multiple")
-    return run(truth=a.truth, manifests=a.manifests, out=a.out, task_truth=task_truth)
+    return run_groundtruth(truth=a.truth, manifests=a.manifests, out=a.out, task_truth=task_truth)
 
 
 def main(argv: list[str] | None = None) -> int:

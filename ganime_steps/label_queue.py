@@ -73,7 +73,7 @@ def select(candidates: pd.DataFrame, threshold: float, n: int) -> pd.DataFrame:
     return ranked.head(n).reset_index(drop=True)
 
 
-def run(
+def run_label_queue(
     *,
     posts: Path,
     scores: Path,
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_cli(build_first_round_parser(), lambda a: call_with_args(first_round, a), argv[1:])
     if argv[:1] == ["gold"]:
         return run_cli(build_gold_parser(), lambda a: call_with_args(gold_queue, a), argv[1:])
-    return run_cli(build_parser(), lambda a: call_with_args(run, a), argv)
+    return run_cli(build_parser(), lambda a: call_with_args(run_label_queue, a), argv)
 
 
 if __name__ == "__main__":

@@ -498,7 +498,7 @@ def _write_problems(path: Path, problems: list[_Problem]) -> None:
     write_text(path, buf.getvalue())
 
 
-def run(
+def run_labels(
     *, posts: Path, sources: list[str | dict | Path] | None = None, task: str, out: Path, csvs: list[Path] = ()
 ) -> LabelsSummary:
     """Import every source for ``task``; fail (listing every problem in ``<out stem>_problems.csv``) or write."""
@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     return run_cli(
         build_parser(),
-        lambda a: call_with_args(run, a),
+        lambda a: call_with_args(run_labels, a),
         argv,
     )
 

@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def handler(args: argparse.Namespace) -> None:
+    def _handle(args: argparse.Namespace) -> None:
         plan = make_plan(
             configfiles=args.configfile, directory=args.directory, bench=args.bench, gpu=args.gpu,
             image_mb=args.image_mb,
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             write_json(args.json, plan)
 
-    return run_cli(build_parser(), handler, argv)
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def _run(out: Path, **kw) -> export.ExportSummary:
         "metrics": {t: base / t / "metrics.json" for t in TASKS},
         "source": export.SourceInfo("test", "dapi", "https://booru.example", "full_body solo"),
     }
-    return export.run(out=out, **{**args, **kw})
+    return export.run_export(out=out, **{**args, **kw})
 
 
 def test_export_reads_back_as_imagefolder_with_every_field(results):

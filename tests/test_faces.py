@@ -42,7 +42,7 @@ def sample_posts(tmp_path):
 @pytest.mark.parametrize("cascade", [CASCADE, None], ids=["explicit", "default"])
 def test_lbpcascade_finds_the_faces_of_the_example(sample_posts, tmp_path, cascade):
     """The upstream recipe, with the vendored cascade given explicitly and as the default (cascade None)."""
-    summary = faces.run(posts=sample_posts, out=tmp_path / "faces", cascade=cascade)
+    summary = faces.run_faces(posts=sample_posts, out=tmp_path / "faces", cascade=cascade)
     assert summary.faces >= 15  # the upstream recipe finds 17
     table = pd.read_parquet(tmp_path / "faces" / "faces.parquet")
     assert list(table.columns) == faces.FACE_COLUMNS
@@ -76,7 +76,7 @@ def test_default_cascade_loads_without_any_asset(posts, tmp_path):
     """detector lbpcascade without --cascade uses the vendored file: it loads and runs (no drawn face in the discs)."""
     assert not faces.CascadeDetector(faces.default_cascade()).cascade.empty()
     with pytest.raises(faces.GanimeError, match="no face found"):
-        faces.run(posts=posts, out=tmp_path / "o")
+        faces.run_faces(posts=posts, out=tmp_path / "o")
 
 
 def test_missing_vendored_cascade_is_one_clear_line(posts, tmp_path, monkeypatch, capsys):
@@ -87,7 +87,7 @@ def test_missing_vendored_cascade_is_one_clear_line(posts, tmp_path, monkeypatch
 
 
 def test_annotations_detector_crops_source_boxes(posts, tmp_path):
-    summary = faces.run(posts=posts, out=tmp_path / "f", detector="annotations", size=32)
+    summary = faces.run_faces(posts=posts, out=tmp_path / "f", detector="annotations", size=32)
     assert (summary.posts, summary.faces) == (12, 12)
     table = pd.read_parquet(tmp_path / "f" / "faces.parquet")
     assert (table[["x", "y", "w", "h"]].to_numpy() == [10, 10, 20, 20]).all()
@@ -176,18 +176,18 @@ def test_an_image_that_fails_leaves_no_orphan_crops(posts, tmp_path, monkeypatch
     monkeypatch.setattr(faces, "save_image", save_image)
     out = tmp_path / "f"
     with pytest.raises(OSError, match="No space left"):
-        faces.run(posts=posts, out=out, detector="annotations")
+        faces.run_faces(posts=posts, out=out, detector="annotations")
     assert not [f for f in _crop_files(out) if failing in f]  # post 5's first two crops were removed again
     assert len(_crop_files(out)) == 4 * 3  # the posts before it are whole
 
     monkeypatch.setattr(faces, "save_image", real_save)
-    faces.run(posts=posts, out=out, detector="annotations")
+    faces.run_faces(posts=posts, out=out, detector="annotations")
     assert _crop_files(out) == set(pd.read_parquet(out / "faces.parquet")["file"])
     assert len(_crop_files(out)) == 12 * 3
 
     # A rerun that finds fewer faces (or fewer posts) leaves no crop the table does not list.
     table.assign(face_boxes=json.dumps([[10, 10, 20, 20]])).head(6).to_parquet(posts)
-    faces.run(posts=posts, out=out, detector="annotations")
+    faces.run_faces(posts=posts, out=out, detector="annotations")
     listed = set(pd.read_parquet(out / "faces.parquet")["file"])
     assert _crop_files(out) == listed and len(listed) == 6
 
@@ -197,17 +197,17 @@ def _crops(folder):
 
 
 def test_workers_give_the_same_table_and_crops(posts, tmp_path):
-    one = faces.run(posts=posts, out=tmp_path / "one", detector="annotations", size=32)
-    two = faces.run(posts=posts, out=tmp_path / "two", detector="annotations", size=32, workers=2)
+    one = faces.run_faces(posts=posts, out=tmp_path / "one", detector="annotations", size=32)
+    two = faces.run_faces(posts=posts, out=tmp_path / "two", detector="annotations", size=32, workers=2)
     assert one == two
     assert (tmp_path / "one" / "faces.parquet").read_bytes() == (tmp_path / "two" / "faces.parquet").read_bytes()
     assert _crops(tmp_path / "one") == _crops(tmp_path / "two") and len(_crops(tmp_path / "one")) == 12
     with pytest.raises(faces.GanimeError, match="--workers 0"):
-        faces.run(posts=posts, out=tmp_path / "zero", detector="annotations", workers=0)
+        faces.run_faces(posts=posts, out=tmp_path / "zero", detector="annotations", workers=0)
 
 
 @needs_sample
 def test_workers_with_the_cascade_match_one_process(sample_posts, tmp_path):
-    one = faces.run(posts=sample_posts, out=tmp_path / "one")
-    two = faces.run(posts=sample_posts, out=tmp_path / "two", workers=2)
+    one = faces.run_faces(posts=sample_posts, out=tmp_path / "one")
+    two = faces.run_faces(posts=sample_posts, out=tmp_path / "two", workers=2)
     assert one == two and one.faces >= 15 and _crops(tmp_path / "one") == _crops(tmp_path / "two")

@@ -28,7 +28,7 @@ def _labels(tmp_path, task, labels: dict[int, int]):
 def test_gold_from_labels_needs_a_negative_label_on_every_task(tmp_path, posts):
     chibi = _labels(tmp_path, "chibi", {1: 0, 2: 0, 3: 1, 4: 0, 5: 0, 6: 0, 7: 0})
     multi = _labels(tmp_path, "multi", {1: 0, 2: 1, 3: 0, 4: 0, 5: 0, 6: 0})  # 7 and 8 unlabelled
-    s = gold.run(posts=posts, out=tmp_path / "gold", labels={"chibi": chibi, "multi": multi})
+    s = gold.run_gold(posts=posts, out=tmp_path / "gold", labels={"chibi": chibi, "multi": multi})
     manifest = pd.read_parquet(tmp_path / "gold" / "manifest.parquet")
     assert sorted(manifest.loc[manifest["kept"], "post_id"]) == [1, 4, 5, 6]
     why = dict(zip(manifest["post_id"], manifest["removed_by"], strict=True))
@@ -44,7 +44,7 @@ def test_gold_from_truth_and_its_faces(tmp_path, posts):
     flags["chibi"][0] = flags["busy"][1] = True
     flags["standing"][2] = False
     pd.DataFrame({"source": "test", "post_id": range(1, 9), **flags}).to_parquet(truth)
-    s = gold.run(posts=posts, out=tmp_path / "gold", truth=truth)
+    s = gold.run_gold(posts=posts, out=tmp_path / "gold", truth=truth)
     manifest = pd.read_parquet(tmp_path / "gold" / "manifest.parquet")
     assert sorted(manifest.loc[manifest["kept"], "post_id"]) == [4, 5, 6, 7, 8]
     assert set(manifest.loc[~manifest["kept"], "removed_by"]) == {"truth:chibi", "truth:busy", "truth:not standing"}
@@ -55,7 +55,7 @@ def test_gold_from_truth_and_its_faces(tmp_path, posts):
     pd.DataFrame(
         {"source": "test", "post_id": [1, 4, 4, 5, 6, 7], "md5": "m", "file": posts_df["file"].iloc[:6].tolist()}
     ).to_parquet(faces)
-    f = gold.run(posts=posts, out=tmp_path / "gold_faces", truth=truth, faces=faces)
+    f = gold.run_gold(posts=posts, out=tmp_path / "gold_faces", truth=truth, faces=faces)
     fm = pd.read_parquet(tmp_path / "gold_faces" / "manifest.parquet")
     assert fm["kept"].tolist() == [False, True, True, True, True, True] and f.unit == "face" and f.n_kept == 5
 
@@ -63,7 +63,7 @@ def test_gold_from_truth_and_its_faces(tmp_path, posts):
 def test_too_few_gold_posts_is_one_clear_error(tmp_path, posts):
     chibi = _labels(tmp_path, "chibi", {1: 0, 2: 1})
     with pytest.raises(GanimeError, match=r"only 1 posts .* at least 4: label more posts negative"):
-        gold.run(posts=posts, out=tmp_path / "gold", labels={"chibi": chibi})
+        gold.run_gold(posts=posts, out=tmp_path / "gold", labels={"chibi": chibi})
     assert not (tmp_path / "gold" / "manifest.parquet").exists()
 
 
@@ -79,14 +79,14 @@ def test_only_posts_of_the_uniform_sample_are_gold(tmp_path, posts):
     chibi = _labels(tmp_path, "chibi", dict.fromkeys(range(1, 9), 0))
     sample = tmp_path / "sample.csv"
     pd.DataFrame({"source": "test", "post_id": [2, 3, 5, 7, 8], "md5": "x", "file": "f"}).to_csv(sample, index=False)
-    s = gold.run(posts=posts, out=tmp_path / "gold", labels={"chibi": chibi}, sample=sample)
+    s = gold.run_gold(posts=posts, out=tmp_path / "gold", labels={"chibi": chibi}, sample=sample)
     manifest = pd.read_parquet(tmp_path / "gold" / "manifest.parquet")
     assert sorted(manifest.loc[manifest["kept"], "post_id"]) == [2, 3, 5, 7, 8] and s.n_kept == 5
     assert set(manifest.loc[~manifest["kept"], "removed_by"]) == {"not in the gold sample"}
     pd.DataFrame({"post_id": [1]}).to_csv(sample, index=False)
     with pytest.raises(GanimeError, match="not a gold sample table .* rerun rule gold_queue"):
-        gold.run(posts=posts, out=tmp_path / "gold2", labels={"chibi": chibi}, sample=sample)
+        gold.run_gold(posts=posts, out=tmp_path / "gold2", labels={"chibi": chibi}, sample=sample)
     few = tmp_path / "few.csv"
     pd.DataFrame({"source": "test", "post_id": [2, 3]}).to_csv(few, index=False)
     with pytest.raises(GanimeError, match="label every post of the gold queue"):
-        gold.run(posts=posts, out=tmp_path / "gold3", labels={"chibi": chibi}, sample=few)
+        gold.run_gold(posts=posts, out=tmp_path / "gold3", labels={"chibi": chibi}, sample=few)

@@ -47,7 +47,7 @@ def dataset(posts, tmp_path):
 
 
 def test_precision_recall_per_filter_and_flaw_rates(dataset, tmp_path):
-    summary = groundtruth.run(truth=dataset["truth"], manifests=[dataset["manifest"]], out=tmp_path / "gt")
+    summary = groundtruth.run_groundtruth(truth=dataset["truth"], manifests=[dataset["manifest"]], out=tmp_path / "gt")
     b = summary.datasets["B"]
     chibi = b["filters"]["chibi"]
     assert (chibi["tp"], chibi["fp"], chibi["fn"], chibi["tn"]) == (4, 2, 0, 6)
@@ -64,23 +64,25 @@ def test_precision_recall_per_filter_and_flaw_rates(dataset, tmp_path):
 
 
 def test_task_mapping_and_filters_without_truth(dataset, tmp_path):
-    summary = groundtruth.run(
+    summary = groundtruth.run_groundtruth(
         truth=dataset["truth"], manifests=[dataset["manifest"]], out=tmp_path / "gt", task_truth={"chibi": "~standing"}
     )
     chibi = summary.datasets["B"]["filters"]["chibi"]
     assert chibi["truth"] == "~standing" and chibi["recall"] == 0.0  # post 5 (not standing) has score 0.36
     manifest = pd.read_parquet(dataset["manifest"]).rename(columns={"hit:chibi": "hit:sharpness"})
     manifest.to_parquet(dataset["manifest"])
-    summary = groundtruth.run(truth=dataset["truth"], manifests=[dataset["manifest"]], out=tmp_path / "gt")
+    summary = groundtruth.run_groundtruth(truth=dataset["truth"], manifests=[dataset["manifest"]], out=tmp_path / "gt")
     assert summary.datasets["B"]["filters"]["sharpness"] == {"truth": None, "flagged": 6, "removed": 0}
 
 
 def test_errors(dataset, tmp_path, capsys):
     truth_table(source="elsewhere").to_parquet(tmp_path / "other.parquet")
     with pytest.raises(GanimeError, match="needs a synthetic scrape"):
-        groundtruth.run(truth=tmp_path / "other.parquet", manifests=[dataset["manifest"]], out=tmp_path / "gt")
+        groundtruth.run_groundtruth(
+            truth=tmp_path / "other.parquet", manifests=[dataset["manifest"]], out=tmp_path / "gt"
+        )
     with pytest.raises(GanimeError, match="no column 'sparkle'"):
-        groundtruth.run(
+        groundtruth.run_groundtruth(
             truth=dataset["truth"], manifests=[dataset["manifest"]], out=tmp_path / "gt", task_truth={"x": "sparkle"}
         )
     argv = ["--truth", str(dataset["truth"]), "--manifests", str(dataset["manifest"]), "--out", str(tmp_path / "c")]

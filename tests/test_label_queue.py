@@ -30,7 +30,7 @@ def scored(posts, tmp_path):
 
 def test_queue_picks_most_uncertain_unlabelled(posts, scored, tmp_path):
     out = tmp_path / "queue" / "chibi"
-    summary = label_queue.run(
+    summary = label_queue.run_label_queue(
         posts=posts, scores=scored["scores"], labels=[scored["labels"]], out=out, task="chibi", n=4
     )
     queue = pd.read_csv(out.with_suffix(".csv"))
@@ -51,7 +51,9 @@ def test_queue_picks_most_uncertain_unlabelled(posts, scored, tmp_path):
 def test_round_trip_label_studio_export_back_to_labels(posts, scored, tmp_path):
     """The documented loop: queue -> label in Label Studio -> its JSON export -> the labels stage."""
     out = tmp_path / "queue" / "chibi"
-    label_queue.run(posts=posts, scores=scored["scores"], out=out, task="chibi", n=3, url_prefix="http://ls:8080/")
+    label_queue.run_label_queue(
+        posts=posts, scores=scored["scores"], out=out, task="chibi", n=3, url_prefix="http://ls:8080/"
+    )
     tasks = json.loads(out.with_suffix(".json").read_text())
     export = []
     for i, t in enumerate(tasks):  # what Label Studio exports after a person accepts or corrects each guess
@@ -60,7 +62,7 @@ def test_round_trip_label_studio_export_back_to_labels(posts, scored, tmp_path):
         export.append({"id": i + 1, "data": t["data"], "annotations": [{"id": i + 10, "result": result}]})
     path = tmp_path / "project-1-at-2026.json"
     path.write_text(json.dumps(export))
-    summary = labels.run(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
+    summary = labels.run_labels(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
     table = pd.read_parquet(tmp_path / "chibi.parquet")
     assert table["post_id"].tolist() == [7, 6, 8] and table["label"].tolist() == [1, 0, 0]
     assert summary.classes == {"chibi": 1, "not_chibi": 2}
@@ -68,17 +70,17 @@ def test_round_trip_label_studio_export_back_to_labels(posts, scored, tmp_path):
     for task in export:
         task["data"] = {"image": task["data"]["image"]}
     path.write_text(json.dumps(export))
-    labels.run(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "again.parquet")
+    labels.run_labels(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "again.parquet")
     assert pd.read_parquet(tmp_path / "again.parquet")["post_id"].tolist() == [7, 6, 8]
 
 
 def test_errors_and_cli(posts, scored, tmp_path, capsys):
     with pytest.raises(GanimeError, match="must be >= 1"):
-        label_queue.run(posts=posts, scores=scored["scores"], out=tmp_path / "q", task="chibi", n=0)
+        label_queue.run_label_queue(posts=posts, scores=scored["scores"], out=tmp_path / "q", task="chibi", n=0)
     old = pd.read_parquet(scored["scores"]).drop(columns="threshold")
     old.to_parquet(tmp_path / "old.parquet")
     with pytest.raises(GanimeError, match="no threshold column"):
-        label_queue.run(posts=posts, scores=tmp_path / "old.parquet", out=tmp_path / "q", task="chibi")
+        label_queue.run_label_queue(posts=posts, scores=tmp_path / "old.parquet", out=tmp_path / "q", task="chibi")
     argv = ["--posts", str(posts), "--scores", str(tmp_path / "old.parquet"), "--task", "chibi", "--n", "2"]
     assert label_queue.main([*argv, "--threshold", "0.9", "--out", str(tmp_path / "q")]) == 0
     assert pd.read_csv(tmp_path / "q.csv")["post_id"].tolist() == [12, 11]
@@ -132,7 +134,9 @@ def test_first_round_export_reads_back_and_cli(posts, tmp_path, capsys):
         for i, (t, choice) in enumerate(zip(tasks, ["chibi", "not_chibi", "chibi"], strict=True))
     ]  # fmt: skip
     (tmp_path / "export.json").write_text(json.dumps(export))
-    labels.run(posts=posts, sources=[str(tmp_path / "export.json")], task="chibi", out=tmp_path / "chibi.parquet")
+    labels.run_labels(
+        posts=posts, sources=[str(tmp_path / "export.json")], task="chibi", out=tmp_path / "chibi.parquet"
+    )
     table = pd.read_parquet(tmp_path / "chibi.parquet")
     assert table["post_id"].tolist() == [t["data"]["post_id"] for t in tasks] and table["label"].tolist() == [1, 0, 1]
 

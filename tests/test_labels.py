@@ -23,7 +23,7 @@ def test_import_by_id_md5_and_path(posts, tmp_path):
     a = write_csv(tmp_path / "a.csv", "post_id,label\n1,1\n2,0\n3,chibi\n")
     b = write_csv(tmp_path / "b.csv", f"md5,label\n{md5s[3]},no\n{md5s[0]},yes\n")
     c = write_csv(tmp_path / "c.csv", f"file,label\n{files[5]},not_chibi\n")
-    summary = labels.run(posts=posts, csvs=[a, b, c], task="chibi", out=tmp_path / "out" / "chibi.parquet")
+    summary = labels.run_labels(posts=posts, csvs=[a, b, c], task="chibi", out=tmp_path / "out" / "chibi.parquet")
     assert (summary.n_labels, summary.positive, summary.negative) == (5, 2, 3)  # post 1 labelled twice, agreeing
     out = pd.read_parquet(tmp_path / "out" / "chibi.parquet")
     assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 0, 3: 1, 4: 0, 6: 0}
@@ -92,7 +92,7 @@ def test_label_studio_json_export(posts, tmp_path):
     ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps(tasks))
-    summary = labels.run(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
+    summary = labels.run_labels(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
     out = pd.read_parquet(tmp_path / "chibi.parquet")
     assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 0, 3: 1}
     assert summary.classes == {"chibi": 2, "not_chibi": 1}
@@ -120,7 +120,9 @@ def test_label_studio_min_and_csv_exports(posts, tmp_path):
     )
     assert labels.detect_format(json_min) == "label_studio_min"
     assert labels.detect_format(ls_csv) == "label_studio_csv"
-    summary = labels.run(posts=posts, sources=[str(json_min), str(ls_csv)], task="chibi", out=tmp_path / "c.parquet")
+    summary = labels.run_labels(
+        posts=posts, sources=[str(json_min), str(ls_csv)], task="chibi", out=tmp_path / "c.parquet"
+    )
     out = pd.read_parquet(tmp_path / "c.parquet")
     assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 0, 4: 0, 5: 1}
     assert summary.per_source == {
@@ -144,7 +146,7 @@ def test_folder_per_class_by_name_and_content(posts, tmp_path):
     assert sorted(Path(f).name for f in labels.source_files([str(root)])) == sorted(
         [f"{table['md5'][0]}.png", "my favourite.png", "IMG_0003.PNG"]
     )
-    summary = labels.run(posts=posts, sources=[str(root)], task="chibi", out=tmp_path / "c.parquet")
+    summary = labels.run_labels(posts=posts, sources=[str(root)], task="chibi", out=tmp_path / "c.parquet")
     out = pd.read_parquet(tmp_path / "c.parquet")
     assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 1, 3: 0}
     assert (summary.positive, summary.negative) == (2, 1)
@@ -162,7 +164,7 @@ def test_explicit_format_and_config_shapes(posts, tmp_path):
         labels.parse_source({"path": str(odd), "format": "xml"})
     assert labels.source_args([{"path": "a.txt", "format": "csv"}, "b.json"]) == ["csv=a.txt", "b.json"]
     assert labels.source_args("x.csv") == ["x.csv"]  # a single path string keeps working
-    summary = labels.run(
+    summary = labels.run_labels(
         posts=posts, sources=[{"path": str(odd), "format": "csv"}], task="chibi", out=tmp_path / "o.parquet"
     )
     assert summary.n_labels == 2
@@ -203,7 +205,7 @@ def test_every_problem_is_listed_with_file_and_record(posts, tmp_path, capsys):
     assert not out.exists()
     # fixed: the stale problem list goes away
     a.write_text("post_id,label\n1,0\n")
-    labels.run(posts=posts, sources=[str(a)], task="chibi", out=out)
+    labels.run_labels(posts=posts, sources=[str(a)], task="chibi", out=out)
     assert out.exists() and not out.with_name("chibi_problems.csv").exists()
 
 
@@ -214,7 +216,7 @@ def test_source_files_lists_missing_paths_for_the_workflow(tmp_path):
 def test_no_labels_at_all(posts, tmp_path):
     empty = write_csv(tmp_path / "empty.csv", "post_id,label\n")
     with pytest.raises(GanimeError, match="hold no labels"):
-        labels.run(posts=posts, sources=[str(empty)], task="chibi", out=tmp_path / "o.parquet")
+        labels.run_labels(posts=posts, sources=[str(empty)], task="chibi", out=tmp_path / "o.parquet")
 
 
 # ---------------------------------------------------------------------------------------------------- Excel exports
@@ -240,7 +242,7 @@ def test_excel_exports_are_read(posts, tmp_path, encoding, sep):
 def test_cp1252_only_characters_are_read(posts, tmp_path):
     path = tmp_path / "euro.csv"
     path.write_bytes("post_id,label,note\n1,yes,5 € “quoted”\n".encode("cp1252"))
-    labels.run(posts=posts, csvs=[path], task="chibi", out=tmp_path / "o.parquet")
+    labels.run_labels(posts=posts, csvs=[path], task="chibi", out=tmp_path / "o.parquet")
     assert pd.read_parquet(tmp_path / "o.parquet")["post_id"].tolist() == [1]
 
 

@@ -117,7 +117,7 @@ def test_studio_edits_a_projected_generator_in_z(data: Path, tmp_path: Path) -> 
 
     train_tiny(data, tmp_path / "run", family="projected", kimg=0.016)
     gen = tmp_path / "run" / "generator.pt"
-    s = directions_stage.run(
+    s = directions_stage.run_directions(
         generator=gen,
         out=tmp_path / "d.npz",
         figure=tmp_path / "d.png",

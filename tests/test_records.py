@@ -142,7 +142,9 @@ def test_clean_summary_the_filter_writes_parses(posts, tmp_path):
 
 def test_labels_summary_the_stage_writes_parses(posts, tmp_path):
     (tmp_path / "a.csv").write_text("post_id,label\n1,1\n2,0\n3,chibi\n", encoding="utf-8")
-    summary = labels.run(posts=posts, csvs=[tmp_path / "a.csv"], task="chibi", out=tmp_path / "out" / "chibi.parquet")
+    summary = labels.run_labels(
+        posts=posts, csvs=[tmp_path / "a.csv"], task="chibi", out=tmp_path / "out" / "chibi.parquet"
+    )
     counts = tmp_path / "out" / "chibi_counts.json"
     written = json.loads(counts.read_text(encoding="utf-8"))
     assert LabelsSummary.from_json(written) == summary and summary.to_json() == written

@@ -293,7 +293,7 @@ def test_z_space_family(tmp_path: Path) -> None:
 def test_directions_stage_pca_and_classifier(gen: Path, tmp_path: Path) -> None:
     model = write_classifier(tmp_path / "chibi" / "model.pt")
     out, fig = tmp_path / "directions.npz", tmp_path / "directions.png"
-    s = directions_stage.run(
+    s = directions_stage.run_directions(
         generator=gen,
         out=out,
         figure=fig,

@@ -232,7 +232,9 @@ def test_constructor_validates_arguments():
 
 
 def test_run_writes_truth_and_labels(tmp_path):
-    summary = synthetic.run(out=tmp_path, n_posts=40, seed=6, label_fraction=0.5, label_error_rate=0.05, busy=0.5)
+    summary = synthetic.run_synthetic_labels(
+        out=tmp_path, n_posts=40, seed=6, label_fraction=0.5, label_error_rate=0.05, busy=0.5
+    )
     truth = pd.read_parquet(tmp_path / "truth.parquet")
     assert len(truth) == 40 and truth["chibi"].dtype == bool and truth["n_characters"].dtype == np.int64
     assert summary.positives["busy"] == int(truth["busy"].sum())

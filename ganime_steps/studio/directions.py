@@ -180,7 +180,7 @@ def plot_directions(path: Path, G: torch.nn.Module, d: Directions, mean: np.ndar
     plt.close(fig)
 
 
-def run(
+def run_directions(
     *,
     generator: Path,
     out: Path,
@@ -289,11 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
 
-    def handler(args: argparse.Namespace) -> DirectionsSummary:
+    def _handle(args: argparse.Namespace) -> DirectionsSummary:
         classifiers = parse_classifier_args(args.classifier)
-        return call_with_args(run, args, classifiers=classifiers, n_components=args.components)
+        return call_with_args(run_directions, args, classifiers=classifiers, n_components=args.components)
 
-    return run_cli(p, handler, argv)
+    return run_cli(p, _handle, argv)
 
 
 if __name__ == "__main__":

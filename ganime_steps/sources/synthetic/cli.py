@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ganime_steps.common import call_with_args, run_cli
-from ganime_steps.sources.synthetic.labels import SyntheticSummary, render_sheet, run
+from ganime_steps.sources.synthetic.labels import SyntheticSummary, render_sheet, run_synthetic_labels
 from ganime_steps.sources.synthetic.palette import STYLE_RATES, Rates
 from ganime_steps.sources.synthetic.source import SOURCE_NAME
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def handler(args: argparse.Namespace) -> SyntheticSummary:
         rates = {"chibi": args.chibi, "multiple": args.multiple, "busy": args.busy, "nonstanding": args.nonstanding}
-        summary = call_with_args(run, args)
+        summary = call_with_args(run_synthetic_labels, args)
         if args.sheet is not None:
             given = {k: v for k, v in rates.items() if v is not None}
             pages = range(1, min(16, args.n_posts) + 1)

@@ -98,7 +98,7 @@ def study_query_matches(source: SyntheticSource, query: str = " ".join(STUDY_TAG
     return n
 
 
-def run(
+def run_synthetic_labels(
     *,
     out: Path,
     n_posts: int,
