@@ -16,7 +16,8 @@ Each family runs once to the largest budget with its published losses and optimi
 ``GANIME_BENCH_QUALITY_FAMILIES`` (comma list), ``GANIME_BENCH_QUALITY_CHANNELS`` (e.g. ``projected=8``),
 ``GANIME_BENCH_QUALITY_DATASETS`` (``A,faces``), ``GANIME_BENCH_QUALITY_BUDGETS`` (CPU-minutes, e.g. ``2,5,10``),
 ``GANIME_BENCH_QUALITY_JOBS`` (families trained at once, default: the CPUs), ``GANIME_BENCH_QUALITY_LOG`` (one JSON
-line per measurement as it is made).
+line per measurement as it is made), ``GANIME_BENCH_QUALITY_GRIDS`` (a folder: the first 64 measured images of each
+family at each budget as ``<dataset>_<family>_<budget>min.png``, to look at what a FID stands for).
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ def train_family(family: str, dataset: str, pack: str, reference: str, budgets: 
             spent += time.process_time() - t0
         trainer.calibrate_ema()
         fake = generate_images(trainer.G_ema, N_FAKE, seed=1)
+        if grids := os.environ.get("GANIME_BENCH_QUALITY_GRIDS"):
+            from ganime_steps.imaging import make_grid
+
+            Path(grids).mkdir(parents=True, exist_ok=True)
+            make_grid(fake[:64], ncol=8).save(Path(grids) / f"{dataset}_{family}_{budget:g}min.png")
         fid = frechet_distance_features(extract_features(extractor, fake, batch_size=50), ref)
         rows.append(
             {
