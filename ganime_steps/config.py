@@ -98,6 +98,32 @@ def _resolve_run_length(name: str, run: dict) -> None:
         raise _run_error(name, run, "kimg", "null is no run length; set kimg (e.g. 1000) or epochs (e.g. 350)")
 
 
+# A run's keys (schema runs.*) that the workflow consumes, with where each goes; every other key is a setting of the
+# train stage (ganime_steps.gan.loop.RunSettings, with the schema's default: tests/test_settings.py), passed to the
+# train job as one JSON object (run_settings) and saved beside its outputs as run_config.json.
+WORKFLOW_RUN_KEYS = {
+    "dataset": "the train job's --data (results/datasets/<dataset>/pack_<resolution>.npy)",
+    "reference": "the shared reference: the train job's --metric-reference and the evaluate job's",
+    "seeds": "expanded by expand_seeds into one run per seed (each run's seed)",
+    "group": "set by the workflow: the config run a seed's run belongs to (the report's mean ± std)",
+    "study": "set by the workflow: the matrix a run was expanded from (the report's table)",
+    "device": "where the job runs (runtime): the train job's --device flag and its gpu claim",
+    "tf32": "how fast it runs (runtime, as AMP): the train job's --tf32 on|off",
+    "compile": "how fast it runs (runtime): the train job's --compile",
+    "gpus": "the job's gpu claim and torchrun's ranks (runtime)",
+    "cpus_per_gpu": "the job's threads (runtime)",
+    "mem_mb": "the job's memory resource",
+    "runtime": "the job's time resource",
+    "directions": "whether the directions job is planned",
+}
+
+
+def run_settings(run: dict) -> dict:
+    """The train stage's settings of a validated run: its keys less :data:`WORKFLOW_RUN_KEYS`, the JSON object the
+    train rule passes (``--settings``) and the stage saves as run_config.json."""
+    return {key: value for key, value in sorted(run.items()) if key not in WORKFLOW_RUN_KEYS}
+
+
 # Keys of a matrix study that are not run settings.
 MATRIX_KEYS = ("families", "datasets", "seeds", "reference")
 

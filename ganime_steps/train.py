@@ -1,29 +1,34 @@
 """Train stage: one GAN run on a packed dataset; resumes from ``<out>/checkpoint.pt`` when present.
 
-Outputs in ``--out``: checkpoint.pt (full state), generator.pt (G_ema + config), samples.png (fixed latents)
-plus samples_<kimg>kimg.png per checkpoint, log.csv, train_summary.json.
+Outputs in ``--out``: run_config.json (the run's settings), checkpoint.pt (full state), generator.pt (G_ema +
+config), samples.png (fixed latents) plus samples_<kimg>kimg.png per checkpoint, log.csv, train_summary.json.
 
-Progressive families (progan, stylegan) also take --start-resolution, --stable-kimg, --fade-kimg,
---batch-schedule and --lr-schedule (defaults: the family's published schedule, 600 + 600 kimg per resolution;
-``auto`` tables: StyleGAN's official per-resolution lr and one-GPU minibatch tables; under data parallel the
-minibatch table's entries up to the run's resolution are rounded up to multiples of the GPU count).
+A run's settings are one :class:`~ganime_steps.gan.loop.RunSettings` (what is trained; its defaults are the
+workflow schema's ``runs.*`` defaults, written there once): the workflow's train rule passes them as one JSON
+object (``--settings``), a person as a file (``--config``, e.g. a run folder's run_config.json) or as flags over
+the defaults. Where and how fast the run happens (device, mixed precision and TF32, torch.compile, data placement,
+threads) and its paths are flags and :func:`run`'s keywords, never settings. :func:`train_config` resolves the
+settings into the Trainer's ``TrainConfig``: ``auto`` (``batch_schedule``, ``lr_schedule``; ``lr_decay_kimg``
+None) is the family's reference (StyleGAN's per-resolution lr and one-GPU minibatch tables, under data parallel the
+minibatch table's entries up to the run's resolution rounded up to multiples of the GPU count; SNGAN's linear lr
+decay to 0 over the run's kimg).
 
-Defaults differ on purpose between the CLI and :func:`run`: the CLI's ``auto`` (``--batch-schedule``,
-``--lr-schedule``, ``--lr-decay-kimg``) resolves to the family's reference settings (StyleGAN's tables; SNGAN's
-linear lr decay to 0 over ``--kimg``); :func:`run` takes the resolved values and defaults to none of them
-(``"auto"`` may be passed to it too).
+Progressive families (progan, stylegan) also take start_resolution, stable_kimg and fade_kimg (defaults: the
+family's published schedule, 600 + 600 kimg per resolution).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from ganime_steps.common import GanimeError, run_cli, torch_device, write_json
 from ganime_steps.gan.checkpoint import training_code_fingerprint
 from ganime_steps.gan.data import load_dataset
-from ganime_steps.gan.loop import AMP_MODES, TrainConfig, Trainer, TrainResult, uses_diffaug
+from ganime_steps.gan.loop import AMP_MODES, RunSettings, TrainConfig, Trainer, TrainResult, uses_diffaug
 from ganime_steps.gan.losses import available_families, get_family
 from ganime_steps.gan.parallel import dist_env, rank_device, scale_batch_schedule
 from ganime_steps.gan.snapshots import LOG_COLUMNS
@@ -31,91 +36,50 @@ from ganime_steps.train_record import TrainSummary  # train_summary.json's recor
 
 
 def run(
+    settings: RunSettings | None = None,
     *,
     data: Path,
     out: Path,
-    family: str,
-    resolution: int,
-    kimg: float | None,
-    batch_size: int,
-    lr: float | None,
-    channels: int,
-    z_dim: int,
-    seed: int,
-    ema_kimg: float,
-    checkpoint_every: float,
     device: str = "auto",
-    diffaug: bool = False,
     amp: str = "auto",
-    ema_rampup: float | None = 0.05,
-    log_every: float | None = None,
-    start_resolution: int | None = None,
-    stable_kimg: float | None = None,
-    fade_kimg: float | None = None,
-    batch_schedule: str = "",
+    data_on_device: bool | None = None,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    tf32: bool = False,
+    feature_weights: Path | None = None,
     metric_reference: Path | None = None,
     metric_samples: int = 0,
-    metrics_every: float | None = None,
     metric_seed: int = 0,
     inception_weights: Path | None = None,
     classifier_model: Path | None = None,
-    lr_schedule: str = "",
-    lr_decay_kimg: float | str | None = None,
-    compile: bool = False,
-    data_on_device: bool | None = None,
-    channels_last: bool | None = None,
-    resume_other_code: bool = False,
-    feature_resolution: int = 64,
-    feature_weights: Path | None = None,
-    tf32: bool = False,
-    epochs: float | None = None,
+    **overrides: Any,
 ) -> TrainSummary:
-    """Train (or resume) one run. With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID
-    (or the labelled Fréchet distance of the feature flags) and KID against that cached reference to
-    ``<out>/metrics.jsonl``, from a kimg-0 row (the untrained G_ema) on, and the best snapshot is exported as
-    ``generator_best.pt``. Rows record the reference's content hash and both N; a resume with another reference or
-    sample count drops the rows measured otherwise (see :mod:`ganime_steps.gan.loop`).
+    """Train (or resume) one run of ``settings`` (default: :class:`RunSettings`'s, the schema's) on the packed set
+    ``data`` into ``out``, where they are saved as ``run_config.json``. ``overrides``: settings by field name over
+    ``settings`` (``run(data=..., out=..., family="sngan", kimg=5)``). The other keywords are where and how the run
+    happens: the device, mixed precision (``amp``), the set on the device and the channels_last format (None: auto),
+    torch.compile, TF32 matmuls on CUDA, the projected family's backbone weights, and the metric snapshots' inputs.
+
+    With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID (or the labelled Fréchet
+    distance of the feature flags) and KID against that cached reference to ``<out>/metrics.jsonl``, from a kimg-0
+    row (the untrained G_ema) on, and the best snapshot is exported as ``generator_best.pt``. Rows record the
+    reference's content hash and both N; a resume with another reference or sample count drops the rows measured
+    otherwise (see :mod:`ganime_steps.gan.loop`).
 
     The run length is ``kimg`` or ``epochs`` (passes over the packed set, ``kimg = epochs x N / 1000``), not both."""
-    fam = get_family(family)  # unknown family: one line listing the available ones
-    kimg = resolve_kimg(kimg, epochs, Path(data), resolution)
+    settings = replace(settings or RunSettings(), **overrides)
     rank, world, local_rank = dist_env()  # data parallel under torchrun; (0, 1, 0) otherwise
-    published_batches = batch_schedule == "auto"
-    batch_schedule, lr_schedule, lr_decay_kimg = resolve_family_defaults(
-        fam.name, kimg, batch_schedule, lr_schedule, lr_decay_kimg
-    )
-    if published_batches:  # the one-GPU table, its entries split evenly over the GPUs (a set table is checked)
-        batch_schedule = scale_batch_schedule(batch_schedule, world, resolution)
-    cfg = TrainConfig(
-        family=fam.name,
-        resolution=resolution,
-        kimg=kimg,
-        batch_size=batch_size,
-        lr=lr if lr is not None else fam.lr,
-        channels=channels,
-        z_dim=z_dim,
-        seed=seed,
-        ema_kimg=ema_kimg,
-        ema_rampup=ema_rampup,
-        checkpoint_every=checkpoint_every,
-        diffaug=diffaug,
+    cfg = train_config(
+        settings,
+        data=Path(data),
+        world=world,
         amp=amp,
-        log_every=log_every,
-        start_resolution=start_resolution,
-        stable_kimg=stable_kimg,
-        fade_kimg=fade_kimg,
-        batch_schedule=batch_schedule or "",
-        lr_schedule=lr_schedule or "",
-        lr_decay_kimg=lr_decay_kimg,
-        compile=compile,
         data_on_device=data_on_device,
         channels_last=channels_last,
-        feature_resolution=feature_resolution,
-        feature_weights=str(feature_weights) if feature_weights else None,
-        resume_other_code=resume_other_code,
+        compile=compile,
         tf32=tf32,
+        feature_weights=feature_weights,
     )
-    check_ranges(cfg)
     out = Path(out)
     dev = torch_device(device)
     # Rank 0 alone measures snapshots (it alone writes files): the metric network is built there only, on rank 0's
@@ -139,16 +103,75 @@ def run(
         device=dev,
         snapshot_metric=snapshot_metric,
         metric_key=snapshot_metric.key if snapshot_metric else "fid",
-        metrics_every=metrics_every,
+        metrics_every=settings.metrics_every,
         metric_at_start=True,  # the curve starts at the untrained generator (kimg 0)
         code_id=training_code_fingerprint(),  # the modules training runs (codedeps.training_files)
     ) as trainer:
+        if trainer.main:  # the settings as asked for, beside the outputs (`train --config` of it reruns the run)
+            write_json(out / "run_config.json", settings.to_json())
         summary = train_summary(
-            trainer.train(), cfg, data=data, out=out, epochs=epochs, images_per_epoch=len(trainer.images)
+            trainer.train(), cfg, data=data, out=out, epochs=settings.epochs, images_per_epoch=len(trainer.images)
         )
     if trainer.main:  # data parallel: rank 0 alone writes files
         write_json(out / "train_summary.json", summary)
     return summary
+
+
+def train_config(
+    settings: RunSettings,
+    *,
+    data: Path,
+    world: int = 1,
+    amp: str = "auto",
+    data_on_device: bool | None = None,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    tf32: bool = False,
+    feature_weights: Path | None = None,
+) -> TrainConfig:
+    """The Trainer's config of ``settings``, resolved: the family's lr where none is set, the length in kimg (an
+    epochs run's from its packed set), ``auto`` schedules and lr decay to the family's reference settings (a
+    published batch table split evenly over ``world`` GPUs); checked against each setting's range."""
+    fam = get_family(settings.family)  # unknown family: one line listing the available ones
+    kimg = resolve_kimg(settings.kimg, settings.epochs, data, settings.resolution)
+    published_batches = settings.batch_schedule == "auto"
+    lr_decay = "auto" if settings.lr_decay_kimg is None else settings.lr_decay_kimg  # None: the family's reference
+    batch_schedule, lr_schedule, lr_decay_kimg = resolve_family_defaults(
+        fam.name, kimg, settings.batch_schedule, settings.lr_schedule, lr_decay
+    )
+    if published_batches:  # the one-GPU table, its entries split evenly over the GPUs (a set table is checked)
+        batch_schedule = scale_batch_schedule(batch_schedule, world, settings.resolution)
+    cfg = TrainConfig(
+        family=fam.name,
+        resolution=settings.resolution,
+        kimg=kimg,
+        batch_size=settings.batch_size,
+        lr=settings.lr if settings.lr is not None else fam.lr,
+        channels=settings.channels,
+        z_dim=settings.z_dim,
+        seed=settings.seed,
+        ema_kimg=settings.ema_kimg,
+        ema_rampup=settings.ema_rampup,
+        checkpoint_every=settings.checkpoint_every,
+        diffaug=settings.diffaug,
+        amp=amp,
+        log_every=settings.log_every,
+        start_resolution=settings.start_resolution,
+        stable_kimg=settings.stable_kimg,
+        fade_kimg=settings.fade_kimg,
+        batch_schedule=batch_schedule or "",
+        lr_schedule=lr_schedule or "",
+        lr_decay_kimg=lr_decay_kimg,
+        compile=compile,
+        data_on_device=data_on_device,
+        channels_last=channels_last,
+        feature_resolution=settings.feature_resolution,
+        feature_weights=str(feature_weights) if feature_weights else None,
+        resume_other_code=settings.resume_other_code,
+        tf32=tf32,
+    )
+    check_ranges(cfg)
+    return cfg
 
 
 def make_snapshot_metric(
@@ -283,101 +306,74 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "off", "") else int(text)
 
 
+def _lr_decay(text: str) -> float | str | None:
+    """--lr-decay-kimg: a number of kimg; auto (the setting's None): the family's reference; none: off."""
+    low = text.strip().lower()
+    if low == "auto":
+        return None
+    if low in ("none", "off", ""):
+        return "none"
+    try:
+        return float(low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number of kimg, auto or none") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ganime_steps.train",
         description="Train one GAN (" + ", ".join(available_families()) + ") on a packed uint8 .npy dataset. "
         "Reruns resume from <out>/checkpoint.pt; a finished run only rewrites its final artifacts. "
-        f"Outputs: checkpoint.pt, generator.pt, samples.png, samples_<kimg>kimg.png, log.csv "
-        f"({', '.join(LOG_COLUMNS)}), train_summary.json.",
+        f"Outputs: run_config.json (the run's settings), checkpoint.pt, generator.pt, samples.png, "
+        f"samples_<kimg>kimg.png, log.csv ({', '.join(LOG_COLUMNS)}), train_summary.json. "
+        "The run's settings are --config's file (a run_config.json) or --settings' JSON, else the defaults (the "
+        "workflow schema's runs.* defaults), each overridden by its flag.",
     )
     for title, options in argument_groups():
         group = p if title is None else p.add_argument_group(title)
-        for flag, settings in options:
-            group.add_argument(flag, **settings)
+        if title is None:
+            given = group.add_mutually_exclusive_group()
+            for flag, kw in settings_sources():
+                given.add_argument(flag, **kw)
+        for flag, kw in options:
+            group.add_argument(flag, **kw)
     return p
 
 
-DEFAULT_KIMG = 100.0  # the CLI's run length when neither --kimg nor --epochs is given
 Options = list[tuple[str, dict[str, Any]]]  # (flag, add_argument's keyword arguments), in --help order
 AUTO_ON_OFF = {"auto": None, "on": True, "off": False}  # the choices of --channels-last and --data-on-device
+SETTING_FIELDS = tuple(f.name for f in fields(RunSettings))  # flag --x-y sets the setting x_y
 
 
 def argument_groups() -> list[tuple[str | None, Options]]:
-    """The CLI's options by --help section (None: the main options), each a table of flags."""
+    """The CLI's options by --help section (None: the main options), each a table of flags. A setting's flag has
+    no argparse default (it is left out of the namespace unless given): the defaults are RunSettings'."""
     return [
-        (None, [*run_options(), *runtime_options()]),
+        (None, runtime_options()),
+        ("run settings (run_config.json's keys; default: the workflow schema's)", setting_options()),
         ("progressive growing (progan, stylegan; ignored by the other families)", progressive_options()),
         ("metrics over training (metrics.jsonl, generator_best.pt)", metric_options()),
     ]
 
 
-def run_options() -> Options:
-    """What is trained: data, run folder, family, network size, length, batch, lr, seed, EMA, checkpoints, log."""
-    families = ", ".join(available_families())
+def settings_sources() -> Options:
+    return [
+        (
+            "--config",
+            {"type": Path, "help": "run_config.json (a run folder's, or one written by hand): the run's settings"},
+        ),
+        ("--settings", {"help": "the run's settings as one JSON object (the workflow's train rule passes them)"}),
+    ]
+
+
+def runtime_options() -> Options:
+    """Where the run reads and writes, and where and how fast it runs (device, precision, compile, data placement)."""
     return [
         ("--data", {"type": Path, "required": True, "help": "packed dataset: .npy uint8 array (N, R, R, 3)"}),
         (
             "--out",
             {"type": Path, "required": True, "help": "run folder (created; resumed from if it has a checkpoint)"},
         ),
-        ("--family", {"default": "dcgan", "help": f"GAN family: {families} (default dcgan)"}),
-        ("--resolution", {"type": int, "default": 64, "help": "image size, power of two 16..256; must match --data"}),
-        (
-            "--kimg",
-            {
-                "type": float,
-                "default": None,
-                "help": f"training length in thousands of real images shown to D (default {DEFAULT_KIMG:g} "
-                "unless --epochs)",
-            },
-        ),
-        (
-            "--epochs",
-            {
-                "type": float,
-                "default": None,
-                "help": "training length in passes over --data instead of --kimg: kimg = epochs x images / 1000, "
-                "resolved from the packed set's size and recorded in train_summary.json",
-            },
-        ),
-        ("--batch-size", {"type": int, "default": 64, "help": "images per D step (default 64)"}),
-        ("--lr", {"type": float, "default": None, "help": "Adam learning rate for G and D (default: the family's)"}),
-        (
-            "--channels",
-            {"type": int, "default": 64, "help": "width of the highest-resolution layer; x2 toward 4x4, cap x8"},
-        ),
-        ("--z-dim", {"type": int, "default": 100, "help": "latent size (default 100)"}),
-        (
-            "--seed",
-            {"type": int, "default": 0, "help": "seeds torch, numpy and python RNGs and the sample-grid latents"},
-        ),
-        (
-            "--ema-kimg",
-            {"type": float, "default": 10.0, "help": "half-life of the generator EMA in kimg; 0 = no EMA"},
-        ),
-        (
-            "--ema-rampup",
-            {
-                "type": _optional_float,
-                "default": 0.05,
-                "help": "cap the EMA half-life at this fraction of images seen (helps short runs); 'none' to disable",
-            },
-        ),
-        (
-            "--checkpoint-every",
-            {"type": float, "default": 10.0, "help": "save checkpoint + sample snapshot every N kimg"},
-        ),
-        (
-            "--log-every",
-            {"type": float, "default": None, "help": "log.csv row every N kimg (default min(1, kimg/100))"},
-        ),
-    ]
-
-
-def runtime_options() -> Options:
-    """Where and how fast it runs: device, precision, data placement (and the lr decay, DiffAugment)."""
-    return [
         ("--device", {"default": "auto", "help": "auto (CUDA if present), cpu, cuda, cuda:N"}),
         (
             "--amp",
@@ -385,35 +381,6 @@ def runtime_options() -> Options:
                 "default": "auto",
                 "choices": AMP_MODES,
                 "help": "CUDA mixed precision: auto = bf16 on native-bf16 GPUs, else fp16",
-            },
-        ),
-        (
-            "--tf32",
-            {
-                "choices": ("on", "off"),
-                "default": "off",
-                "help": "TF32 matmuls and convolutions on CUDA (Ampere+): faster, 10 mantissa bits; off = float32 "
-                "(as stylegan2-ada; metrics always run without it)",
-            },
-        ),
-        (
-            "--lr-decay-kimg",
-            {
-                "default": "auto",
-                "help": "linear lr decay to 0 at N kimg; auto = --kimg for families whose reference decays (sngan); "
-                "none = off",
-            },
-        ),
-        (
-            "--compile",
-            {"action": "store_true", "help": "torch.compile G and D (non-progressive families; eager if it fails)"},
-        ),
-        (
-            "--resume-other-code",
-            {
-                "action": "store_true",
-                "help": "resume the run's checkpoint even if other training code wrote it (default: set it aside as "
-                "checkpoint.previous-code.pt and start over)",
             },
         ),
         (
@@ -433,17 +400,17 @@ def runtime_options() -> Options:
             },
         ),
         (
-            "--diffaug",
-            {"action": "store_true", "help": "DiffAugment (colour, translation, cutout) before D (projected: always)"},
+            "--tf32",
+            {
+                "choices": ("on", "off"),
+                "default": "off",
+                "help": "TF32 matmuls and convolutions on CUDA (Ampere+): faster, 10 mantissa bits; off = float32 "
+                "(as stylegan2-ada; metrics always run without it)",
+            },
         ),
         (
-            "--feature-resolution",
-            {
-                "type": int,
-                "default": 64,
-                "help": "projected: images are resized to this size (a multiple of 32, >= 64) before D's pretrained "
-                "features (the paper: 224; 64 is ~10x cheaper on a CPU, README)",
-            },
+            "--compile",
+            {"action": "store_true", "help": "torch.compile G and D (non-progressive families; eager if it fails)"},
         ),
         (
             "--feature-weights",
@@ -457,13 +424,142 @@ def runtime_options() -> Options:
     ]
 
 
+def setting_options() -> Options:
+    """What is trained: family, network size, length, batch, lr, seed, EMA, checkpoints, log, lr decay, DiffAugment,
+    the projected family's features, resume after a code edit, metric snapshots' spacing."""
+    d = RunSettings()
+    families = ", ".join(available_families())
+    keep = argparse.SUPPRESS  # a setting given by no flag keeps --config's, --settings' or the default value
+    on_off = argparse.BooleanOptionalAction
+    return [
+        ("--family", {"default": keep, "help": f"GAN family: {families} (default {d.family})"}),
+        (
+            "--resolution",
+            {
+                "type": int,
+                "default": keep,
+                "help": f"image size, power of two 16..256; must match --data (default {d.resolution})",
+            },
+        ),
+        (
+            "--kimg",
+            {
+                "type": float,
+                "default": keep,
+                "help": f"training length in thousands of real images shown to D (default {d.kimg:g} unless --epochs)",
+            },
+        ),
+        (
+            "--epochs",
+            {
+                "type": float,
+                "default": keep,
+                "help": "training length in passes over --data instead of --kimg: kimg = epochs x images / 1000, "
+                "resolved from the packed set's size and recorded in train_summary.json",
+            },
+        ),
+        ("--batch-size", {"type": int, "default": keep, "help": f"images per D step (default {d.batch_size})"}),
+        ("--lr", {"type": float, "default": keep, "help": "Adam learning rate for G and D (default: the family's)"}),
+        (
+            "--channels",
+            {
+                "type": int,
+                "default": keep,
+                "help": f"width of the highest-resolution layer; x2 toward 4x4, cap x8 (default {d.channels})",
+            },
+        ),
+        ("--z-dim", {"type": int, "default": keep, "help": f"latent size (default {d.z_dim})"}),
+        (
+            "--seed",
+            {
+                "type": int,
+                "default": keep,
+                "help": f"seeds torch, numpy and python RNGs and the sample-grid latents (default {d.seed})",
+            },
+        ),
+        (
+            "--ema-kimg",
+            {
+                "type": float,
+                "default": keep,
+                "help": f"half-life of the generator EMA in kimg; 0 = no EMA (default {d.ema_kimg:g})",
+            },
+        ),
+        (
+            "--ema-rampup",
+            {
+                "type": _optional_float,
+                "default": keep,
+                "help": "cap the EMA half-life at this fraction of images seen (helps short runs); 'none' to disable "
+                f"(default {d.ema_rampup:g})",
+            },
+        ),
+        (
+            "--checkpoint-every",
+            {
+                "type": float,
+                "default": keep,
+                "help": f"save checkpoint + sample snapshot every N kimg (default {d.checkpoint_every:g})",
+            },
+        ),
+        (
+            "--log-every",
+            {"type": _optional_float, "default": keep, "help": "log.csv row every N kimg (default min(1, kimg/100))"},
+        ),
+        (
+            "--lr-decay-kimg",
+            {
+                "type": _lr_decay,
+                "default": keep,
+                "help": "linear lr decay to 0 at N kimg; auto (default) = --kimg for families whose reference decays "
+                "(sngan); none = off",
+            },
+        ),
+        (
+            "--diffaug",
+            {
+                "action": on_off,
+                "default": keep,
+                "help": "DiffAugment (colour, translation, cutout) before D (projected: always; default off)",
+            },
+        ),
+        (
+            "--feature-resolution",
+            {
+                "type": int,
+                "default": keep,
+                "help": "projected: images are resized to this size (a multiple of 32, >= 64) before D's pretrained "
+                f"features (the paper: 224; {d.feature_resolution} (default) is ~10x cheaper on a CPU, README)",
+            },
+        ),
+        (
+            "--resume-other-code",
+            {
+                "action": on_off,
+                "default": keep,
+                "help": "resume the run's checkpoint even if other training code wrote it (default: set it aside as "
+                "checkpoint.previous-code.pt and start over)",
+            },
+        ),
+        (
+            "--metrics-every",
+            {
+                "type": _optional_float,
+                "default": keep,
+                "help": "kimg between metric snapshots (default: every checkpoint)",
+            },
+        ),
+    ]
+
+
 def progressive_options() -> Options:
+    keep = argparse.SUPPRESS
     return [
         (
             "--start-resolution",
             {
                 "type": _optional_int,
-                "default": None,
+                "default": keep,
                 "help": "first resolution, 4 or 8 .. --resolution (default: the family's, ProGAN 4, StyleGAN 8)",
             },
         ),
@@ -471,7 +567,7 @@ def progressive_options() -> Options:
             "--stable-kimg",
             {
                 "type": _optional_float,
-                "default": None,
+                "default": keep,
                 "help": "kimg per resolution at full strength before the next fade-in (default 600, as published)",
             },
         ),
@@ -479,25 +575,26 @@ def progressive_options() -> Options:
             "--fade-kimg",
             {
                 "type": _optional_float,
-                "default": None,
+                "default": keep,
                 "help": "kimg of each fade-in, alpha 0 -> 1 (default 600, as published)",
             },
         ),
         (
             "--batch-schedule",
             {
-                "default": "auto",
+                "default": keep,
                 "help": "batch size per resolution as RES:BATCH pairs, e.g. 8:128,16:64 (others use --batch-size); "
-                "auto = the family's published table (StyleGAN: the official one-GPU table), '' = --batch-size "
-                "throughout",
+                "auto = the family's published table (StyleGAN: the official one-GPU table); '' (default) = "
+                "--batch-size throughout",
             },
         ),
         (
             "--lr-schedule",
             {
-                "default": "auto",
+                "default": keep,
                 "help": "lr per resolution as RES:LR pairs, e.g. 128:0.0015,256:0.002 (others use --lr); "
-                "auto = the family's published table (StyleGAN: 128:0.0015,256:0.002), '' = --lr throughout",
+                "auto (default) = the family's published table (StyleGAN: 128:0.0015,256:0.002), '' = --lr "
+                "throughout",
             },
         ),
     ]
@@ -510,14 +607,40 @@ def metric_options() -> Options:
             {"type": Path, "help": "reference .npz from `evaluate reference` to measure against"},
         ),
         ("--metric-samples", {"type": int, "default": 0, "help": "generated images per snapshot; 0 = no metrics"}),
-        (
-            "--metrics-every",
-            {"type": _optional_float, "default": None, "help": "kimg between snapshots (default: every checkpoint)"},
-        ),
         ("--metric-seed", {"type": int, "default": 0, "help": "seed of the snapshot latents and KID subsets"}),
         ("--inception-weights", {"type": Path, "help": "Inception weights for FID (as `evaluate`)"}),
         ("--classifier-model", {"type": Path, "help": "classifier model.pt for a labelled non-FID distance"}),
     ]
+
+
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """The run's settings: --config's file or --settings' JSON (else the defaults), then every setting flag given.
+    A length given by flag replaces the other one's (--epochs over a kimg run leaves no kimg, and back)."""
+    if args.config is not None:
+        base = RunSettings.from_json(read_json_arg(args.config), f"--config {args.config}")
+    elif args.settings is not None:
+        try:
+            data = json.loads(args.settings)
+        except json.JSONDecodeError as exc:
+            raise GanimeError(f"--settings: not a JSON object ({exc})") from None
+        base = RunSettings.from_json(data, "--settings")
+    else:
+        base = RunSettings()
+    given = {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)}
+    if "epochs" in given and "kimg" not in given:
+        given["kimg"] = None
+    elif "kimg" in given and "epochs" not in given:
+        given["epochs"] = None
+    return replace(base, **given)
+
+
+def read_json_arg(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GanimeError(f"--config {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GanimeError(f"--config {path}: not a readable JSON file ({exc})") from None
 
 
 # glibc mallopt parameters: keep freed blocks up to this size in the heap (CPU training frees and re-allocates the
@@ -545,49 +668,27 @@ def keep_freed_memory(limit: int = MALLOC_KEEP_BYTES) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
 
-    def handler(args: argparse.Namespace) -> TrainSummary:
+    def _handle(args: argparse.Namespace) -> TrainSummary:
         keep_freed_memory()
         return run(
+            settings_from_args(args),
             data=args.data,
             out=args.out,
-            family=args.family,
-            resolution=args.resolution,
-            kimg=DEFAULT_KIMG if args.kimg is None and args.epochs is None else args.kimg,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            channels=args.channels,
-            z_dim=args.z_dim,
-            seed=args.seed,
-            ema_kimg=args.ema_kimg,
-            checkpoint_every=args.checkpoint_every,
             device=args.device,
-            diffaug=args.diffaug,
             amp=args.amp,
-            ema_rampup=args.ema_rampup,
-            log_every=args.log_every,
-            start_resolution=args.start_resolution,
-            stable_kimg=args.stable_kimg,
-            fade_kimg=args.fade_kimg,
-            batch_schedule=args.batch_schedule,
+            data_on_device=AUTO_ON_OFF[args.data_on_device],
+            channels_last=AUTO_ON_OFF[args.channels_last],
+            compile=args.compile,
+            tf32=args.tf32 == "on",
+            feature_weights=args.feature_weights,
             metric_reference=args.metric_reference,
             metric_samples=args.metric_samples,
-            metrics_every=args.metrics_every,
             metric_seed=args.metric_seed,
             inception_weights=args.inception_weights,
             classifier_model=args.classifier_model,
-            lr_schedule=args.lr_schedule,
-            lr_decay_kimg=args.lr_decay_kimg,
-            compile=args.compile,
-            data_on_device=AUTO_ON_OFF[args.data_on_device],
-            channels_last=AUTO_ON_OFF[args.channels_last],
-            resume_other_code=args.resume_other_code,
-            feature_resolution=args.feature_resolution,
-            feature_weights=args.feature_weights,
-            tf32=args.tf32 == "on",
         )
 
-    return run_cli(parser, handler, argv)
+    return run_cli(parser, _handle, argv)
 
 
 if __name__ == "__main__":

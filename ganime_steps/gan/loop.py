@@ -45,7 +45,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,83 @@ LOG_WRITE_S = 30.0  # log.csv is rewritten whole (atomically): at most this ofte
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """What a run trains, as a person or the workflow gives it (``run_config.json``, ``train --config``): the
+    settings of the train stage, unresolved (``lr`` None: the family's; ``lr_schedule`` auto: its table; the length
+    in kimg or in epochs). Every default here is the workflow schema's ``runs.*`` default, written once: the CLI's
+    flags, ``train.run`` and :class:`TrainConfig` take theirs from this class (``tests/test_settings.py`` checks the
+    schema against it). Where and how fast a run happens (device, mixed precision and TF32, torch.compile, data
+    placement, threads) and its file paths are not settings: they are ``train.run``'s keywords and runtime flags."""
+
+    family: str = "dcgan"  # the schema requires it; the CLI's default
+    resolution: int = 64  # image size: a power of two 16..256, the packed set's
+    kimg: float | None = 1000.0  # run length in thousands of real images shown to D; None with epochs
+    epochs: float | None = None  # run length in passes over the packed set instead (kimg = epochs x N / 1000)
+    batch_size: int = 64  # images per D step
+    lr: float | None = None  # Adam lr of G and D; None: the family's published one
+    channels: int = 64  # width of the highest-resolution layer (x2 toward 4x4, capped at x8)
+    z_dim: int = 128  # latent size
+    seed: int = 0  # torch, numpy and Python RNGs and the sample-grid latents
+    ema_kimg: float = 10.0  # G_ema half-life in kimg; 0: no EMA
+    ema_rampup: float | None = 0.05  # half-life <= this fraction of images seen, so tiny runs are not all-init
+    checkpoint_every: float = 50.0  # kimg between checkpoints (and sample grids)
+    log_every: float | None = None  # kimg between log.csv rows; None: min(1, kimg / 100)
+    metrics_every: float | None = None  # kimg between metric snapshots; None: every checkpoint
+    diffaug: bool = False  # DiffAugment before D (the projected family always uses it)
+    feature_resolution: int = 64  # projected: D's feature-network input size (a multiple of 32, >= 64)
+    # progressive families only (None: the family's published default)
+    start_resolution: int | None = None
+    stable_kimg: float | None = None
+    fade_kimg: float | None = None
+    batch_schedule: str = ""  # "RES:BATCH,..." per resolution, others batch_size; auto: the family's table
+    lr_schedule: str = "auto"  # "RES:LR,..." per resolution, others lr; auto: the family's table; "": lr throughout
+    lr_decay_kimg: float | str | None = None  # linear lr decay to 0 at this kimg; None or auto: the family's
+    # reference (SNGAN: the run's kimg; the others none); "none": off
+    resume_other_code: bool = False  # resume a checkpoint written by other training code (else: set aside)
+
+    def __post_init__(self) -> None:
+        """Each value of its field's type (a JSON integer where a float is meant becomes that float)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kinds = [kind.strip() for kind in str(f.type).split("|")]
+            if value is None and "None" in kinds:
+                continue
+            if "bool" in kinds:
+                ok = isinstance(value, bool)
+            elif "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+                object.__setattr__(self, f.name, float(value))
+                continue
+            elif "int" in kinds:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = False
+            if not ok and not ("str" in kinds and isinstance(value, str)):
+                raise GanimeError(f"setting {f.name}: {value!r} is not {' or '.join(kinds)}")
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> RunSettings:
+        """Settings from a JSON object (``run_config.json``, ``--settings``); a key left out keeps its default,
+        an unknown key is one GanimeError line naming it and ``where``."""
+        if not isinstance(data, dict):
+            raise GanimeError(f"{where}: expected a JSON object of run settings, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in names:
+                raise GanimeError(f"{where}: unknown setting {key!r}; the settings are {', '.join(names)}")
+        try:
+            return cls(**data)
+        except GanimeError as exc:
+            raise GanimeError(f"{where}: {exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """A run's resolved settings as the Trainer runs them (in the checkpoint and generator.pt): the lr, the length
+    and the schedules resolved from :class:`RunSettings` by ``train.run``, plus where and how fast it runs."""
+
     family: str
     resolution: int
     kimg: float
@@ -85,26 +161,26 @@ class TrainConfig:
     channels: int
     z_dim: int
     seed: int
-    ema_kimg: float = 10.0  # G_ema half-life in kimg
-    ema_rampup: float | None = 0.05  # half-life <= this fraction of images seen, so tiny runs are not all-init
-    checkpoint_every: float = 10.0  # kimg
-    diffaug: bool = False
+    ema_kimg: float = RunSettings.ema_kimg  # G_ema half-life in kimg
+    ema_rampup: float | None = RunSettings.ema_rampup  # half-life <= this fraction of images seen
+    checkpoint_every: float = RunSettings.checkpoint_every  # kimg
+    diffaug: bool = RunSettings.diffaug
     amp: str = "auto"
-    log_every: float | None = None  # kimg; None: min(1, kimg / 100)
+    log_every: float | None = RunSettings.log_every  # kimg; None: min(1, kimg / 100)
     # progressive families only (None: the family's published default)
-    start_resolution: int | None = None
-    stable_kimg: float | None = None
-    fade_kimg: float | None = None
-    batch_schedule: str = ""  # "RES:BATCH,..." batch size per resolution; others use batch_size
+    start_resolution: int | None = RunSettings.start_resolution
+    stable_kimg: float | None = RunSettings.stable_kimg
+    fade_kimg: float | None = RunSettings.fade_kimg
+    batch_schedule: str = ""  # resolved: "RES:BATCH,..." batch size per resolution; others use batch_size
     channels_last: bool | None = None  # None: on (faster on CUDA, and measured faster on CPU too: README)
-    lr_schedule: str = ""  # "RES:LR,..." lr per resolution (progressive families); others use lr
-    lr_decay_kimg: float | None = None  # linear lr decay to 0 at this many kimg (SNGAN: the run's kimg); None: off
+    lr_schedule: str = ""  # resolved: "RES:LR,..." lr per resolution (progressive families); others use lr
+    lr_decay_kimg: float | None = None  # resolved: linear lr decay to 0 at this many kimg; None: off
     compile: bool = False  # torch.compile G and D (non-progressive families); falls back to eager on failure
     data_on_device: bool | None = None  # packed set as one tensor on the device; None: on CUDA when it fits
-    resume_other_code: bool = False  # resume a checkpoint written by other training code (else: set aside, start over)
+    resume_other_code: bool = RunSettings.resume_other_code  # resume a checkpoint written by other training code
     # projected family only: D's feature-network input size, and its converted EfficientNet-Lite0 weights file
     # (None: resources/backbones/, then the cache; see ganime_steps.backbones.verified_weights)
-    feature_resolution: int = 64
+    feature_resolution: int = RunSettings.feature_resolution
     feature_weights: str | None = None
     # TF32 matmuls and convolutions on CUDA (Ampere+): faster, 10 mantissa bits. Off by default, as stylegan2-ada
     # trains, so `--amp off` is real float32; metrics always run without it (evaluate.full_precision_matmul)

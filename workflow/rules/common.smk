@@ -1,4 +1,5 @@
 # Config validation, path helpers and wildcard constraints: the only Python of the workflow.
+import json
 import shlex
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 from ganime_steps.backbones import OFFLINE_ARCHS
 from ganime_steps.codedeps import metric_files, stage_files, training_files
 from ganime_steps.common import GanimeError
-from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, HTTP_KINDS, all_sources, validate_config
+from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, HTTP_KINDS, all_sources, run_settings, validate_config
 from ganime_steps.labels import source_files
 
 REPO = Path(workflow.basedir).parent
@@ -237,6 +238,12 @@ def get_operating_point_metrics(wildcards):
 
 def get_run(name):
     return config["runs"][name]
+
+
+def run_settings_json(name):
+    """A run's settings for its train job, one JSON object (``--settings``; saved as run_config.json): the run's
+    keys but those the workflow consumes (config.WORKFLOW_RUN_KEYS: dataset, reference, device, resources, ...)."""
+    return json.dumps(run_settings(get_run(name)), sort_keys=True, separators=(",", ":"))
 
 
 def shared_reference(run):
