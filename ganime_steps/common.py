@@ -117,10 +117,13 @@ def save_npy(path: str | os.PathLike, array) -> None:
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` through a temporary file, into an open handle: given a path, torch names the zip's folder after
+    it (here the temporary name, different at every write), so the same object gave different bytes each time."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
 
 
 def to_jsonable(obj: Any) -> Any:

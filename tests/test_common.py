@@ -35,6 +35,7 @@ WRITERS = {
     "parquet": lambda p: common.write_parquet(p.with_suffix(".parquet"), pd.DataFrame({"a": [1]})),
     "png": lambda p: common.save_image(p.with_suffix(".png"), Image.new("RGB", (2, 2))),
     "npy": lambda p: common.save_npy(p.with_suffix(".npy"), np.zeros(3)),
+    "torch": lambda p: common.torch_save(p.with_suffix(".pt"), {"w": np.zeros(3)}),
 }
 
 
@@ -69,6 +70,18 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_torch_files_of_the_same_object_have_the_same_bytes(tmp_path):
+    """Reproducible outputs: the zip inside a torch file is named the same whatever the (temporary) path it was
+    written to (by path, torch names it after the file: the temporary name, new at every write)."""
+    import torch
+
+    obj = {"w": torch.arange(6.0).view(2, 3), "step": 3}
+    common.torch_save(tmp_path / "a.pt", obj)
+    common.torch_save(tmp_path / "other" / "b.pt", obj)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "other" / "b.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], obj["w"])
 
 
 def test_writers_that_recreate_the_temporary_file_still_land(tmp_path, umask):
