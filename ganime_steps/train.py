@@ -56,9 +56,10 @@ def run(
 ) -> TrainSummary:
     """Train (or resume) one run of ``settings`` (default: :class:`RunSettings`'s, the schema's) on the packed set
     ``data`` into ``out``, where they are saved as ``run_config.json``. ``overrides``: settings by field name over
-    ``settings`` (``run(data=..., out=..., family="sngan", kimg=5)``). The other keywords are where and how the run
-    happens: the device, mixed precision (``amp``), the set on the device and the channels_last format (None: auto),
-    torch.compile, TF32 matmuls on CUDA, the projected family's backbone weights, and the metric snapshots' inputs.
+    ``settings`` (``run(data=..., out=..., family="sngan", epochs=5)``; see :func:`override`). The other keywords
+    are where and how the run happens: the device, mixed precision (``amp``), the set on the device and the
+    channels_last format (None: auto), torch.compile, TF32 matmuls on CUDA, the projected family's backbone
+    weights, and the metric snapshots' inputs.
 
     With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID (or the labelled Fréchet
     distance of the feature flags) and KID against that cached reference to ``<out>/metrics.jsonl``, from a kimg-0
@@ -67,7 +68,7 @@ def run(
     otherwise (see :mod:`ganime_steps.gan.loop`).
 
     The run length is ``kimg`` or ``epochs`` (passes over the packed set, ``kimg = epochs x N / 1000``), not both."""
-    settings = replace(settings or RunSettings(), **overrides)
+    settings = override(settings or RunSettings(), overrides)
     rank, world, local_rank = dist_env()  # data parallel under torchrun; (0, 1, 0) otherwise
     cfg = train_config(
         settings,
@@ -614,8 +615,7 @@ def metric_options() -> Options:
 
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
-    """The run's settings: --config's file or --settings' JSON (else the defaults), then every setting flag given.
-    A length given by flag replaces the other one's (--epochs over a kimg run leaves no kimg, and back)."""
+    """The run's settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
     if args.config is not None:
         base = RunSettings.from_json(read_json_arg(args.config), f"--config {args.config}")
     elif args.settings is not None:
@@ -626,12 +626,18 @@ def settings_from_args(args: argparse.Namespace) -> RunSettings:
         base = RunSettings.from_json(data, "--settings")
     else:
         base = RunSettings()
-    given = {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)}
+    return override(base, {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
+
+
+def override(settings: RunSettings, given: dict[str, Any]) -> RunSettings:
+    """``settings`` with the ``given`` ones; a length given replaces the other one's (``epochs`` over a kimg run
+    leaves no kimg, and back), so a run length is never given twice by accident."""
+    given = dict(given)
     if "epochs" in given and "kimg" not in given:
         given["kimg"] = None
     elif "kimg" in given and "epochs" not in given:
         given["epochs"] = None
-    return replace(base, **given)
+    return replace(settings, **given)
 
 
 def read_json_arg(path: Path) -> Any:

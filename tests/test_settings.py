@@ -174,3 +174,12 @@ def test_every_setting_of_a_run_reaches_the_stage():
     cfg = train.train_config(settings, data=Path("unused.npy"))  # a kimg run reads no data here
     for name in set(run) & {f.name for f in dataclasses.fields(TrainConfig)}:
         assert getattr(cfg, name) == run[name], name
+
+
+def test_a_length_given_replaces_the_other_one():
+    assert train.override(RunSettings(), {"epochs": 2}) == RunSettings(kimg=None, epochs=2.0)
+    assert train.override(RunSettings(kimg=None, epochs=2), {"kimg": 5}) == RunSettings(kimg=5.0)
+    both = train.override(RunSettings(), {"kimg": 5, "epochs": 2})  # given twice: train.resolve_kimg refuses it
+    assert (both.kimg, both.epochs) == (5.0, 2.0)
+    with pytest.raises(GanimeError, match="give the run length once"):
+        train.train_config(both, data=Path("unused.npy"))
