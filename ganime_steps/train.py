@@ -70,17 +70,9 @@ def run(
     The run length is ``kimg`` or ``epochs`` (passes over the packed set, ``kimg = epochs x N / 1000``), not both."""
     settings = override(settings or RunSettings(), overrides)
     rank, world, local_rank = dist_env()  # data parallel under torchrun; (0, 1, 0) otherwise
-    cfg = train_config(
-        settings,
-        data=Path(data),
-        world=world,
-        amp=amp,
-        data_on_device=data_on_device,
-        channels_last=channels_last,
-        compile=compile,
-        tf32=tf32,
-        feature_weights=feature_weights,
-    )
+    runtime = dict(amp=amp, data_on_device=data_on_device, channels_last=channels_last, compile=compile, tf32=tf32)
+    weights = str(feature_weights) if feature_weights else None
+    cfg = train_config(settings, data=Path(data), world=world, feature_weights=weights, **runtime)
     out = Path(out)
     dev = torch_device(device)
     # Rank 0 alone measures snapshots (it alone writes files): the metric network is built there only, on rank 0's
@@ -123,16 +115,13 @@ def train_config(
     *,
     data: Path,
     world: int = 1,
-    amp: str = "auto",
-    data_on_device: bool | None = None,
-    channels_last: bool | None = None,
-    compile: bool = False,
-    tf32: bool = False,
-    feature_weights: Path | None = None,
+    **runtime: Any,
 ) -> TrainConfig:
     """The Trainer's config of ``settings``, resolved: the family's lr where none is set, the length in kimg (an
     epochs run's from its packed set), ``auto`` schedules and lr decay to the family's reference settings (a
-    published batch table split evenly over ``world`` GPUs); checked against each setting's range."""
+    published batch table split evenly over ``world`` GPUs); checked against each setting's range. ``runtime``:
+    TrainConfig's fields of where and how fast the run happens (``amp``, ``data_on_device``, ``channels_last``,
+    ``compile``, ``tf32``, ``feature_weights``), taken as given (else TrainConfig's defaults)."""
     fam = get_family(settings.family)  # unknown family: one line listing the available ones
     kimg = resolve_kimg(settings.kimg, settings.epochs, data, settings.resolution)
     published_batches = settings.batch_schedule == "auto"
@@ -155,7 +144,6 @@ def train_config(
         ema_rampup=settings.ema_rampup,
         checkpoint_every=settings.checkpoint_every,
         diffaug=settings.diffaug,
-        amp=amp,
         log_every=settings.log_every,
         start_resolution=settings.start_resolution,
         stable_kimg=settings.stable_kimg,
@@ -163,13 +151,9 @@ def train_config(
         batch_schedule=batch_schedule or "",
         lr_schedule=lr_schedule or "",
         lr_decay_kimg=lr_decay_kimg,
-        compile=compile,
-        data_on_device=data_on_device,
-        channels_last=channels_last,
         feature_resolution=settings.feature_resolution,
-        feature_weights=str(feature_weights) if feature_weights else None,
         resume_other_code=settings.resume_other_code,
-        tf32=tf32,
+        **runtime,
     )
     check_ranges(cfg)
     return cfg
