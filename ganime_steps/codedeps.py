@@ -6,11 +6,11 @@ read with :mod:`ast` (nothing is imported, so no torch at parse time): plain and
 import submodule``, imports inside functions (lazy imports run too), and the ``__init__.py`` of every package on
 the way, which Python executes before the module itself.
 
-Training is narrower (:func:`training_files`): the modules a training run executes, which restart a run when they
-change (``gan.loop.training_code_fingerprint``) and rerun the train rule. Its lazy import of the metric code
-(``evaluate``, and the classifier package behind a classifier feature space) is not training: only the gan package's
-lazy imports (the families' networks, D's feature network) are followed. :func:`code_fingerprint` hashes files as
-parsed, so comments, docstrings and formatting do not count.
+Training is narrower (:func:`training_files`): the modules a training run executes, which restart a run when they change
+(``gan.checkpoint.training_code_fingerprint``, which ``train.run`` passes in) and rerun the train rule. Its lazy import
+of the metric code (``evaluate``, and the classifier package behind a classifier feature space) is not training: only
+the gan package's lazy imports (the families' networks, D's feature network) are followed. :func:`code_fingerprint`
+hashes files as parsed, so comments, docstrings and formatting do not count.
 """
 
 from __future__ import annotations

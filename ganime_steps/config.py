@@ -179,7 +179,7 @@ FAMILY_NAMES = ("dcgan", "dragan", "progan", "projected", "sngan", "stylegan", "
 # two in step without importing torch here).
 PROGRESSIVE_START = {"progan": 4, "stylegan": 8}
 PROGRESSIVE_KEYS = ("start_resolution", "stable_kimg", "fade_kimg", "batch_schedule")
-# Fewest generated images a statistic is computed from (ganime_steps.evaluate.MIN_SAMPLES; a test keeps them equal).
+# Fewest generated images a statistic is computed from (metrics.defaults.MIN_SAMPLES; a test keeps them equal).
 MIN_SAMPLES = 4
 # Scrape kinds that talk to a booru over HTTP and need its address.
 HTTP_KINDS = ("dapi", "danbooru")

@@ -65,7 +65,7 @@ def run(
     distance of the feature flags) and KID against that cached reference to ``<out>/metrics.jsonl``, from a kimg-0
     row (the untrained G_ema) on, and the best snapshot is exported as ``generator_best.pt``. Rows record the
     reference's content hash and both N; a resume with another reference or sample count drops the rows measured
-    otherwise (see :mod:`ganime_steps.gan.loop`).
+    otherwise (see :mod:`ganime_steps.gan.snapshots`).
 
     The run length is ``kimg`` or ``epochs`` (passes over the packed set, ``kimg = epochs x N / 1000``), not both."""
     settings = override(settings or RunSettings(), overrides)

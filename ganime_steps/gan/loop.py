@@ -183,7 +183,7 @@ class TrainConfig:
     feature_resolution: int = RunSettings.feature_resolution
     feature_weights: str | None = None
     # TF32 matmuls and convolutions on CUDA (Ampere+): faster, 10 mantissa bits. Off by default, as stylegan2-ada
-    # trains, so `--amp off` is real float32; metrics always run without it (evaluate.full_precision_matmul)
+    # trains, so `--amp off` is real float32; metrics always run without it (metrics.features.full_precision_matmul)
     tf32: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,10 +9,10 @@ every global RNG state saved and restored around it (:func:`preserved_rng`). One
 file with exactly the rows up to its checkpoint. The snapshot with the lowest ``metric_key`` is exported as
 ``generator_best.pt`` (generator.pt's format plus ``kimg``, ``metric_key``, ``metric``, ``metrics``). With
 ``metric_at_start`` (the train stage's setting) a fresh run measures the untrained G_ema first: the curve starts with
-a kimg-0 row. The metric's ``identity`` (``evaluate.SnapshotMetric``: the reference's content hash, n_fake, n_real)
-goes into every row, the checkpoint and generator_best.pt; a resume with another identity drops the rows measured
-otherwise (one log line), re-picks the best among those left (removing generator_best.pt if it belonged to a dropped
-row), and, with no rows left, measures the checkpoint's G_ema before training on.
+a kimg-0 row. The metric's ``identity`` (``metrics.generated.SnapshotMetric``: the reference's content hash, n_fake,
+n_real) goes into every row, the checkpoint and generator_best.pt; a resume with another identity drops the rows
+measured otherwise (one log line), re-picks the best among those left (removing generator_best.pt if it belonged to a
+dropped row), and, with no rows left, measures the checkpoint's G_ema before training on.
 
 Batch norm and G_ema: before every use of G_ema (checkpoint, sample grid, metric, export) its BN statistics are
 re-estimated on fresh latents (:meth:`Snapshots.calibrate_ema`, its own seeded generator: the training RNG streams
