@@ -31,7 +31,7 @@ def _booru(n: int):
 def _scrape(booru, out: Path, *, limit: int, rate: float, workers: int):
     from ganime_steps import scrape
 
-    return scrape.run(
+    return scrape.run_scrape(
         out=out, kind="dapi", name="bench", base_url=booru.url, tags="1girl solo", limit=limit, page_size=1000,
         rate=rate, workers=workers, retries=2, backoff=0.01,
     )  # fmt: skip

@@ -7,9 +7,9 @@ import submodule``, imports inside functions (lazy imports run too), and the ``_
 the way, which Python executes before the module itself.
 
 Training is narrower (:func:`training_files`): the modules a training run executes, which restart a run when they change
-(``gan.checkpoint.training_code_fingerprint``, which ``train.run`` passes in) and rerun the train rule. Its lazy import
-of the metric code (``evaluate``, and the classifier package behind a classifier feature space) is not training: only
-the gan package's lazy imports (the families' networks, D's feature network) are followed. :func:`code_fingerprint`
+(``gan.checkpoint.training_code_fingerprint``, which ``train.run_train`` passes in) and rerun the train rule. Its lazy
+import of the metric code (``evaluate``, and the classifier package behind a classifier feature space) is not training:
+only the gan package's lazy imports (the families' networks, D's feature network) are followed. :func:`code_fingerprint`
 hashes files as parsed, so comments, docstrings and formatting do not count.
 """
 

@@ -533,7 +533,7 @@ class _OutLock:
         self._fh.close()
 
 
-def run(
+def run_scrape(
     *,
     out: Path,
     kind: str,
@@ -956,7 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     def handler(a: argparse.Namespace) -> ScrapeSummary:
         lists = {name: getattr(a, name).split() for name in ("blacklist", "ratings", "image_hosts")}
-        return call_with_args(run, a, **lists)
+        return call_with_args(run_scrape, a, **lists)
 
     return run_cli(build_parser(), handler, argv)
 

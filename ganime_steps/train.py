@@ -35,7 +35,7 @@ from ganime_steps.gan.snapshots import LOG_COLUMNS
 from ganime_steps.train_record import TrainSummary  # train_summary.json's record, torch-free for the report
 
 
-def run(
+def run_train(
     settings: RunSettings | None = None,
     *,
     data: Path,
@@ -660,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def _handle(args: argparse.Namespace) -> TrainSummary:
         keep_freed_memory()
-        return run(
+        return run_train(
             settings_from_args(args),
             data=args.data,
             out=args.out,

@@ -116,7 +116,7 @@ def train_tiny(data: Path, out: Path, **kw) -> TrainSummary:
     """``train.run`` of a packed set ``data`` into ``out`` with TINY_RUN's settings; keyword arguments override them."""
     from ganime_steps import train
 
-    return train.run(**{**TINY_RUN, "data": data, "out": out, **kw})
+    return train.run_train(**{**TINY_RUN, "data": data, "out": out, **kw})
 
 
 def tiny_train_config(family: str = "dcgan", **kw) -> TrainConfig:

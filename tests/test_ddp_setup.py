@@ -123,7 +123,7 @@ def test_stylegan_auto_at_64_px_on_8_gpus_starts(tmp_path: Path, monkeypatch) ->
 
     monkeypatch.setattr(Trainer, "__init__", init)
     with pytest.raises(pytest.skip.Exception):
-        train.run(
+        train.run_train(
             data=data,
             out=tmp_path / "run",
             family="stylegan",

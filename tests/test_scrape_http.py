@@ -247,7 +247,7 @@ FAST = {"rate": 500.0, "workers": 3, "retries": 3, "backoff": 0.001, "max_backof
 def scrape_booru(booru: FakeBooru, out: Path, *, limit: int = 100, page_size: int = 3, **kw) -> scrape.ScrapeSummary:
     kind = "danbooru" if booru.mode == "danbooru" else "dapi"
     args = {**FAST, **kw}
-    return scrape.run(out=out, kind=kind, name="booru", base_url=booru.url, tags="1girl solo", limit=limit,
+    return scrape.run_scrape(out=out, kind=kind, name="booru", base_url=booru.url, tags="1girl solo", limit=limit,
                       page_size=page_size, **args)  # fmt: skip
 
 

@@ -120,7 +120,7 @@ def test_higher_limit_continues_listing_where_it_stopped(booru, tmp_path):
 def test_changed_query_starts_a_new_listing(booru, tmp_path):
     scrape_booru(booru, tmp_path, limit=4, page_size=4)
     booru.requests.clear()
-    summary = scrape.run(out=tmp_path, kind="dapi", name="booru", base_url=booru.url, tags="1girl", limit=4,
+    summary = scrape.run_scrape(out=tmp_path, kind="dapi", name="booru", base_url=booru.url, tags="1girl", limit=4,
                          page_size=4, **FAST)  # fmt: skip
     assert [r.query["tags"] for r in booru.listing_requests()] == ["1girl"]
     assert summary.already_present == 4 and summary.downloaded == 0  # the store is shared: nothing refetched

@@ -78,11 +78,12 @@ LOG_WRITE_S = 30.0  # log.csv is rewritten whole (atomically): at most this ofte
 @dataclass(frozen=True)
 class RunSettings:
     """What a run trains, as a person or the workflow gives it (``run_config.json``, ``train --config``): the
-    settings of the train stage, unresolved (``lr`` None: the family's; ``lr_schedule`` auto: its table; the length
-    in kimg or in epochs). Every default here is the workflow schema's ``runs.*`` default, written once: the CLI's
-    flags, ``train.run`` and :class:`TrainConfig` take theirs from this class (``tests/test_settings.py`` checks the
+    settings of the train stage, unresolved (``lr`` None: the family's; ``lr_schedule`` auto: its table; the length in
+    kimg or in epochs). Every default here is the workflow schema's ``runs.*`` default, written once: the CLI's flags,
+    ``train.run_train`` and :class:`TrainConfig` take theirs from this class (``tests/test_settings.py`` checks the
     schema against it). Where and how fast a run happens (device, mixed precision and TF32, torch.compile, data
-    placement, threads) and its file paths are not settings: they are ``train.run``'s keywords and runtime flags."""
+    placement, threads) and its file paths are not settings: they are ``train.run_train``'s keywords and runtime
+    flags."""
 
     family: str = "dcgan"  # the schema requires it; the CLI's default
     resolution: int = 64  # image size: a power of two 16..256, the packed set's
@@ -151,7 +152,7 @@ class RunSettings:
 @dataclass(frozen=True)
 class TrainConfig:
     """A run's resolved settings as the Trainer runs them (in the checkpoint and generator.pt): the lr, the length
-    and the schedules resolved from :class:`RunSettings` by ``train.run``, plus where and how fast it runs."""
+    and the schedules resolved from :class:`RunSettings` by ``train.run_train``, plus where and how fast it runs."""
 
     family: str
     resolution: int
@@ -335,7 +336,7 @@ class Trainer(Checkpointing, Snapshots):
         snapshot with the lowest ``metrics[metric_key]`` is exported as ``generator_best.pt``. Its optional
         ``identity`` attribute ({name: value}) says which rows are comparable. ``metric_at_start``: also measure
         G_ema before the first step of a run with no rows (a kimg-0 row for a fresh run). ``code_id``: the training
-        code's fingerprint, passed in by the caller (``train.run`` passes ``training_code_fingerprint()``); a
+        code's fingerprint, passed in by the caller (``train.run_train`` passes ``training_code_fingerprint()``); a
         checkpoint made by other code is set aside. None: that fingerprint, computed here (for direct callers)."""
         self.cfg = cfg
         self.snapshot_metric = snapshot_metric
