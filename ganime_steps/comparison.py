@@ -57,45 +57,6 @@ def interval(v: Any) -> tuple[float, float] | None:
     return None if low is None or high is None else (low, high)
 
 
-def metric_values(metrics: dict[str, Any], fd: Any) -> dict[str, Any]:
-    """fd (given: files name it differently), kid_mean, kid_std, precision, recall and fd_inf as finite floats or None;
-    fd_ci and kid_ci (95% bootstrap intervals within one run) as (low, high) or None."""
-    return {
-        "fd": as_float(fd),
-        **{k: as_float(metrics.get(k)) for k in ("kid_mean", "kid_std", "precision", "recall", "fd_inf")},
-        "fd_ci": interval(metrics.get("fd_ci")),
-        "kid_ci": interval(metrics.get("kid_ci")),
-    }
-
-
-def run_references(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """NAME -> {fd, kid_mean, kid_std, precision, recall, fd_inf, fd_ci, kid_ci, n_fake, n_real, reference_sha256,
-    dataset} from a run's metrics.json (older files: one reference, and no intervals)."""
-    refs = metrics.get("references")
-    if not isinstance(refs, dict) or not refs:
-        refs = {"shared": metrics}
-    out = {}
-    for name, m in refs.items():
-        if not isinstance(m, dict):
-            continue
-        fd = m.get("fd", m.get("fid", m.get(m.get("fd_key", ""))))
-        data = m.get("reference_data") or ""
-        out[name] = {
-            **metric_values(m, fd),
-            "n_fake": _count(m.get("n_fake")),
-            "n_real": _count(m.get("n_real")),
-            "reference_sha256": m.get("reference_sha256"),
-            # results/datasets/<dataset>/pack_<res>.npy -> <dataset>
-            "dataset": Path(str(data)).parent.name if data else m.get("dataset"),
-        }
-    return out
-
-
-def _count(v: Any) -> int | None:
-    f = as_float(v)
-    return None if f is None else int(f)
-
-
 def _only(values: list[Any]) -> Any:
     """The one value all seeds agree on, else None (none recorded, or they differ)."""
     known = {v for v in values if v is not None}
@@ -193,14 +154,13 @@ def verdicts(
     *,
     alpha: float = ALPHA,
     gold_min: int = 0,
-    gold_sizes: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Each pair of groups differing only in dataset, per reference: FD and KID over seeds compared by Welch's t-test
     (:func:`compare`), Holm-corrected over every test in the list, each with a sentence (:func:`judge`).
 
     ``status`` says whether a pair could get a verdict: 'tested'; 'no_verdict' (own training sets: each run measured
     against a different set); 'not_comparable' (different reference files or N); 'gold_too_small' (fewer than
-    ``gold_min`` gold images: the reference's ``n_real``, else ``gold_sizes[dataset]``). ``better``/``worse`` order the
+    ``gold_min`` gold images: the reference's ``n_real``). ``better``/``worse`` order the
     pair by observed mean FD, whatever the verdict; ``significant`` is the FD verdict's."""
     rows = []
     for i, a in enumerate(groups):
@@ -216,7 +176,7 @@ def verdicts(
                     continue
                 if ref != "train" and ra["dataset"] != rb["dataset"]:
                     continue  # measured against different sets: not comparable
-                gold_size = _only([ra.get("n_real"), rb.get("n_real")]) or (gold_sizes or {}).get(ra["dataset"])
+                gold_size = _only([ra.get("n_real"), rb.get("n_real")])
                 status, note = _status(ref, ra, rb, gold_min, gold_size)
                 better, worse = (a, b) if ra["fd_mean"] <= rb["fd_mean"] else (b, a)
                 rows.append(

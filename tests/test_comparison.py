@@ -168,15 +168,15 @@ def test_cli_direction_alpha_and_bad_input(capsys):
 
 
 def _row(run, group, dataset, fds, family="dcgan", kid=0.01, n_real=500, **more):
-    def block(fd, data, k):
-        return {"fd": fd, "kid_mean": k, "kid_std": 0.001, "reference_data": data, "n_fake": 1000, "n_real": n_real,
-                **more}  # fmt: skip
+    """A run as the report reads it (report._reference_values per reference): FD per reference (shared, train, gold)."""
 
-    refs = {
-        "shared": block(fds[0], "r/datasets/A/pack_32.npy", kid),
-        "train": block(fds[1], f"r/datasets/{dataset}/p.npy", kid),
-        "gold": block(fds[2], "r/datasets/gold/pack_32.npy", kid),
-    }
+    def block(fd, ref_dataset, k):
+        values = {"fd": fd, "kid_mean": k, "kid_std": 0.001, "precision": None, "recall": None, "fd_inf": None,
+                  "fd_ci": None, "kid_ci": None, "n_fake": 1000, "n_real": n_real, "reference_sha256": None,
+                  "dataset": ref_dataset}  # fmt: skip
+        return {**values, **more}
+
+    refs = {"shared": block(fds[0], "A", kid), "train": block(fds[1], dataset, kid), "gold": block(fds[2], "gold", kid)}
     return {
         "run": run,
         "group": group,
@@ -185,7 +185,7 @@ def _row(run, group, dataset, fds, family="dcgan", kid=0.01, n_real=500, **more)
         "resolution": 32,
         "feature_space": "inception",
         "is_fid": True,
-        "references": comparison.run_references({"references": refs}),
+        "references": refs,
     }
 
 
@@ -197,17 +197,15 @@ def test_aggregate_mean_and_sample_std_over_seeds():
     assert gold["fd_mean"] == pytest.approx(32) and gold["fd_std"] == pytest.approx(2**0.5 * 2)
     assert gold["fd_values"] == [30, 34] and gold["n_real"] == 500 and gold["n_fake"] == 1000
     assert gold["dataset"] == "gold" and g["references"]["train"]["dataset"] == "A"
-    assert gold["fd_ci"] is None and gold["fd_inf_mean"] is None  # older files: no intervals, tolerated
+    assert gold["fd_ci"] is None and gold["fd_inf_mean"] is None  # no intervals measured (evaluate --bootstrap 0)
 
 
 def test_within_run_uncertainty_is_read_and_carried():
-    extra = {"fd_ci": [28.5, 31.5], "kid_ci": [0.008, 0.012], "fd_inf": 25.0, "reference_sha256": "ab" * 32}
+    extra = {"fd_ci": (28.5, 31.5), "kid_ci": (0.008, 0.012), "fd_inf": 25.0, "reference_sha256": "ab" * 32}
     (g,) = comparison.aggregate([_row("a0", "a", "A", (10, 20, 30), **extra)])
     gold = g["references"]["gold"]
     assert gold["fd_ci"] == (28.5, 31.5) and gold["kid_ci"] == (0.008, 0.012) and gold["fd_inf_mean"] == 25.0
     assert gold["reference_sha256"] == "ab" * 32
-    bad = comparison.run_references({"references": {"gold": {"fd": 1, "fd_ci": [1, "x"], "fd_inf": None}}})
-    assert bad["gold"]["fd_ci"] is None and bad["gold"]["fd_inf"] is None
 
 
 def _ab(fd_a, fd_b, kid_a=(0.01, 0.011, 0.012), kid_b=(0.01, 0.011, 0.012), **kw):
@@ -246,10 +244,7 @@ def test_gold_too_small_and_not_comparable_pairs_get_no_verdict():
     assert small["gold"]["status"] == "gold_too_small" and small["gold"]["fd"]["verdict"] is None
     assert small["gold"]["meaning"] == "gold too small to judge (n = 120, need ≥ 200)"
     assert small["shared"]["status"] == "tested" and small["shared"]["fd"]["n_tests"] == 2
-    # no n_real recorded: the gold dataset's size from elsewhere (data FID) decides
-    groups = _ab(A3, B3, n_real=None)
-    sized = {x["reference"]: x for x in comparison.verdicts(groups, gold_min=200, gold_sizes={"gold": 250})}
-    assert sized["gold"]["status"] == "tested" and sized["gold"]["gold_size"] == 250
+    groups = _ab(A3, B3, n_real=None)  # no gold size known: no verdict
     unknown = {x["reference"]: x for x in comparison.verdicts(groups, gold_min=200)}
     assert unknown["gold"]["status"] == "gold_too_small" and "unknown" in unknown["gold"]["meaning"]
     groups = _ab(A3, B3)
