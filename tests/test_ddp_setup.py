@@ -109,7 +109,8 @@ def test_published_table_rounded_up_where_the_run_trains() -> None:
 
 
 def test_stylegan_auto_at_64_px_on_8_gpus_starts(tmp_path: Path, monkeypatch) -> None:
-    """train.run as rank 0 of 8: the published table is taken as it is (it used to fail at start on 512:4)."""
+    """train.run_train as rank 0 of 8: the published table is taken as it is, its 512:4 entry included (4 < 8 GPUs
+    only matters at 512 px)."""
     fake = FakeDist(monkeypatch, rank=0, world=8)
     data = write_disc_dataset(tmp_path / "train_64.npy", 64, n=8)
     monkeypatch.setattr(Trainer, "train", lambda self: pytest.skip("set-up checked"), raising=True)
