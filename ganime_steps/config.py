@@ -195,6 +195,32 @@ def _check_names(config: dict) -> None:
                 )
 
 
+# A source's keys (schema $defs.source, nested synthetic keys as synthetic.<key>) that the workflow consumes, with where
+# each goes; every other key is a setting of the scrape stage (ganime_steps.scrape.ScrapeSettings, with the schema's
+# default: tests/test_scrape_settings.py), passed to the scrape job as one JSON object (source_settings) and saved
+# beside its outputs as scrape_config.json.
+WORKFLOW_SOURCE_KEYS = {
+    "source": "the main source's name (a sources entry is named by its key): results/scrape/<source>/, and the "
+    "stage's name setting",
+    "face_detector": "the faces job's detector for this source's posts",
+    "synthetic.label_fraction": "the synthetic_labels job's share of posts with simulated hand labels",
+    "synthetic.label_error_rate": "the synthetic_labels job's simulated labelling error rate",
+}
+
+
+def source_settings(name: str, spec: dict) -> dict:
+    """The scrape stage's settings of a validated source named ``name``: its keys less :data:`WORKFLOW_SOURCE_KEYS`
+    (the synthetic booru's nested keys flattened), plus ``name``; the JSON object the scrape rule passes
+    (``--settings``) and the stage saves as scrape_config.json."""
+    settings = {"name": name}
+    for key, value in spec.items():
+        if key == "synthetic":
+            settings.update({k: v for k, v in value.items() if f"synthetic.{k}" not in WORKFLOW_SOURCE_KEYS})
+        elif key not in WORKFLOW_SOURCE_KEYS:
+            settings[key] = value
+    return dict(sorted(settings.items()))
+
+
 def all_sources(config: dict) -> dict[str, dict]:
     """Source name -> its settings: the main source (``scrape``, named by ``scrape.source``) first, then ``sources``."""
     return {config["scrape"]["source"]: config["scrape"], **config.get("sources", {})}

@@ -5,6 +5,7 @@ Layout under ``--out``:
 - ``images/<md5[:2]>/<md5>.<ext>``: the content-addressed store; names come from the md5, never from the server.
 - ``posts.parquet`` (stored posts, in listing order), ``failures.parquet`` (post, reason, detail),
   ``scrape_summary.json`` (listed, downloaded, already present, failed by reason, bytes, seconds, request rate).
+- ``scrape_config.json``: the settings of the last run (:class:`ScrapeSettings`; ``--config`` of it repeats it).
 - ``listing.jsonl``: the append-only listing journal (the query, then one line per page listed). A rerun continues
   listing after the last page instead of starting again; a changed query starts a new journal.
 - ``store.jsonl``: the append-only store index (md5, size, mtime, booru hash) so a rerun trusts verified files
@@ -16,6 +17,12 @@ Content-Length) and full decode, stored under the md5 of their bytes, and keep t
 Every image is downloaded to ``.tmp/``, checked (size against Content-Length, not HTML, booru md5, pixel count,
 full decode) and only then renamed into the store, so a kill at any moment loses at most the downloads in flight.
 Posts that fail are recorded with a reason in ``failures.parquet`` and tried again on the next run.
+
+What is scraped is one :class:`ScrapeSettings` (its defaults are the workflow schema's ``$defs.source`` defaults,
+written there once), saved beside the outputs as ``scrape_config.json``: the workflow's scrape rule passes a
+source's settings as one JSON object (``--settings``), a person as a file (``--config``, e.g. a scrape folder's
+scrape_config.json) or as flags over the defaults. ``--fresh-listing``, ``--verify``, ``--time-scale`` and ``--out``
+are how this run goes, not settings.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +49,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from ganime_steps.common import GanimeError, call_with_args, file_digest, run_cli, write_json, write_parquet, write_text
+from ganime_steps.common import GanimeError, file_digest, run_cli, write_json, write_parquet, write_text
 from ganime_steps.imaging import MAX_PIXELS, decode_image
 from ganime_steps.sources import PostMeta, Source
 
@@ -70,6 +77,7 @@ MAX_BYTES = 100 * 1024 * 1024
 LISTING_JOURNAL = "listing.jsonl"
 STORE_INDEX = "store.jsonl"
 TMP_DIR = ".tmp"
+SETTINGS_FILE = "scrape_config.json"  # the settings of the last run, beside its outputs
 REFUSED = "refused:"  # same marker as sources.http.REFUSED (kept here so the synthetic path needs no HTTP import)
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _BOORU_HASH = re.compile(r"^[0-9a-z]{1,128}$")  # any other hash a booru reports: kept, never used in a path
@@ -98,6 +106,82 @@ class ScrapeSummary:
     listing_pages: int = 0  # pages in the listing journal
     listing_resumed: bool = False  # continued from a journal of an earlier run
     listing_complete: bool = False  # reached --limit or the end of the booru's results
+
+
+@dataclass(frozen=True)
+class ScrapeSettings:
+    """What a scrape lists and stores, as a person or the workflow gives it (``scrape_config.json``, ``scrape
+    --config``): every default here is the workflow schema's ``$defs.source`` default, written once
+    (``tests/test_scrape_settings.py`` checks the schema against it; the CLI's flags have no defaults of their own).
+    The schema's ``synthetic.n_posts/seed/style`` are ``n_posts``, ``seed`` and ``style`` here; the keys the workflow
+    consumes itself are ``config.WORKFLOW_SOURCE_KEYS``. How a run goes (``fresh_listing``, ``verify``,
+    ``time_scale``) and where it writes are :func:`run_scrape`'s keywords and runtime flags, never settings."""
+
+    kind: str = "synthetic"  # the schema requires it; the CLI's default: the offline synthetic booru
+    name: str | None = None  # tables' and journals' source name (the workflow: the source's); None: the kind
+    tags: str = ""  # space-separated booru tags, all required
+    limit: int = 1000  # most posts to store
+    page_size: int = 100  # posts per listing request (Danbooru: at most 200)
+    base_url: str | None = None  # dapi/danbooru: the booru's address
+    path: str | None = None  # folder: a directory, .zip or .tar(.gz) of images
+    rate: float = 1.0  # requests per second per host
+    burst: int = 1  # token-bucket size: requests allowed back to back
+    workers: int = 4  # parallel downloads, all under rate
+    retries: int = 5  # retries per request after the first try
+    backoff: float = 1.0  # first backoff delay (s), doubling, jittered
+    max_backoff: float = 60.0  # longest backoff delay (s); not a schema key (CLI only)
+    timeout: float = 30.0  # connect/read timeout per request (s)
+    max_retry_after: float = 600.0  # a longer Retry-After fails the request instead; not a schema key (CLI only)
+    blacklist: tuple[str, ...] = ()  # posts carrying any of these tags are skipped
+    ratings: tuple[str, ...] = ()  # ratings to keep, by first letter; () keeps all
+    image_hosts: tuple[str, ...] = ()  # extra hosts images may come from
+    user_env: str | None = None  # environment variable holding the user id (DAPI) or login (Danbooru)
+    api_key_env: str | None = None  # environment variable holding the API key (never logged)
+    max_pixels: int = MAX_PIXELS  # decompression-bomb guard: largest w*h (64000000)
+    max_bytes: int = MAX_BYTES  # largest image file in bytes (104857600)
+    n_posts: int = 300  # synthetic: posts the synthetic booru holds (schema: synthetic.n_posts)
+    seed: int = 0  # synthetic: generator seed (schema: synthetic.seed)
+    style: str = "booru"  # synthetic: booru or tachie (schema: synthetic.style)
+
+    def __post_init__(self) -> None:
+        """Each value of its field's type (a JSON integer where a float is meant becomes that float, a list of tags a
+        tuple, a path a string)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kinds = [kind.strip() for kind in str(f.type).split("|")]
+            if value is None and "None" in kinds:
+                continue
+            if kinds[0].startswith("tuple"):
+                ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+                value = tuple(value) if ok else value
+            elif "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+                ok, value = True, float(value)
+            elif "int" in kinds:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                value = os.fspath(value) if isinstance(value, os.PathLike) else value
+                ok = isinstance(value, str)
+            if not ok:
+                raise GanimeError(f"setting {f.name}: {value!r} is not {' or '.join(kinds)}")
+            object.__setattr__(self, f.name, value)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ScrapeSettings:
+        """Settings from a JSON object (``scrape_config.json``, ``--settings``); a key left out keeps its default,
+        an unknown key is one GanimeError line naming it and ``where``."""
+        if not isinstance(data, dict):
+            raise GanimeError(f"{where}: expected a JSON object of scrape settings, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        for key in data:
+            if key not in names:
+                raise GanimeError(f"{where}: unknown setting {key!r}; the settings are {', '.join(names)}")
+        try:
+            return cls(**data)
+        except GanimeError as exc:
+            raise GanimeError(f"{where}: {exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -534,90 +618,83 @@ class _OutLock:
 
 
 def run_scrape(
+    settings: ScrapeSettings | None = None,
     *,
     out: Path,
-    kind: str,
-    tags: str,
-    limit: int,
-    name: str | None = None,
-    page_size: int = 100,
-    base_url: str | None = None,
-    rate: float = 1.0,
-    n_posts: int = 300,
-    seed: int = 0,
-    style: str = "booru",
-    workers: int = 4,
-    retries: int = 5,
-    backoff: float = 1.0,
-    max_backoff: float = 60.0,
-    timeout: float = 30.0,
-    max_retry_after: float = 600.0,
-    time_scale: float = 1.0,
-    burst: int = 1,
-    blacklist: Iterable[str] = (),
-    ratings: Iterable[str] = (),
-    image_hosts: Iterable[str] = (),
-    user_env: str | None = None,
-    api_key_env: str | None = None,
-    max_pixels: int = MAX_PIXELS,
-    max_bytes: int = MAX_BYTES,
     fresh_listing: bool = False,
     verify: bool = False,
-    path: str | Path | None = None,
+    time_scale: float = 1.0,
+    **overrides: Any,
 ) -> ScrapeSummary:
-    """Scrape into ``out``. ``verify``: re-hash every stored file of the selected posts instead of trusting the
-    index (size and mtime); damaged files are removed and downloaded again, or listed in failures.parquet."""
+    """Scrape ``settings`` (default: :class:`ScrapeSettings`'s, the schema's) into ``out``, where they are saved as
+    ``scrape_config.json`` (the name resolved). ``overrides``: settings by field name over ``settings``
+    (``run_scrape(out=..., kind="synthetic", limit=5)``). ``fresh_listing``: list again from the newest post (a new
+    journal). ``verify``: re-hash every stored file of the selected posts instead of trusting the index (size and
+    mtime); damaged files are removed and downloaded again, or listed in failures.parquet. ``time_scale``: multiply
+    every backoff and Retry-After sleep (a test knob)."""
+    s = override(settings or ScrapeSettings(), overrides)
+    s = replace(s, name=s.name or s.kind)
     check_limits(
-        limit=limit,
-        page_size=page_size,
-        workers=workers,
-        rate=rate,
-        burst=burst,
-        max_pixels=max_pixels,
-        max_bytes=max_bytes,
-        timeout=timeout,
-        retries=retries,
+        limit=s.limit,
+        page_size=s.page_size,
+        workers=s.workers,
+        rate=s.rate,
+        burst=s.burst,
+        max_pixels=s.max_pixels,
+        max_bytes=s.max_bytes,
+        timeout=s.timeout,
+        retries=s.retries,
     )
-    name = name or kind
+    name = s.name
     out = Path(out)
     http: dict[str, Any] = {}
-    if kind in ("dapi", "danbooru"):
+    if s.kind in ("dapi", "danbooru"):
         http = _http_options(
-            user_env=user_env,
-            api_key_env=api_key_env,
-            burst=burst,
-            image_hosts=image_hosts,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            timeout=timeout,
-            max_retry_after=max_retry_after,
+            user_env=s.user_env,
+            api_key_env=s.api_key_env,
+            burst=s.burst,
+            image_hosts=s.image_hosts,
+            retries=s.retries,
+            backoff=s.backoff,
+            max_backoff=s.max_backoff,
+            timeout=s.timeout,
+            max_retry_after=s.max_retry_after,
             time_scale=time_scale,
         )
-    local = {"n_posts": n_posts, "seed": seed, "style": style, "path": path, "max_bytes": max_bytes}  # local sources
-    source = make_source(kind, name=name, base_url=base_url, rate=rate, **local, **http)
-    query = _listing_query(kind, name, base_url, tags, n_posts=n_posts, seed=seed, style=style, path=path)
+    local = {"n_posts": s.n_posts, "seed": s.seed, "style": s.style, "path": s.path, "max_bytes": s.max_bytes}
+    source = make_source(s.kind, name=name, base_url=s.base_url, rate=s.rate, **local, **http)
+    query = _listing_query(s.kind, name, s.base_url, s.tags, n_posts=s.n_posts, seed=s.seed, style=s.style, path=s.path)
     out.mkdir(parents=True, exist_ok=True)
     lock = _OutLock(out)
     try:
+        write_json(out / SETTINGS_FILE, s.to_json())  # `scrape --config` of it is this scrape again
         for stale in (out / TMP_DIR).glob("*.part"):  # downloads a killed run left in flight
             stale.unlink(missing_ok=True)
         return _scrape(
             source,
             out=out,
             name=name,
-            tags=tags,
-            limit=limit,
-            page_size=page_size,
-            rate=rate if http else None,
-            workers=workers,
+            tags=s.tags,
+            limit=s.limit,
+            page_size=s.page_size,
+            rate=s.rate if http else None,
+            workers=s.workers,
             query=query,
-            selector=Selector(limit, blacklist, ratings),
-            opts=StoreOptions(out=out, max_pixels=max_pixels, max_bytes=max_bytes, verify=verify),
+            selector=Selector(s.limit, s.blacklist, s.ratings),
+            opts=StoreOptions(out=out, max_pixels=s.max_pixels, max_bytes=s.max_bytes, verify=verify),
             fresh_listing=fresh_listing,
         )
     finally:
         lock.release()
+
+
+def override(settings: ScrapeSettings, given: dict[str, Any]) -> ScrapeSettings:
+    """``settings`` with the ``given`` ones (by field name); an unknown name is one GanimeError line."""
+    names = {f.name for f in fields(ScrapeSettings)}
+    for key in given:
+        if key not in names:
+            raise GanimeError(f"unknown scrape setting {key!r}; the settings are {', '.join(sorted(names))}")
+    return replace(settings, **given)
 
 
 def _http_options(
@@ -904,40 +981,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--kind", required=True, choices=SOURCE_KINDS, help="source type")
-    p.add_argument("--name", help="source name used in tables and paths (default: the kind)")
-    p.add_argument("--tags", default="", help="space-separated booru tags, all required")
-    p.add_argument("--limit", type=int, required=True, help="maximum number of posts to store")
-    p.add_argument("--page-size", type=int, default=100, help="posts per listing request (Danbooru: at most 200)")
-    p.add_argument("--base-url", help="booru address for dapi/danbooru, e.g. https://safebooru.org")
-    p.add_argument("--rate", type=float, default=1.0, help="requests per second per host (default 1)")
-    p.add_argument("--burst", type=int, default=1, help="token-bucket size: requests allowed back to back (default 1)")
-    p.add_argument("--workers", type=int, default=4, help="parallel downloads, all under --rate (default 4)")
-    p.add_argument("--retries", type=int, default=5, help="retries per request after the first try (default 5)")
-    p.add_argument("--backoff", type=float, default=1.0, help="first backoff delay in seconds, doubling (default 1)")
-    p.add_argument("--max-backoff", type=float, default=60.0, help="longest backoff delay in seconds (default 60)")
-    p.add_argument("--timeout", type=float, default=30.0, help="connect/read timeout per request in seconds")
-    p.add_argument(
-        "--max-retry-after",
-        type=float,
-        default=600.0,
-        help="a Retry-After longer than this many seconds makes the request fail instead of waiting (default 600)",
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--config", type=Path, help="scrape_config.json (a scrape folder's, or one written by hand): the settings"
     )
-    p.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="advanced/test knob: multiply every backoff and Retry-After sleep (tests use 0.001; default 1)",
-    )
-    p.add_argument("--blacklist", default="", help="space-separated tags: posts carrying any of them are skipped")
-    p.add_argument(
-        "--ratings", default="", help="space-separated ratings to keep, compared by first letter (e.g. 'g s')"
-    )
-    p.add_argument("--image-hosts", default="", help="space-separated extra hosts images may be fetched from")
-    p.add_argument("--user-env", help="environment variable holding the user id (DAPI) or login (Danbooru)")
-    p.add_argument("--api-key-env", help="environment variable holding the API key (never logged)")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="decompression-bomb guard: largest w*h")
-    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, help="largest image file in bytes")
+    given.add_argument("--settings", help="the settings as one JSON object (the workflow's scrape rule passes them)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (images/, posts.parquet, ...)")
     p.add_argument("--fresh-listing", action="store_true", help="list again from the newest post (new journal)")
     p.add_argument(
         "--verify",
@@ -945,18 +994,136 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-hash every stored file of the listed posts instead of trusting size and mtime; damaged files are "
         "removed and downloaded again (or listed in failures.parquet)",
     )
-    p.add_argument("--n-posts", type=int, default=300, help="synthetic: number of posts the synthetic booru holds")
-    p.add_argument("--path", type=Path, help="folder: a directory, .zip or .tar(.gz) of images")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
-    p.add_argument("--style", default="booru", help="synthetic: the booru's look, booru or tachie (default booru)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (images/, posts.parquet, ...)")
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="advanced/test knob: multiply every backoff and Retry-After sleep (tests use 0.001; default 1)",
+    )
+    group = p.add_argument_group("scrape settings (scrape_config.json's keys; default: the workflow schema's)")
+    for flag, kw in setting_options():
+        group.add_argument(flag, **kw)
     return p
+
+
+def setting_options() -> list[tuple[str, dict[str, Any]]]:
+    """The settings' flags (``--x-y`` sets ``x_y``). None has an argparse default (a flag not given is left out of
+    the namespace): the defaults are :class:`ScrapeSettings`'."""
+    d = ScrapeSettings()
+    keep = argparse.SUPPRESS
+    words = str.split  # a space-separated list
+    return [
+        ("--kind", {"default": keep, "choices": SOURCE_KINDS, "help": f"source type (default {d.kind})"}),
+        ("--name", {"default": keep, "help": "source name used in tables and paths (default: the kind)"}),
+        ("--tags", {"default": keep, "help": "space-separated booru tags, all required"}),
+        ("--limit", {"type": int, "default": keep, "help": f"maximum number of posts to store (default {d.limit})"}),
+        (
+            "--page-size",
+            {"type": int, "default": keep, "help": f"posts per listing request (Danbooru: at most 200; {d.page_size})"},
+        ),
+        ("--base-url", {"default": keep, "help": "booru address for dapi/danbooru, e.g. https://safebooru.org"}),
+        ("--path", {"default": keep, "help": "folder: a directory, .zip or .tar(.gz) of images"}),
+        ("--rate", {"type": float, "default": keep, "help": f"requests per second per host (default {d.rate:g})"}),
+        (
+            "--burst",
+            {"type": int, "default": keep, "help": f"token-bucket size: requests back to back (default {d.burst})"},
+        ),
+        (
+            "--workers",
+            {"type": int, "default": keep, "help": f"parallel downloads, all under --rate (default {d.workers})"},
+        ),
+        (
+            "--retries",
+            {"type": int, "default": keep, "help": f"retries per request after the first try (default {d.retries})"},
+        ),
+        (
+            "--backoff",
+            {"type": float, "default": keep, "help": f"first backoff delay in s, doubling (default {d.backoff:g})"},
+        ),
+        (
+            "--max-backoff",
+            {"type": float, "default": keep, "help": f"longest backoff delay in s (default {d.max_backoff:g})"},
+        ),
+        (
+            "--timeout",
+            {"type": float, "default": keep, "help": f"connect/read timeout per request in s (default {d.timeout:g})"},
+        ),
+        (
+            "--max-retry-after",
+            {
+                "type": float,
+                "default": keep,
+                "help": "a Retry-After longer than this many seconds makes the request fail instead of waiting "
+                f"(default {d.max_retry_after:g})",
+            },
+        ),
+        (
+            "--blacklist",
+            {"type": words, "default": keep, "help": "space-separated tags: posts carrying any of them are skipped"},
+        ),
+        (
+            "--ratings",
+            {
+                "type": words,
+                "default": keep,
+                "help": "space-separated ratings to keep, compared by first letter (e.g. 'g s'; default: all)",
+            },
+        ),
+        (
+            "--image-hosts",
+            {"type": words, "default": keep, "help": "space-separated extra hosts images may be fetched from"},
+        ),
+        (
+            "--user-env",
+            {"default": keep, "help": "environment variable holding the user id (DAPI) or login (Danbooru)"},
+        ),
+        ("--api-key-env", {"default": keep, "help": "environment variable holding the API key (never logged)"}),
+        (
+            "--max-pixels",
+            {"type": int, "default": keep, "help": f"decompression-bomb guard: largest w*h (default {d.max_pixels})"},
+        ),
+        (
+            "--max-bytes",
+            {"type": int, "default": keep, "help": f"largest image file in bytes (default {d.max_bytes})"},
+        ),
+        (
+            "--n-posts",
+            {"type": int, "default": keep, "help": f"synthetic: posts the synthetic booru holds (default {d.n_posts})"},
+        ),
+        ("--seed", {"type": int, "default": keep, "help": f"synthetic: generator seed (default {d.seed})"}),
+        ("--style", {"default": keep, "help": f"synthetic: the booru's look, booru or tachie (default {d.style})"}),
+    ]
+
+
+SETTING_FIELDS = tuple(f.name for f in fields(ScrapeSettings))  # flag --x-y sets the setting x_y
+
+
+def settings_from_args(args: argparse.Namespace) -> ScrapeSettings:
+    """The settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
+    if args.config is not None:
+        try:
+            data = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GanimeError(f"--config {args.config}: file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise GanimeError(f"--config {args.config}: not a readable JSON file ({_one_line(str(exc))})") from None
+        base = ScrapeSettings.from_json(data, f"--config {args.config}")
+    elif args.settings is not None:
+        try:
+            data = json.loads(args.settings)
+        except json.JSONDecodeError as exc:
+            raise GanimeError(f"--settings: not a JSON object ({exc})") from None
+        base = ScrapeSettings.from_json(data, "--settings")
+    else:
+        base = ScrapeSettings()
+    return override(base, {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
 
 
 def main(argv: list[str] | None = None) -> int:
     def handler(a: argparse.Namespace) -> ScrapeSummary:
-        lists = {name: getattr(a, name).split() for name in ("blacklist", "ratings", "image_hosts")}
-        return call_with_args(run_scrape, a, **lists)
+        return run_scrape(
+            settings_from_args(a), out=a.out, fresh_listing=a.fresh_listing, verify=a.verify, time_scale=a.time_scale
+        )
 
     return run_cli(build_parser(), handler, argv)
 

@@ -8,7 +8,15 @@ from snakemake.exceptions import WorkflowError
 from ganime_steps.backbones import OFFLINE_ARCHS
 from ganime_steps.codedeps import metric_files, stage_files, training_files
 from ganime_steps.common import GanimeError
-from ganime_steps.config import FAMILY_NAMES, GOLD_DATASETS, HTTP_KINDS, all_sources, run_settings, validate_config
+from ganime_steps.config import (
+    FAMILY_NAMES,
+    GOLD_DATASETS,
+    HTTP_KINDS,
+    all_sources,
+    run_settings,
+    source_settings,
+    validate_config,
+)
 from ganime_steps.labels import source_files
 
 REPO = Path(workflow.basedir).parent
@@ -159,17 +167,11 @@ def is_synthetic():
     return config["scrape"]["kind"] == "synthetic"
 
 
-def scrape_args(name):
-    """The scrape CLI's arguments for one source (every flag quoted; lists joined; unset options left out)."""
-    spec = SOURCES[name]
-    flags = {"kind": spec["kind"], "name": name, "tags": spec["tags"], "limit": spec["limit"]}
-    for key in ("page_size", "rate", "burst", "workers", "retries", "backoff", "timeout", "max_pixels", "max_bytes"):
-        flags[key] = spec[key]
-    for key in ("base_url", "path", "blacklist", "ratings", "image_hosts", "user_env", "api_key_env"):
-        flags[key] = " ".join(spec[key]) if isinstance(spec[key], list) else spec[key]
-    if spec["kind"] == "synthetic":
-        flags.update({k: spec["synthetic"][k] for k in ("n_posts", "seed", "style")})
-    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in flags.items() if v not in (None, "", []))
+def scrape_settings_json(name):
+    """A source's settings for its scrape job, one JSON object (``--settings``; saved as scrape_config.json): the
+    source's keys but those the workflow consumes (config.WORKFLOW_SOURCE_KEYS: source, face_detector, the synthetic
+    labels' keys), with its name."""
+    return json.dumps(source_settings(name, SOURCES[name]), sort_keys=True, separators=(",", ":"))
 
 
 def face_detector(source):

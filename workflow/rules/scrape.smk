@@ -13,8 +13,10 @@ rule scrape:
         posts="results/scrape/{source}/posts.parquet",
         failures="results/scrape/{source}/failures.parquet",
         summary="results/scrape/{source}/scrape_summary.json",
+        settings="results/scrape/{source}/scrape_config.json",  # the settings the stage ran with
     params:
-        args=lambda wildcards: scrape_args(wildcards.source),  # every setting of config scrape / sources.<name>
+        # every setting of config scrape / sources.<name>, one JSON object (common.smk scrape_settings_json)
+        settings=lambda wildcards: scrape_settings_json(wildcards.source),
         out=lambda wildcards, output: Path(output.posts).parent,
     resources:
         # each job keeps its own rate limit, so two booru scrapes at once (config.yaml: the full-body and the face
@@ -25,7 +27,7 @@ rule scrape:
     log:
         "logs/scrape/{source}.log",
     shell:
-        "python -m ganime_steps.scrape {params.args} --out {params.out:q} 2> {log:q}"
+        "python -m ganime_steps.scrape --settings {params.settings:q} --out {params.out:q} 2> {log:q}"
 
 
 # The synthetic booru's ground truth and its simulated hand labels (demo only; named as synthetic).
