@@ -1019,7 +1019,11 @@ def setting_options() -> list[tuple[str, dict[str, Any]]]:
         ("--limit", {"type": int, "default": keep, "help": f"maximum number of posts to store (default {d.limit})"}),
         (
             "--page-size",
-            {"type": int, "default": keep, "help": f"posts per listing request (Danbooru: at most 200; {d.page_size})"},
+            {
+                "type": int,
+                "default": keep,
+                "help": f"posts per listing request (default {d.page_size}; Danbooru: at most 200)",
+            },
         ),
         ("--base-url", {"default": keep, "help": "booru address for dapi/danbooru, e.g. https://safebooru.org"}),
         ("--path", {"default": keep, "help": "folder: a directory, .zip or .tar(.gz) of images"}),
