@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import functools
 import json
 import re
@@ -55,19 +56,10 @@ def _reference(scores: Scores, data: str, *, space: str = AESTHETIC, res: int = 
 
 def _run_json(path: Path, references: dict[str, MetricResult]) -> Path:
     """A run's metrics.json as ``evaluate run`` writes it; the first reference is the primary."""
-    primary = next(iter(references.values()))
-    result = MetricResult(
-        kind="run",
-        feature_space=primary.feature_space,
-        is_fid=primary.is_fid,
-        scores=primary.scores,
-        real=primary.real,
-        fake=Side(str(path.parent / "generator.pt")),
-        seed=0,
-        weights=Weights("weights.pth", "sha256-of-weights", "identity", "test"),
-        truncation=1.0,
-        references=references,
-    )
+    primary = next(iter(references.values()))  # the run's own record: the primary's, plus what only a run has
+    weights = Weights("weights.pth", "sha256-of-weights", "identity", "test")
+    fake = Side(str(path.parent / "generator.pt"))
+    result = dataclasses.replace(primary, fake=fake, weights=weights, truncation=1.0, references=references)
     return _json(path, result.to_json())
 
 
