@@ -14,7 +14,7 @@ from conftest import REPO, STYLEGAN_RUN, planned_jobs, snakemake, tiny_config, w
 
 
 def settings_of(command: str) -> dict:
-    """The run settings a train job's command passes (--settings, one JSON object)."""
+    """The settings a train or scrape job's command passes (--settings, one JSON object)."""
     argv = shlex.split(command.split(" 2> ")[0])
     return json.loads(argv[argv.index("--settings") + 1])
 
@@ -83,10 +83,10 @@ def test_face_study_plans_its_safebooru_side_and_getchu_only_when_brought(tmp_pa
     result = snakemake("-n", "-p", "--configfile", str(REPO / "config.yaml"), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     scrapes = [line for line in result.stdout.splitlines() if "-m ganime_steps.scrape " in line]
-    faces_scrape = next(line for line in scrapes if "--name safebooru_faces" in line)
-    assert "--kind dapi" in faces_scrape and "--tags '1girl solo portrait'" in faces_scrape
-    assert "--base-url https://safebooru.org" in faces_scrape and "--limit 60000" in faces_scrape
-    assert not any("--kind folder" in line for line in scrapes), scrapes
+    faces_scrape = next(settings_of(line) for line in scrapes if settings_of(line)["name"] == "safebooru_faces")
+    assert faces_scrape["kind"] == "dapi" and faces_scrape["tags"] == "1girl solo portrait"
+    assert faces_scrape["base_url"] == "https://safebooru.org" and faces_scrape["limit"] == 60000
+    assert not any(settings_of(line)["kind"] == "folder" for line in scrapes), scrapes
     assert "--posts results/scrape/safebooru_faces/posts.parquet" in result.stdout
     jobs = re.split(r"\n(?:local)?rule ", result.stdout)
     assert all("booru=1" in job for job in jobs if job.startswith("scrape:")), "two Safebooru scrapes, one at a time"
@@ -107,18 +107,21 @@ def test_face_study_plans_its_safebooru_side_and_getchu_only_when_brought(tmp_pa
     (tmp_path / "data" / "getchu").mkdir(parents=True)  # the crawl in place: the Getchu side is planned
     result = snakemake("-n", "-p", *both, "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "--kind folder --name getchu" in result.stdout and "--out results/faces_getchu" in result.stdout
+    scrapes = [settings_of(line) for line in result.stdout.splitlines() if "-m ganime_steps.scrape " in line]
+    assert any((s["kind"], s["name"]) == ("folder", "getchu") for s in scrapes), scrapes
+    assert "--out results/faces_getchu" in result.stdout
     for family in ("dcgan", "dragan", "sngan"):
         for seed in (0, 1, 2):
             assert f"--out results/runs/{family}_faces_getchu_s{seed}" in result.stdout, (family, seed)
     # once scraped, the crawl may go (its images are stored under results/scrape/getchu/): nothing is refused
     (tmp_path / "data" / "getchu").rmdir()
-    for name in ("posts.parquet", "failures.parquet", "scrape_summary.json"):
+    for name in ("posts.parquet", "failures.parquet", "scrape_summary.json", "scrape_config.json"):
         (tmp_path / "results" / "scrape" / "getchu").mkdir(parents=True, exist_ok=True)
         (tmp_path / "results" / "scrape" / "getchu" / name).write_text("")
     result = snakemake("-n", "-p", *both, "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "--kind folder" not in result.stdout and "--out results/faces_getchu" in result.stdout
+    scrapes = [settings_of(line) for line in result.stdout.splitlines() if "-m ganime_steps.scrape " in line]
+    assert not any(s["name"] == "getchu" for s in scrapes) and "--out results/faces_getchu" in result.stdout
 
 
 def test_config_yaml_plans_the_studys_ladder_and_model_b(tmp_path):
