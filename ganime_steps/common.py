@@ -186,6 +186,40 @@ def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", ev
     log.info("%s: %d done", desc, done)
 
 
+def settings_from_json(cls: type[T], data: Any, where: str, what: str) -> T:
+    """A stage's settings dataclass from a JSON object (``run_config.json``, ``--settings``): a key left out keeps its
+    default; a non-object, an unknown key or a value of the wrong type is one GanimeError line naming ``where``."""
+    if not isinstance(data, dict):
+        raise GanimeError(f"{where}: expected a JSON object of {what}, got {type(data).__name__}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise GanimeError(f"{where}: unknown setting {key!r}; the settings are {', '.join(names)}")
+    try:
+        return cls(**data)
+    except GanimeError as exc:
+        raise GanimeError(f"{where}: {exc}") from None
+
+
+def settings_json_arg(config: str | os.PathLike | None, settings: str | None) -> tuple[Any, str] | None:
+    """The JSON a stage's settings start from, and how an error names it: ``--config FILE`` (a person's, or a
+    ``*_config.json`` a run saved) or ``--settings JSON`` (the workflow's); None when neither is given."""
+    if config is not None:
+        try:
+            return json.loads(Path(config).read_text(encoding="utf-8")), f"--config {config}"
+        except FileNotFoundError:
+            raise GanimeError(f"--config {config}: file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            message = " ".join(str(exc).split())
+            raise GanimeError(f"--config {config}: not a readable JSON file ({message})") from None
+    if settings is not None:
+        try:
+            return json.loads(settings), "--settings"
+        except json.JSONDecodeError as exc:
+            raise GanimeError(f"--settings: not a JSON object ({exc})") from None
+    return None
+
+
 def run_cli(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespace], Any], argv=None) -> int:
     """Parse, run, log the summary; turn a GanimeError into one line on stderr and exit status 2."""
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

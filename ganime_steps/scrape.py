@@ -49,7 +49,16 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from ganime_steps.common import GanimeError, file_digest, run_cli, write_json, write_parquet, write_text
+from ganime_steps.common import (
+    GanimeError,
+    file_digest,
+    run_cli,
+    settings_from_json,
+    settings_json_arg,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from ganime_steps.imaging import MAX_PIXELS, decode_image
 from ganime_steps.sources import PostMeta, Source
 
@@ -169,16 +178,7 @@ class ScrapeSettings:
     def from_json(cls, data: Any, where: str) -> ScrapeSettings:
         """Settings from a JSON object (``scrape_config.json``, ``--settings``); a key left out keeps its default,
         an unknown key is one GanimeError line naming it and ``where``."""
-        if not isinstance(data, dict):
-            raise GanimeError(f"{where}: expected a JSON object of scrape settings, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in names:
-                raise GanimeError(f"{where}: unknown setting {key!r}; the settings are {', '.join(names)}")
-        try:
-            return cls(**data)
-        except GanimeError as exc:
-            raise GanimeError(f"{where}: {exc}") from None
+        return settings_from_json(cls, data, where, "scrape settings")
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -1104,32 +1104,18 @@ SETTING_FIELDS = tuple(f.name for f in fields(ScrapeSettings))  # flag --x-y set
 
 def settings_from_args(args: argparse.Namespace) -> ScrapeSettings:
     """The settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
-    if args.config is not None:
-        try:
-            data = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise GanimeError(f"--config {args.config}: file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise GanimeError(f"--config {args.config}: not a readable JSON file ({_one_line(str(exc))})") from None
-        base = ScrapeSettings.from_json(data, f"--config {args.config}")
-    elif args.settings is not None:
-        try:
-            data = json.loads(args.settings)
-        except json.JSONDecodeError as exc:
-            raise GanimeError(f"--settings: not a JSON object ({exc})") from None
-        base = ScrapeSettings.from_json(data, "--settings")
-    else:
-        base = ScrapeSettings()
+    given = settings_json_arg(args.config, args.settings)
+    base = ScrapeSettings.from_json(*given) if given else ScrapeSettings()
     return override(base, {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
 
 
 def main(argv: list[str] | None = None) -> int:
-    def handler(a: argparse.Namespace) -> ScrapeSummary:
+    def _handle(a: argparse.Namespace) -> ScrapeSummary:
         return run_scrape(
             settings_from_args(a), out=a.out, fresh_listing=a.fresh_listing, verify=a.verify, time_scale=a.time_scale
         )
 
-    return run_cli(build_parser(), handler, argv)
+    return run_cli(build_parser(), _handle, argv)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,11 @@ family's published schedule, 600 + 600 kimg per resolution).
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from ganime_steps.common import GanimeError, run_cli, torch_device, write_json
+from ganime_steps.common import GanimeError, run_cli, settings_json_arg, torch_device, write_json
 from ganime_steps.gan.checkpoint import training_code_fingerprint
 from ganime_steps.gan.data import load_dataset
 from ganime_steps.gan.loop import AMP_MODES, RunSettings, TrainConfig, Trainer, TrainResult, uses_diffaug
@@ -600,16 +599,8 @@ def metric_options() -> Options:
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run's settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
-    if args.config is not None:
-        base = RunSettings.from_json(read_json_arg(args.config), f"--config {args.config}")
-    elif args.settings is not None:
-        try:
-            data = json.loads(args.settings)
-        except json.JSONDecodeError as exc:
-            raise GanimeError(f"--settings: not a JSON object ({exc})") from None
-        base = RunSettings.from_json(data, "--settings")
-    else:
-        base = RunSettings()
+    given = settings_json_arg(args.config, args.settings)
+    base = RunSettings.from_json(*given) if given else RunSettings()
     return override(base, {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
 
 
@@ -622,15 +613,6 @@ def override(settings: RunSettings, given: dict[str, Any]) -> RunSettings:
     elif "kimg" in given and "epochs" not in given:
         given["epochs"] = None
     return replace(settings, **given)
-
-
-def read_json_arg(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GanimeError(f"--config {path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GanimeError(f"--config {path}: not a readable JSON file ({exc})") from None
 
 
 # glibc mallopt parameters: keep freed blocks up to this size in the heap (CPU training frees and re-allocates the

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torch.utils.deterministic
 
-from ganime_steps.common import GanimeError, progress, seed_everything, write_text
+from ganime_steps.common import GanimeError, progress, seed_everything, settings_from_json, write_text
 from ganime_steps.gan.checkpoint import Checkpointing, dataset_fingerprint, training_code_fingerprint
 from ganime_steps.gan.data import RealBatches, load_dataset
 from ganime_steps.gan.losses import Family, data_parallel_shard, get_family, per_sample
@@ -134,16 +134,7 @@ class RunSettings:
     def from_json(cls, data: Any, where: str) -> RunSettings:
         """Settings from a JSON object (``run_config.json``, ``--settings``); a key left out keeps its default,
         an unknown key is one GanimeError line naming it and ``where``."""
-        if not isinstance(data, dict):
-            raise GanimeError(f"{where}: expected a JSON object of run settings, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in names:
-                raise GanimeError(f"{where}: unknown setting {key!r}; the settings are {', '.join(names)}")
-        try:
-            return cls(**data)
-        except GanimeError as exc:
-            raise GanimeError(f"{where}: {exc}") from None
+        return settings_from_json(cls, data, where, "run settings")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def handler(args: argparse.Namespace) -> SyntheticSummary:
+    def _handle(args: argparse.Namespace) -> SyntheticSummary:
         rates = {"chibi": args.chibi, "multiple": args.multiple, "busy": args.busy, "nonstanding": args.nonstanding}
         summary = call_with_args(run_synthetic_labels, args)
         if args.sheet is not None:
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
             render_sheet(args.sheet, seed=args.seed, post_ids=pages, style=args.style, **given)
         return summary
 
-    return run_cli(build_parser(), handler, argv)
+    return run_cli(build_parser(), _handle, argv)
