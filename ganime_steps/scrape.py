@@ -40,7 +40,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1010,92 +1010,47 @@ def setting_options() -> list[tuple[str, dict[str, Any]]]:
     """The settings' flags (``--x-y`` sets ``x_y``). None has an argparse default (a flag not given is left out of
     the namespace): the defaults are :class:`ScrapeSettings`'."""
     d = ScrapeSettings()
-    keep = argparse.SUPPRESS
+
+    def opt(help: str, type: Callable[[str], Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return {"default": argparse.SUPPRESS, "help": help, **({"type": type} if type else {}), **kw}
+
     words = str.split  # a space-separated list
     return [
-        ("--kind", {"default": keep, "choices": SOURCE_KINDS, "help": f"source type (default {d.kind})"}),
-        ("--name", {"default": keep, "help": "source name used in tables and paths (default: the kind)"}),
-        ("--tags", {"default": keep, "help": "space-separated booru tags, all required"}),
-        ("--limit", {"type": int, "default": keep, "help": f"maximum number of posts to store (default {d.limit})"}),
-        (
-            "--page-size",
-            {
-                "type": int,
-                "default": keep,
-                "help": f"posts per listing request (default {d.page_size}; Danbooru: at most 200)",
-            },
-        ),
-        ("--base-url", {"default": keep, "help": "booru address for dapi/danbooru, e.g. https://safebooru.org"}),
-        ("--path", {"default": keep, "help": "folder: a directory, .zip or .tar(.gz) of images"}),
-        ("--rate", {"type": float, "default": keep, "help": f"requests per second per host (default {d.rate:g})"}),
-        (
-            "--burst",
-            {"type": int, "default": keep, "help": f"token-bucket size: requests back to back (default {d.burst})"},
-        ),
-        (
-            "--workers",
-            {"type": int, "default": keep, "help": f"parallel downloads, all under --rate (default {d.workers})"},
-        ),
-        (
-            "--retries",
-            {"type": int, "default": keep, "help": f"retries per request after the first try (default {d.retries})"},
-        ),
-        (
-            "--backoff",
-            {"type": float, "default": keep, "help": f"first backoff delay in s, doubling (default {d.backoff:g})"},
-        ),
-        (
-            "--max-backoff",
-            {"type": float, "default": keep, "help": f"longest backoff delay in s (default {d.max_backoff:g})"},
-        ),
-        (
-            "--timeout",
-            {"type": float, "default": keep, "help": f"connect/read timeout per request in s (default {d.timeout:g})"},
-        ),
+        ("--kind", opt(f"source type (default {d.kind})", choices=SOURCE_KINDS)),
+        ("--name", opt("source name used in tables and paths (default: the kind)")),
+        ("--tags", opt("space-separated booru tags, all required")),
+        ("--limit", opt(f"maximum number of posts to store (default {d.limit})", int)),
+        ("--page-size", opt(f"posts per listing request (default {d.page_size}; Danbooru: at most 200)", int)),
+        ("--base-url", opt("booru address for dapi/danbooru, e.g. https://safebooru.org")),
+        ("--path", opt("folder: a directory, .zip or .tar(.gz) of images")),
+        ("--rate", opt(f"requests per second per host (default {d.rate:g})", float)),
+        ("--burst", opt(f"token-bucket size: requests back to back (default {d.burst})", int)),
+        ("--workers", opt(f"parallel downloads, all under --rate (default {d.workers})", int)),
+        ("--retries", opt(f"retries per request after the first try (default {d.retries})", int)),
+        ("--backoff", opt(f"first backoff delay in s, doubling (default {d.backoff:g})", float)),
+        ("--max-backoff", opt(f"longest backoff delay in s (default {d.max_backoff:g})", float)),
+        ("--timeout", opt(f"connect/read timeout per request in s (default {d.timeout:g})", float)),
         (
             "--max-retry-after",
-            {
-                "type": float,
-                "default": keep,
-                "help": "a Retry-After longer than this many seconds makes the request fail instead of waiting "
+            opt(
+                "a Retry-After longer than this many seconds makes the request fail instead of waiting "
                 f"(default {d.max_retry_after:g})",
-            },
+                float,
+            ),
         ),
-        (
-            "--blacklist",
-            {"type": words, "default": keep, "help": "space-separated tags: posts carrying any of them are skipped"},
-        ),
+        ("--blacklist", opt("space-separated tags: posts carrying any of them are skipped", words)),
         (
             "--ratings",
-            {
-                "type": words,
-                "default": keep,
-                "help": "space-separated ratings to keep, compared by first letter (e.g. 'g s'; default: all)",
-            },
+            opt("space-separated ratings to keep, compared by first letter (e.g. 'g s'; default: all)", words),
         ),
-        (
-            "--image-hosts",
-            {"type": words, "default": keep, "help": "space-separated extra hosts images may be fetched from"},
-        ),
-        (
-            "--user-env",
-            {"default": keep, "help": "environment variable holding the user id (DAPI) or login (Danbooru)"},
-        ),
-        ("--api-key-env", {"default": keep, "help": "environment variable holding the API key (never logged)"}),
-        (
-            "--max-pixels",
-            {"type": int, "default": keep, "help": f"decompression-bomb guard: largest w*h (default {d.max_pixels})"},
-        ),
-        (
-            "--max-bytes",
-            {"type": int, "default": keep, "help": f"largest image file in bytes (default {d.max_bytes})"},
-        ),
-        (
-            "--n-posts",
-            {"type": int, "default": keep, "help": f"synthetic: posts the synthetic booru holds (default {d.n_posts})"},
-        ),
-        ("--seed", {"type": int, "default": keep, "help": f"synthetic: generator seed (default {d.seed})"}),
-        ("--style", {"default": keep, "help": f"synthetic: the booru's look, booru or tachie (default {d.style})"}),
+        ("--image-hosts", opt("space-separated extra hosts images may be fetched from", words)),
+        ("--user-env", opt("environment variable holding the user id (DAPI) or login (Danbooru)")),
+        ("--api-key-env", opt("environment variable holding the API key (never logged)")),
+        ("--max-pixels", opt(f"decompression-bomb guard: largest w*h (default {d.max_pixels})", int)),
+        ("--max-bytes", opt(f"largest image file in bytes (default {d.max_bytes})", int)),
+        ("--n-posts", opt(f"synthetic: posts the synthetic booru holds (default {d.n_posts})", int)),
+        ("--seed", opt(f"synthetic: generator seed (default {d.seed})", int)),
+        ("--style", opt(f"synthetic: the booru's look, booru or tachie (default {d.style})")),
     ]
 
 
