@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 
 from ganime_steps import comparison, report
 from ganime_steps import time_to_quality as tq
+from ganime_steps.metrics.result import MetricResult, Scores, Side, Weights
+from ganime_steps.train_record import TrainSummary
 
 IDENTITY = {"reference_sha256": "ab12", "n_fake": 5000, "n_real": 9000}
 KIMG = [0, 200, 400, 600, 800, 1000]
@@ -128,8 +131,21 @@ def test_single_group_report_summary_and_cli(tmp_path):
     res = tmp_path / "results" / "runs"
     folder = write_run(res, "stylegan_B_s0", STYLEGAN[0], 20.0)
     metrics = folder / "metrics.json"
-    metrics.write_text(json.dumps({"feature_space": "inception", "is_fid": True, "fd": 37.0}))
-    (folder / "train_summary.json").write_text(json.dumps({"family": "stylegan", "dataset": "B", "resolution": 128}))
+    pack = "results/datasets/B/pack_128.npy"
+    scores = Scores(
+        fd=37.0, kid_mean=0.01, kid_std=0.001, kid_subsets=100, kid_subset_size=1000, n_fake=5000, n_real=9000
+    )
+    real = Side("results/evaluation/reference_B_128.npz", pack, [128, 128], "ab12")
+    ref = MetricResult(kind="run", feature_space="inception", is_fid=True, scores=scores, real=real, seed=0)
+    weights = Weights("weights.pth", "sha256-of-weights", "identity", "test")
+    run = dataclasses.replace(ref, fake=Side(str(folder / "generator.pt")), weights=weights, references={"shared": ref})
+    metrics.write_text(json.dumps(run.to_json()))
+    train = TrainSummary(family="stylegan", resolution=128, data=pack, out=str(folder), kimg_target=1000.0,
+                         images_seen=1_000_000, images_this_run=1_000_000, step=1, resumed=False, lr=1e-3,
+                         betas=(0.0, 0.99), n_critic=1, device="cuda", amp="off", diffaug=False, seconds_total=20000.0,
+                         seconds_this_run=20000.0, img_per_s=50.0, n_params_g=1, n_params_d=1, loss_g=None,
+                         loss_d=None, penalty=None)  # fmt: skip
+    (folder / "train_summary.json").write_text(json.dumps(train.to_json()))
     out = tmp_path / "rep"
     assert report.main(["--run-metrics", str(metrics), "--groups", "stylegan_B_s0=stylegan_B", "--out", str(out)]) == 0
     summary = json.loads((out / "report_summary.json").read_text())["time_to_quality"]
