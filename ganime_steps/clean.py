@@ -19,15 +19,15 @@ import logging
 import multiprocessing
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ganime_steps.common import (
     GanimeError,
+    JsonRecord,
     atomic_path,
     call_with_args,
     parse_assignments,
@@ -35,7 +35,6 @@ from ganime_steps.common import (
     read_parquet,
     run_cli,
     save_image,
-    to_jsonable,
     write_json,
     write_parquet,
     write_text,
@@ -50,7 +49,7 @@ REMOVED_COLUMNS = ["source", "post_id", "md5", "file", "removed_by", "removed_sc
 
 
 @dataclass
-class CleanSummary:
+class CleanSummary(JsonRecord):
     dataset: str
     unit: str  # "post" or "face"
     n_total: int
@@ -62,15 +61,6 @@ class CleanSummary:
     # classifier filters at a named operating point (drop TASK: precision:0.4): the rule, the threshold it gave on the
     # classifier's validation curve, whether the rule was met, and precision/recall there on validation and test
     operating_points: dict[str, dict] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """``summary.json``'s object: every field."""
-        return to_jsonable(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> CleanSummary:
-        """The record back from :meth:`to_json`'s object; a missing key raises KeyError."""
-        return cls(**{f.name: obj[f.name] for f in fields(cls)})
 
 
 @dataclass

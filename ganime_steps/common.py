@@ -186,6 +186,46 @@ def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", ev
     log.info("%s: %d done", desc, done)
 
 
+class JsonRecord:
+    """A dataclass one stage writes as JSON for another: ``to_json`` gives every field as plain JSON
+    (:func:`to_jsonable`), ``from_json`` reads every field's key back (a missing key raises KeyError). A record whose
+    fields JSON cannot carry as they are (tuples, nested records) converts them from :meth:`field_values`."""
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def field_values(cls, obj: dict[str, Any]) -> dict[str, Any]:
+        return {f.name: obj[f.name] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Any:
+        return cls(**cls.field_values(obj))
+
+
+def checked_setting(name: str, value: Any, annotation: Any) -> Any:
+    """A settings dataclass's value checked against its field's annotation (``float | None``, ``tuple[str, ...]``):
+    None where allowed, a bool, a JSON integer where a float is meant as that float, a list of strings as a tuple, an
+    int, a string; anything else is one GanimeError line naming the setting."""
+    kinds = [kind.strip() for kind in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kinds[0].startswith("tuple"):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+    elif "float" in kinds and number:
+        return float(value)
+    elif "int" in kinds and number and isinstance(value, int):
+        return value
+    if "str" in kinds and isinstance(value, str):
+        return value
+    raise GanimeError(f"setting {name}: {value!r} is not {' or '.join(kinds)}")
+
+
 def settings_from_json(cls: type[T], data: Any, where: str, what: str) -> T:
     """A stage's settings dataclass from a JSON object (``run_config.json``, ``--settings``): a key left out keeps its
     default; a non-object, an unknown key or a value of the wrong type is one GanimeError line naming ``where``."""

@@ -30,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -39,10 +39,10 @@ import pandas as pd
 
 from ganime_steps.common import (
     GanimeError,
+    JsonRecord,
     call_with_args,
     read_parquet,
     run_cli,
-    to_jsonable,
     write_json,
     write_parquet,
     write_text,
@@ -65,7 +65,7 @@ _WHOLE = re.compile(r"(\d+)(?:\.0*)?")
 
 
 @dataclass
-class LabelsSummary:
+class LabelsSummary(JsonRecord):
     task: str
     n_labels: int
     positive: int
@@ -74,15 +74,6 @@ class LabelsSummary:
     classes: dict[str, int] = field(default_factory=dict)
     per_source: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        """``<task>_counts.json``'s object: every field."""
-        return to_jsonable(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> LabelsSummary:
-        """The record back from :meth:`to_json`'s object; a missing key raises KeyError."""
-        return cls(**{f.name: obj[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)

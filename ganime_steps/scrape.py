@@ -51,6 +51,7 @@ from PIL import Image
 
 from ganime_steps.common import (
     GanimeError,
+    checked_setting,
     file_digest,
     run_cli,
     settings_from_json,
@@ -157,22 +158,8 @@ class ScrapeSettings:
         tuple, a path a string)."""
         for f in fields(self):
             value = getattr(self, f.name)
-            kinds = [kind.strip() for kind in str(f.type).split("|")]
-            if value is None and "None" in kinds:
-                continue
-            if kinds[0].startswith("tuple"):
-                ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-                value = tuple(value) if ok else value
-            elif "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-                ok, value = True, float(value)
-            elif "int" in kinds:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            else:
-                value = os.fspath(value) if isinstance(value, os.PathLike) else value
-                ok = isinstance(value, str)
-            if not ok:
-                raise GanimeError(f"setting {f.name}: {value!r} is not {' or '.join(kinds)}")
-            object.__setattr__(self, f.name, value)
+            value = os.fspath(value) if isinstance(value, os.PathLike) else value  # a folder's path may be a Path
+            object.__setattr__(self, f.name, checked_setting(f.name, value, f.type))
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> ScrapeSettings:

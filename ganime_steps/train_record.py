@@ -3,14 +3,14 @@ for the report. Defined here, beside the stage and importing no torch, so the re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from ganime_steps.common import to_jsonable
+from ganime_steps.common import JsonRecord
 
 
 @dataclass
-class TrainSummary:
+class TrainSummary(JsonRecord):
     family: str
     resolution: int
     data: str
@@ -45,12 +45,8 @@ class TrainSummary:
     epochs: float | None = None  # the run length as asked for in epochs (None: asked in kimg); kimg_target from it
     images_per_epoch: int = 0  # images in the packed training set (what one epoch shows D)
 
-    def to_json(self) -> dict[str, Any]:
-        """``train_summary.json``'s object (every field; ``betas`` as a list)."""
-        return to_jsonable(self)
-
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> TrainSummary:
-        """The record back from :meth:`to_json`'s object; a missing key raises KeyError."""
-        values = {f.name: obj[f.name] for f in fields(cls)}
+        """The record back from :meth:`to_json`'s object (``betas`` a list there, a tuple here)."""
+        values = cls.field_values(obj)
         return cls(**{**values, "betas": tuple(values["betas"])})

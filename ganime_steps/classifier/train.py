@@ -42,7 +42,7 @@ from ganime_steps.classifier.model import (
     to_input,
 )
 from ganime_steps.classifier.plots import plot_confusion, plot_pr
-from ganime_steps.common import GanimeError, progress, seed_everything, to_jsonable, torch_device, write_json
+from ganime_steps.common import GanimeError, JsonRecord, progress, seed_everything, torch_device, write_json
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class TrainSummary:
 
 
 @dataclass
-class SplitMetrics:
+class SplitMetrics(JsonRecord):
     """One split's block of ``metrics.json`` (:func:`~ganime_steps.classifier.metrics.split_metrics`): its name and
     size, class counts, the numbers at the chosen threshold, confusion [[tn, fp], [fn, tp]] and the PR curve."""
 
@@ -98,17 +98,9 @@ class SplitMetrics:
     average_precision: float
     pr_curve: dict[str, list[float]]
 
-    def to_json(self) -> dict[str, Any]:
-        return to_jsonable(self)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> SplitMetrics:
-        """The block back from :meth:`to_json`'s object (or :func:`split_metrics`' dict); a missing key: KeyError."""
-        return cls(**{f.name: obj[f.name] for f in fields(cls)})
-
 
 @dataclass
-class ClassifierMetrics:
+class ClassifierMetrics(JsonRecord):
     """``metrics.json``: the record ``train`` writes beside model.pt, read by the report, clean's operating points and
     export. ``val`` chose the epoch and the threshold; ``test`` (None without a test split: ``test_note`` says why)
     is the held-out split that gives the reported numbers."""
@@ -146,13 +138,10 @@ class ClassifierMetrics:
         """The class names, negative first (model.pt's ``classes``)."""
         return class_names(self.task)
 
-    def to_json(self) -> dict[str, Any]:
-        return to_jsonable(self)
-
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ClassifierMetrics:
-        """The record back from :meth:`to_json`'s object; a missing key raises KeyError."""
-        values = {f.name: obj[f.name] for f in fields(cls)}
+        """The record back from :meth:`to_json`'s object, its split blocks as :class:`SplitMetrics`."""
+        values = cls.field_values(obj)
         test = values["test"]
         return cls(
             **{

@@ -53,7 +53,14 @@ import numpy as np
 import torch
 import torch.utils.deterministic
 
-from ganime_steps.common import GanimeError, progress, seed_everything, settings_from_json, write_text
+from ganime_steps.common import (
+    GanimeError,
+    checked_setting,
+    progress,
+    seed_everything,
+    settings_from_json,
+    write_text,
+)
 from ganime_steps.gan.checkpoint import Checkpointing, dataset_fingerprint, training_code_fingerprint
 from ganime_steps.gan.data import RealBatches, load_dataset
 from ganime_steps.gan.losses import Family, data_parallel_shard, get_family, per_sample
@@ -114,21 +121,7 @@ class RunSettings:
     def __post_init__(self) -> None:
         """Each value of its field's type (a JSON integer where a float is meant becomes that float)."""
         for f in fields(self):
-            value = getattr(self, f.name)
-            kinds = [kind.strip() for kind in str(f.type).split("|")]
-            if value is None and "None" in kinds:
-                continue
-            if "bool" in kinds:
-                ok = isinstance(value, bool)
-            elif "float" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-                continue
-            elif "int" in kinds:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            else:
-                ok = False
-            if not ok and not ("str" in kinds and isinstance(value, str)):
-                raise GanimeError(f"setting {f.name}: {value!r} is not {' or '.join(kinds)}")
+            object.__setattr__(self, f.name, checked_setting(f.name, getattr(self, f.name), f.type))
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> RunSettings:
