@@ -110,8 +110,10 @@ def run_reference(
     seed: int = 0,
     batch_size: int = 64,
     device: str = "auto",
+    dataset: str | None = None,
 ) -> ReferenceSummary:
-    """Features of up to ``n`` images of the packed dataset (seeded random subset) → ``out`` .npz."""
+    """Features of up to ``n`` images of the packed dataset (seeded random subset) → ``out`` .npz; ``dataset``: its
+    name, recorded for the runs and data FIDs measured against it."""
     _check_counts(n, batch_size, "reference images")
     images = load_packed(Path(data))
     if len(images) < MIN_SAMPLES:
@@ -124,7 +126,9 @@ def run_reference(
     indices = np.sort(np.random.default_rng(seed).choice(len(images), size=take, replace=False))
     feats = extract_features(extractor, images, batch_size=batch_size, indices=indices, desc="reference features")
     spec = extractor.spec
-    write_reference(out, feats, indices=indices, spec=spec, data=data, data_shape=images.shape, seed=seed)
+    write_reference(
+        out, feats, indices=indices, spec=spec, data=data, data_shape=images.shape, seed=seed, dataset=dataset
+    )
     log.info("reference: %d images of %s in %s space → %s", take, data, extractor.space, out)
     return ReferenceSummary(Path(out), Path(data), extractor.space, extractor.is_fid, take, len(images), feats.shape[1])
 
@@ -279,8 +283,8 @@ def run_distance(
         feature_space=space,
         is_fid=ref_a["is_fid"] and ref_b["is_fid"],
         scores=scores,
-        fake=Side(str(a), ref_a["data"], list(ref_a["data_shape"][1:3])),
-        real=Side(str(b), ref_b["data"], list(ref_b["data_shape"][1:3])),
+        fake=Side.of_reference(ref_a, a),
+        real=Side.of_reference(ref_b, b),
         seed=seed,
         out=Path(out),
     )
@@ -392,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="{reference,run,distance,compare}")
     r = add_subcommand(sub, "reference", "cache reference features of a packed dataset (.npz)")
     r.add_argument("--data", type=Path, required=True, help="packed dataset: uint8 .npy array (N, H, W, 3)")
+    r.add_argument("--dataset", help="the dataset's name, recorded for the report (default: none)")
     _add_common(r)
     r.add_argument("--out", type=Path, required=True, help="output .npz (mu, sigma, features, feature_space, ...)")
 

@@ -126,12 +126,6 @@ def _read_record(path: Path, flag: str, from_json: Callable[[dict[str, Any]], An
         raise GanimeError(f"{flag} {path}: not the record its stage writes ({exc}); {fix}") from exc
 
 
-def _dataset_of(pack: str | None) -> str | None:
-    """The dataset a packed set belongs to: its folder, ``results/datasets/<dataset>/pack_<res>.npy`` (train and
-    evaluate record the pack's path, not the dataset's name)."""
-    return Path(pack).parent.name if pack else None
-
-
 _num = comparison.as_float
 
 
@@ -153,7 +147,7 @@ def _reference_values(r: MetricResult) -> dict[str, Any]:
         "n_fake": r.scores.n_fake,
         "n_real": r.scores.n_real,
         "reference_sha256": r.real.sha256,
-        "dataset": _dataset_of(r.real.data),
+        "dataset": r.real.dataset,
     }
 
 
@@ -166,12 +160,12 @@ def read_run(path: Path) -> dict[str, Any]:
         "run": path.parent.name,
         "group": path.parent.name,  # the config run whose seed this is; set from --groups
         "family": t.family if t else None,
-        "dataset": _dataset_of(t.data) if t else None,
+        "dataset": t.dataset if t else None,
         "resolution": t.resolution if t else None,
         "references": {name: _reference_values(r) for name, r in m.references.items()},
         "kimg": round(t.images_seen / 1000.0, 1) if t else None,  # images shown to D, as trained so far
         # runs are comparable only against the same reference set (e.g. A and B runs vs dataset A, face runs vs faces)
-        "reference": _dataset_of(m.real.data),
+        "reference": m.real.dataset,
         "feature_space": m.feature_space,
         "is_fid": m.is_fid,
         **_score_values(m.scores),
@@ -310,9 +304,9 @@ def read_data_fid(path: Path) -> dict[str, Any]:
     m = _read_record(path, "--data-fid", lambda obj: MetricResult.from_json(obj, "distance"), RERUN["data_fid"])
     s = m.scores
     return {
-        "dataset": _dataset_of(m.fake.data),
+        "dataset": m.fake.dataset,
         "resolution": str(m.fake.image_size[0]),
-        "gold": _dataset_of(m.real.data),
+        "gold": m.real.dataset,
         "fd": _num(s.fd),
         "fd_ci": comparison.interval(s.fd_ci),
         "fd_inf": _num(s.fd_inf),

@@ -44,6 +44,7 @@ class TrainSummary(JsonRecord):
     tf32: bool = False  # TF32 matmuls/convolutions allowed (CUDA only)
     epochs: float | None = None  # the run length as asked for in epochs (None: asked in kimg); kimg_target from it
     images_per_epoch: int = 0  # images in the packed training set (what one epoch shows D)
+    dataset: str | None = None  # the name of the dataset ``data`` was packed from (train --dataset; None: not named)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> TrainSummary:

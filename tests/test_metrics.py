@@ -304,7 +304,7 @@ def test_each_producer_writes_its_file_format():
     )
     m = run.to_json()
     scores = set(s.to_json())
-    reference = {key, *scores, "reference", "reference_sha256", "reference_data", "image_size"}
+    reference = {key, *scores, "reference", "reference_sha256", "reference_data", "reference_dataset", "image_size"}
     assert set(m["references"]["shared"]) == reference and m["references"]["gold"]["reference"] == "g.npz"
     assert set(m) == reference | {
         "feature_space",
@@ -328,7 +328,7 @@ def test_each_producer_writes_its_file_format():
     assert m["weights"] == {"path": "clf/model.pt", "sha256": "5ha", "identity": "5ha", "source": "ganime classifier"}
     assert run.summary()["references"] == ["shared", "gold"] and run.summary()["n_fake"] == 16
 
-    a = Side("refs/A.npz", "packs/A.npy", [32, 32])
+    a = Side("refs/A.npz", "packs/A.npy", [32, 32], dataset="A")
     d = MetricResult(kind="distance", feature_space=SPACE, is_fid=False, scores=s, fake=a, real=REF, seed=0).to_json()
     assert set(d) == {key, *scores, "feature_space", "is_fid", "fd_key", "fd_label", "seed"} | {
         "n_a",
@@ -337,10 +337,13 @@ def test_each_producer_writes_its_file_format():
         "b",
         "a_data",
         "b_data",
+        "a_dataset",
+        "b_dataset",
         "image_size_a",
         "image_size_b",
     }
     assert (d["n_a"], d["n_b"], d["a_data"], d["b"]) == (16, 20, "packs/A.npy", "refs/shared.npz")
+    assert d["a_dataset"] == "A"
 
     real, fake = Side("real.npy", image_size=[32, 32]), Side("fakes/", image_size=[64, 64])
     c = MetricResult(

@@ -154,7 +154,8 @@ def test_labels_summary_the_stage_writes_parses(posts, tmp_path):
 
 def test_the_data_fid_file_evaluate_distance_writes_parses(tmp_path):
     """``evaluate distance`` (the data_fid rule) on two tiny references in a classifier space: its file is the
-    distance record, and the report's data-FID row reads the datasets and resolution off the record's sides."""
+    distance record, and the report's data-FID row reads the datasets (as ``evaluate reference --dataset`` named them,
+    not from where the packs lie) and resolution off the record's sides."""
     from test_evaluate import _classifier_ckpt, _packed
 
     from ganime_steps import evaluate
@@ -162,10 +163,10 @@ def test_the_data_fid_file_evaluate_distance_writes_parses(tmp_path):
     clf = _classifier_ckpt(tmp_path / "model.pt")
     refs = {}
     for name, n, seed in (("A", 16, 0), ("gold", 14, 1)):
-        (tmp_path / "results" / "datasets" / name).mkdir(parents=True)
-        pack = _packed(tmp_path / "results" / "datasets" / name / "pack_32.npy", n=n, seed=seed)
+        (tmp_path / "packs").mkdir(exist_ok=True)  # not results/datasets/<name>/: the name is the record's
+        pack = _packed(tmp_path / "packs" / f"{name}_32.npy", n=n, seed=seed)
         refs[name] = tmp_path / f"reference_{name}_32.npz"
-        evaluate.run_reference(data=pack, out=refs[name], n=16, classifier_model=clf, device="cpu")
+        evaluate.run_reference(data=pack, out=refs[name], n=16, classifier_model=clf, device="cpu", dataset=name)
     out = tmp_path / "data_A_32.json"
     assert evaluate.main(["distance", "--a", str(refs["A"]), "--b", str(refs["gold"]), "--out", str(out)]) == 0
     written = json.loads(out.read_text(encoding="utf-8"))

@@ -50,7 +50,7 @@ def _scores(fd, kid_mean, kid_std, precision=None, recall=None, *, n_real=8000, 
 def _reference(scores: Scores, data: str, *, space: str = AESTHETIC, res: int = 64) -> MetricResult:
     """One reference's result within a run: ``scores`` against the reference of dataset ``data``."""
     real = Side(f"results/evaluation/reference_{data}_{res}.npz", f"results/datasets/{data}/pack_{res}.npy",
-                [res, res], f"sha256-of-{data}")  # fmt: skip
+                [res, res], f"sha256-of-{data}", data)  # fmt: skip
     return MetricResult(kind="run", feature_space=space, is_fid=space == "inception", scores=scores, real=real, seed=0)
 
 
@@ -78,7 +78,7 @@ def _train_summary(path: Path, family: str, dataset: str, kimg: float, resolutio
         out=str(path.parent), kimg_target=kimg, images_seen=int(kimg * 1000), images_this_run=int(kimg * 1000),
         step=100, resumed=False, lr=0.0002, betas=(0.5, 0.999), n_critic=1, device="cpu", amp="off", diffaug=False,
         seconds_total=60.0, seconds_this_run=60.0, img_per_s=100.0, n_params_g=1000, n_params_d=1000, loss_g=1.0,
-        loss_d=0.5, penalty=None,
+        loss_d=0.5, penalty=None, dataset=dataset,
     )  # fmt: skip
     return _json(path, summary.to_json())
 

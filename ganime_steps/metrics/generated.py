@@ -88,9 +88,13 @@ def measure_reference(
             f"--reference {ref['path']}: {real.shape[1]}-d features, but the extractor gives {fake.shape[1]}"
         )
     scores = feature_metrics(fake, real, seed=seed, device=device, pr=pr, **options)
-    side = Side(ref["path"], ref["data"], list(ref["data_shape"][1:3]), ref["content_sha256"])
     return MetricResult(
-        kind=kind, feature_space=ref["feature_space"], is_fid=is_fid, scores=scores, real=side, seed=seed
+        kind=kind,
+        feature_space=ref["feature_space"],
+        is_fid=is_fid,
+        scores=scores,
+        real=Side.of_reference(ref),
+        seed=seed,
     )
 
 

@@ -34,9 +34,10 @@ def write_reference(
     data: Path,
     data_shape: tuple[int, ...],
     seed: int,
+    dataset: str | None = None,
 ) -> None:
     """Write ``features`` (rows ``indices`` of the pack ``data``, in the space of ``spec``) as a reference .npz, with
-    their mean and covariance and the pack's sha256."""
+    their mean and covariance, the pack's sha256 and the name of its dataset (``dataset``; "" when not given)."""
     mu, sigma = feature_stats(features)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:
@@ -56,6 +57,7 @@ def write_reference(
                 n=np.array(len(features)),
                 seed=np.array(seed),
                 data=np.array(str(data)),
+                dataset=np.array(dataset or ""),  # the report names references by it
                 data_shape=np.array(data_shape, dtype=np.int64),
                 # the pack's content: a reference from a pack that changed since is refused (load_reference)
                 data_sha256=np.array(file_digest(data, "sha256")),
@@ -66,9 +68,9 @@ REFERENCE_KEYS = ("mu", "sigma", "features", "feature_space", "is_fid", "extract
 
 
 def load_reference(path: Path, flag: str = "--reference", *, check_data: bool = True) -> dict[str, Any]:
-    """Read a reference .npz written by :func:`write_reference`; plain Python values for the scalar fields, and
-    ``content_sha256`` (:func:`reference_content_hash`). ``check_data``: refuse it if its pack changed since
-    (:func:`check_reference_pack`)."""
+    """Read a reference .npz written by :func:`write_reference`; plain Python values for the scalar fields
+    (``dataset`` None when not named), and ``content_sha256`` (:func:`reference_content_hash`). ``check_data``:
+    refuse it if its pack changed since (:func:`check_reference_pack`)."""
     rerun = "rebuild it with `python -m ganime_steps.evaluate reference`"
     path = Path(path)
     if not path.is_file():
@@ -82,9 +84,10 @@ def load_reference(path: Path, flag: str = "--reference", *, check_data: bool = 
     if missing:
         raise GanimeError(f"{flag} {path}: missing {', '.join(missing)}; {rerun}")
     text = ("feature_space", "extractor_sha256", "data", "extractor_id", "extractor_source", "extractor_path")
-    for key in (*text, "data_sha256"):
+    for key in (*text, "data_sha256", "dataset"):
         if key in ref:
             ref[key] = str(ref[key])
+    ref["dataset"] = ref.get("dataset") or None  # not named when built
     # References from before weights identities: the file hash was the identity.
     ref.setdefault("extractor_id", ref["extractor_sha256"])
     ref["is_fid"] = bool(ref["is_fid"])

@@ -4,14 +4,15 @@ fake set against one real set in one feature space, with where both came from).
 One record for every producer: ``evaluate run`` (``metrics.json``), ``evaluate distance`` (the data-FID file),
 ``evaluate compare`` (one JSON object on stdout) and the training snapshots (a ``metrics.jsonl`` row). In Python the
 sizes are always ``scores.n_fake`` / ``scores.n_real`` and the extractor's weights a :class:`Weights`;
-:meth:`MetricResult.to_json` writes each file's keys as they have always been on disk (the distance file's
-``n_a``/``a_data``, compare's ``weights`` as a path), so readers of older files (``report.py``, ``comparison.py``)
-see nothing new; :meth:`MetricResult.from_json` reads a ``run``, ``distance`` or ``snapshot`` JSON back into the record
-(the report reads ``metrics.json`` and the data-FID files through it).
+:meth:`MetricResult.to_json` writes each file's own keys (the distance file's ``n_a``/``a_data``/``a_dataset``,
+compare's ``weights`` as a path); :meth:`MetricResult.from_json` reads a ``run``, ``distance`` or ``snapshot`` JSON
+back into the record (the report reads ``metrics.json`` and the data-FID files through it, and names datasets by the
+sides' ``dataset``, never by where a pack lies).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,21 @@ class Scores:
 @dataclass(frozen=True)
 class Side:
     """One set of a measurement as its JSON records it: the file it came from (a generator, a reference .npz, an
-    image set) and, for a reference, its pack, image size and content hash (``reference.reference_content_hash``)."""
+    image set) and, for a reference, its pack, image size, content hash (``reference.reference_content_hash``) and
+    the name of the dataset it was packed from (``evaluate reference --dataset``; None when not given)."""
 
     path: str | None = None
     data: str | None = None
     image_size: list[int] | None = None
     sha256: str | None = None
+    dataset: str | None = None
+
+    @classmethod
+    def of_reference(cls, ref: Mapping[str, Any], path: str | Path | None = None) -> Side:
+        """A loaded reference (``reference.load_reference``) as one side of a measurement; ``path``: how to name
+        its file (default: as it was loaded)."""
+        size = list(ref["data_shape"][1:3])
+        return cls(str(path or ref["path"]), ref["data"], size, ref["content_sha256"], ref["dataset"])
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,7 @@ class MetricResult:
             "reference": self.real.path,
             "reference_sha256": self.real.sha256,
             "reference_data": self.real.data,
+            "reference_dataset": self.real.dataset,
             "image_size": self.real.image_size,
         }
 
@@ -153,6 +164,8 @@ class MetricResult:
                 "b": self.real.path,
                 "a_data": self.fake.data,
                 "b_data": self.real.data,
+                "a_dataset": self.fake.dataset,
+                "b_dataset": self.real.dataset,
                 "image_size_a": self.fake.image_size,
                 "image_size_b": self.real.image_size,
                 "seed": self.seed,
@@ -186,15 +199,21 @@ class MetricResult:
             return cls(
                 kind=kind,
                 **space,
-                real=Side(obj["b"], obj["b_data"], obj["image_size_b"]),
-                fake=Side(obj["a"], obj["a_data"], obj["image_size_a"]),
+                real=Side(obj["b"], obj["b_data"], obj["image_size_b"], dataset=obj["b_dataset"]),
+                fake=Side(obj["a"], obj["a_data"], obj["image_size_a"], dataset=obj["a_dataset"]),
                 seed=obj["seed"],
             )
         if kind != "run":
             raise ValueError(f"kind {kind!r}: from_json reads run, distance or snapshot")
 
         def reference(block: dict[str, Any]) -> MetricResult:
-            real = Side(block["reference"], block["reference_data"], block["image_size"], block["reference_sha256"])
+            real = Side(
+                block["reference"],
+                block["reference_data"],
+                block["image_size"],
+                block["reference_sha256"],
+                block["reference_dataset"],
+            )
             return cls(kind=kind, **{**space, "scores": Scores.from_json(block)}, real=real, seed=obj["seed"])
 
         references = {name: reference(obj["references"][name]) for name in obj["reference_order"]}

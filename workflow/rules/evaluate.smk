@@ -102,6 +102,7 @@ rule evaluate_reference:
     shell:
         "OMP_NUM_THREADS={threads} python -m ganime_steps.evaluate reference"
         " --data {input.data:q}"
+        " --dataset {wildcards.dataset:q}"
         " --n {params.n}"
         " --seed {params.seed}"
         " --batch-size {params.batch_size}"
