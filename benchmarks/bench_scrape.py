@@ -31,10 +31,11 @@ def _booru(n: int):
 def _scrape(booru, out: Path, *, limit: int, rate: float, workers: int):
     from ganime_steps import scrape
 
-    return scrape.run_scrape(
-        out=out, kind="dapi", name="bench", base_url=booru.url, tags="1girl solo", limit=limit, page_size=1000,
+    settings = scrape.ScrapeSettings(
+        kind="dapi", name="bench", base_url=booru.url, tags="1girl solo", limit=limit, page_size=1000,
         rate=rate, workers=workers, retries=2, backoff=0.01,
     )  # fmt: skip
+    return scrape.run_scrape(settings, out=out)
 
 
 def _server_rps(booru) -> float:

@@ -611,15 +611,14 @@ def run_scrape(
     fresh_listing: bool = False,
     verify: bool = False,
     time_scale: float = 1.0,
-    **overrides: Any,
 ) -> ScrapeSummary:
     """Scrape ``settings`` (default: :class:`ScrapeSettings`'s, the schema's) into ``out``, where they are saved as
-    ``scrape_config.json`` (the name resolved). ``overrides``: settings by field name over ``settings``
-    (``run_scrape(out=..., kind="synthetic", limit=5)``). ``fresh_listing``: list again from the newest post (a new
-    journal). ``verify``: re-hash every stored file of the selected posts instead of trusting the index (size and
-    mtime); damaged files are removed and downloaded again, or listed in failures.parquet. ``time_scale``: multiply
-    every backoff and Retry-After sleep (a test knob)."""
-    s = override(settings or ScrapeSettings(), overrides)
+    ``scrape_config.json`` (the name resolved): ``run_scrape(ScrapeSettings(kind="synthetic", limit=5), out=...)``.
+    The keywords are how it runs, never settings. ``fresh_listing``: list again from the newest post (a new journal).
+    ``verify``: re-hash every stored file of the selected posts instead of trusting the index (size and mtime);
+    damaged files are removed and downloaded again, or listed in failures.parquet. ``time_scale``: multiply every
+    backoff and Retry-After sleep (a test knob)."""
+    s = settings or ScrapeSettings()
     s = replace(s, name=s.name or s.kind)
     check_limits(
         limit=s.limit,

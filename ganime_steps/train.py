@@ -51,14 +51,13 @@ def run_train(
     metric_seed: int = 0,
     inception_weights: Path | None = None,
     classifier_model: Path | None = None,
-    **overrides: Any,
 ) -> TrainSummary:
     """Train (or resume) one run of ``settings`` (default: :class:`RunSettings`'s, the schema's) on the packed set
-    ``data`` into ``out``, where they are saved as ``run_config.json``. ``overrides``: settings by field name over
-    ``settings`` (``run(data=..., out=..., family="sngan", epochs=5)``; see :func:`override`). The other keywords
-    are where and how the run happens: the device, mixed precision (``amp``), the set on the device and the
-    channels_last format (None: auto), torch.compile, TF32 matmuls on CUDA, the projected family's backbone
-    weights, and the metric snapshots' inputs.
+    ``data`` into ``out``, where they are saved as ``run_config.json``
+    (``run_train(RunSettings(family="sngan", kimg=None, epochs=5), data=..., out=...)``). The keywords are where and
+    how the run happens, never settings: the device, mixed precision (``amp``), the set on the device and the
+    channels_last format (None: auto), torch.compile, TF32 matmuls on CUDA, the projected family's backbone weights,
+    and the metric snapshots' inputs.
 
     With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID (or the labelled Fréchet
     distance of the feature flags) and KID against that cached reference to ``<out>/metrics.jsonl``, from a kimg-0
@@ -67,7 +66,7 @@ def run_train(
     otherwise (see :mod:`ganime_steps.gan.snapshots`).
 
     The run length is ``kimg`` or ``epochs`` (passes over the packed set, ``kimg = epochs x N / 1000``), not both."""
-    settings = override(settings or RunSettings(), overrides)
+    settings = settings or RunSettings()
     rank, world, local_rank = dist_env()  # data parallel under torchrun; (0, 1, 0) otherwise
     runtime = dict(amp=amp, data_on_device=data_on_device, channels_last=channels_last, compile=compile, tf32=tf32)
     weights = str(feature_weights) if feature_weights else None

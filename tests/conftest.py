@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import io
@@ -113,10 +114,15 @@ TINY_RUN = {
 
 
 def train_tiny(data: Path, out: Path, **kw) -> TrainSummary:
-    """``train.run`` of a packed set ``data`` into ``out`` with TINY_RUN's settings; keyword arguments override them."""
+    """``train.run_train`` of a packed set ``data`` into ``out`` with TINY_RUN's settings; keyword arguments override
+    them: a RunSettings field goes into the settings, any other is a ``run_train`` keyword (device, amp, ...)."""
     from ganime_steps import train
+    from ganime_steps.gan.loop import RunSettings
 
-    return train.run_train(**{**TINY_RUN, "data": data, "out": out, **kw})
+    names = {f.name for f in dataclasses.fields(RunSettings)}
+    given = {**TINY_RUN, **kw}
+    settings = RunSettings(**{k: v for k, v in given.items() if k in names})
+    return train.run_train(settings, data=data, out=out, **{k: v for k, v in given.items() if k not in names})
 
 
 def tiny_train_config(family: str = "dcgan", **kw) -> TrainConfig:

@@ -15,7 +15,7 @@ from conftest import tiny_train_config, train_tiny, write_disc_dataset
 
 from ganime_steps import train
 from ganime_steps.common import GanimeError
-from ganime_steps.gan.loop import Trainer
+from ganime_steps.gan.loop import RunSettings, Trainer
 from ganime_steps.gan.losses import STYLEGAN_BATCH_SCHEDULE, data_parallel_shard
 from ganime_steps.gan.networks import NetConfig, build_networks
 from ganime_steps.gan.parallel import check_data_parallel_batches, scale_batch_schedule
@@ -125,20 +125,22 @@ def test_stylegan_auto_at_64_px_on_8_gpus_starts(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(Trainer, "__init__", init)
     with pytest.raises(pytest.skip.Exception):
         train.run_train(
+            RunSettings(
+                family="stylegan",
+                resolution=64,
+                kimg=1,
+                batch_size=64,
+                lr=None,
+                channels=4,
+                z_dim=8,
+                seed=0,
+                ema_kimg=1,
+                checkpoint_every=1,
+                batch_schedule="auto",
+            ),
             data=data,
             out=tmp_path / "run",
-            family="stylegan",
-            resolution=64,
-            kimg=1,
-            batch_size=64,
-            lr=None,
-            channels=4,
-            z_dim=8,
-            seed=0,
-            ema_kimg=1,
-            checkpoint_every=1,
             device="cpu",
-            batch_schedule="auto",
         )
     assert seen == {"batch_schedule": STYLEGAN_BATCH_SCHEDULE, "sizes": [128]}
     assert fake.events[0].startswith("init gloo timeout=1:00:00")

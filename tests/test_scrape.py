@@ -47,9 +47,8 @@ class FakeSource:
 
 def run_fake(monkeypatch, tmp_path, source, limit=10, page_size=4):
     monkeypatch.setattr(scrape, "make_source", lambda *a, **k: source)
-    return scrape.run_scrape(
-        out=tmp_path, kind="synthetic", name="fake", tags="1girl", limit=limit, page_size=page_size
-    )
+    settings = scrape.ScrapeSettings(kind="synthetic", name="fake", tags="1girl", limit=limit, page_size=page_size)
+    return scrape.run_scrape(settings, out=tmp_path)
 
 
 def test_stores_content_addressed_and_writes_tables(monkeypatch, tmp_path):
@@ -216,15 +215,18 @@ def test_parse_dapi_variants():
 
 
 def test_synthetic_source_runs_through_the_same_journaled_path(tmp_path):
-    first = scrape.run_scrape(out=tmp_path, kind="synthetic", tags="1girl", limit=5, page_size=3, n_posts=12, seed=1)
+    def synthetic(limit: int, seed: int) -> scrape.ScrapeSettings:
+        return scrape.ScrapeSettings(kind="synthetic", tags="1girl", limit=limit, page_size=3, n_posts=12, seed=seed)
+
+    first = scrape.run_scrape(synthetic(5, seed=1), out=tmp_path)
     assert (first.listed, first.downloaded, first.requests) == (5, 5, 0)
     journal = [json.loads(line) for line in (tmp_path / scrape.LISTING_JOURNAL).read_text().splitlines()]
     assert journal[0]["query"] == {
         "kind": "synthetic", "source": "synthetic", "base_url": "", "tags": "1girl", "n_posts": 12, "seed": 1,
     }  # fmt: skip
-    more = scrape.run_scrape(out=tmp_path, kind="synthetic", tags="1girl", limit=7, page_size=3, n_posts=12, seed=1)
+    more = scrape.run_scrape(synthetic(7, seed=1), out=tmp_path)
     assert (more.already_present, more.downloaded, more.listing_resumed) == (5, 2, True)
-    other = scrape.run_scrape(out=tmp_path, kind="synthetic", tags="1girl", limit=2, page_size=3, n_posts=12, seed=2)
+    other = scrape.run_scrape(synthetic(2, seed=2), out=tmp_path)
     assert not other.listing_resumed  # another synthetic booru: a new listing
     posts = pd.read_parquet(tmp_path / "posts.parquet")
     for file, md5 in zip(posts["file"], posts["md5"], strict=True):

@@ -16,7 +16,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -244,11 +244,19 @@ def png_header_bomb(width: int, height: int) -> bytes:
 FAST = {"rate": 500.0, "workers": 3, "retries": 3, "backoff": 0.001, "max_backoff": 0.01, "timeout": 5.0}
 
 
+SCRAPE_SETTINGS = {f.name for f in fields(scrape.ScrapeSettings)}
+
+
 def scrape_booru(booru: FakeBooru, out: Path, *, limit: int = 100, page_size: int = 3, **kw) -> scrape.ScrapeSummary:
+    """A scrape of ``booru`` into ``out`` at FAST; ``kw``: settings by field name over those, or ``run_scrape``'s
+    keywords (verify, time_scale, ...)."""
     kind = "danbooru" if booru.mode == "danbooru" else "dapi"
-    args = {**FAST, **kw}
-    return scrape.run_scrape(out=out, kind=kind, name="booru", base_url=booru.url, tags="1girl solo", limit=limit,
-                      page_size=page_size, **args)  # fmt: skip
+    given = {**FAST, **kw}
+    settings = scrape.ScrapeSettings(
+        kind=kind, name="booru", base_url=booru.url, tags="1girl solo", limit=limit, page_size=page_size,
+        **{k: v for k, v in given.items() if k in SCRAPE_SETTINGS},
+    )  # fmt: skip
+    return scrape.run_scrape(settings, out=out, **{k: v for k, v in given.items() if k not in SCRAPE_SETTINGS})
 
 
 @pytest.fixture

@@ -120,8 +120,10 @@ def test_higher_limit_continues_listing_where_it_stopped(booru, tmp_path):
 def test_changed_query_starts_a_new_listing(booru, tmp_path):
     scrape_booru(booru, tmp_path, limit=4, page_size=4)
     booru.requests.clear()
-    summary = scrape.run_scrape(out=tmp_path, kind="dapi", name="booru", base_url=booru.url, tags="1girl", limit=4,
-                         page_size=4, **FAST)  # fmt: skip
+    settings = scrape.ScrapeSettings(
+        kind="dapi", name="booru", base_url=booru.url, tags="1girl", limit=4, page_size=4, **FAST
+    )
+    summary = scrape.run_scrape(settings, out=tmp_path)
     assert [r.query["tags"] for r in booru.listing_requests()] == ["1girl"]
     assert summary.already_present == 4 and summary.downloaded == 0  # the store is shared: nothing refetched
     assert (tmp_path / (scrape.LISTING_JOURNAL + ".old")).exists()

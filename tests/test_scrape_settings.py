@@ -137,9 +137,12 @@ def test_bad_settings_are_one_line(text: str, message: str):
     assert "\n" not in str(info.value)
 
 
-def test_an_unknown_keyword_is_one_line(tmp_path: Path):
+def test_an_unknown_setting_name_is_one_line(tmp_path: Path):
     with pytest.raises(GanimeError, match="unknown scrape setting 'limt'"):
-        scrape.run_scrape(out=tmp_path, limt=5)
+        scrape.override(ScrapeSettings(), {"limt": 5})
+    with pytest.raises(TypeError):  # the stage takes its settings as a ScrapeSettings only
+        scrape.run_scrape(out=tmp_path, limit=5)  # type: ignore[call-arg]
+    assert not tmp_path.joinpath(scrape.SETTINGS_FILE).exists()
 
 
 def test_the_stage_saves_its_settings_and_config_repeats_them(tmp_path: Path):
