@@ -102,7 +102,7 @@ def _resolve_run_length(name: str, run: dict) -> None:
 # train stage (ganime_steps.gan.loop.RunSettings, with the schema's default: tests/test_settings.py), passed to the
 # train job as one JSON object (run_settings) and saved beside its outputs as run_config.json.
 WORKFLOW_RUN_KEYS = {
-    "dataset": "the train job's --data (results/datasets/<dataset>/pack_<resolution>.npy)",
+    "dataset": "the train job's --data (results/datasets/<dataset>/pack_<resolution>.npy) and --dataset (its name)",
     "reference": "the shared reference: the train job's --metric-reference and the evaluate job's",
     "seeds": "expanded by expand_seeds into one run per seed (each run's seed)",
     "group": "set by the workflow: the config run a seed's run belongs to (the report's mean ± std)",

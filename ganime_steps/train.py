@@ -39,6 +39,7 @@ def run_train(
     *,
     data: Path,
     out: Path,
+    dataset: str | None = None,  # the name of the dataset ``data`` was packed from, for the report
     device: str = "auto",
     amp: str = "auto",
     data_on_device: bool | None = None,
@@ -53,7 +54,7 @@ def run_train(
     classifier_model: Path | None = None,
 ) -> TrainSummary:
     """Train (or resume) one run of ``settings`` (default: :class:`RunSettings`'s, the schema's) on the packed set
-    ``data`` into ``out``, where they are saved as ``run_config.json``
+    ``data`` (of the dataset named ``dataset``) into ``out``, where they are saved as ``run_config.json``
     (``run_train(RunSettings(family="sngan", kimg=None, epochs=5), data=..., out=...)``). The keywords are where and
     how the run happens, never settings: the device, mixed precision (``amp``), the set on the device and the
     channels_last format (None: auto), torch.compile, TF32 matmuls on CUDA, the projected family's backbone weights,
@@ -101,7 +102,13 @@ def run_train(
         if trainer.main:  # the settings as asked for, beside the outputs (`train --config` of it reruns the run)
             write_json(out / "run_config.json", settings.to_json())
         summary = train_summary(
-            trainer.train(), cfg, data=data, out=out, epochs=settings.epochs, images_per_epoch=len(trainer.images)
+            trainer.train(),
+            cfg,
+            data=data,
+            dataset=dataset,
+            out=out,
+            epochs=settings.epochs,
+            images_per_epoch=len(trainer.images),
         )
     if trainer.main:  # data parallel: rank 0 alone writes files
         write_json(out / "train_summary.json", summary)
@@ -226,7 +233,14 @@ RESULT_FIELDS = (
 
 
 def train_summary(
-    res: TrainResult, cfg: TrainConfig, *, data: Path, out: Path, epochs: float | None, images_per_epoch: int
+    res: TrainResult,
+    cfg: TrainConfig,
+    *,
+    data: Path,
+    dataset: str | None,
+    out: Path,
+    epochs: float | None,
+    images_per_epoch: int,
 ) -> TrainSummary:
     """train_summary.json: the run's settings (the length as asked for: epochs, or kimg alone), where training stands
     and the last log row's losses."""
@@ -236,6 +250,7 @@ def train_summary(
         family=fam.name,
         resolution=cfg.resolution,
         data=str(data),
+        dataset=dataset,
         out=str(out),
         kimg_target=cfg.kimg,
         lr=cfg.lr,
@@ -353,6 +368,7 @@ def runtime_options() -> Options:
     """Where the run reads and writes, and where and how fast it runs (device, precision, compile, data placement)."""
     return [
         ("--data", {"type": Path, "required": True, "help": "packed dataset: .npy uint8 array (N, R, R, 3)"}),
+        ("--dataset", {"help": "the dataset's name, recorded in train_summary.json for the report (default: none)"}),
         (
             "--out",
             {"type": Path, "required": True, "help": "run folder (created; resumed from if it has a checkpoint)"},
@@ -645,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             settings_from_args(args),
             data=args.data,
             out=args.out,
+            dataset=args.dataset,
             device=args.device,
             amp=args.amp,
             data_on_device=AUTO_ON_OFF[args.data_on_device],

@@ -298,7 +298,7 @@ def test_directions_stage_pca_and_classifier(gen: Path, tmp_path: Path) -> None:
         out=out,
         figure=fig,
         classifiers={"chibi": model},
-        n_samples=256,
+        n=256,
         n_components=4,
         device="cpu",
     )
@@ -332,7 +332,7 @@ def _directions_cli(gen: Path, out: Path, *args: str) -> int:
 
 
 def test_directions_cli_and_errors(gen: Path, tmp_path: Path, capsys) -> None:
-    rc = _directions_cli(gen, tmp_path / "d.npz", "--n-samples", "64", "--components", "2", "--device", "cpu")
+    rc = _directions_cli(gen, tmp_path / "d.npz", "--n", "64", "--components", "2", "--device", "cpu")
     assert rc == 0 and Directions.load(tmp_path / "d.npz").names == ["pc0", "pc1"]
     for classifier, error in [("chibi", "TASK=PATH"), (f"chibi={tmp_path / 'missing.pt'}", "file not found")]:
         rc = _directions_cli(gen, tmp_path / "x.npz", "--classifier", classifier)

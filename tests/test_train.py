@@ -22,6 +22,7 @@ from ganime_steps.gan.data import load_dataset, sample_real
 from ganime_steps.gan.loop import RunSettings, Trainer
 from ganime_steps.gan.networks import images_to_uint8
 from ganime_steps.gan.snapshots import LOG_COLUMNS, snapshot_name
+from ganime_steps.train_record import TrainSummary
 
 torch.set_num_threads(1)
 
@@ -467,3 +468,15 @@ def test_resume_with_another_metric_sample_count_remeasures_a_finished_run(data:
     # without a metric now: the rows and the best file stay as they are
     train_tiny(data, tmp_path)
     assert _metric_rows(tmp_path) == rows and (tmp_path / "generator_best.pt").is_file()
+
+
+def test_cli_records_the_dataset_name(data: Path, tmp_path: Path) -> None:
+    """``--dataset`` (the workflow passes the run's dataset) is the name the report shows; without it, none (never
+    guessed from where the pack lies)."""
+    tiny = ["--family", "dcgan", "--resolution", "16", "--kimg", "0.008", "--batch-size", "8", "--channels", "8"]
+    tiny += ["--z-dim", "16", "--checkpoint-every", "0.008", "--device", "cpu", "--data", str(data)]
+    assert train.main([*tiny, "--dataset", "A", "--out", str(tmp_path / "named")]) == 0
+    assert train.main([*tiny, "--out", str(tmp_path / "unnamed")]) == 0
+    named = TrainSummary.from_json(json.loads((tmp_path / "named" / "train_summary.json").read_text()))
+    unnamed = TrainSummary.from_json(json.loads((tmp_path / "unnamed" / "train_summary.json").read_text()))
+    assert (named.dataset, unnamed.dataset) == ("A", None)

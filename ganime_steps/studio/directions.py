@@ -43,7 +43,7 @@ class DirectionsSummary:
     out: str
     figure: str
     space: str
-    n_samples: int
+    n: int  # latents sampled
     names: list[str]
     explained_variance_ratio: list[float]
     classifiers: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -186,7 +186,7 @@ def run_directions(
     out: Path,
     figure: Path,
     classifiers: dict[str, Path] | None = None,
-    n_samples: int = 5000,
+    n: int = 5000,
     n_components: int = 8,
     fraction: float = 0.25,
     seed: int = 0,
@@ -196,8 +196,8 @@ def run_directions(
 ) -> DirectionsSummary:
     t0 = time.perf_counter()
     classifiers = classifiers or {}
-    if n_samples < 16:
-        raise GanimeError(f"--n-samples {n_samples}: need at least 16 latents")
+    if n < 16:
+        raise GanimeError(f"--n {n}: need at least 16 latents")
     if n_components < 0:
         raise GanimeError(f"--components {n_components}: must be >= 0")
     if not 0 < fraction <= 0.5:
@@ -209,11 +209,11 @@ def run_directions(
     dev = torch_device(device)
     G = load_generator(generator, device=str(dev))
     space = latent_space(G)
-    lat = sample_latents(G, n_samples, seed)
+    lat = sample_latents(G, n, seed)
     d, mean = pca_directions(lat, n_components, space)
     log.info(
         "PCA of %d %s latents: top %d explain %.1f%% of the variance",
-        n_samples,
+        n,
         space,
         len(d.names),
         100 * sum(d.meta["explained_variance_ratio"]),
@@ -243,7 +243,7 @@ def run_directions(
         extra={
             "mean": mean.astype(np.float32),
             "explained_variance_ratio": np.array(d.meta["explained_variance_ratio"], dtype=np.float32),
-            "info": np.array(json.dumps({"n_samples": n_samples, "seed": seed, "classifiers": stats})),
+            "info": np.array(json.dumps({"n": n, "seed": seed, "classifiers": stats})),
         },
     )
     plot_directions(Path(figure), G, d, mean, figure_seed, batch_size)
@@ -252,7 +252,7 @@ def run_directions(
         out=str(out),
         figure=str(figure),
         space=space,
-        n_samples=n_samples,
+        n=n,
         names=list(d.names),
         explained_variance_ratio=list(d.meta["explained_variance_ratio"]),
         classifiers=stats,
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, required=True, help="directions.npz to write")
     p.add_argument("--figure", type=Path, required=True, help="PNG figure of each direction's effect")
-    p.add_argument("--n-samples", type=int, default=5000, help="latents sampled for PCA and scoring (default 5000)")
+    p.add_argument("--n", type=int, default=5000, help="latents sampled for PCA and scoring (default 5000)")
     p.add_argument("--components", type=int, default=8, help="principal components kept (default 8)")
     p.add_argument(
         "--fraction",

@@ -31,7 +31,7 @@ rule directions:
         " --generator {input.generator:q}"
         " {params.classifiers}"
         " --seed {params.seed}"
-        " --n-samples {params.n}"
+        " --n {params.n}"
         " --device {params.device}"
         " --out {output.npz:q}"
         " --figure {output.figure:q}"

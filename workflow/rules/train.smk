@@ -31,6 +31,7 @@ rule train:
         # but those the workflow itself consumes (dataset, reference, device, gpus, resources, seeds, ...)
         settings=lambda wildcards: run_settings_json(wildcards.run),
         out=lambda wildcards: f"results/runs/{wildcards.run}",
+        dataset=lambda wildcards: get_run(wildcards.run)["dataset"],  # its name, for the report
         # the run's device (schema: auto; runtime, not a setting); config.yaml's GPU runs say cuda, so a job
         # without a GPU fails loudly
         device=lambda wildcards: get_run(wildcards.run)["device"],
@@ -73,6 +74,7 @@ rule train:
     shell:
         "OMP_NUM_THREADS={params.rank_threads} {params.launcher} -m ganime_steps.train"
         " --data {input.data:q}"
+        " --dataset {params.dataset:q}"
         " --settings {params.settings:q}"
         " --device {params.device}"
         " --tf32 {params.tf32}"
