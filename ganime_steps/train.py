@@ -35,30 +35,27 @@ from ganime_steps.train_record import TrainSummary  # train_summary.json's recor
 
 
 def run_train(
-    settings: RunSettings | None = None,
+    settings: RunSettings | None = None,  # what to train (None: the schema's defaults); saved as run_config.json
     *,
-    data: Path,
-    out: Path,
+    data: Path,  # the packed set: uint8 .npy (N, R, R, 3)
+    out: Path,  # the run folder; resumed from its newest checkpoint
     dataset: str | None = None,  # the name of the dataset ``data`` was packed from, for the report
-    device: str = "auto",
-    amp: str = "auto",
-    data_on_device: bool | None = None,
-    channels_last: bool | None = None,
-    compile: bool = False,
-    tf32: bool = False,
-    feature_weights: Path | None = None,
-    metric_reference: Path | None = None,
-    metric_samples: int = 0,
-    metric_seed: int = 0,
-    inception_weights: Path | None = None,
-    classifier_model: Path | None = None,
+    device: str = "auto",  # cpu, cuda, cuda:N; auto: CUDA if present
+    amp: str = "auto",  # CUDA mixed precision; auto: bf16 on native-bf16 GPUs, else fp16
+    data_on_device: bool | None = None,  # the set on the device (None: on CUDA within 25% of free memory)
+    channels_last: bool | None = None,  # channels_last for G, D and batches (None: on)
+    compile: bool = False,  # torch.compile G and D
+    tf32: bool = False,  # TF32 matmuls and convolutions (CUDA only)
+    feature_weights: Path | None = None,  # projected: the backbone's weights file
+    metric_reference: Path | None = None,  # snapshots: the cached reference .npz measured against
+    metric_samples: int = 0,  # snapshots: generated images per measurement (0: no snapshots)
+    metric_seed: int = 0,  # snapshots: latents and KID subsets
+    inception_weights: Path | None = None,  # snapshots: the FID Inception file
+    classifier_model: Path | None = None,  # snapshots: a classifier's feature space instead of Inception's
 ) -> TrainSummary:
-    """Train (or resume) one run of ``settings`` (default: :class:`RunSettings`'s, the schema's) on the packed set
-    ``data`` (of the dataset named ``dataset``) into ``out``, where they are saved as ``run_config.json``
+    """Train (or resume) one run of ``settings`` on ``data`` into ``out``
     (``run_train(RunSettings(family="sngan", kimg=None, epochs=5), data=..., out=...)``). The keywords are where and
-    how the run happens, never settings: the device, mixed precision (``amp``), the set on the device and the
-    channels_last format (None: auto), torch.compile, TF32 matmuls on CUDA, the projected family's backbone weights,
-    and the metric snapshots' inputs.
+    how the run happens, never settings.
 
     With ``metric_reference`` and ``metric_samples`` > 0, every snapshot appends FID (or the labelled Fréchet
     distance of the feature flags) and KID against that cached reference to ``<out>/metrics.jsonl``, from a kimg-0
