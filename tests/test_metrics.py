@@ -325,7 +325,7 @@ def test_each_producer_writes_its_file_format():
         2.5,
         [32, 32],
     )
-    assert m["weights"] == {"path": "clf/model.pt", "sha256": "5ha", "identity": "5ha", "source": "ganime classifier"}
+    assert m["weights"] == {"path": "clf/model.pt", "sha256": "5ha", "identity": "5ha", "origin": "ganime classifier"}
     assert run.summary()["references"] == ["shared", "gold"] and run.summary()["n_fake"] == 16
 
     a = Side("refs/A.npz", "packs/A.npy", [32, 32], dataset="A")
@@ -356,7 +356,7 @@ def test_each_producer_writes_its_file_format():
         "real_image_size",
         "fake_image_size",
         "weights",
-        "weights_source",
+        "weights_origin",
     }
     assert cj["fid"] is None and cj["weights"] == "clf/model.pt" and cj["fake_image_size"] == [64, 64]
     c.is_fid, c.feature_space = True, "inception"

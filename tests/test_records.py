@@ -115,7 +115,7 @@ def _split(split: str, auc: float | None) -> SplitMetrics:
 def test_classifier_metrics_round_trip(tmp_path, with_test):
     metrics = ClassifierMetrics(
         task="chibi", arch="resnet18", pretrained="none", image_size=32, seed=0, val_fraction=0.25, test_fraction=0.2,
-        lr=1e-3, backbone_lr_scale=0.1, pretrained_source="none: random initialisation of resnet18", n_train=18,
+        lr=1e-3, backbone_lr_scale=0.1, pretrained_origin="none: random initialisation of resnet18", n_train=18,
         n_val=8, n_test=6 if with_test else 0, counts={"all": {"0": 16, "1": 16}}, class_balance="pos_weight",
         pos_weight=1.0, epochs_run=3, best_epoch=2, threshold=0.49, threshold_rule="best_f1", threshold_rule_met=True,
         test=_split("test (held out)", 1.0) if with_test else None,

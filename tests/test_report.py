@@ -91,9 +91,9 @@ def _clf_block(split: str, n: int, p: float, r: float, f1: float, auc: float, co
 
 
 def _classifier(path: Path, task: str, *, test, val, test_note=None, sizes=(120, 40, 40), **more) -> Path:
-    """A classifier's metrics.json as ``classifier train`` writes it; ``more``: other fields (pretrained_source)."""
+    """A classifier's metrics.json as ``classifier train`` writes it; ``more``: other fields (pretrained_origin)."""
     fields = dict(arch="resnet34", pretrained="none", image_size=128, seed=0, val_fraction=0.25, test_fraction=0.2,
-                  lr=1e-3, backbone_lr_scale=0.1, pretrained_source="none: random initialisation of resnet34",
+                  lr=1e-3, backbone_lr_scale=0.1, pretrained_origin="none: random initialisation of resnet34",
                   class_balance="BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)", pos_weight=1.0,
                   epochs_run=3, best_epoch=2, threshold=0.42, threshold_rule="best_f1", threshold_rule_met=True,
                   history=[], seconds_per_epoch=1.0, device="cpu")  # fmt: skip
@@ -411,7 +411,7 @@ def test_classifier_headline_is_the_test_split(tmp_path):
     chibi = _classifier(
         tmp_path / "classifiers" / "chibi" / "metrics.json",
         "chibi",
-        pretrained_source="offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0 (content ab)",
+        pretrained_origin="offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0 (content ab)",
         test=_clf_block("test (held out)", 40, 0.8111, 0.7222, 0.7641, 0.9012, [[28, 3], [5, 4]]),
         val=_clf_block(VAL, 40, 0.95, 0.9, 0.9243, 0.99, [[30, 1], [1, 8]]),
     )

@@ -61,9 +61,9 @@ def pretrained_model(arch: str, pretrained: str = "none", backbone_weights: str 
     with a ``state_dict`` key, such as this stage's own model.pt). The classifier head is always new: timm drops a
     head whose class count differs, and starts at zero (see :func:`zero_head`).
     """
-    model, source = _weights(arch, pretrained, backbone_weights)
+    model, origin = _weights(arch, pretrained, backbone_weights)
     zero_head(model)
-    return model, source
+    return model, origin
 
 
 def zero_head(model) -> None:

@@ -66,7 +66,7 @@ class TrainSummary:
     task: str
     arch: str
     pretrained: str
-    pretrained_source: str
+    pretrained_origin: str
     n_train: int
     n_val: int
     n_test: int
@@ -114,7 +114,7 @@ class ClassifierMetrics(JsonRecord):
     test_fraction: float
     lr: float
     backbone_lr_scale: float
-    pretrained_source: str  # where the weights started: "none: random initialisation", "offline: ...", a hub or path
+    pretrained_origin: str  # where the weights started: "none: random initialisation", "offline: ...", a hub or path
     n_train: int
     n_val: int
     n_test: int
@@ -215,7 +215,7 @@ class _Net:
     mean: list[float]
     std: list[float]
     batch_size: int
-    pretrained_source: str
+    pretrained_origin: str
 
     @property
     def channels_last(self) -> bool:
@@ -278,7 +278,7 @@ def run_train(
     test_block = _test_result(d.net, best, d.test_images, d.y_all[d.split.test], threshold, task, val_block)
     metrics = ClassifierMetrics(
         **{k: getattr(s, k) for k in _SETTINGS_IN_METRICS},
-        pretrained_source=d.net.pretrained_source,
+        pretrained_origin=d.net.pretrained_origin,
         **_split_counts(d.split, d.y_all),
         class_balance="BCEWithLogitsLoss pos_weight = n_negative / n_positive (train)",
         pos_weight=d.pos_weight,
@@ -365,13 +365,13 @@ def _split(data, s: _Settings) -> Split:
 def _new_net(s: _Settings, dev) -> _Net:
     import torch
 
-    model, source = pretrained_model(s.arch, s.pretrained, s.backbone_weights)
-    log.info("%s: %s weights: %s", s.task, s.arch, source)
+    model, origin = pretrained_model(s.arch, s.pretrained, s.backbone_weights)
+    log.info("%s: %s weights: %s", s.task, s.arch, origin)
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     mean, std = norm_stats(model)  # the pretrained weights' own input normalisation (timm's pretrained_cfg)
-    return _Net(model, dev, mean, std, s.batch_size, source)
+    return _Net(model, dev, mean, std, s.batch_size, origin)
 
 
 def _pos_weight(y_train: np.ndarray) -> float:
@@ -526,7 +526,7 @@ def _summary(metrics: ClassifierMetrics, out: Path) -> TrainSummary:
         task=metrics.task,
         arch=metrics.arch,
         pretrained=metrics.pretrained,
-        pretrained_source=metrics.pretrained_source,
+        pretrained_origin=metrics.pretrained_origin,
         n_train=metrics.n_train,
         n_val=metrics.n_val,
         n_test=metrics.n_test,

@@ -56,7 +56,7 @@ class FeatureSpec:
     identity: str  # equal identities give the same features (all standard Inception files share one)
     file_sha256: str
     content_hash: str = ""
-    source: str = ""
+    origin: str = ""  # where the weights come from
     ckpt: dict | None = field(default=None, repr=False)
 
     @property
@@ -73,7 +73,7 @@ def resolve_features(inception_weights: Path | None, classifier_model: Path | No
         ckpt = read_classifier(path)
         space = f"classifier:{ckpt['task']}:{ckpt['arch']}"
         sha = file_digest(path, "sha256")
-        return FeatureSpec("classifier", path, space, False, sha, sha, source="ganime classifier", ckpt=ckpt)
+        return FeatureSpec("classifier", path, space, False, sha, sha, origin="ganime classifier", ckpt=ckpt)
     path = inception.default_weights() if inception_weights is None else Path(inception_weights)
     info = inception.identify(path)
     if not info.is_fid:
@@ -91,7 +91,7 @@ def resolve_features(inception_weights: Path | None, classifier_model: Path | No
         info.identity,
         info.file_sha256,
         info.content_hash,
-        info.source,
+        info.origin,
     )
 
 

@@ -52,7 +52,7 @@ def write_reference(
                 extractor_sha256=np.array(spec.file_sha256),
                 extractor_id=np.array(spec.identity),
                 extractor_content_hash=np.array(spec.content_hash),
-                extractor_source=np.array(spec.source),
+                extractor_origin=np.array(spec.origin),
                 extractor_path=np.array(str(spec.path)),
                 n=np.array(len(features)),
                 seed=np.array(seed),
@@ -83,7 +83,7 @@ def load_reference(path: Path, flag: str = "--reference", *, check_data: bool = 
     missing = [k for k in REFERENCE_KEYS if k not in ref]
     if missing:
         raise GanimeError(f"{flag} {path}: missing {', '.join(missing)}; {rerun}")
-    text = ("feature_space", "extractor_sha256", "data", "extractor_id", "extractor_source", "extractor_path")
+    text = ("feature_space", "extractor_sha256", "data", "extractor_id", "extractor_origin", "extractor_path")
     for key in (*text, "data_sha256", "dataset"):
         if key in ref:
             ref[key] = str(ref[key])

@@ -75,12 +75,13 @@ class Side:
 
 @dataclass(frozen=True)
 class Weights:
-    """The feature extractor's file: path, sha256, identity (equal identities give equal features) and source."""
+    """The feature extractor's file: path, sha256, identity (equal identities give equal features) and origin (where
+    the weights come from)."""
 
     path: str
     sha256: str
     identity: str
-    source: str
+    origin: str
 
 
 KINDS = ("run", "distance", "compare", "snapshot")
@@ -147,7 +148,7 @@ class MetricResult:
                 "primary_reference": next(iter(self.references)),
                 "reference_order": list(self.references),  # the JSON's keys are sorted; this keeps the given order
                 "references": {name: r.reference_block() for name, r in self.references.items()},
-                "weights": {"path": w.path, "sha256": w.sha256, "identity": w.identity, "source": w.source},
+                "weights": {"path": w.path, "sha256": w.sha256, "identity": w.identity, "origin": w.origin},
                 "generator": self.fake.path,
                 "seed": self.seed,
                 "truncation": self.truncation,
@@ -181,7 +182,7 @@ class MetricResult:
             "real_image_size": self.real.image_size,
             "fake_image_size": self.fake.image_size,
             "weights": self.weights.path,
-            "weights_source": self.weights.source,
+            "weights_origin": self.weights.origin,
             "seed": self.seed,
         }
 
@@ -224,7 +225,7 @@ class MetricResult:
             real=reference(obj).real,
             fake=Side(obj["generator"]),
             seed=obj["seed"],
-            weights=Weights(w["path"], w["sha256"], w["identity"], w["source"]),
+            weights=Weights(w["path"], w["sha256"], w["identity"], w["origin"]),
             truncation=obj["truncation"],
             references=references,
         )
