@@ -135,7 +135,7 @@ def test_single_group_report_summary_and_cli(tmp_path):
     scores = Scores(
         fd=37.0, kid_mean=0.01, kid_std=0.001, kid_subsets=100, kid_subset_size=1000, n_fake=5000, n_real=9000
     )
-    real = Side("results/evaluation/reference_B_128.npz", pack, [128, 128], "ab12")
+    real = Side("results/evaluation/reference_B_128.npz", pack, [128, 128], "ab12", dataset="B")
     ref = MetricResult(kind="run", feature_space="inception", is_fid=True, scores=scores, real=real, seed=0)
     weights = Weights("weights.pth", "sha256-of-weights", "identity", "test")
     run = dataclasses.replace(ref, fake=Side(str(folder / "generator.pt")), weights=weights, references={"shared": ref})
@@ -144,7 +144,7 @@ def test_single_group_report_summary_and_cli(tmp_path):
                          images_seen=1_000_000, images_this_run=1_000_000, step=1, resumed=False, lr=1e-3,
                          betas=(0.0, 0.99), n_critic=1, device="cuda", amp="off", diffaug=False, seconds_total=20000.0,
                          seconds_this_run=20000.0, img_per_s=50.0, n_params_g=1, n_params_d=1, loss_g=None,
-                         loss_d=None, penalty=None)  # fmt: skip
+                         loss_d=None, penalty=None, dataset="B")  # fmt: skip
     (folder / "train_summary.json").write_text(json.dumps(train.to_json()))
     out = tmp_path / "rep"
     assert report.main(["--run-metrics", str(metrics), "--groups", "stylegan_B_s0=stylegan_B", "--out", str(out)]) == 0
