@@ -527,18 +527,17 @@ def test_metrics_json_has_intervals_fd_inf_and_sizes_per_reference(tmp_path, clf
     assert ev.main([*argv, *base, "--bootstrap", "1", "--out", str(tmp_path / "b1.json")]) == 2
 
 
-def test_reference_from_a_changed_pack_is_refused(tmp_path, clf, fake_gan, capsys, caplog):
+def test_reference_from_a_changed_pack_is_refused(tmp_path, clf, fake_gan, capsys):
     data = _packed(tmp_path / "pack.npy", n=12)
     ref = tmp_path / "ref.npz"
     ev.run_reference(data=data, out=ref, n=12, classifier_model=clf, device="cpu")
     assert load_reference(ref)["data_sha256"] == file_digest(data, "sha256")
-    # a reference from before pack hashes: accepted with a warning (before any CLI call resets the log handlers)
+    # a reference without its pack's hash (an older file): refused in one line, with the fix
     with np.load(ref) as z:
         old = {k: z[k] for k in z.files if k != "data_sha256"}
     np.savez(tmp_path / "old.npz", **old)
-    with caplog.at_level("WARNING", logger="ganime_steps.metrics.reference"):
+    with pytest.raises(GanimeError, match=r"old\.npz: missing data_sha256; rebuild it"):
         load_reference(tmp_path / "old.npz")
-    assert "predates pack hashes" in caplog.text
     # rewritten with the same content (a rerun of the pack rule): still current
     np.save(data, np.load(data))
     load_reference(ref)

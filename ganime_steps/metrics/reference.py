@@ -64,7 +64,10 @@ def write_reference(
             )
 
 
-REFERENCE_KEYS = ("mu", "sigma", "features", "feature_space", "is_fid", "extractor_sha256", "n", "data", "data_shape")
+REFERENCE_KEYS = (
+    *("mu", "sigma", "features", "feature_space", "is_fid", "extractor_sha256", "extractor_id", "n"),
+    *("data", "data_shape", "data_sha256"),
+)
 
 
 def load_reference(path: Path, flag: str = "--reference", *, check_data: bool = True) -> dict[str, Any]:
@@ -88,8 +91,6 @@ def load_reference(path: Path, flag: str = "--reference", *, check_data: bool = 
         if key in ref:
             ref[key] = str(ref[key])
     ref["dataset"] = ref.get("dataset") or None  # not named when built
-    # References from before weights identities: the file hash was the identity.
-    ref.setdefault("extractor_id", ref["extractor_sha256"])
     ref["is_fid"] = bool(ref["is_fid"])
     ref["n"] = int(ref["n"])
     ref["data_shape"] = tuple(int(v) for v in ref["data_shape"])
@@ -115,11 +116,6 @@ def check_reference_pack(ref: Mapping[str, Any], flag: str = "--reference") -> N
     features describe images that are gone. Always hashed (as the train stage hashes its pack): a size and mtime
     check could miss a rewrite within one timestamp tick."""
     path, data = ref["path"], Path(ref["data"])
-    if "data_sha256" not in ref:
-        log.warning(
-            "%s %s: predates pack hashes, so it cannot be checked against %s; rebuild it to be sure", flag, path, data
-        )
-        return
     if not data.is_file():
         log.debug("%s %s: its pack %s is not here to check", flag, path, data)
         return
