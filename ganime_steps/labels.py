@@ -1,6 +1,7 @@
 """Stage 3, labels: import hand labels for one task (chibi, multi, aesthetic, ...) into a label table.
 
-Sources (the format is detected from the extension/shape, or given as ``FORMAT=PATH``):
+Label files, listed per task under ``labels.<task>`` in the config (the format is detected from the extension/shape,
+or given as ``FORMAT=PATH``):
 
 - ``csv``: a CSV naming each image by ``post_id`` (optionally with ``source``), ``md5`` or image path
   (``file``/``image``), with a ``label`` column (``choice``/``choices``/``class`` also accepted).
@@ -16,7 +17,7 @@ UTF-8 (with or without BOM), UTF-16 with BOM (Excel "Unicode Text") or Windows-1
 or semicolons; anything else (an .xlsx renamed .csv, UTF-16 without BOM) is refused naming the file and the fix.
 Every unknown image, unknown class and conflicting duplicate is reported with file and line/record: all of them go
 to ``<out stem>_problems.csv`` and the stage fails naming the first. On success it writes ``<out>`` (source, post_id,
-md5, label, origin) and ``<out stem>_counts.json`` (label counts per class and per source).
+md5, label, origin) and ``<out stem>_counts.json`` (label counts per class and per label file).
 """
 
 from __future__ import annotations
@@ -72,19 +73,19 @@ class LabelsSummary(JsonRecord):
     negative: int
     files: list[str]
     classes: dict[str, int] = field(default_factory=dict)
-    per_source: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_label_file: dict[str, dict[str, int]] = field(default_factory=dict)  # label file path -> counts
     skipped: int = 0
 
 
 @dataclass(frozen=True)
-class Source:
+class LabelFile:
     path: Path
     format: str  # one of FORMATS, after detection
 
 
 @dataclass
 class Record:
-    """One label as read from a source, before it is matched to a post."""
+    """One label as read from a label file, before it is matched to a post."""
 
     where: str  # "file:line", "file#task 12" or a file path: what a person opens to fix it
     key: dict[str, str]  # post_id/source/md5/file/image/path/content_md5
@@ -121,24 +122,24 @@ def parse_label(value: Any, task: str) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# source specs
+# label file specs
 
 
-def parse_source(spec: str | dict | Path) -> Source:
-    """A config entry (``path``, ``FORMAT=path`` or ``{path: ..., format: ...}``) as a Source with a known format."""
+def parse_label_file(spec: str | dict | Path) -> LabelFile:
+    """A config entry (``path``, ``FORMAT=path`` or ``{path: ..., format: ...}``) as a LabelFile with a known format."""
     if isinstance(spec, dict):
         if "path" not in spec:
-            raise GanimeError(f"labels source {spec!r}: needs a 'path' key")
+            raise GanimeError(f"label file {spec!r}: needs a 'path' key")
         path, fmt = Path(str(spec["path"])), str(spec.get("format") or "auto")
     else:
         text = str(spec)
         head, sep, tail = text.partition("=")
         path, fmt = (Path(tail), head) if sep and head in (*FORMATS, "auto") else (Path(text), "auto")
     if fmt not in (*FORMATS, "auto"):
-        raise GanimeError(f"labels source {str(path)!r}: format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
+        raise GanimeError(f"label file {str(path)!r}: format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
     if fmt == "auto":
         fmt = detect_format(path)
-    return Source(path, fmt)
+    return LabelFile(path, fmt)
 
 
 def detect_format(path: Path) -> str:
@@ -146,7 +147,7 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         return "folder"
     if not path.is_file():
-        raise GanimeError(f"{path}: label source not found; fix the path under labels in the config")
+        raise GanimeError(f"{path}: label file or folder not found; fix the path under labels in the config")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         header = {_header_name(h) for h in _csv_dict_reader(read_csv_text(path)).fieldnames or []}
@@ -170,8 +171,8 @@ def _spec_path(spec: str | dict | Path) -> Path:
     return Path(tail) if sep and head in (*FORMATS, "auto") else Path(str(spec))
 
 
-def source_files(specs: str | dict | Iterable) -> list[str]:
-    """Every file the sources read (a folder source lists its image files), for the workflow's input.
+def label_file_inputs(specs: str | dict | Iterable) -> list[str]:
+    """Every file the label files read (a label folder lists its image files), for the workflow's input.
 
     A path that does not exist yet is listed as is, so that Snakemake names it as a missing input.
     """
@@ -185,8 +186,8 @@ def source_files(specs: str | dict | Iterable) -> list[str]:
     return files
 
 
-def source_args(specs: Iterable[str | dict]) -> list[str]:
-    """The ``--source`` arguments for a task's config entry (``FORMAT=PATH`` where a format is given)."""
+def label_file_args(specs: Iterable[str | dict]) -> list[str]:
+    """The ``--label-file`` arguments for a task's config entry (``FORMAT=PATH`` where a format is given)."""
     out = []
     for spec in as_spec_list(specs):
         if isinstance(spec, dict):
@@ -398,7 +399,7 @@ class _PostIndex:
             if not matches:
                 raise LabelProblem(f"post_id {pid} is not among the scraped posts")
             return matches[0]
-        if "path" in record:  # folder source: md5 file name first, then the md5 of the content
+        if "path" in record:  # an image in a label folder: md5 file name first, then the md5 of the content
             md5 = record.get("md5", "")
             if md5 in self.by_md5:
                 return self.by_md5[md5]
@@ -433,21 +434,21 @@ class _Problem:
     message: str
 
 
-def collect(sources: list[Source], task: str, index: _PostIndex) -> tuple[pd.DataFrame, list[_Problem], dict]:
+def collect(label_files: list[LabelFile], task: str, index: _PostIndex) -> tuple[pd.DataFrame, list[_Problem], dict]:
     rows: list[tuple] = []
     problems: list[_Problem] = []
-    per_source: dict[str, dict[str, int]] = {}
-    for src in sources:
-        if src.format != "folder" and not src.path.is_file():
-            raise GanimeError(f"{src.path}: label file not found; fix labels.{task} in the config")
-        if src.format == "folder" and not src.path.is_dir():
-            raise GanimeError(f"{src.path}: label folder not found; fix labels.{task} in the config")
+    per_label_file: dict[str, dict[str, int]] = {}
+    for label_file in label_files:
+        if label_file.format != "folder" and not label_file.path.is_file():
+            raise GanimeError(f"{label_file.path}: label file not found; fix labels.{task} in the config")
+        if label_file.format == "folder" and not label_file.path.is_dir():
+            raise GanimeError(f"{label_file.path}: label folder not found; fix labels.{task} in the config")
         counts = {"positive": 0, "negative": 0}
-        for rec in READERS[src.format](src.path, task):
+        for rec in READERS[label_file.format](label_file.path, task):
             label = parse_label(rec.value, task)
             if label is None:
                 shown = rec.value if not isinstance(rec.value, (list, dict)) else json.dumps(rec.value)
-                hint = "name class folders" if src.format == "folder" else "use"
+                hint = "name class folders" if label_file.format == "folder" else "use"
                 problems.append(
                     _Problem(
                         rec.where,
@@ -463,7 +464,7 @@ def collect(sources: list[Source], task: str, index: _PostIndex) -> tuple[pd.Dat
                 continue
             rows.append((*post, label, rec.where))
             counts["positive" if label else "negative"] += 1
-        per_source[str(src.path)] = counts
+        per_label_file[str(label_file.path)] = counts
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     # The same image labelled twice is fine when the labels agree; a disagreement needs a person.
     for md5, group in table.groupby("md5", sort=False):
@@ -478,7 +479,7 @@ def collect(sources: list[Source], task: str, index: _PostIndex) -> tuple[pd.Dat
                     f"conflicting {task} labels for image {md5}: {origins}; keep one",
                 )
             )
-    return table, problems, per_source
+    return table, problems, per_label_file
 
 
 def _write_problems(path: Path, problems: list[_Problem]) -> None:
@@ -490,16 +491,16 @@ def _write_problems(path: Path, problems: list[_Problem]) -> None:
 
 
 def run_labels(
-    *, posts: Path, sources: list[str | dict | Path] | None = None, task: str, out: Path, csvs: list[Path] = ()
+    *, posts: Path, label_files: list[str | dict | Path] | None = None, task: str, out: Path, csvs: list[Path] = ()
 ) -> LabelsSummary:
-    """Import every source for ``task``; fail (listing every problem in ``<out stem>_problems.csv``) or write."""
-    specs = [*(sources or []), *[Source(Path(p), "csv") for p in csvs]]
+    """Import every label file for ``task``; fail (listing every problem in ``<out stem>_problems.csv``) or write."""
+    specs = [*(label_files or []), *[LabelFile(Path(p), "csv") for p in csvs]]
     if not specs:
-        raise GanimeError(f"labels.{task}: no label source given; list at least one file or folder in the config")
-    parsed = [s if isinstance(s, Source) else parse_source(s) for s in specs]
+        raise GanimeError(f"labels.{task}: no label file given; list at least one file or folder in the config")
+    parsed = [s if isinstance(s, LabelFile) else parse_label_file(s) for s in specs]
     out = Path(out)
     index = _PostIndex(read_parquet(posts, ["source", "post_id", "md5"]))
-    table, problems, per_source = collect(parsed, task, index)
+    table, problems, per_label_file = collect(parsed, task, index)
     problems_path = out.with_name(out.stem + "_problems.csv")
     if problems:
         _write_problems(problems_path, problems)
@@ -508,7 +509,7 @@ def run_labels(
         raise GanimeError(f"{first.where}: {first.message}{more}")
     problems_path.unlink(missing_ok=True)  # a stale list from an earlier failed import would mislead
     if table.empty:
-        raise GanimeError(f"labels.{task}: the sources hold no labels ({', '.join(str(s.path) for s in parsed)})")
+        raise GanimeError(f"labels.{task}: the label files hold no labels ({', '.join(str(s.path) for s in parsed)})")
     table = table.drop_duplicates("md5").reset_index(drop=True)
     positive = int(table["label"].sum())
     write_parquet(out, table)
@@ -519,11 +520,11 @@ def run_labels(
         negative=len(table) - positive,
         files=[str(s.path) for s in parsed],
         classes={task: positive, f"not_{task}": len(table) - positive},
-        per_source=per_source,
+        per_label_file=per_label_file,
     )
     write_json(out.with_name(out.stem + "_counts.json"), summary.to_json())
     log.info(
-        "labels %s: %d labels (%d %s, %d not) from %d source(s)",
+        "labels %s: %d labels (%d %s, %d not) from %d label file(s)",
         task,
         len(table),
         positive,
@@ -543,7 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--posts", type=Path, required=True, help="posts.parquet of the scrape stage")
     p.add_argument("--task", required=True, help="label task name, e.g. chibi, multi, aesthetic")
     p.add_argument(
-        "--source", nargs="+", default=[], dest="sources", help="label sources: PATH or FORMAT=PATH (file or folder)"
+        "--label-file",
+        nargs="+",
+        default=[],
+        dest="label_files",
+        help="label files: PATH or FORMAT=PATH (a file, or a folder per class)",
     )
     p.add_argument("--csv", type=Path, nargs="+", default=[], dest="csvs", help="plain label CSV file(s)")
     p.add_argument("--out", type=Path, required=True, help="output label table (.parquet)")

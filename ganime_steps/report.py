@@ -252,7 +252,12 @@ def attach_removed_grids(datasets: list[dict[str, Any]], paths: list[Path]) -> i
 
 def read_label_counts(path: Path) -> dict[str, Any]:
     c = _read_record(path, "--label-counts", LabelsSummary.from_json, RERUN["labels"])
-    return {"task": str(c.task), "positive": int(c.positive), "negative": int(c.negative), "sources": len(c.per_source)}
+    return {
+        "task": str(c.task),
+        "positive": int(c.positive),
+        "negative": int(c.negative),
+        "label_files": len(c.per_label_file),
+    }
 
 
 def read_label_queue(path: Path) -> dict[str, Any]:

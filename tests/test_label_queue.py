@@ -62,7 +62,7 @@ def test_round_trip_label_studio_export_back_to_labels(posts, scored, tmp_path):
         export.append({"id": i + 1, "data": t["data"], "annotations": [{"id": i + 10, "result": result}]})
     path = tmp_path / "project-1-at-2026.json"
     path.write_text(json.dumps(export))
-    summary = labels.run_labels(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
+    summary = labels.run_labels(posts=posts, label_files=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
     table = pd.read_parquet(tmp_path / "chibi.parquet")
     assert table["post_id"].tolist() == [7, 6, 8] and table["label"].tolist() == [1, 0, 0]
     assert summary.classes == {"chibi": 1, "not_chibi": 2}
@@ -70,7 +70,7 @@ def test_round_trip_label_studio_export_back_to_labels(posts, scored, tmp_path):
     for task in export:
         task["data"] = {"image": task["data"]["image"]}
     path.write_text(json.dumps(export))
-    labels.run_labels(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "again.parquet")
+    labels.run_labels(posts=posts, label_files=[str(path)], task="chibi", out=tmp_path / "again.parquet")
     assert pd.read_parquet(tmp_path / "again.parquet")["post_id"].tolist() == [7, 6, 8]
 
 
@@ -135,7 +135,7 @@ def test_first_round_export_reads_back_and_cli(posts, tmp_path, capsys):
     ]  # fmt: skip
     (tmp_path / "export.json").write_text(json.dumps(export))
     labels.run_labels(
-        posts=posts, sources=[str(tmp_path / "export.json")], task="chibi", out=tmp_path / "chibi.parquet"
+        posts=posts, label_files=[str(tmp_path / "export.json")], task="chibi", out=tmp_path / "chibi.parquet"
     )
     table = pd.read_parquet(tmp_path / "chibi.parquet")
     assert table["post_id"].tolist() == [t["data"]["post_id"] for t in tasks] and table["label"].tolist() == [1, 0, 1]

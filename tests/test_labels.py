@@ -92,7 +92,7 @@ def test_label_studio_json_export(posts, tmp_path):
     ]
     path = tmp_path / "export.json"
     path.write_text(json.dumps(tasks))
-    summary = labels.run_labels(posts=posts, sources=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
+    summary = labels.run_labels(posts=posts, label_files=[str(path)], task="chibi", out=tmp_path / "chibi.parquet")
     out = pd.read_parquet(tmp_path / "chibi.parquet")
     assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 0, 3: 1}
     assert summary.classes == {"chibi": 2, "not_chibi": 1}
@@ -121,11 +121,11 @@ def test_label_studio_min_and_csv_exports(posts, tmp_path):
     assert labels.detect_format(json_min) == "label_studio_min"
     assert labels.detect_format(ls_csv) == "label_studio_csv"
     summary = labels.run_labels(
-        posts=posts, sources=[str(json_min), str(ls_csv)], task="chibi", out=tmp_path / "c.parquet"
+        posts=posts, label_files=[str(json_min), str(ls_csv)], task="chibi", out=tmp_path / "c.parquet"
     )
     out = pd.read_parquet(tmp_path / "c.parquet")
     assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 0, 4: 0, 5: 1}
-    assert summary.per_source == {
+    assert summary.per_label_file == {
         str(json_min): {"positive": 1, "negative": 1},
         str(ls_csv): {"positive": 1, "negative": 1},
     }
@@ -143,10 +143,10 @@ def test_folder_per_class_by_name_and_content(posts, tmp_path):
     (root / "no" / "IMG_0003.PNG").write_bytes((scrape / table["file"][2]).read_bytes())
     (root / "no" / ".DS_Store").write_bytes(b"junk")  # hidden and not an image: ignored
     assert labels.detect_format(root) == "folder"
-    assert sorted(Path(f).name for f in labels.source_files([str(root)])) == sorted(
+    assert sorted(Path(f).name for f in labels.label_file_inputs([str(root)])) == sorted(
         [f"{table['md5'][0]}.png", "my favourite.png", "IMG_0003.PNG"]
     )
-    summary = labels.run_labels(posts=posts, sources=[str(root)], task="chibi", out=tmp_path / "c.parquet")
+    summary = labels.run_labels(posts=posts, label_files=[str(root)], task="chibi", out=tmp_path / "c.parquet")
     out = pd.read_parquet(tmp_path / "c.parquet")
     assert dict(zip(out["post_id"], out["label"], strict=True)) == {1: 1, 2: 1, 3: 0}
     assert (summary.positive, summary.negative) == (2, 1)
@@ -157,15 +157,15 @@ def test_explicit_format_and_config_shapes(posts, tmp_path):
     odd = tmp_path / "labels.txt"  # an extension that says nothing: the format is given explicitly
     odd.write_text(f"md5,label\n{table['md5'][0]},1\n{table['md5'][1]},0\n")
     with pytest.raises(GanimeError, match="cannot tell the label format"):
-        labels.parse_source(str(odd))
-    assert labels.parse_source(f"csv={odd}") == labels.Source(odd, "csv")
-    assert labels.parse_source({"path": str(odd), "format": "csv"}) == labels.Source(odd, "csv")
+        labels.parse_label_file(str(odd))
+    assert labels.parse_label_file(f"csv={odd}") == labels.LabelFile(odd, "csv")
+    assert labels.parse_label_file({"path": str(odd), "format": "csv"}) == labels.LabelFile(odd, "csv")
     with pytest.raises(GanimeError, match="format 'xml' is unknown"):
-        labels.parse_source({"path": str(odd), "format": "xml"})
-    assert labels.source_args([{"path": "a.txt", "format": "csv"}, "b.json"]) == ["csv=a.txt", "b.json"]
-    assert labels.source_args("x.csv") == ["x.csv"]  # a single path string keeps working
+        labels.parse_label_file({"path": str(odd), "format": "xml"})
+    assert labels.label_file_args([{"path": "a.txt", "format": "csv"}, "b.json"]) == ["csv=a.txt", "b.json"]
+    assert labels.label_file_args("x.csv") == ["x.csv"]  # a single path string keeps working
     summary = labels.run_labels(
-        posts=posts, sources=[{"path": str(odd), "format": "csv"}], task="chibi", out=tmp_path / "o.parquet"
+        posts=posts, label_files=[{"path": str(odd), "format": "csv"}], task="chibi", out=tmp_path / "o.parquet"
     )
     assert summary.n_labels == 2
 
@@ -189,7 +189,7 @@ def test_every_problem_is_listed_with_file_and_record(posts, tmp_path, capsys):
     (folder / "yes").mkdir()
     (folder / "yes" / "stranger.png").write_bytes(b"\x89PNG not among the posts")
     out = tmp_path / "out" / "chibi.parquet"
-    argv = ["--posts", str(posts), "--task", "chibi", "--source", str(a), str(studio), f"folder={folder}"]
+    argv = ["--posts", str(posts), "--task", "chibi", "--label-file", str(a), str(studio), f"folder={folder}"]
     assert labels.main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -205,18 +205,18 @@ def test_every_problem_is_listed_with_file_and_record(posts, tmp_path, capsys):
     assert not out.exists()
     # fixed: the stale problem list goes away
     a.write_text("post_id,label\n1,0\n")
-    labels.run_labels(posts=posts, sources=[str(a)], task="chibi", out=out)
+    labels.run_labels(posts=posts, label_files=[str(a)], task="chibi", out=out)
     assert out.exists() and not out.with_name("chibi_problems.csv").exists()
 
 
-def test_source_files_lists_missing_paths_for_the_workflow(tmp_path):
-    assert labels.source_files(["labels/chibi.csv", "folder=labels/none"]) == ["labels/chibi.csv", "labels/none"]
+def test_label_file_inputs_list_missing_paths_for_the_workflow(tmp_path):
+    assert labels.label_file_inputs(["labels/chibi.csv", "folder=labels/none"]) == ["labels/chibi.csv", "labels/none"]
 
 
 def test_no_labels_at_all(posts, tmp_path):
     empty = write_csv(tmp_path / "empty.csv", "post_id,label\n")
     with pytest.raises(GanimeError, match="hold no labels"):
-        labels.run_labels(posts=posts, sources=[str(empty)], task="chibi", out=tmp_path / "o.parquet")
+        labels.run_labels(posts=posts, label_files=[str(empty)], task="chibi", out=tmp_path / "o.parquet")
 
 
 # ---------------------------------------------------------------------------------------------------- Excel exports
@@ -232,7 +232,7 @@ def test_excel_exports_are_read(posts, tmp_path, encoding, sep):
     path.write_bytes("".join(sep.join(r) + "\r\n" for r in rows).encode(encoding))
     assert labels.detect_format(path) == "csv"
     code = labels.main(
-        ["--posts", str(posts), "--task", "chibi", "--source", str(path), "--out", str(tmp_path / "o.parquet")]
+        ["--posts", str(posts), "--task", "chibi", "--label-file", str(path), "--out", str(tmp_path / "o.parquet")]
     )
     assert code == 0
     out = pd.read_parquet(tmp_path / "o.parquet")

@@ -149,7 +149,7 @@ def test_labels_summary_the_stage_writes_parses(posts, tmp_path):
     written = json.loads(counts.read_text(encoding="utf-8"))
     assert LabelsSummary.from_json(written) == summary and summary.to_json() == written
     _round_trip(tmp_path, summary, LabelsSummary.from_json)
-    assert report.read_label_counts(counts) == {"task": "chibi", "positive": 2, "negative": 1, "sources": 1}
+    assert report.read_label_counts(counts) == {"task": "chibi", "positive": 2, "negative": 1, "label_files": 1}
 
 
 def test_the_data_fid_file_evaluate_distance_writes_parses(tmp_path):

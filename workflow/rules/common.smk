@@ -17,7 +17,7 @@ from ganime_steps.config import (
     source_settings,
     validate_config,
 )
-from ganime_steps.labels import source_files
+from ganime_steps.labels import label_file_inputs
 
 REPO = Path(workflow.basedir).parent
 # Every stage runs as `python -m ganime_steps.<stage>`; PYTHONPATH makes this checkout's code the one used,
@@ -136,12 +136,12 @@ def missing_label_files(first_task):
     return [
         (task, path)
         for task in tasks
-        for path in source_files(config["labels"][task])
+        for path in label_file_inputs(config["labels"][task])
         if not Path(path).exists() and not any(r.is_producer(path) for r in workflow.rules)
     ]
 
 
-def get_label_sources(wildcards):
+def get_label_files(wildcards):
     """The files a task's labels are read from. A configured file that does not exist and that no rule makes (a
     first real run has no hand labels yet) stops the run in one line naming every missing hand-label file of every
     task, each with the command that makes its first label queue, instead of Snakemake's MissingInputException
@@ -159,7 +159,7 @@ def get_label_sources(wildcards):
             f"ganime: {len(missing)} hand-label file(s) missing: {each} "
             f"(`snakemake --cores 1 first_label_queues` makes every task's first queue in results/label_queue/first/)"
         )
-    return source_files(config["labels"][task])
+    return label_file_inputs(config["labels"][task])
 
 
 def is_synthetic():
