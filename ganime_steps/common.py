@@ -241,6 +241,25 @@ def settings_from_json(cls: type[T], data: Any, where: str, what: str) -> T:
         raise GanimeError(f"{where}: {exc}") from None
 
 
+Options = list[tuple[str, dict[str, Any]]]  # (flag, add_argument's keyword arguments), in --help order
+
+
+def add_settings_options(
+    p: argparse.ArgumentParser, stage: str, config_file: str, groups: Iterable[tuple[str | None, Options]]
+) -> None:
+    """A settings stage's CLI (train, scrape): ``--config FILE`` or ``--settings JSON`` (read by
+    :func:`settings_json_arg`), then each group of flags under its --help title (None: the main options)."""
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--config", type=Path, help=f"{config_file} (saved by a {stage} run, or written by hand): the settings"
+    )
+    given.add_argument("--settings", help=f"the settings as one JSON object (the workflow's {stage} rule passes them)")
+    for title, options in groups:
+        group = p if title is None else p.add_argument_group(title)
+        for flag, kw in options:
+            group.add_argument(flag, **kw)
+
+
 def settings_json_arg(config: str | os.PathLike | None, settings: str | None) -> tuple[Any, str] | None:
     """The JSON a stage's settings start from, and how an error names it: ``--config FILE`` (a person's, or a
     ``*_config.json`` a run saved) or ``--settings JSON`` (the workflow's); None when neither is given."""

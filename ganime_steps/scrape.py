@@ -51,6 +51,8 @@ from PIL import Image
 
 from ganime_steps.common import (
     GanimeError,
+    Options,
+    add_settings_options,
     checked_setting,
     file_digest,
     run_cli,
@@ -967,48 +969,55 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    given = p.add_mutually_exclusive_group()
-    given.add_argument(
-        "--config", type=Path, help="scrape_config.json (a scrape folder's, or one written by hand): the settings"
-    )
-    given.add_argument("--settings", help="the settings as one JSON object (the workflow's scrape rule passes them)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (images/, posts.parquet, ...)")
-    p.add_argument("--fresh-listing", action="store_true", help="list again from the newest post (new journal)")
-    p.add_argument(
-        "--verify",
-        action="store_true",
-        help="re-hash every stored file of the listed posts instead of trusting size and mtime; damaged files are "
-        "removed and downloaded again (or listed in failures.parquet)",
-    )
-    p.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        help="advanced/test knob: multiply every backoff and Retry-After sleep (tests use 0.001; default 1)",
-    )
-    group = p.add_argument_group("scrape settings (scrape_config.json's keys; default: the workflow schema's)")
-    for flag, kw in setting_options():
-        group.add_argument(flag, **kw)
+    add_settings_options(p, "scrape", "scrape_config.json", argument_groups())
     return p
 
 
-def setting_options() -> list[tuple[str, dict[str, Any]]]:
-    """The settings' flags (``--x-y`` sets ``x_y``). None has an argparse default (a flag not given is left out of
-    the namespace): the defaults are :class:`ScrapeSettings`'."""
+def argument_groups() -> list[tuple[str | None, Options]]:
+    """The CLI's options by --help section (None: the main options), each a table of flags. A setting's flag has
+    no argparse default (a flag not given is left out of the namespace): the defaults are :class:`ScrapeSettings`'.
+    """
     d = ScrapeSettings()
 
     def opt(help: str, type: Callable[[str], Any] | None = None, **kw: Any) -> dict[str, Any]:
         return {"default": argparse.SUPPRESS, "help": help, **({"type": type} if type else {}), **kw}
 
     words = str.split  # a space-separated list
-    return [
+    runtime = [
+        ("--out", {"type": Path, "required": True, "help": "output folder (images/, posts.parquet, ...)"}),
+        ("--fresh-listing", {"action": "store_true", "help": "list again from the newest post (new journal)"}),
+        (
+            "--verify",
+            {
+                "action": "store_true",
+                "help": "re-hash every stored file of the listed posts instead of trusting size and mtime; damaged "
+                "files are removed and downloaded again (or listed in failures.parquet)",
+            },
+        ),
+        (
+            "--time-scale",
+            {
+                "type": float,
+                "default": 1.0,
+                "help": "advanced/test knob: multiply every backoff and Retry-After sleep (tests use 0.001; default 1)",
+            },
+        ),
+    ]
+    what = [
         ("--kind", opt(f"source type (default {d.kind})", choices=SOURCE_KINDS)),
         ("--name", opt("source name used in tables and paths (default: the kind)")),
         ("--tags", opt("space-separated booru tags, all required")),
         ("--limit", opt(f"maximum number of posts to store (default {d.limit})", int)),
         ("--page-size", opt(f"posts per listing request (default {d.page_size}; Danbooru: at most 200)", int)),
+    ]
+    where = [
         ("--base-url", opt("booru address for dapi/danbooru, e.g. https://safebooru.org")),
         ("--path", opt("folder: a directory, .zip or .tar(.gz) of images")),
+        ("--user-env", opt("environment variable holding the user id (DAPI) or login (Danbooru)")),
+        ("--api-key-env", opt("environment variable holding the API key (never logged)")),
+        ("--image-hosts", opt("space-separated extra hosts images may be fetched from", words)),
+    ]
+    polite = [
         ("--rate", opt(f"requests per second per host (default {d.rate:g})", float)),
         ("--burst", opt(f"token-bucket size: requests back to back (default {d.burst})", int)),
         ("--workers", opt(f"parallel downloads, all under --rate (default {d.workers})", int)),
@@ -1024,19 +1033,28 @@ def setting_options() -> list[tuple[str, dict[str, Any]]]:
                 float,
             ),
         ),
+    ]
+    which = [
         ("--blacklist", opt("space-separated tags: posts carrying any of them are skipped", words)),
         (
             "--ratings",
             opt("space-separated ratings to keep, compared by first letter (e.g. 'g s'; default: all)", words),
         ),
-        ("--image-hosts", opt("space-separated extra hosts images may be fetched from", words)),
-        ("--user-env", opt("environment variable holding the user id (DAPI) or login (Danbooru)")),
-        ("--api-key-env", opt("environment variable holding the API key (never logged)")),
         ("--max-pixels", opt(f"decompression-bomb guard: largest w*h (default {d.max_pixels})", int)),
         ("--max-bytes", opt(f"largest image file in bytes (default {d.max_bytes})", int)),
-        ("--n-posts", opt(f"synthetic: posts the synthetic booru holds (default {d.n_posts})", int)),
-        ("--seed", opt(f"synthetic: generator seed (default {d.seed})", int)),
-        ("--style", opt(f"synthetic: the booru's look, booru or tachie (default {d.style})")),
+    ]
+    synthetic = [
+        ("--n-posts", opt(f"posts the synthetic booru holds (default {d.n_posts})", int)),
+        ("--seed", opt(f"generator seed (default {d.seed})", int)),
+        ("--style", opt(f"the booru's look, booru or tachie (default {d.style})")),
+    ]
+    return [
+        (None, runtime),
+        ("settings: what to fetch", what),
+        ("settings: where from (booru address or folder, credentials)", where),
+        ("settings: politeness, per host", polite),
+        ("settings: which posts and images are kept", which),
+        ("settings: the synthetic booru (kind synthetic)", synthetic),
     ]
 
 

@@ -24,7 +24,15 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from ganime_steps.common import GanimeError, run_cli, settings_json_arg, torch_device, write_json
+from ganime_steps.common import (
+    GanimeError,
+    Options,
+    add_settings_options,
+    run_cli,
+    settings_json_arg,
+    torch_device,
+    write_json,
+)
 from ganime_steps.gan.checkpoint import training_code_fingerprint
 from ganime_steps.gan.data import load_dataset
 from ganime_steps.gan.loop import AMP_MODES, RunSettings, TrainConfig, Trainer, TrainResult, uses_diffaug
@@ -324,18 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
         "The run's settings are --config's file (a run_config.json) or --settings' JSON, else the defaults (the "
         "workflow schema's runs.* defaults), each overridden by its flag.",
     )
-    for title, options in argument_groups():
-        group = p if title is None else p.add_argument_group(title)
-        if title is None:
-            given = group.add_mutually_exclusive_group()
-            for flag, kw in settings_sources():
-                given.add_argument(flag, **kw)
-        for flag, kw in options:
-            group.add_argument(flag, **kw)
+    add_settings_options(p, "train", "run_config.json", argument_groups())
     return p
 
 
-Options = list[tuple[str, dict[str, Any]]]  # (flag, add_argument's keyword arguments), in --help order
 AUTO_ON_OFF = {"auto": None, "on": True, "off": False}  # the choices of --channels-last and --data-on-device
 SETTING_FIELDS = tuple(f.name for f in fields(RunSettings))  # flag --x-y sets the setting x_y
 
@@ -348,16 +348,6 @@ def argument_groups() -> list[tuple[str | None, Options]]:
         ("run settings (run_config.json's keys; default: the workflow schema's)", setting_options()),
         ("progressive growing (progan, stylegan; ignored by the other families)", progressive_options()),
         ("metrics over training (metrics.jsonl, generator_best.pt)", metric_options()),
-    ]
-
-
-def settings_sources() -> Options:
-    return [
-        (
-            "--config",
-            {"type": Path, "help": "run_config.json (a run folder's, or one written by hand): the run's settings"},
-        ),
-        ("--settings", {"help": "the run's settings as one JSON object (the workflow's train rule passes them)"}),
     ]
 
 
