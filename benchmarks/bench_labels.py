@@ -44,7 +44,9 @@ LABEL_FRACTION, LABEL_ERROR = 0.35, 0.03  # the demo's synthetic hand labels
 TASK_TRUTH = {"chibi": "chibi", "multi": "multiple", "aesthetic": "busy"}
 SIZES = (50, 100, 200, "all")
 SEEDS = (0, 1, 2)
-DEMO = dict(image_size=96, epochs=10, batch_size=32, lr=1e-3, val_fraction=0.2, patience=5)
+DEMO = dict(  # ClassifierSettings fields: the demo's classifier settings (configs/demo.yaml)
+    image_size=96, epochs=10, batch_size=32, lr=1e-3, val_fraction=0.2, patience=5
+)
 RECIPES = {
     "scratch": dict(arch="tf_efficientnet_lite0", pretrained="none"),
     "pretrained": dict(arch="tf_efficientnet_lite0", pretrained="offline", backbone_lr_scale=0.1),
@@ -120,10 +122,11 @@ def test_f1(model_path: Path, images, labels: np.ndarray) -> dict:
 
 
 def evaluate(root: Path, posts: Path, truth, *, tasks, sizes, seeds, recipes, test_images, log_to=None) -> list[dict]:
-    """Train every (task, size, seed, recipe); ``recipes``: names of RECIPES, or a dict name -> run_train keywords."""
+    """Train every (task, size, seed, recipe); ``recipes``: names of RECIPES, or a dict name -> ClassifierSettings
+    fields (over DEMO's)."""
     import pandas as pd
 
-    from ganime_steps.classifier import run_train
+    from ganime_steps.classifier import ClassifierSettings, run_train
 
     results = []
     pool = hand_labels(root, truth)
@@ -139,13 +142,12 @@ def evaluate(root: Path, posts: Path, truth, *, tasks, sizes, seeds, recipes, te
         )
         for recipe in recipes:
             kw = {**DEMO, **(recipes[recipe] if isinstance(recipes, dict) else RECIPES[recipe])}
+            settings = ClassifierSettings(**kw, seed=seed, test_fraction=0.0)
             out = root / "runs" / f"{task}_{n}_{seed}_{recipe}"
             t0, c0 = time.perf_counter(), time.process_time()
-            summary = run_train(
-                posts=posts, labels=lab, out=out, task=task, seed=seed, test_fraction=0.0, device="cpu", **kw
-            )
+            summary = run_train(settings, posts=posts, labels=lab, out=out, task=task, device="cpu")
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            m = test_f1(out / "model.pt", test_images(kw["image_size"]), y_test)
+            m = test_f1(out / "model.pt", test_images(settings.image_size), y_test)
             results.append(
                 {
                     "task": task,

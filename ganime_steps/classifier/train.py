@@ -1,13 +1,13 @@
 """``train``: fit one binary classifier on the labelled posts, pick its epoch and threshold on validation data, then
-report the held-out test split; writes model.pt, metrics.json, pr_curve.png and confusion.png."""
+report the held-out test split; writes model.pt, metrics.json, pr_curve.png, confusion.png and the settings
+(:class:`~ganime_steps.classifier.settings.ClassifierSettings`) as classifier_config.json."""
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +26,28 @@ from ganime_steps.classifier.metrics import (
     binary_metrics,
     choose_threshold,
     counts,
-    parse_threshold_rule,
     select_threshold,
     split_metrics,
 )
 from ganime_steps.classifier.model import (
     autocast,
-    check_arch,
     class_names,
     norm_stats,
-    normalise_pretrained,
     predict_scores,
     pretrained_model,
     save_classifier,
     to_input,
 )
 from ganime_steps.classifier.plots import plot_confusion, plot_pr
+from ganime_steps.classifier.settings import SETTINGS_FILE, ClassifierSettings
 from ganime_steps.common import GanimeError, JsonRecord, progress, seed_everything, torch_device, write_json
 
 log = logging.getLogger(__name__)
 
 VAL_SPLIT_NAME = "validation (used for epoch and threshold)"
 TEST_SPLIT_NAME = "test (held out)"
-_SETTINGS_IN_METRICS = (
-    "task",
+_SETTINGS_IN_METRICS = (  # metrics.json's settings besides the task and pretrained (normalised)
     "arch",
-    "pretrained",
     "image_size",
     "seed",
     "val_fraction",
@@ -153,57 +149,22 @@ class ClassifierMetrics(JsonRecord):
 
 
 @dataclass(frozen=True)
-class _Settings:
-    """The knobs of one training run (see :func:`run_train`)."""
+class _Job:
+    """One training job: its task, its settings and how it runs (see :func:`run_train`)."""
 
     task: str
-    arch: str
-    image_size: int
-    epochs: int
-    batch_size: int
-    lr: float
-    pretrained: str
-    seed: int
-    val_fraction: float
-    test_fraction: float
-    patience: int
-    threshold_rule: str
+    settings: ClassifierSettings
     workers: int
-    backbone_lr_scale: float
-    backbone_weights: str | None
-
-    @property
-    def fine_tune(self) -> bool:
-        return self.pretrained != "none"
+    backbone_weights: str | Path | None
 
     def check(self) -> None:
-        """Every knob, the threshold rule, the worker count and the arch name, before any work."""
+        """The task's name, every setting, the worker count and the weights file, before any work."""
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.task or ""):
             raise GanimeError(f"task {self.task!r}: use letters, digits, _ . - only (e.g. chibi, multi, aesthetic)")
-        if self.image_size < 16:
-            raise GanimeError(f"image_size {self.image_size}: must be >= 16 (ResNets downsample 32x)")
-        if self.epochs < 1:
-            raise GanimeError(f"epochs {self.epochs}: must be >= 1")
-        if self.batch_size < 2:
-            raise GanimeError(f"batch_size {self.batch_size}: must be >= 2 (batch norm needs two samples per batch)")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise GanimeError(f"lr {self.lr}: must be a positive number such as 1e-3")
-        if not 0.0 < self.backbone_lr_scale <= 1.0:
-            raise GanimeError(f"backbone_lr_scale {self.backbone_lr_scale}: must be in (0, 1] (e.g. 0.1)")
-        if self.backbone_weights and self.pretrained != "offline":
+        if self.backbone_weights and self.settings.weights != "offline":
             raise GanimeError(f"backbone_weights {self.backbone_weights}: only for pretrained offline")
-        val, test = self.val_fraction, self.test_fraction
-        if not 0.0 < val < 1.0:
-            raise GanimeError(f"val_fraction {val}: must be between 0 and 1 (e.g. 0.25)")
-        if not 0.0 <= test < 1.0:
-            raise GanimeError(f"test_fraction {test}: must be >= 0 and below 1 (e.g. 0.2; 0 = no test split)")
-        if val + test >= 1.0:
-            raise GanimeError(f"val_fraction {val} + test_fraction {test}: must leave posts to train on (sum below 1)")
-        if self.patience < 1:
-            raise GanimeError(f"patience {self.patience}: must be >= 1 epoch")
-        parse_threshold_rule(self.threshold_rule)
         check_workers(self.workers)
-        check_arch(self.arch)
+        self.settings.check()
 
 
 @dataclass
@@ -237,46 +198,39 @@ class _Best:
 
 
 def run_train(
+    settings: ClassifierSettings | None = None,  # what to train (None: the schema's defaults); classifier_config.json
     *,
-    posts: Path,
-    labels: Path,
-    out: Path,
-    task: str,
-    arch: str = "resnet34",
-    image_size: int = 128,
-    epochs: int = 10,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    pretrained: str = "none",
-    seed: int = 0,
-    val_fraction: float = 0.25,
-    test_fraction: float = 0.2,
-    patience: int = 5,
-    threshold_rule: str = "best_f1",
-    device: str = "auto",
-    workers: int = 0,
-    backbone_lr_scale: float = 0.1,
-    backbone_weights: str | None = None,
+    posts: Path,  # posts.parquet (images resolved relative to its folder)
+    labels: Path,  # labels parquet: source, post_id, md5, label (0/1)
+    out: Path,  # the output folder
+    task: str,  # the task's name, stored in the model (chibi, multi, aesthetic)
+    device: str = "auto",  # cpu, cuda, cuda:N; auto: CUDA if present
+    workers: int = 0,  # DataLoader worker processes
+    backbone_weights: str | Path | None = None,  # pretrained offline: the converted weights file
 ) -> TrainSummary:
-    """Train one binary classifier; write model.pt, metrics.json, pr_curve.png and confusion.png into ``out``.
+    """Train one binary classifier of ``settings`` for ``task``
+    (``run_train(ClassifierSettings(arch="resnet18", epochs=3), posts=..., labels=..., out=..., task="chibi")``);
+    write model.pt, metrics.json, pr_curve.png, confusion.png and the settings as classifier_config.json into
+    ``out``. The keywords are the task, the paths and where and how the job runs, never settings.
 
     ``pretrained`` other than none fine-tunes: the new head learns at ``lr``, the pretrained backbone at
     ``lr * backbone_lr_scale``. ``backbone_weights``: the converted file for ``pretrained`` offline (default: found by
     :func:`ganime_steps.backbones.weights_path`)."""
-    given = dict(locals())  # the keywords as passed: every _Settings field is one of them
-    knobs = {f.name: given[f.name] for f in fields(_Settings)}
+    s = settings or ClassifierSettings()
     posts, labels, out = Path(posts), Path(labels), Path(out)
-    s = _Settings(**{**knobs, "pretrained": normalise_pretrained(pretrained)})
-    s.check()
+    job = _Job(task, s, workers, backbone_weights)
+    job.check()
     dev = torch_device(device)
 
-    d = _prepare(posts, labels, s, dev)
-    best, history = _fit(d.net, d.loader, d.val_images, d.y_val, s, d.pos_weight)
+    d = _prepare(posts, labels, job, dev)
+    best, history = _fit(d.net, d.loader, d.val_images, d.y_val, job, d.pos_weight)
 
     # epoch and threshold are now fixed from validation data alone; only then score and read the test split
     threshold, rule_met, val_block = _validation_result(best, d.y_val, s.threshold_rule)
     test_block = _test_result(d.net, best, d.test_images, d.y_all[d.split.test], threshold, task, val_block)
     metrics = ClassifierMetrics(
+        task=task,
+        pretrained=s.weights,
         **{k: getattr(s, k) for k in _SETTINGS_IN_METRICS},
         pretrained_origin=d.net.pretrained_origin,
         **_split_counts(d.split, d.y_all),
@@ -294,7 +248,7 @@ def run_train(
         seconds_per_epoch=float(np.mean([h["seconds"] for h in history])),
         device=str(dev),
     )
-    _write_outputs(out, d.net, best, metrics)
+    _write_outputs(out, d.net, best, metrics, s)
     return _summary(metrics, out)
 
 
@@ -319,54 +273,57 @@ class _Prepared:
         return self.y_all[self.split.val]
 
 
-def _prepare(posts: Path, labels: Path, s: _Settings, dev) -> _Prepared:
+def _prepare(posts: Path, labels: Path, job: _Job, dev) -> _Prepared:
     """Labels joined to the posts, the split, a seeded new network, the images (decoded once) and the train loader;
     in this order, so that the seeded random state is used as it always was."""
     import torch
 
+    s = job.settings
     data = labelled_posts(posts, labels)
     y_all = data["label"].to_numpy()
-    split = _split(data, s)
+    split = _split(data, job)
     seed_everything(s.seed)
-    net = _new_net(s, dev)
+    net = _new_net(job, dev)
     paths = resolve_paths(posts, data["file"])
-    images = load_images(paths, s.image_size, batch_size=s.batch_size, workers=s.workers, desc=f"{s.task} images")
+    images = load_images(paths, s.image_size, batch_size=s.batch_size, workers=job.workers, desc=f"{job.task} images")
     train_images, val_images, test_images = (images[torch.from_numpy(i)] for i in (split.train, split.val, split.test))
     loader = train_loader(
         train_images,
         y_all[split.train],
         image_size=s.image_size,
         batch_size=s.batch_size,
-        workers=s.workers,
+        workers=job.workers,
         seed=s.seed,
         device=dev,
     )
     return _Prepared(net, split, y_all, loader, val_images, test_images, _pos_weight(y_all[split.train]))
 
 
-def _split(data, s: _Settings) -> Split:
+def _split(data, job: _Job) -> Split:
     """:func:`split_by_post` of the labelled posts, logged (train and val class counts; test only by size)."""
+    s = job.settings
     split = split_by_post(data, seed=s.seed, val_fraction=s.val_fraction, test_fraction=s.test_fraction)
     y_all = data["label"].to_numpy()
     # test labels are read only after the epoch and the threshold are fixed (after the training loop)
     log.info(
         "%s: %d labelled posts -> train %s, val %s, test %d posts",
-        s.task,
+        job.task,
         len(data),
         counts(y_all[split.train]),
         counts(y_all[split.val]),
         len(split.test),
     )
     if split.test_note:
-        log.warning("%s: %s", s.task, split.test_note)
+        log.warning("%s: %s", job.task, split.test_note)
     return split
 
 
-def _new_net(s: _Settings, dev) -> _Net:
+def _new_net(job: _Job, dev) -> _Net:
     import torch
 
-    model, origin = pretrained_model(s.arch, s.pretrained, s.backbone_weights)
-    log.info("%s: %s weights: %s", s.task, s.arch, origin)
+    s = job.settings
+    model, origin = pretrained_model(s.arch, s.weights, job.backbone_weights)
+    log.info("%s: %s weights: %s", job.task, s.arch, origin)
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -380,11 +337,12 @@ def _pos_weight(y_train: np.ndarray) -> float:
     return n_neg / n_pos
 
 
-def _fit(net: _Net, loader, val_images, y_val: np.ndarray, s: _Settings, pos_weight: float):
+def _fit(net: _Net, loader, val_images, y_val: np.ndarray, job: _Job, pos_weight: float):
     """AdamW with cosine decay over all steps; keeps the best epoch by val F1 and stops after ``patience`` epochs
     without a gain. Returns the best epoch (:class:`_Best`) and the per-epoch history."""
     import torch
 
+    s, task = job.settings, job.task
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=net.device))
     optimizer = torch.optim.AdamW(_param_groups(net.model, s), weight_decay=1e-2)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s.epochs * len(loader)))
@@ -392,7 +350,7 @@ def _fit(net: _Net, loader, val_images, y_val: np.ndarray, s: _Settings, pos_wei
     history: list[dict[str, Any]] = []
     for epoch in range(1, s.epochs + 1):
         t0 = time.perf_counter()
-        desc = f"{s.task} epoch {epoch}/{s.epochs}"
+        desc = f"{task} epoch {epoch}/{s.epochs}"
         train_loss = _train_epoch(net, loader, criterion, optimizer, scheduler, desc=desc)
         val_scores = net.scores(val_images)
         val_loss = _val_loss(val_scores, y_val, pos_weight)
@@ -404,19 +362,19 @@ def _fit(net: _Net, loader, val_images, y_val: np.ndarray, s: _Settings, pos_wei
         )
         log.info(
             "%s epoch %d: train loss %.4f, val loss %.4f, val F1 %.3f (%.1fs)",
-            *(s.task, epoch, train_loss, val_loss, val_f1, seconds),
+            *(task, epoch, train_loss, val_loss, val_f1, seconds),
         )
         if _better(val_f1, val_loss, best):
             state = {k: v.detach().to("cpu", copy=True) for k, v in net.model.state_dict().items()}
             best = _Best(epoch, val_f1, val_loss, val_scores, state)
         elif epoch - best.epoch >= s.patience:
-            log.info("%s: early stop after epoch %d (no val F1 gain for %d epochs)", s.task, epoch, s.patience)
+            log.info("%s: early stop after epoch %d (no val F1 gain for %d epochs)", task, epoch, s.patience)
             break
     assert best is not None
     return best, history
 
 
-def _param_groups(model, s: _Settings) -> list[dict[str, Any]]:
+def _param_groups(model, s: ClassifierSettings) -> list[dict[str, Any]]:
     """Fine-tuning: the new head at ``lr``, the pretrained backbone at ``lr * backbone_lr_scale`` (a few hundred
     labels would otherwise wash out the ImageNet features in the first epochs). From scratch: one group at ``lr``."""
     if not s.fine_tune:
@@ -501,9 +459,11 @@ def _split_counts(split: Split, y_all: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _write_outputs(out: Path, net: _Net, best: _Best, metrics: ClassifierMetrics) -> None:
-    """model.pt (the best epoch's weights), metrics.json and the two figures."""
+def _write_outputs(out: Path, net: _Net, best: _Best, metrics: ClassifierMetrics, settings: ClassifierSettings) -> None:
+    """model.pt (the best epoch's weights), metrics.json, the two figures and the settings as asked for
+    (classifier_config.json: ``classifier train --config`` of it trains the same classifier again)."""
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SETTINGS_FILE, settings.to_json())
     save_classifier(
         out / "model.pt",
         best.state,

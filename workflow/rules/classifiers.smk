@@ -32,6 +32,9 @@ rule classifier_train:
     output:
         model="results/classifiers/{task}/model.pt",
         metrics="results/classifiers/{task}/metrics.json",
+        # the job's settings as the stage read them (`python -m ganime_steps.classifier train --config` of it
+        # trains the same classifier again)
+        settings="results/classifiers/{task}/classifier_config.json",
         pr_curve=report(
             "results/classifiers/{task}/pr_curve.png",
             caption="../report/classifier.rst",
@@ -45,7 +48,9 @@ rule classifier_train:
             subcategory="{task}",
         ),
     params:
-        spec=lambda wildcards: config["classifiers"][wildcards.task],
+        # the task's settings, one JSON object (ClassifierSettings; common.classifier_settings_json): every
+        # classifiers.<task> key but the label queue's
+        settings=lambda wildcards: classifier_settings_json(wildcards.task),
         out=lambda wildcards: f"results/classifiers/{wildcards.task}",
         backbone=lambda wildcards, input: f"--backbone-weights {shlex.quote(input.backbone)}" if input.backbone else "",
         device=config["device"],
@@ -63,19 +68,8 @@ rule classifier_train:
         " --posts {input.posts:q}"
         " --labels {input.labels:q}"
         " --task {wildcards.task}"
-        " --arch {params.spec[arch]:q}"
-        " --image-size {params.spec[image_size]}"
-        " --epochs {params.spec[epochs]}"
-        " --batch-size {params.spec[batch_size]}"
-        " --lr {params.spec[lr]}"
-        " --pretrained {params.spec[pretrained]:q}"
-        " --backbone-lr-scale {params.spec[backbone_lr_scale]}"
+        " --settings {params.settings:q}"
         " {params.backbone}"
-        " --seed {params.spec[seed]}"
-        " --val-fraction {params.spec[val_fraction]}"
-        " --test-fraction {params.spec[test_fraction]}"
-        " --patience {params.spec[patience]}"
-        " --threshold-rule {params.spec[threshold_rule]:q}"
         " --device {params.device}"
         " --out {params.out:q}"
         " 2> {log:q}"

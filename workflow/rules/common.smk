@@ -13,6 +13,7 @@ from ganime_steps.config import (
     GOLD_DATASETS,
     HTTP_KINDS,
     all_sources,
+    classifier_settings,
     run_settings,
     source_settings,
     validate_config,
@@ -246,6 +247,13 @@ def run_settings_json(name):
     """A run's settings for its train job, one JSON object (``--settings``; saved as run_config.json): the run's
     keys but those the workflow consumes (config.WORKFLOW_RUN_KEYS: dataset, reference, device, resources, ...)."""
     return json.dumps(run_settings(get_run(name)), sort_keys=True, separators=(",", ":"))
+
+
+def classifier_settings_json(task):
+    """A classifier's settings for its classifier_train job, one JSON object (``--settings``; saved as
+    classifier_config.json): the task's keys but those the workflow consumes (config.WORKFLOW_CLASSIFIER_KEYS:
+    queue)."""
+    return json.dumps(classifier_settings(config["classifiers"][task]), sort_keys=True, separators=(",", ":"))
 
 
 def shared_reference(run):
