@@ -122,7 +122,7 @@ def test_studio_edits_a_projected_generator_in_z(data: Path, tmp_path: Path) -> 
         out=tmp_path / "d.npz",
         figure=tmp_path / "d.png",
         classifiers={},
-        n_samples=64,
+        n=64,
         n_components=2,
         device="cpu",
     )
