@@ -28,6 +28,7 @@ from ganime_steps.common import (
     GanimeError,
     Options,
     add_settings_options,
+    call_with_args,
     run_cli,
     settings_json_arg,
     torch_device,
@@ -644,23 +645,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def _handle(args: argparse.Namespace) -> TrainSummary:
         keep_freed_memory()
-        return run_train(
-            settings_from_args(args),
-            data=args.data,
-            out=args.out,
-            dataset=args.dataset,
-            device=args.device,
-            amp=args.amp,
+        return call_with_args(  # every other flag's dest is the keyword of the same name
+            run_train,
+            args,
+            settings=settings_from_args(args),
             data_on_device=AUTO_ON_OFF[args.data_on_device],
             channels_last=AUTO_ON_OFF[args.channels_last],
-            compile=args.compile,
             tf32=args.tf32 == "on",
-            feature_weights=args.feature_weights,
-            metric_reference=args.metric_reference,
-            metric_samples=args.metric_samples,
-            metric_seed=args.metric_seed,
-            inception_weights=args.inception_weights,
-            classifier_model=args.classifier_model,
         )
 
     return run_cli(parser, _handle, argv)

@@ -10,7 +10,7 @@ from ganime_steps.classifier.model import PRETRAINED_HELP
 from ganime_steps.classifier.score import run_score
 from ganime_steps.classifier.settings import SETTINGS_FILE, ClassifierSettings
 from ganime_steps.classifier.train import run_train
-from ganime_steps.common import Options, add_settings_options, run_cli, settings_json_arg
+from ganime_steps.common import Options, add_settings_options, call_with_args, run_cli, settings_json_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,16 +169,8 @@ def _add_score(sub) -> None:
 
 def _handle(args: argparse.Namespace):
     if args.command == "train":
-        return run_train(
-            settings_from_args(args),
-            posts=args.posts,
-            labels=args.labels,
-            out=args.out,
-            task=args.task,
-            device=args.device,
-            workers=args.workers,
-            backbone_weights=args.backbone_weights,
-        )
+        # every other flag's dest is the keyword of the same name of run_train
+        return call_with_args(run_train, args, settings=settings_from_args(args))
     # every score flag's dest is the keyword of the same name of run_score
     return run_score(**{k: v for k, v in vars(args).items() if k not in ("command", "verbose")})
 
