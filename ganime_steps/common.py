@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 log = logging.getLogger("ganime")
 T = TypeVar("T")
@@ -226,19 +226,51 @@ def checked_setting(name: str, value: Any, annotation: Any) -> Any:
     raise GanimeError(f"setting {name}: {value!r} is not {' or '.join(kinds)}")
 
 
-def settings_from_json(cls: type[T], data: Any, where: str, what: str) -> T:
-    """A stage's settings dataclass from a JSON object (``run_config.json``, ``--settings``): a key left out keeps its
-    default; a non-object, an unknown key or a value of the wrong type is one GanimeError line naming ``where``."""
-    if not isinstance(data, dict):
-        raise GanimeError(f"{where}: expected a JSON object of {what}, got {type(data).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise GanimeError(f"{where}: unknown setting {key!r}; the settings are {', '.join(names)}")
-    try:
-        return cls(**data)
-    except GanimeError as exc:
-        raise GanimeError(f"{where}: {exc}") from None
+class Settings:
+    """Base of a stage's settings dataclass (``RunSettings``, ``ScrapeSettings``, ``ClassifierSettings``): every value
+    checked against its field's type when made (:func:`checked_setting`), read from and written as the JSON a run
+    saves (``*_config.json``, ``--settings``), and made from a CLI's ``--config``/``--settings`` and setting flags.
+    ``what`` names the settings in errors; ``accepts_paths``: a path-like value is taken as its string."""
+
+    what: ClassVar[str] = "settings"
+    accepts_paths: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        """Each value of its field's type (a JSON integer where a float is meant becomes that float, a list of
+        strings a tuple)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if self.accepts_paths and isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            object.__setattr__(self, f.name, checked_setting(f.name, value, f.type))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Any:
+        """Settings from a JSON object (a ``*_config.json``, ``--settings``): a key left out keeps its default; a
+        non-object, an unknown key or a value of the wrong type is one GanimeError line naming ``where``."""
+        if not isinstance(data, dict):
+            raise GanimeError(f"{where}: expected a JSON object of {cls.what}, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                raise GanimeError(f"{where}: unknown setting {key!r}; the settings are {', '.join(names)}")
+        try:
+            return cls(**data)
+        except GanimeError as exc:
+            raise GanimeError(f"{where}: {exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, override: Callable[[Any, dict[str, Any]], Any] | None = None) -> Any:
+        """The settings a CLI was given: ``--config``'s file or ``--settings``' JSON (else the defaults), then every
+        setting flag given (a setting's flag has no argparse default, so one not given is absent from ``args``),
+        applied by ``override(settings, flags)`` (default: :func:`dataclasses.replace`)."""
+        given = settings_json_arg(args.config, args.settings)
+        base = cls.from_json(*given) if given else cls()
+        flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+        return override(base, flags) if override else dataclasses.replace(base, **flags)
 
 
 Options = list[tuple[str, dict[str, Any]]]  # (flag, add_argument's keyword arguments), in --help order

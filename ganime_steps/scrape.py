@@ -41,7 +41,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,10 @@ from PIL import Image
 from ganime_steps.common import (
     GanimeError,
     Options,
+    Settings,
     add_settings_options,
-    checked_setting,
     file_digest,
     run_cli,
-    settings_from_json,
-    settings_json_arg,
     write_json,
     write_parquet,
     write_text,
@@ -121,7 +119,7 @@ class ScrapeSummary:
 
 
 @dataclass(frozen=True)
-class ScrapeSettings:
+class ScrapeSettings(Settings):
     """What a scrape lists and stores, as a person or the workflow gives it (``scrape_config.json``, ``scrape
     --config``): every default here is the workflow schema's ``$defs.source`` default, written once
     (``tests/test_scrape_settings.py`` checks the schema against it; the CLI's flags have no defaults of their own).
@@ -155,22 +153,8 @@ class ScrapeSettings:
     seed: int = 0  # synthetic: generator seed (schema: synthetic.seed)
     style: str = "booru"  # synthetic: booru or tachie (schema: synthetic.style)
 
-    def __post_init__(self) -> None:
-        """Each value of its field's type (a JSON integer where a float is meant becomes that float, a list of tags a
-        tuple, a path a string)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            value = os.fspath(value) if isinstance(value, os.PathLike) else value  # a folder's path may be a Path
-            object.__setattr__(self, f.name, checked_setting(f.name, value, f.type))
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> ScrapeSettings:
-        """Settings from a JSON object (``scrape_config.json``, ``--settings``); a key left out keeps its default,
-        an unknown key is one GanimeError line naming it and ``where``."""
-        return settings_from_json(cls, data, where, "scrape settings")
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+    what = "scrape settings"
+    accepts_paths = True  # a folder's path may be a Path
 
 
 @dataclass(frozen=True)
@@ -676,15 +660,6 @@ def run_scrape(
         lock.release()
 
 
-def override(settings: ScrapeSettings, given: dict[str, Any]) -> ScrapeSettings:
-    """``settings`` with the ``given`` ones (by field name); an unknown name is one GanimeError line."""
-    names = {f.name for f in fields(ScrapeSettings)}
-    for key in given:
-        if key not in names:
-            raise GanimeError(f"unknown scrape setting {key!r}; the settings are {', '.join(sorted(names))}")
-    return replace(settings, **given)
-
-
 def _http_options(
     *, user_env: str | None, api_key_env: str | None, burst: int, image_hosts: Iterable[str], **policy: Any
 ) -> dict[str, Any]:
@@ -1058,14 +1033,9 @@ def argument_groups() -> list[tuple[str | None, Options]]:
     ]
 
 
-SETTING_FIELDS = tuple(f.name for f in fields(ScrapeSettings))  # flag --x-y sets the setting x_y
-
-
 def settings_from_args(args: argparse.Namespace) -> ScrapeSettings:
     """The settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
-    given = settings_json_arg(args.config, args.settings)
-    base = ScrapeSettings.from_json(*given) if given else ScrapeSettings()
-    return override(base, {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
+    return ScrapeSettings.from_args(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ family's published schedule, 600 + 600 kimg per resolution).
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from ganime_steps.common import (
     add_settings_options,
     call_with_args,
     run_cli,
-    settings_json_arg,
     torch_device,
     write_json,
 )
@@ -338,7 +337,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 AUTO_ON_OFF = {"auto": None, "on": True, "off": False}  # the choices of --channels-last and --data-on-device
-SETTING_FIELDS = tuple(f.name for f in fields(RunSettings))  # flag --x-y sets the setting x_y
 
 
 def argument_groups() -> list[tuple[str | None, Options]]:
@@ -602,9 +600,7 @@ def metric_options() -> Options:
 
 def settings_from_args(args: argparse.Namespace) -> RunSettings:
     """The run's settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
-    given = settings_json_arg(args.config, args.settings)
-    base = RunSettings.from_json(*given) if given else RunSettings()
-    return override(base, {name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
+    return RunSettings.from_args(args, override)
 
 
 def override(settings: RunSettings, given: dict[str, Any]) -> RunSettings:

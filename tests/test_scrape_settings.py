@@ -138,8 +138,8 @@ def test_bad_settings_are_one_line(text: str, message: str):
 
 
 def test_an_unknown_setting_name_is_one_line(tmp_path: Path):
-    with pytest.raises(GanimeError, match="unknown scrape setting 'limt'"):
-        scrape.override(ScrapeSettings(), {"limt": 5})
+    with pytest.raises(GanimeError, match="where: unknown setting 'limt'; the settings are kind, name,"):
+        ScrapeSettings.from_json({"limt": 5}, "where")
     with pytest.raises(TypeError):  # the stage takes its settings as a ScrapeSettings only
         scrape.run_scrape(out=tmp_path, limit=5)  # type: ignore[call-arg]
     assert not tmp_path.joinpath(scrape.SETTINGS_FILE).exists()

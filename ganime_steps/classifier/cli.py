@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
 from pathlib import Path
 
 from ganime_steps.classifier.model import PRETRAINED_HELP
 from ganime_steps.classifier.score import run_score
 from ganime_steps.classifier.settings import SETTINGS_FILE, ClassifierSettings
 from ganime_steps.classifier.train import run_train
-from ganime_steps.common import Options, add_settings_options, call_with_args, run_cli, settings_json_arg
+from ganime_steps.common import Options, add_settings_options, call_with_args, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,14 +142,9 @@ def setting_options() -> Options:
     ]
 
 
-SETTING_FIELDS = tuple(f.name for f in fields(ClassifierSettings))  # flag --x-y sets the setting x_y
-
-
 def settings_from_args(args: argparse.Namespace) -> ClassifierSettings:
     """The settings: --config's file or --settings' JSON (else the defaults), then every setting flag given."""
-    given = settings_json_arg(args.config, args.settings)
-    base = ClassifierSettings.from_json(*given) if given else ClassifierSettings()
-    return replace(base, **{name: getattr(args, name) for name in SETTING_FIELDS if hasattr(args, name)})
+    return ClassifierSettings.from_args(args)
 
 
 def _add_score(sub) -> None:

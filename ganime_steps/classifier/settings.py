@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from ganime_steps.classifier.metrics import parse_threshold_rule
 from ganime_steps.classifier.model import check_arch, normalise_pretrained
-from ganime_steps.common import GanimeError, checked_setting, settings_from_json
+from ganime_steps.common import GanimeError, Settings
 
 SETTINGS_FILE = "classifier_config.json"  # the settings of a trained classifier, beside its model.pt
 
 
 @dataclass(frozen=True)
-class ClassifierSettings:
+class ClassifierSettings(Settings):
     """What a classifier trains, as a person or the workflow gives it (``classifier_config.json``, ``classifier train
     --config``): every default here is the workflow schema's ``classifiers.*`` default, written once
     (``tests/test_classifier_settings.py`` checks the schema against it; the CLI's flags have no defaults of their
@@ -36,19 +35,7 @@ class ClassifierSettings:
     patience: int = 5  # stop after this many epochs without a val F1 gain
     threshold_rule: str = "best_f1"  # best_f1, or precision:<p> (the lowest threshold with val precision >= p)
 
-    def __post_init__(self) -> None:
-        """Each value of its field's type (a JSON integer where a float is meant becomes that float)."""
-        for f in fields(self):
-            object.__setattr__(self, f.name, checked_setting(f.name, getattr(self, f.name), f.type))
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> ClassifierSettings:
-        """Settings from a JSON object (``classifier_config.json``, ``--settings``); a key left out keeps its
-        default, an unknown key is one GanimeError line naming it and ``where``."""
-        return settings_from_json(cls, data, where, "classifier settings")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    what = "classifier settings"
 
     @property
     def weights(self) -> str:

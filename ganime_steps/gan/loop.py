@@ -45,7 +45,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,9 @@ import torch.utils.deterministic
 
 from ganime_steps.common import (
     GanimeError,
-    checked_setting,
+    Settings,
     progress,
     seed_everything,
-    settings_from_json,
     write_text,
 )
 from ganime_steps.gan.checkpoint import Checkpointing, dataset_fingerprint, training_code_fingerprint
@@ -83,7 +82,7 @@ LOG_WRITE_S = 30.0  # log.csv is rewritten whole (atomically): at most this ofte
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class RunSettings(Settings):
     """What a run trains, as a person or the workflow gives it (``run_config.json``, ``train --config``): the
     settings of the train stage, unresolved (``lr`` None: the family's; ``lr_schedule`` auto: its table; the length in
     kimg or in epochs). Every default here is the workflow schema's ``runs.*`` default, written once: the CLI's flags,
@@ -118,19 +117,7 @@ class RunSettings:
     # reference (SNGAN: the run's kimg; the others none); "none": off
     resume_other_code: bool = False  # resume a checkpoint written by other training code (else: set aside)
 
-    def __post_init__(self) -> None:
-        """Each value of its field's type (a JSON integer where a float is meant becomes that float)."""
-        for f in fields(self):
-            object.__setattr__(self, f.name, checked_setting(f.name, getattr(self, f.name), f.type))
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> RunSettings:
-        """Settings from a JSON object (``run_config.json``, ``--settings``); a key left out keeps its default,
-        an unknown key is one GanimeError line naming it and ``where``."""
-        return settings_from_json(cls, data, where, "run settings")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    what = "run settings"
 
 
 @dataclass(frozen=True)
