@@ -172,7 +172,7 @@ def scrape_settings_json(name):
     """A source's settings for its scrape job, one JSON object (``--settings``; saved as scrape_config.json): the
     source's keys but those the workflow consumes (config.WORKFLOW_SOURCE_KEYS: source, face_detector, the synthetic
     labels' keys), with its name."""
-    return json.dumps(source_settings(name, SOURCES[name]), sort_keys=True, separators=(",", ":"))
+    return settings_json(source_settings(name, SOURCES[name]))
 
 
 def face_detector(source):
@@ -246,14 +246,20 @@ def get_run(name):
 def run_settings_json(name):
     """A run's settings for its train job, one JSON object (``--settings``; saved as run_config.json): the run's
     keys but those the workflow consumes (config.WORKFLOW_RUN_KEYS: dataset, reference, device, resources, ...)."""
-    return json.dumps(run_settings(get_run(name)), sort_keys=True, separators=(",", ":"))
+    return settings_json(run_settings(get_run(name)))
 
 
 def classifier_settings_json(task):
     """A classifier's settings for its classifier_train job, one JSON object (``--settings``; saved as
     classifier_config.json): the task's keys but those the workflow consumes (config.WORKFLOW_CLASSIFIER_KEYS:
     queue)."""
-    return json.dumps(classifier_settings(config["classifiers"][task]), sort_keys=True, separators=(",", ":"))
+    return settings_json(classifier_settings(config["classifiers"][task]))
+
+
+def settings_json(settings):
+    """A stage's settings as its job's ``--settings`` argument: compact JSON, keys sorted, so the same settings are
+    the same text (Snakemake reruns a job whose params change)."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
 
 def shared_reference(run):
